@@ -1,0 +1,51 @@
+# ops-engine: make install | run | test | bench
+# Every step a fresh machine needs lives here; `make install` is idempotent.
+
+PYTHON      ?= python3
+VENV        := .venv
+BIN         := $(VENV)/bin
+STAMP       := $(VENV)/.installed
+# Debian packages the engine and its tests need (installed with apt-get when missing).
+DEB_PACKAGES ?= python3-venv procps curl
+PYTEST_ARGS ?=
+
+.PHONY: install deb run test unit integration bench schema clean
+
+install: deb $(STAMP)
+
+deb:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+# Embedded broker + one worker with its web server; Ctrl-C stops both. Data and logs in .run/.
+run: install
+	$(BIN)/ops-engine up
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: install
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/inventory.py
+
+schema: install
+	$(BIN)/ops-engine schema --out docs/schema
+
+clean:
+	rm -rf .run .pytest_cache

@@ -1,0 +1,392 @@
+"""The inventory agent: thin wiring from the store-keyed topics to the pure diff.
+
+One agent consumes ``supplier.snapshots``, ``store.settings`` and
+``inventory.commands`` (all keyed by ``store_id``, co-partitioned), so every
+write to a store's table entries happens on that store's partition, inside
+stream iteration, in the order the store's messages arrived. For each message:
+decode (pydantic), call ``models.inventory``, write the tables, send the
+results. Anything that cannot be decoded goes to ``deadletter`` with its
+reason, and the agent goes on.
+
+At-least-once: Faust commits an offset only after the producer flushed what
+the message produced (changelog, changes, alerts). After a crash the messages
+since the last commit come again; the table already holds their effect (it is
+recovered from the changelog), so they are STALE and emit nothing twice; where
+the changelog write was lost but an output was not, the output is emitted again
+with the same deterministic id (change_id, alert_id).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import faust
+from pydantic import TypeAdapter, ValidationError
+
+from connectors import metrics
+from models import alerts as alert_rules
+from models.events import (
+    Alert,
+    AlertCommand,
+    AlertStatus,
+    DeadLetter,
+    DeadLetterReason,
+    StoreSettings,
+    SupplierSnapshot,
+    default_settings,
+)
+from models.inventory import AlertClose, Outcome, SnapshotResult, apply_alert_status, apply_snapshot, reprice
+from models.product import ProductState, decode_state, encode_state, product_key, store_prefix
+from streams import topics
+from streams.app import Engine
+from streams.codecs import encode
+
+log = logging.getLogger(__name__)
+
+_PAGE = TypeAdapter(list[SupplierSnapshot])
+_ITEM = TypeAdapter(SupplierSnapshot)
+
+
+def alert_key(store_id: str, alert_id: str) -> str:
+    return f"{store_id}|{alert_id}"
+
+
+def _error_text(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - 5
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _is_json_error(exc: ValidationError) -> bool:
+    return any(err["type"] == "json_invalid" for err in exc.errors())
+
+
+class InventoryProcessor:
+    """Handles one consumed message at a time; owns no state but the tables'."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.products = engine.tables.products
+        self.alerts = engine.tables.alerts
+        self.settings = engine.tables.settings
+        # Parsed settings per store, checked against the raw table value, so a
+        # store's settings are parsed once per change, not once per snapshot.
+        self._settings_cache: dict[str, tuple[bytes, StoreSettings]] = {}
+        self._results = {r: metrics.SNAPSHOTS.labels(r.value) for r in SnapshotResult}
+        self._invalid = metrics.SNAPSHOTS.labels("INVALID")
+        self._messages = {t: metrics.MESSAGES.labels(t) for t in topics.STORE_KEYED_INPUTS}
+
+    # ------------------------------------------------------------------ #
+    # dispatch
+    # ------------------------------------------------------------------ #
+
+    def handle(self, event: faust.EventT) -> None:
+        message = event.message
+        topic = message.topic
+        counter = self._messages.get(topic)
+        if counter is not None:
+            counter.inc()
+        try:
+            if topic == topics.SUPPLIER_SNAPSHOTS:
+                self.on_snapshots(message)
+            elif topic == topics.STORE_SETTINGS:
+                self.on_settings(message)
+            elif topic == topics.INVENTORY_COMMANDS:
+                self.on_command(message)
+            else:  # pragma: no cover - the agent subscribes to these three only
+                self.dead(message, DeadLetterReason.UNKNOWN_TOPIC, f"no handler for topic {topic}")
+        except Exception as exc:  # one bad message must not stop the worker
+            log.exception("failed to process %s[%s]@%s", topic, message.partition, message.offset)
+            self.dead(message, DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def dead(
+        self,
+        message: Any,
+        reason: DeadLetterReason,
+        detail: str,
+        item_index: int | None = None,
+    ) -> None:
+        key = message.key
+        record = DeadLetter.model_construct(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=None if key is None else base64.b64encode(key).decode(),
+            value=base64.b64encode(message.value or b"").decode(),
+            reason=reason,
+            detail=detail[:2000],
+            item_index=item_index,
+            refused_at=datetime.now(timezone.utc),
+        )
+        self.engine.deadletter.send_soon(key=message.topic.encode(), value=encode(record))
+        metrics.DEADLETTERS.labels(reason.value).inc()
+        if message.topic == topics.SUPPLIER_SNAPSHOTS:
+            self._invalid.inc()
+        log.warning(
+            "deadletter %s[%s]@%s: %s %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            reason.value,
+            detail[:300].replace("\n", " "),
+        )
+
+    # ------------------------------------------------------------------ #
+    # supplier.snapshots
+    # ------------------------------------------------------------------ #
+
+    def _decode_snapshots(self, message: Any) -> list[tuple[int | None, SupplierSnapshot]]:
+        raw: bytes = message.value or b""
+        is_page = raw.lstrip()[:1] == b"["
+        try:
+            if is_page:
+                return list(enumerate(_PAGE.validate_json(raw)))
+            return [(None, SupplierSnapshot.model_validate_json(raw))]
+        except ValidationError as exc:
+            if _is_json_error(exc) or not is_page:
+                reason = DeadLetterReason.INVALID_JSON if _is_json_error(exc) else DeadLetterReason.SCHEMA_VIOLATION
+                self.dead(message, reason, _error_text(exc))
+                return []
+        # A page with some bad items: keep the good ones, refuse each bad one.
+        import orjson
+
+        items = orjson.loads(raw)
+        good: list[tuple[int | None, SupplierSnapshot]] = []
+        for index, item in enumerate(items):
+            try:
+                good.append((index, _ITEM.validate_python(item)))
+            except ValidationError as exc:
+                self.dead(message, DeadLetterReason.SCHEMA_VIOLATION, _error_text(exc), item_index=index)
+        return good
+
+    def on_snapshots(self, message: Any) -> None:
+        snapshots = self._decode_snapshots(message)
+        if not snapshots:
+            return
+        key = (message.key or b"").decode(errors="replace")
+        newest = None
+        counts: dict[SnapshotResult, int] = {}
+        for index, snap in snapshots:
+            if snap.store_id != key:
+                self.dead(
+                    message,
+                    DeadLetterReason.KEY_MISMATCH,
+                    f"message key {key!r} is not the snapshot's store_id {snap.store_id!r}",
+                    item_index=index,
+                )
+                continue
+            result = self.apply(snap)
+            counts[result] = counts.get(result, 0) + 1
+            if newest is None or snap.captured_at > newest:
+                newest = snap.captured_at
+        for result, n in counts.items():
+            self._results[result].inc(n)
+        if newest is not None:
+            metrics.SNAPSHOT_LAG.observe(max(0.0, time.time() - newest.timestamp()))
+
+    def store_settings(self, store_id: str) -> StoreSettings:
+        raw = self.settings.data.get(store_id)
+        if raw is None:
+            cached = self._settings_cache.get(store_id)
+            if cached is None or cached[0] != b"":
+                cached = (b"", default_settings(store_id))
+                self._settings_cache[store_id] = cached
+            return cached[1]
+        cached = self._settings_cache.get(store_id)
+        if cached is None or cached[0] is not raw:
+            cached = (raw, StoreSettings.model_validate_json(raw))
+            self._settings_cache[store_id] = cached
+        return cached[1]
+
+    def apply(self, snap: SupplierSnapshot) -> SnapshotResult:
+        key = product_key(snap.store_id, snap.product_id, snap.variant_id)
+        data = self.products.data
+        raw = data.get(key)
+        state = None if raw is None else decode_state(raw)
+        outcome = apply_snapshot(state, snap, self.store_settings(snap.store_id))
+        if outcome.state is None:
+            return outcome.result
+        if outcome.durable:
+            self.products[key] = encode_state(outcome.state)
+        else:
+            # Only the snapshot time moved: keep it in memory, not in the
+            # changelog (90 % of snapshots; see docs/events.md "Ordering").
+            data[key] = encode_state(outcome.state)
+        self.emit(snap.store_id, outcome)
+        return outcome.result
+
+    def emit(self, store_id: str, outcome: Outcome) -> None:
+        store_key = store_id.encode()
+        change = outcome.change
+        if change is not None:
+            self.engine.changes.send_soon(key=store_key, value=encode(change))
+            metrics.CHANGE_RECORDS.labels(change.reason.value).inc()
+            for kind in change.changed:
+                metrics.CHANGES.labels(kind.value).inc()
+        for closing in outcome.closed:
+            self.close_alert(store_id, closing)
+        for alert in outcome.opened:
+            self.put_alert(alert)
+
+    # ------------------------------------------------------------------ #
+    # alerts
+    # ------------------------------------------------------------------ #
+
+    def put_alert(self, alert: Alert) -> None:
+        raw = encode(alert)
+        self.alerts[alert_key(alert.store_id, alert.alert_id)] = raw
+        self.engine.alerts.send_soon(key=alert.store_id.encode(), value=raw)
+        metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
+
+    def load_alert(self, store_id: str, alert_id: str) -> Alert | None:
+        raw = self.alerts.data.get(alert_key(store_id, alert_id))
+        return None if raw is None else Alert.model_validate_json(raw)
+
+    def close_alert(self, store_id: str, closing: AlertClose) -> None:
+        alert = self.load_alert(store_id, closing.alert_id)
+        if alert is None:
+            log.warning("alert %s of store %s to close is unknown", closing.alert_id, store_id)
+            return
+        moved = alert_rules.transition(alert, closing.status, datetime.now(timezone.utc))
+        if moved is not None:
+            self.put_alert(moved)
+
+    # ------------------------------------------------------------------ #
+    # store.settings
+    # ------------------------------------------------------------------ #
+
+    def on_settings(self, message: Any) -> None:
+        try:
+            new = StoreSettings.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            reason = DeadLetterReason.INVALID_JSON if _is_json_error(exc) else DeadLetterReason.SCHEMA_VIOLATION
+            self.dead(message, reason, _error_text(exc))
+            return
+        key = (message.key or b"").decode(errors="replace")
+        if new.store_id != key:
+            self.dead(
+                message,
+                DeadLetterReason.KEY_MISMATCH,
+                f"message key {key!r} is not the settings' store_id {new.store_id!r}",
+            )
+            return
+        current_raw = self.settings.data.get(new.store_id)
+        if current_raw is not None:
+            current = StoreSettings.model_validate_json(current_raw)
+            if new.updated_at <= current.updated_at:
+                metrics.SETTINGS_UPDATES.labels("STALE").inc()
+                return
+        self.settings[new.store_id] = encode(new)
+        metrics.SETTINGS_UPDATES.labels("APPLIED").inc()
+        self.reprice_store(new)
+
+    def reprice_store(self, new: StoreSettings) -> None:
+        """Reprice every product already tracked for the store (SETTINGS_CHANGED)."""
+        prefix = store_prefix(new.store_id)
+        data = self.products.data
+        keys = [k for k in list(data.keys()) if k.startswith(prefix)]
+        store_key = new.store_id.encode()
+        for key in keys:
+            raw = data.get(key)
+            if raw is None:
+                continue
+            state = decode_state(raw)
+            repriced, change = reprice(key, state, new)
+            if change is None:
+                continue
+            self.products[key] = encode_state(repriced)
+            self.engine.changes.send_soon(key=store_key, value=encode(change))
+            metrics.CHANGE_RECORDS.labels(change.reason.value).inc()
+            for kind in change.changed:
+                metrics.CHANGES.labels(kind.value).inc()
+
+    # ------------------------------------------------------------------ #
+    # inventory.commands
+    # ------------------------------------------------------------------ #
+
+    def on_command(self, message: Any) -> None:
+        try:
+            command = AlertCommand.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            reason = DeadLetterReason.INVALID_JSON if _is_json_error(exc) else DeadLetterReason.SCHEMA_VIOLATION
+            self.dead(message, reason, _error_text(exc))
+            return
+        action = command.action.value
+        alert = self.load_alert(command.store_id, command.alert_id)
+        if alert is None:
+            metrics.ALERT_COMMANDS.labels(action, "UNKNOWN_ALERT").inc()
+            return
+        target = alert_rules.ACTION_STATUS[command.action]
+        moved = alert_rules.transition(alert, target, command.requested_at)
+        if moved is None:
+            metrics.ALERT_COMMANDS.labels(action, "REFUSED").inc()
+            return
+        self.put_alert(moved)
+        if moved.product_id is not None:
+            key = product_key(moved.store_id, moved.product_id, moved.variant_id)
+            raw = self.products.data.get(key)
+            if raw is not None:
+                state: ProductState | None = decode_state(raw)
+                updated = apply_alert_status(state, moved)
+                if updated is not state and updated is not None:
+                    self.products[key] = encode_state(updated)
+        metrics.ALERT_COMMANDS.labels(action, "APPLIED").inc()
+
+    # ------------------------------------------------------------------ #
+    # gauges refreshed off the hot path
+    # ------------------------------------------------------------------ #
+
+    def refresh_gauges(self, active_partitions: set[int], partition_of: Any) -> None:
+        counts: dict[str, int] = {}
+        store_partition: dict[str, int] = {}
+        for key, raw in list(self.alerts.data.items()):
+            store_id = key.split("|", 1)[0]
+            part = store_partition.get(store_id)
+            if part is None:
+                part = store_partition[store_id] = partition_of(store_id)
+            if part not in active_partitions:
+                continue
+            alert = Alert.model_validate_json(raw)
+            if alert.status is AlertStatus.ACTIVE:
+                counts[alert.type.value] = counts.get(alert.type.value, 0) + 1
+        for alert_type in (a.value for a in alert_rules.SEVERITY):
+            metrics.ALERTS_ACTIVE.labels(alert_type).set(counts.get(alert_type, 0))
+        for name, table in (("products", self.products), ("alerts", self.alerts), ("settings", self.settings)):
+            metrics.TABLE_ENTRIES.labels(name).set(len(table.data))
+
+
+def register(engine: Engine) -> InventoryProcessor:
+    """Wire the inventory agent and its gauge refresher onto the app."""
+    processor = InventoryProcessor(engine)
+    app = engine.app
+
+    @app.agent(engine.inputs, name="inventory")
+    async def inventory(stream: faust.StreamT) -> None:
+        observe = metrics.PROCESSING_SECONDS.observe
+        clock = time.perf_counter
+        async for event in stream.events():
+            started = clock()
+            processor.handle(event)
+            observe(clock() - started)
+
+    from aiokafka.partitioner import murmur2
+
+    partitions = engine.settings.partitions
+
+    def partition_of(store_id: str) -> int:
+        return (murmur2(store_id.encode()) & 0x7FFFFFFF) % partitions
+
+    @app.timer(interval=engine.settings.metrics_lag_interval)
+    async def refresh_gauges() -> None:
+        changelog = engine.tables.alerts.changelog_topic.get_topic_name()
+        active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
+        processor.refresh_gauges(active, partition_of)
+
+    return processor

@@ -1,0 +1,75 @@
+"""Prometheus metrics of the engine (served by each worker at ``GET /metrics``).
+
+One naming scheme: ``ops_`` prefix, base units, ``_total`` for counters. No
+label carries an unbounded value (no store, product or order ids). Each worker
+exports its own figures; Prometheus sums them across workers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+SNAPSHOTS = Counter(
+    "ops_snapshots_processed_total",
+    "Supplier snapshots processed, by result (NEW, CHANGED, UNCHANGED, STALE, INVALID)",
+    ["result"],
+)
+MESSAGES = Counter(
+    "ops_messages_processed_total",
+    "Messages consumed by the inventory agent, by topic",
+    ["topic"],
+)
+CHANGES = Counter(
+    "ops_inventory_changes_total",
+    "Fields changed in emitted inventory changes, by kind (STOCK, COST, SELLING_PRICE, STATUS, ...)",
+    ["kind"],
+)
+CHANGE_RECORDS = Counter(
+    "ops_inventory_change_records_total",
+    "inventory.changes records emitted, by reason (NEW, SNAPSHOT, SETTINGS_CHANGED)",
+    ["reason"],
+)
+ALERTS_EMITTED = Counter(
+    "ops_alerts_emitted_total",
+    "Alert records emitted on the alerts topic, by type and status",
+    ["type", "status"],
+)
+ALERTS_ACTIVE = Gauge(
+    "ops_alerts_active",
+    "Alerts ACTIVE in the partitions this worker owns, by type",
+    ["type"],
+)
+SNAPSHOT_LAG = Histogram(
+    "ops_snapshot_lag_seconds",
+    "Now minus captured_at of the newest snapshot of each message, when processed",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
+)
+DEADLETTERS = Counter(
+    "ops_deadletters_total",
+    "Records refused to the deadletter topic, by reason",
+    ["reason"],
+)
+SETTINGS_UPDATES = Counter(
+    "ops_store_settings_updates_total",
+    "store.settings records, by result (APPLIED, STALE)",
+    ["result"],
+)
+ALERT_COMMANDS = Counter(
+    "ops_alert_commands_total",
+    "Acknowledge/dismiss commands, by action and result (APPLIED, REFUSED, UNKNOWN_ALERT)",
+    ["action", "result"],
+)
+TABLE_ENTRIES = Gauge(
+    "ops_table_entries",
+    "Entries in each table held by this worker (active and standby partitions)",
+    ["table"],
+)
+PROCESSING_SECONDS = Histogram(
+    "ops_event_processing_seconds",
+    "Time to handle one consumed message in the inventory agent",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
+)
+
+
+def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
+    return generate_latest(registry)

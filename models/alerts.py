@@ -1,0 +1,99 @@
+"""Alerts: deterministic ids, opening, and the status lifecycle (pure)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from models.events import (
+    TERMINAL_ALERT_STATUSES,
+    Alert,
+    AlertAction,
+    AlertStatus,
+    AlertType,
+    Severity,
+)
+
+_ALERT_NS = uuid.UUID("6f1d3c52-8f5e-4a8e-9f0e-3c1b6a0d2e71")
+
+SEVERITY: dict[AlertType, Severity] = {
+    AlertType.STOCK_OUT: Severity.HIGH,
+    AlertType.PRODUCT_REMOVED: Severity.HIGH,
+    AlertType.STOCK_LOW: Severity.MEDIUM,
+    AlertType.STOCK_RESTORED: Severity.LOW,
+    AlertType.PRICE_INCREASE: Severity.MEDIUM,
+    AlertType.PRICE_DECREASE: Severity.MEDIUM,
+    AlertType.SYNC_FAILURE: Severity.CRITICAL,
+    AlertType.ORDER_ISSUE: Severity.HIGH,
+    AlertType.PAYMENT_ISSUE: Severity.HIGH,
+}
+
+_TRANSITIONS: dict[AlertStatus, frozenset[AlertStatus]] = {
+    AlertStatus.ACTIVE: frozenset({AlertStatus.ACKNOWLEDGED, AlertStatus.RESOLVED, AlertStatus.DISMISSED}),
+    AlertStatus.ACKNOWLEDGED: frozenset({AlertStatus.RESOLVED, AlertStatus.DISMISSED}),
+    AlertStatus.RESOLVED: frozenset(),
+    AlertStatus.DISMISSED: frozenset(),
+}
+
+ACTION_STATUS: dict[AlertAction, AlertStatus] = {
+    AlertAction.ACKNOWLEDGE: AlertStatus.ACKNOWLEDGED,
+    AlertAction.DISMISS: AlertStatus.DISMISSED,
+}
+
+
+def alert_id(subject_key: str, alert_type: AlertType, trigger_micros: int) -> str:
+    """Same subject, type and triggering moment: same id, however often replayed."""
+    return str(uuid.uuid5(_ALERT_NS, f"{subject_key}|{alert_type.value}|{trigger_micros}"))
+
+
+def open_alert(
+    *,
+    subject_key: str,
+    store_id: str,
+    product_id: str | None,
+    variant_id: str | None,
+    alert_type: AlertType,
+    title: str,
+    message: str,
+    metadata: dict[str, str],
+    at: datetime,
+    trigger_micros: int,
+) -> Alert:
+    return Alert.model_construct(
+        alert_id=alert_id(subject_key, alert_type, trigger_micros),
+        store_id=store_id,
+        product_id=product_id,
+        variant_id=variant_id,
+        type=alert_type,
+        severity=SEVERITY[alert_type],
+        status=AlertStatus.ACTIVE,
+        title=title,
+        message=message,
+        metadata=metadata,
+        created_at=at,
+        updated_at=at,
+        acknowledged_at=None,
+        resolved_at=None,
+    )
+
+
+def can_transition(current: AlertStatus, target: AlertStatus) -> bool:
+    return target in _TRANSITIONS[current]
+
+
+def transition(alert: Alert, target: AlertStatus, at: datetime) -> Alert | None:
+    """The alert in ``target`` status, or None if that move is not allowed.
+
+    ACTIVE -> ACKNOWLEDGED | RESOLVED | DISMISSED; ACKNOWLEDGED -> RESOLVED |
+    DISMISSED; RESOLVED and DISMISSED are final. ``updated_at`` never goes
+    backwards, so a replayed older transition cannot hide a newer one.
+    """
+    if not can_transition(alert.status, target):
+        return None
+    updated_at = max(at, alert.updated_at)
+    changes: dict[str, object] = {"status": target, "updated_at": updated_at}
+    if target is AlertStatus.ACKNOWLEDGED:
+        changes["acknowledged_at"] = updated_at
+    if target in TERMINAL_ALERT_STATUSES:
+        changes["resolved_at"] = updated_at
+    return alert.model_copy(update=changes)

@@ -1,0 +1,354 @@
+"""The event contract: pydantic v2 models of every record on the wire.
+
+Pydantic lives at the edges: a record is decoded once from bytes with
+``model_validate_json`` and encoded with ``to_json`` (see ``models.codec``).
+Money is a ``Decimal`` that travels as a decimal string, never a float; times
+are timezone-aware and normalised to UTC. Unknown fields are ignored (kept out
+of the state), never fatal. ``docs/events.md`` describes these records and
+``ops-engine schema`` prints their JSON Schema.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+from models.currencies import ISO_4217
+from models.pricing import PricingRules
+
+# --------------------------------------------------------------------------- #
+# Field types shared by the events
+# --------------------------------------------------------------------------- #
+
+
+def _no_float(value: Any) -> Any:
+    # A JSON number arrives as float: money must be a decimal string (or an
+    # integer), because a float cannot carry cents exactly.
+    if isinstance(value, float):
+        raise ValueError("money must be a decimal string such as \"12.50\", not a float")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc)
+
+
+def _currency(value: str) -> str:
+    code = value.upper()
+    if code not in ISO_4217:
+        raise ValueError(f"unknown currency {value!r} (ISO 4217 code expected)")
+    return code
+
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_no_float),
+    Field(ge=0, max_digits=18, decimal_places=6),
+]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+Currency = Annotated[str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)]
+# Ids are joined with "|" into table keys, so the separator is refused in them.
+Ident = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^|\s]+$")]
+Text = Annotated[str, StringConstraints(max_length=2000)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Event(BaseModel):
+    """Base of every record: frozen, unknown fields ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- #
+# supplier.snapshots
+# --------------------------------------------------------------------------- #
+
+
+KNOWN_PROVIDERS = ("ALIEXPRESS", "CJ_DROPSHIPPING", "SPOCKET")
+
+
+def _provider(value: str) -> str:
+    return value.strip().upper()
+
+
+Provider = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    AfterValidator(_provider),
+]
+
+
+class SupplierSnapshot(Event):
+    """What a supplier says of one product (or variant) at one moment.
+
+    Topic ``supplier.snapshots``, message key ``store_id``. A message holds one
+    snapshot (a JSON object) or a page of snapshots of one store (a JSON array).
+    """
+
+    store_id: Ident
+    product_id: Ident
+    variant_id: Ident | None = None
+    provider: Provider = Field(description="ALIEXPRESS, CJ_DROPSHIPPING, SPOCKET, or another name")
+    source_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    available: bool = Field(True, description="false when the supplier removed the item")
+    stock: int = Field(ge=0)
+    cost_price: Money
+    shipping_cost: Money = Decimal("0")
+    currency: Currency
+    captured_at: UtcDatetime
+    title: Text | None = None
+    images: tuple[Annotated[str, StringConstraints(max_length=2000)], ...] = ()
+    sync_run_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+# --------------------------------------------------------------------------- #
+# store.settings
+# --------------------------------------------------------------------------- #
+
+
+class SyncFrequency(str, Enum):
+    HIGH = "HIGH"
+    STANDARD = "STANDARD"
+
+
+class NotificationChannel(str, Enum):
+    EMAIL = "EMAIL"
+    WEBHOOK = "WEBHOOK"
+    SLACK = "SLACK"
+
+
+class NotificationTarget(Event):
+    channel: NotificationChannel
+    address: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class StoreSettings(Event):
+    """A store's settings. Topic ``store.settings``, key ``store_id``.
+
+    The topic has the partition count of ``supplier.snapshots``, so a store's
+    settings and its products live on one partition. The newest ``updated_at``
+    wins; an older settings record is ignored.
+    """
+
+    store_id: Ident
+    pricing: PricingRules = PricingRules()
+    low_stock_threshold: int = Field(5, ge=0)
+    price_alert_threshold_pct: Annotated[Decimal, BeforeValidator(_no_float), Field(gt=0)] = Decimal("10")
+    sync_frequency: SyncFrequency = SyncFrequency.STANDARD
+    currency: Currency = "USD"
+    notification_targets: tuple[NotificationTarget, ...] = ()
+    updated_at: UtcDatetime = Field(default_factory=utcnow)
+
+
+def default_settings(store_id: str) -> StoreSettings:
+    """Settings of a store that never published any: the plan's defaults."""
+    return StoreSettings(store_id=store_id, updated_at=datetime(1970, 1, 1, tzinfo=timezone.utc))
+
+
+# --------------------------------------------------------------------------- #
+# inventory.changes
+# --------------------------------------------------------------------------- #
+
+
+class ProductStatus(str, Enum):
+    ACTIVE = "ACTIVE"
+    OUT_OF_STOCK = "OUT_OF_STOCK"
+
+
+class ChangeReason(str, Enum):
+    NEW = "NEW"
+    SNAPSHOT = "SNAPSHOT"
+    SETTINGS_CHANGED = "SETTINGS_CHANGED"
+
+
+class ChangedField(str, Enum):
+    STOCK = "STOCK"
+    AVAILABILITY = "AVAILABILITY"
+    COST = "COST"
+    SHIPPING = "SHIPPING"
+    CURRENCY = "CURRENCY"
+    SELLING_PRICE = "SELLING_PRICE"
+    COMPARE_AT_PRICE = "COMPARE_AT_PRICE"
+    STATUS = "STATUS"
+
+
+class ProductView(Event):
+    """A product's tracked state as the engine sees it (before/after of a change)."""
+
+    status: ProductStatus
+    available: bool
+    stock: int
+    cost_price: Decimal
+    shipping_cost: Decimal
+    currency: str
+    selling_price: Decimal
+    compare_at_price: Decimal | None = None
+
+
+class InventoryChange(Event):
+    """One product whose stock, cost, selling price or status changed.
+
+    Topic ``inventory.changes``, key ``store_id``. ``change_id`` is derived from
+    the product and the snapshot time, so a replay yields the same id.
+    """
+
+    change_id: str
+    store_id: str
+    product_id: str
+    variant_id: str | None = None
+    provider: str
+    source_id: str
+    reason: ChangeReason
+    changed: tuple[ChangedField, ...]
+    before: ProductView | None = None
+    after: ProductView
+    captured_at: UtcDatetime
+    sync_run_id: str | None = None
+
+
+# --------------------------------------------------------------------------- #
+# alerts
+# --------------------------------------------------------------------------- #
+
+
+class AlertType(str, Enum):
+    STOCK_OUT = "STOCK_OUT"
+    STOCK_LOW = "STOCK_LOW"
+    STOCK_RESTORED = "STOCK_RESTORED"
+    PRICE_INCREASE = "PRICE_INCREASE"
+    PRICE_DECREASE = "PRICE_DECREASE"
+    PRODUCT_REMOVED = "PRODUCT_REMOVED"
+    SYNC_FAILURE = "SYNC_FAILURE"
+    ORDER_ISSUE = "ORDER_ISSUE"
+    PAYMENT_ISSUE = "PAYMENT_ISSUE"
+
+
+class Severity(str, Enum):
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+class AlertStatus(str, Enum):
+    ACTIVE = "ACTIVE"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    RESOLVED = "RESOLVED"
+    DISMISSED = "DISMISSED"
+
+
+TERMINAL_ALERT_STATUSES = frozenset({AlertStatus.RESOLVED, AlertStatus.DISMISSED})
+
+
+class Alert(Event):
+    """An alert and its current status. Topic ``alerts``, key ``store_id``.
+
+    Every status change publishes the whole alert again with the same
+    ``alert_id``: a reader keeps the record with the newest ``updated_at``.
+    """
+
+    alert_id: str
+    store_id: str
+    product_id: str | None = None
+    variant_id: str | None = None
+    type: AlertType
+    severity: Severity
+    status: AlertStatus
+    title: str
+    message: str
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    acknowledged_at: UtcDatetime | None = None
+    resolved_at: UtcDatetime | None = None
+
+
+# --------------------------------------------------------------------------- #
+# inventory.commands (internal: what the web views ask of the owner of a store)
+# --------------------------------------------------------------------------- #
+
+
+class AlertAction(str, Enum):
+    ACKNOWLEDGE = "ACKNOWLEDGE"
+    DISMISS = "DISMISS"
+
+
+class AlertCommand(Event):
+    """Acknowledge or dismiss an alert. Topic ``inventory.commands``, key ``store_id``.
+
+    Table writes happen only inside the agent that owns the store's partition,
+    so a web view publishes this command rather than writing the table.
+    """
+
+    command_id: str
+    store_id: Ident
+    alert_id: str
+    action: AlertAction
+    requested_at: UtcDatetime = Field(default_factory=utcnow)
+
+
+# --------------------------------------------------------------------------- #
+# deadletter
+# --------------------------------------------------------------------------- #
+
+
+class DeadLetterReason(str, Enum):
+    INVALID_JSON = "INVALID_JSON"
+    SCHEMA_VIOLATION = "SCHEMA_VIOLATION"
+    KEY_MISMATCH = "KEY_MISMATCH"
+    UNKNOWN_TOPIC = "UNKNOWN_TOPIC"
+    PROCESSING_ERROR = "PROCESSING_ERROR"
+
+
+class DeadLetter(Event):
+    """A record the engine refused, with why. Topic ``deadletter``.
+
+    ``value`` and ``key`` are the original bytes, base64-encoded, so the record
+    can be replayed unchanged once the cause is fixed.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = Field(None, description="original key bytes, base64")
+    value: str = Field(description="original value bytes, base64")
+    reason: DeadLetterReason
+    detail: str
+    item_index: int | None = Field(None, description="index of the refused item in a page")
+    refused_at: UtcDatetime = Field(default_factory=utcnow)
+
+
+#: Topic name -> the record type a message on it carries (for schema/publish).
+CONTRACT: dict[str, type[Event]] = {
+    "supplier.snapshots": SupplierSnapshot,
+    "store.settings": StoreSettings,
+    "inventory.changes": InventoryChange,
+    "alerts": Alert,
+    "inventory.commands": AlertCommand,
+    "deadletter": DeadLetter,
+}
+
+#: Topic name -> the field whose value is the message key.
+MESSAGE_KEY: dict[str, str] = {
+    "supplier.snapshots": "store_id",
+    "store.settings": "store_id",
+    "inventory.changes": "store_id",
+    "alerts": "store_id",
+    "inventory.commands": "store_id",
+    "deadletter": "topic",
+}

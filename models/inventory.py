@@ -1,0 +1,356 @@
+"""The inventory diff: a supplier snapshot against the last known state (pure).
+
+``apply_snapshot(state, snapshot, settings)`` decides everything: the new
+state, the change record (``inventory.changes``) and the alerts to open or
+close. ``reprice(state, settings)`` is the same for a change of a store's
+settings. No I/O here; ``agents/inventory.py`` reads and writes the tables.
+
+Rules (docs/events.md has them for readers):
+
+- The first snapshot of a product is its baseline: ACTIVE if available and in
+  stock, else OUT_OF_STOCK; priced; a NEW change; no alert.
+- A snapshot not newer than the last applied one is STALE and changes nothing.
+- In stock -> 0: OUT_OF_STOCK, STOCK_OUT (HIGH). ``available=false``:
+  OUT_OF_STOCK, PRODUCT_REMOVED (HIGH). Back in stock: ACTIVE, STOCK_RESTORED
+  (LOW), and the open STOCK_OUT / PRODUCT_REMOVED become RESOLVED. An open
+  STOCK_RESTORED resolves when the product goes out again.
+- Crossing down to the low-stock threshold (still > 0): STOCK_LOW (MEDIUM),
+  resolved when the stock rises above the threshold.
+- A cost change reprices; a change of at least the store's threshold percent
+  opens PRICE_INCREASE / PRICE_DECREASE (MEDIUM). An ACKNOWLEDGED price alert
+  of that type is resolved (superseded) by the new one.
+- While an alert of a type is ACTIVE for a product, the same condition opens
+  no second one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from enum import Enum
+
+from models import alerts as alert_rules
+from models.events import (
+    Alert,
+    AlertStatus,
+    AlertType,
+    ChangedField,
+    ChangeReason,
+    InventoryChange,
+    ProductStatus,
+    StoreSettings,
+    SupplierSnapshot,
+)
+from models.pricing import PriceQuote, price_change_percent, quote
+from models.product import OpenAlert, ProductState, product_key, to_micros
+
+_CHANGE_NS = uuid.UUID("0b7f3c1e-2d4a-4c55-9a67-5e2f8d1c4b90")
+ALL_FIELDS = tuple(ChangedField)
+
+
+class SnapshotResult(str, Enum):
+    NEW = "NEW"
+    CHANGED = "CHANGED"
+    UNCHANGED = "UNCHANGED"
+    STALE = "STALE"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertClose:
+    """Move an open alert (known by id) to a final or acknowledged status."""
+
+    alert_id: str
+    status: AlertStatus
+
+
+@dataclass(slots=True)
+class Outcome:
+    result: SnapshotResult
+    #: The new state; None when nothing is to be stored (STALE).
+    state: ProductState | None
+    #: True when the state must reach the changelog (anything but the time moved).
+    durable: bool = False
+    change: InventoryChange | None = None
+    opened: list[Alert] = field(default_factory=list)
+    closed: list[AlertClose] = field(default_factory=list)
+
+
+def change_id(key: str, reason: ChangeReason, micros: int) -> str:
+    return str(uuid.uuid5(_CHANGE_NS, f"{key}|{reason.value}|{micros}"))
+
+
+def status_of(available: bool, stock: int) -> ProductStatus:
+    return ProductStatus.ACTIVE if available and stock > 0 else ProductStatus.OUT_OF_STOCK
+
+
+def _diff_fields(before: ProductState, after: ProductState) -> tuple[ChangedField, ...]:
+    changed: list[ChangedField] = []
+    if before.stock != after.stock:
+        changed.append(ChangedField.STOCK)
+    if before.available != after.available:
+        changed.append(ChangedField.AVAILABILITY)
+    if before.cost_price != after.cost_price:
+        changed.append(ChangedField.COST)
+    if before.shipping_cost != after.shipping_cost:
+        changed.append(ChangedField.SHIPPING)
+    if before.currency != after.currency:
+        changed.append(ChangedField.CURRENCY)
+    if before.selling_price != after.selling_price:
+        changed.append(ChangedField.SELLING_PRICE)
+    if before.compare_at_price != after.compare_at_price:
+        changed.append(ChangedField.COMPARE_AT_PRICE)
+    if before.status != after.status:
+        changed.append(ChangedField.STATUS)
+    return tuple(changed)
+
+
+def _price(cost: Decimal, shipping: Decimal, settings: StoreSettings) -> PriceQuote:
+    return quote(cost, shipping, settings.pricing)
+
+
+def _make_change(
+    key: str,
+    snap_store: str,
+    snap_product: str,
+    snap_variant: str | None,
+    reason: ChangeReason,
+    changed: tuple[ChangedField, ...],
+    before: ProductState | None,
+    after: ProductState,
+    id_micros: int,
+) -> InventoryChange:
+    return InventoryChange.model_construct(
+        change_id=change_id(key, reason, id_micros),
+        store_id=snap_store,
+        product_id=snap_product,
+        variant_id=snap_variant,
+        provider=after.provider,
+        source_id=after.source_id,
+        reason=reason,
+        changed=changed,
+        before=None if before is None else before.view(),
+        after=after.view(),
+        captured_at=after.captured_at,
+        sync_run_id=after.sync_run_id,
+    )
+
+
+def apply_snapshot(state: ProductState | None, snap: SupplierSnapshot, settings: StoreSettings) -> Outcome:
+    """Diff one snapshot against the product's last state."""
+    micros = to_micros(snap.captured_at)
+    if state is not None and micros <= state.captured_at_us:
+        return Outcome(SnapshotResult.STALE, None)
+
+    key = product_key(snap.store_id, snap.product_id, snap.variant_id)
+    available = snap.available
+    stock = snap.stock
+    status = status_of(available, stock)
+
+    if state is None:
+        q = _price(snap.cost_price, snap.shipping_cost, settings)
+        new = ProductState(
+            provider=snap.provider,
+            source_id=snap.source_id,
+            available=available,
+            stock=stock,
+            cost_price=snap.cost_price,
+            shipping_cost=snap.shipping_cost,
+            currency=snap.currency,
+            selling_price=q.selling_price,
+            compare_at_price=q.compare_at_price,
+            status=status,
+            captured_at_us=micros,
+            alerts={},
+            sync_run_id=snap.sync_run_id,
+        )
+        change = _make_change(
+            key, snap.store_id, snap.product_id, snap.variant_id, ChangeReason.NEW, ALL_FIELDS, None, new, micros
+        )
+        return Outcome(SnapshotResult.NEW, new, durable=True, change=change)
+
+    # Fast path: the supplier says what it said last time; only the time moves.
+    if (
+        available == state.available
+        and stock == state.stock
+        and snap.cost_price == state.cost_price
+        and snap.shipping_cost == state.shipping_cost
+        and snap.currency == state.currency
+        and snap.provider == state.provider
+        and snap.source_id == state.source_id
+    ):
+        return Outcome(
+            SnapshotResult.UNCHANGED,
+            replace(state, captured_at_us=micros, sync_run_id=snap.sync_run_id),
+        )
+
+    if (
+        snap.cost_price != state.cost_price
+        or snap.shipping_cost != state.shipping_cost
+        or snap.currency != state.currency
+    ):
+        q = _price(snap.cost_price, snap.shipping_cost, settings)
+        selling, compare_at = q.selling_price, q.compare_at_price
+    else:
+        selling, compare_at = state.selling_price, state.compare_at_price
+
+    alerts = dict(state.alerts)
+    opened: list[Alert] = []
+    closed: list[AlertClose] = []
+
+    def close(alert_type: AlertType, target: AlertStatus = AlertStatus.RESOLVED) -> None:
+        current = alerts.pop(alert_type, None)
+        if current is not None:
+            closed.append(AlertClose(current.alert_id, target))
+
+    def open_(alert_type: AlertType, title: str, message: str, metadata: dict[str, str]) -> None:
+        current = alerts.get(alert_type)
+        if current is not None and current.status is AlertStatus.ACTIVE:
+            return  # the same condition is already alerted
+        if current is not None:  # acknowledged: superseded by the new one
+            close(alert_type)
+        alert = alert_rules.open_alert(
+            subject_key=key,
+            store_id=snap.store_id,
+            product_id=snap.product_id,
+            variant_id=snap.variant_id,
+            alert_type=alert_type,
+            title=title,
+            message=message,
+            metadata=metadata,
+            at=snap.captured_at,
+            trigger_micros=micros,
+        )
+        alerts[alert_type] = OpenAlert(alert.alert_id, AlertStatus.ACTIVE)
+        opened.append(alert)
+
+    label = snap.title or snap.product_id
+    # Why a product is out: removed by the supplier, or out of stock; None = in stock.
+    was_out = _out_reason(state.available, state.stock)
+    now_out = _out_reason(available, stock)
+    if now_out != was_out:
+        if now_out is None:
+            close(AlertType.STOCK_OUT)
+            close(AlertType.PRODUCT_REMOVED)
+            open_(
+                AlertType.STOCK_RESTORED,
+                f"Back in stock: {label}",
+                f"{label} is available again with {stock} in stock.",
+                {"stock": str(stock), "previous_stock": str(state.stock)},
+            )
+        else:
+            close(AlertType.STOCK_RESTORED)
+            if now_out is AlertType.PRODUCT_REMOVED:
+                open_(
+                    AlertType.PRODUCT_REMOVED,
+                    f"Removed by supplier: {label}",
+                    f"{snap.provider} no longer offers {label} ({snap.source_id}); it is now out of stock.",
+                    {"provider": snap.provider, "source_id": snap.source_id},
+                )
+            else:
+                close(AlertType.PRODUCT_REMOVED)
+                open_(
+                    AlertType.STOCK_OUT,
+                    f"Out of stock: {label}",
+                    f"{label} has run out of stock at {snap.provider}.",
+                    {"previous_stock": str(state.stock), "provider": snap.provider},
+                )
+
+    threshold = settings.low_stock_threshold
+    if available and 0 < stock <= threshold < state.stock:
+        open_(
+            AlertType.STOCK_LOW,
+            f"Low stock: {label}",
+            f"{label} is down to {stock} (threshold {threshold}).",
+            {"stock": str(stock), "threshold": str(threshold), "previous_stock": str(state.stock)},
+        )
+    elif stock > threshold and AlertType.STOCK_LOW in alerts:
+        close(AlertType.STOCK_LOW)
+
+    if snap.cost_price != state.cost_price:
+        pct = price_change_percent(state.cost_price, snap.cost_price)
+        if abs(pct) >= settings.price_alert_threshold_pct:
+            kind = AlertType.PRICE_INCREASE if pct > 0 else AlertType.PRICE_DECREASE
+            word = "rose" if pct > 0 else "fell"
+            open_(
+                kind,
+                f"Supplier cost {word} {abs(pct)}%: {label}",
+                f"Cost of {label} {word} from {state.cost_price} to {snap.cost_price} {snap.currency} "
+                f"({pct:+}%); new selling price {selling}.",
+                {
+                    "previous_cost": str(state.cost_price),
+                    "new_cost": str(snap.cost_price),
+                    "change_percent": str(pct),
+                    "new_selling_price": str(selling),
+                    "previous_selling_price": str(state.selling_price),
+                    "currency": snap.currency,
+                },
+            )
+
+    new = ProductState(
+        provider=snap.provider,
+        source_id=snap.source_id,
+        available=available,
+        stock=stock,
+        cost_price=snap.cost_price,
+        shipping_cost=snap.shipping_cost,
+        currency=snap.currency,
+        selling_price=selling,
+        compare_at_price=compare_at,
+        status=status,
+        captured_at_us=micros,
+        alerts=alerts,
+        sync_run_id=snap.sync_run_id,
+    )
+    changed = _diff_fields(state, new)
+    change = None
+    if changed:
+        change = _make_change(
+            key, snap.store_id, snap.product_id, snap.variant_id, ChangeReason.SNAPSHOT, changed, state, new, micros
+        )
+    result = SnapshotResult.CHANGED if changed else SnapshotResult.UNCHANGED
+    return Outcome(result, new, durable=True, change=change, opened=opened, closed=closed)
+
+
+def _out_reason(available: bool, stock: int) -> AlertType | None:
+    if not available:
+        return AlertType.PRODUCT_REMOVED
+    if stock <= 0:
+        return AlertType.STOCK_OUT
+    return None
+
+
+def reprice(key: str, state: ProductState, settings: StoreSettings) -> tuple[ProductState, InventoryChange | None]:
+    """Reprice a tracked product under new settings (reason SETTINGS_CHANGED)."""
+    q = _price(state.cost_price, state.shipping_cost, settings)
+    if q.selling_price == state.selling_price and q.compare_at_price == state.compare_at_price:
+        return state, None
+    new = replace(state, selling_price=q.selling_price, compare_at_price=q.compare_at_price)
+    store_id, product_id, variant_id = key.split("|", 2)
+    change = _make_change(
+        key,
+        store_id,
+        product_id,
+        variant_id or None,
+        ChangeReason.SETTINGS_CHANGED,
+        _diff_fields(state, new),
+        state,
+        new,
+        to_micros(settings.updated_at),
+    )
+    return new, change
+
+
+def apply_alert_status(state: ProductState | None, alert: Alert) -> ProductState | None:
+    """Keep a product's open-alert map in step with an alert's new status."""
+    if state is None or alert.type not in state.alerts:
+        return state
+    current = state.alerts[alert.type]
+    if current.alert_id != alert.alert_id:
+        return state
+    alerts = dict(state.alerts)
+    if alert.status in (AlertStatus.RESOLVED, AlertStatus.DISMISSED):
+        del alerts[alert.type]
+    else:
+        alerts[alert.type] = OpenAlert(alert.alert_id, alert.status)
+    return state.with_alerts(alerts)

@@ -1,0 +1,180 @@
+"""A tracked product's state, and its compact encoding for the product table.
+
+The state of a million products lives in one worker's memory, so a table value
+is the product's state encoded as a small JSON array (bytes), about 200 bytes,
+instead of a Python object of a kilobyte. Decoding it is a single
+``orjson.loads``; the encoding is versioned by its first element.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from models.events import AlertStatus, AlertType, ProductStatus, ProductView
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+KEY_SEP = "|"
+_ENCODING_VERSION = 1
+_STATUS_CODE = {ProductStatus.ACTIVE: "A", ProductStatus.OUT_OF_STOCK: "O"}
+_CODE_STATUS = {v: k for k, v in _STATUS_CODE.items()}
+
+
+def to_micros(moment: datetime) -> int:
+    """Exact microseconds since the epoch (no float rounding)."""
+    return (moment - EPOCH) // _US
+
+
+def from_micros(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def product_key(store_id: str, product_id: str, variant_id: str | None) -> str:
+    """Key of a product in the product table: ``store|product|variant``.
+
+    Its entries live on the partition of ``store_id`` (the agent writes them
+    while handling a message keyed by the store), and web views route requests
+    by ``store_id`` for that reason.
+    """
+    return f"{store_id}{KEY_SEP}{product_id}{KEY_SEP}{variant_id or ''}"
+
+
+def split_product_key(key: str) -> tuple[str, str, str | None]:
+    store_id, product_id, variant_id = key.split(KEY_SEP, 2)
+    return store_id, product_id, variant_id or None
+
+
+def store_prefix(store_id: str) -> str:
+    return f"{store_id}{KEY_SEP}"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    alert_id: str
+    status: AlertStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ProductState:
+    """What the engine knows of one product (or variant) of one store."""
+
+    provider: str
+    source_id: str
+    available: bool
+    stock: int
+    cost_price: Decimal
+    shipping_cost: Decimal
+    currency: str
+    selling_price: Decimal
+    compare_at_price: Decimal | None
+    status: ProductStatus
+    captured_at_us: int
+    #: Alerts opened for this product and not yet resolved or dismissed.
+    alerts: dict[AlertType, OpenAlert] = field(default_factory=dict)
+    sync_run_id: str | None = None
+
+    @property
+    def captured_at(self) -> datetime:
+        return from_micros(self.captured_at_us)
+
+    def view(self) -> ProductView:
+        return ProductView.model_construct(
+            status=self.status,
+            available=self.available,
+            stock=self.stock,
+            cost_price=self.cost_price,
+            shipping_cost=self.shipping_cost,
+            currency=self.currency,
+            selling_price=self.selling_price,
+            compare_at_price=self.compare_at_price,
+        )
+
+    def with_alerts(self, alerts: dict[AlertType, OpenAlert]) -> ProductState:
+        return replace(self, alerts=alerts)
+
+    def to_json_dict(self, key: str) -> dict[str, Any]:
+        """The state as the web views show it."""
+        store_id, product_id, variant_id = split_product_key(key)
+        return {
+            "store_id": store_id,
+            "product_id": product_id,
+            "variant_id": variant_id,
+            "provider": self.provider,
+            "source_id": self.source_id,
+            "status": self.status.value,
+            "available": self.available,
+            "stock": self.stock,
+            "cost_price": str(self.cost_price),
+            "shipping_cost": str(self.shipping_cost),
+            "currency": self.currency,
+            "selling_price": str(self.selling_price),
+            "compare_at_price": None if self.compare_at_price is None else str(self.compare_at_price),
+            "captured_at": self.captured_at.isoformat().replace("+00:00", "Z"),
+            "sync_run_id": self.sync_run_id,
+            "open_alerts": {t.value: {"alert_id": a.alert_id, "status": a.status.value} for t, a in self.alerts.items()},
+        }
+
+
+def encode_state(state: ProductState) -> bytes:
+    alerts = {t.value: [a.alert_id, a.status.value] for t, a in state.alerts.items()} if state.alerts else None
+    return orjson.dumps(
+        [
+            _ENCODING_VERSION,
+            state.provider,
+            state.source_id,
+            state.available,
+            state.stock,
+            str(state.cost_price),
+            str(state.shipping_cost),
+            state.currency,
+            str(state.selling_price),
+            None if state.compare_at_price is None else str(state.compare_at_price),
+            _STATUS_CODE[state.status],
+            state.captured_at_us,
+            alerts,
+            state.sync_run_id,
+        ]
+    )
+
+
+def decode_state(raw: bytes) -> ProductState:
+    (
+        version,
+        provider,
+        source_id,
+        available,
+        stock,
+        cost,
+        shipping,
+        currency,
+        selling,
+        compare_at,
+        status,
+        captured_at_us,
+        alerts,
+        sync_run_id,
+    ) = orjson.loads(raw)
+    if version != _ENCODING_VERSION:  # pragma: no cover - one version so far
+        raise ValueError(f"unknown product state encoding {version}")
+    return ProductState(
+        provider=provider,
+        source_id=source_id,
+        available=available,
+        stock=stock,
+        cost_price=Decimal(cost),
+        shipping_cost=Decimal(shipping),
+        currency=currency,
+        selling_price=Decimal(selling),
+        compare_at_price=None if compare_at is None else Decimal(compare_at),
+        status=_CODE_STATUS[status],
+        captured_at_us=captured_at_us,
+        alerts=(
+            {AlertType(t): OpenAlert(a[0], AlertStatus(a[1])) for t, a in alerts.items()} if alerts else {}
+        ),
+        sync_run_id=sync_run_id,
+    )

@@ -1,0 +1,25 @@
+"""JSON Schema of every record of the contract (``ops-engine schema``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from models.events import CONTRACT, MESSAGE_KEY, SupplierSnapshot
+
+
+def contract_schemas() -> dict[str, dict[str, Any]]:
+    """topic -> JSON Schema of its message value (serialisation form)."""
+    out: dict[str, dict[str, Any]] = {}
+    for topic, model in CONTRACT.items():
+        if topic == "supplier.snapshots":
+            adapter: TypeAdapter[Any] = TypeAdapter(SupplierSnapshot | list[SupplierSnapshot])
+            body = adapter.json_schema(mode="validation")
+            body["title"] = "SupplierSnapshot or a page (array) of one store's snapshots"
+        else:
+            body = model.model_json_schema(mode="validation")
+        body["x-topic"] = topic
+        body["x-message-key"] = MESSAGE_KEY[topic]
+        out[topic] = body
+    return out

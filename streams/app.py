@@ -1,0 +1,91 @@
+"""The composition root: the Faust app, its topics and tables, assembled once.
+
+``build(settings)`` makes an :class:`Engine`; ``agents.register`` and
+``connectors.web.register`` wire the agents and the web views onto it. Nothing
+builds clients at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from streams import codecs, tables, topics
+from streams.settings import Settings
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    app: faust.App
+    inputs: faust.TopicT  # the store-keyed inputs, consumed by one agent
+    changes: faust.TopicT
+    alerts: faust.TopicT
+    deadletter: faust.TopicT
+    commands: faust.TopicT
+    tables: tables.Tables
+
+
+def faust_settings(settings: Settings) -> dict[str, object]:
+    """The Faust/aiokafka client settings, with why each one is what it is."""
+    return {
+        "broker": settings.broker_url,
+        "store": settings.store,
+        "datadir": str(settings.data_dir),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication,
+        "web_enabled": True,
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        "canonical_url": settings.web_url,
+        # Ready in seconds: the embedded broker holds a JoinGroup for half the
+        # session timeout (6 s -> 3 s join); real Kafka's minimum session is 6 s.
+        "broker_session_timeout": settings.session_timeout,
+        "broker_heartbeat_interval": settings.heartbeat_interval,
+        "broker_rebalance_timeout": max(settings.session_timeout, 10.0),
+        "broker_request_timeout": max(settings.session_timeout * 5, 30.0),
+        # Commit often: at-least-once replays what was not committed.
+        "broker_commit_interval": settings.commit_interval,
+        "broker_commit_every": 10_000,
+        "processing_guarantee": "at_least_once",
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "table_standby_replicas": settings.standby_replicas,
+        "recovery_consistency_check": True,
+        "stream_wait_empty": True,
+        "autodiscover": False,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+
+
+def build(settings: Settings) -> Engine:
+    codecs.register()
+    if settings.embedded_broker:
+        from streams.embedded import install_end_offset_fix
+
+        install_end_offset_fix()
+    app = faust.App(settings.app_id, **faust_settings(settings))  # type: ignore[arg-type]
+
+    def topic(*names: str) -> faust.TopicT:
+        return app.topic(
+            *names,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            internal=False,
+        )
+
+    return Engine(
+        settings=settings,
+        app=app,
+        inputs=topic(*topics.STORE_KEYED_INPUTS),
+        changes=topic(topics.INVENTORY_CHANGES),
+        alerts=topic(topics.ALERTS),
+        deadletter=topic(topics.DEADLETTER),
+        commands=topic(topics.INVENTORY_COMMANDS),
+        tables=tables.define(app, settings.partitions),
+    )

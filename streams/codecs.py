@@ -1,0 +1,68 @@
+"""Codecs: orjson on the wire, pydantic at the edges.
+
+``encode`` turns an event (a pydantic model) or plain data into JSON bytes;
+``decode`` is the reverse for plain data. Two Faust codecs are registered:
+``orjson`` (for topics whose values are events or plain JSON) and ``utf8``
+(table keys are ``str``; Faust's ``raw`` codec would hand them back as bytes
+after a recovery).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import orjson
+from faust.serializers import codecs
+from pydantic import BaseModel
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
+
+
+def encode(obj: Any) -> bytes:
+    """JSON bytes of an event or of plain data (Decimal as a string, UTC times with Z)."""
+    if isinstance(obj, BaseModel):
+        return obj.__pydantic_serializer__.to_json(obj)
+    return orjson.dumps(obj, default=_default, option=orjson.OPT_UTC_Z)
+
+
+def decode(raw: bytes | str) -> Any:
+    return orjson.loads(raw)
+
+
+class OrjsonCodec(codecs.Codec):
+    def _dumps(self, obj: Any) -> bytes:
+        return encode(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return orjson.loads(s)
+
+
+class Utf8Codec(codecs.Codec):
+    def _dumps(self, obj: Any) -> bytes:
+        return obj.encode() if isinstance(obj, str) else bytes(obj)
+
+    def _loads(self, s: bytes) -> str:
+        return s.decode() if isinstance(s, (bytes, bytearray, memoryview)) else str(s)
+
+
+def register() -> None:
+    """Register the codecs with Faust (idempotent)."""
+    codecs.register("orjson", OrjsonCodec())
+    codecs.register("utf8", Utf8Codec())
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,41 @@
+"""The engine's Faust tables.
+
+Keys are ``str`` (``utf8`` codec), values are bytes the domain encodes
+(``raw``): a product's state is a ~200-byte array (models/product.py), an alert
+or a store's settings their JSON. Every entry is written while handling a
+message keyed by its ``store_id``, so it lives on that store's partition, and
+web views route by ``store_id``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+PRODUCTS = "products"
+ALERTS = "alerts"
+STORE_SETTINGS = "store-settings"
+
+
+@dataclass(frozen=True)
+class Tables:
+    products: faust.Table
+    alerts: faust.Table
+    settings: faust.Table
+
+
+def define(app: faust.App, partitions: int) -> Tables:
+    def table(name: str, help_: str) -> faust.Table:
+        return app.Table(
+            name,
+            schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="utf8", value_serializer="raw"),
+            partitions=partitions,
+            help=help_,
+        )
+
+    return Tables(
+        products=table(PRODUCTS, "store|product|variant -> encoded ProductState"),
+        alerts=table(ALERTS, "store|alert_id -> Alert JSON"),
+        settings=table(STORE_SETTINGS, "store_id -> StoreSettings JSON"),
+    )

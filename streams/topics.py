@@ -1,0 +1,43 @@
+"""Topic names, partition counts and configs: the one list of what the engine uses.
+
+Source topics keyed by ``store_id`` share one partition count so that a store's
+snapshots, settings, commands and its table entries live on one partition
+(co-partitioning; no ``group_by`` on the hot path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SUPPLIER_SNAPSHOTS = "supplier.snapshots"
+STORE_SETTINGS = "store.settings"
+INVENTORY_COMMANDS = "inventory.commands"
+INVENTORY_CHANGES = "inventory.changes"
+ALERTS = "alerts"
+DEADLETTER = "deadletter"
+
+#: Topics whose messages are keyed by store_id and consumed together.
+STORE_KEYED_INPUTS = (SUPPLIER_SNAPSHOTS, STORE_SETTINGS, INVENTORY_COMMANDS)
+OUTPUTS = (INVENTORY_CHANGES, ALERTS, DEADLETTER)
+
+_WEEK_MS = str(7 * 24 * 3600 * 1000)
+_MONTH_MS = str(30 * 24 * 3600 * 1000)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    config: dict[str, str]
+
+
+def specs() -> list[TopicSpec]:
+    """Every topic the engine creates at start (changelogs are Faust's own)."""
+    return [
+        TopicSpec(SUPPLIER_SNAPSHOTS, {"retention.ms": _WEEK_MS}),
+        # Settings are state: keep the latest per store forever.
+        TopicSpec(STORE_SETTINGS, {"cleanup.policy": "compact"}),
+        TopicSpec(INVENTORY_COMMANDS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(INVENTORY_CHANGES, {"retention.ms": _WEEK_MS}),
+        TopicSpec(ALERTS, {"retention.ms": _MONTH_MS}),
+        TopicSpec(DEADLETTER, {"retention.ms": _MONTH_MS}),
+    ]

@@ -1,0 +1,47 @@
+"""Fixtures that start real processes: the embedded broker and engine workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connectors.broker import EmbeddedBroker
+from tests.harness import Worker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A fresh embedded broker per test (it keeps everything, so no sharing)."""
+    embedded = EmbeddedBroker(log_path=tmp_path / "broker.log")
+    embedded.start()
+    try:
+        yield embedded
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture
+def workers(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[list[Worker]]:
+    """Workers started by the test through ``spawn``; all stopped at the end."""
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.kill()
+
+
+@pytest.fixture
+def spawn(broker: EmbeddedBroker, tmp_path: Path, workers: list[Worker]):  # type: ignore[no-untyped-def]
+    def _spawn(name: str = "w1", **env: str) -> Worker:
+        worker = Worker(broker, tmp_path, name=name, **env).start()
+        workers.append(worker)
+        return worker
+
+    return _spawn

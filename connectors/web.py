@@ -129,7 +129,7 @@ def register(engine: Engine, processor: InventoryProcessor) -> None:
             raw = products.data.get(key)
             if raw is None:
                 what = f"product {product_id!r}" + (f" variant {variant_id!r}" if variant_id else "")
-                return _error(self, 404, f"{what} of store {store_id!r} is not tracked")
+                return _error(self, 404, f"{what} of store {store_id!r} is not tracked", served_by=str(app.conf.canonical_url))
             return _json(self, decode_state(raw).to_json_dict(key))
 
     class ProductList(View):

@@ -82,14 +82,14 @@ class Event(BaseModel):
 KNOWN_PROVIDERS = ("ALIEXPRESS", "CJ_DROPSHIPPING", "SPOCKET")
 
 
-def _provider(value: str) -> str:
-    return value.strip().upper()
+def _provider(value: object) -> object:
+    return value.strip().upper() if isinstance(value, str) else value
 
 
 Provider = Annotated[
     str,
+    BeforeValidator(_provider),
     StringConstraints(min_length=1, max_length=64),
-    AfterValidator(_provider),
 ]
 
 

@@ -269,7 +269,11 @@ def apply_snapshot(state: ProductState | None, snap: SupplierSnapshot, settings:
 
     if snap.cost_price != state.cost_price:
         pct = price_change_percent(state.cost_price, snap.cost_price)
-        if abs(pct) >= settings.price_alert_threshold_pct:
+        # Compare the exact change with the threshold: the rounded figure is for people.
+        exact = (
+            (snap.cost_price - state.cost_price) * 100 / state.cost_price if state.cost_price else Decimal(100)
+        )
+        if abs(exact) >= settings.price_alert_threshold_pct:
             kind = AlertType.PRICE_INCREASE if pct > 0 else AlertType.PRICE_DECREASE
             word = "rose" if pct > 0 else "fell"
             open_(

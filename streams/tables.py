@@ -27,12 +27,21 @@ class Tables:
 
 def define(app: faust.App, partitions: int) -> Tables:
     def table(name: str, help_: str) -> faust.Table:
-        return app.Table(
+        created = app.Table(
             name,
             schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="utf8", value_serializer="raw"),
             partitions=partitions,
             help=help_,
         )
+        # Faust derives a table's serializers from its key/value types, not from
+        # the schema, and falls back to JSON for str: the changelog keys would be
+        # JSON strings and the router would hash '"store"' instead of the
+        # producer's 'store'. Set them, then remake the changelog topic (the app
+        # made it when it registered the table).
+        created.key_serializer = "utf8"
+        created.value_serializer = "raw"
+        created.changelog_topic = created._new_changelog_topic()
+        return created
 
     return Tables(
         products=table(PRODUCTS, "store|product|variant -> encoded ProductState"),

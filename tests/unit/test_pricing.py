@@ -96,6 +96,9 @@ EXAMPLES: list[Any] = [
                  "25.00", "15.00", "60.00", id="multiplier"),
     pytest.param("10", "0", {"strategy": "MULTIPLIER", "multiplier": "2.5", "ending": ".95"},
                  "25.95", "15.95", "61.46", id="multiplier-95"),
+    # ties round HALF_UP: profit 2.465 -> 2.47, margin 12.325 -> 12.33
+    pytest.param("17.535", "0", {"strategy": "FIXED_MARKUP", "fixed_markup": "2.465", "ending": NONE},
+                 "20.00", "2.47", "12.33", id="half-up-ties"),
     # shipping in / out of the cost basis
     pytest.param("10", "5", {"ending": NONE}, "22.50", "7.50", "33.33", id="shipping-in"),
     pytest.param("10", "5", {"ending": NONE, "include_shipping": False}, "15.00", "5.00", "33.33",
@@ -154,7 +157,7 @@ def test_quote_examples(cost: str, shipping: str, rules: dict[str, Any], selling
     # The reported profit is the profit arithmetic at the selling price.
     basis = basis_of(D(cost), D(shipping), r)
     assert q.profit == half_up(exact_profit(q.selling_price, basis, r))
-    assert q.cost_basis == basis
+    assert q.cost_basis == half_up(basis)
     assert meets_floor(q.floor, basis, r)
     assert q.compare_at_price is None
 
@@ -460,7 +463,7 @@ def test_quote_properties(cost: Decimal, shipping: Decimal, rules: PricingRules)
     # (e) every amount sits on the cent grid
     for value in (selling, q.floor, q.cost_basis, q.profit, q.margin_percent):
         assert is_cents(value), value
-    assert q.cost_basis == basis
+    assert q.cost_basis == half_up(basis)
 
     # (a) never below the floor, and the floor is the smallest cent meeting the bounds
     assert selling >= q.floor >= CENT

@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from models.currencies import ISO_4217
@@ -52,10 +53,16 @@ def _currency(value: str) -> str:
     return code
 
 
+MONEY_JSON_SCHEMA = {
+    "type": "string",
+    "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$",
+    "description": "decimal string, e.g. \"12.50\" (an integer is accepted; a JSON float is refused)",
+}
 Money = Annotated[
     Decimal,
     BeforeValidator(_no_float),
     Field(ge=0, max_digits=18, decimal_places=6),
+    WithJsonSchema(MONEY_JSON_SCHEMA),
 ]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 Currency = Annotated[str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)]

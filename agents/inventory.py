@@ -8,12 +8,15 @@ decode (pydantic), call ``models.inventory``, write the tables, send the
 results. Anything that cannot be decoded goes to ``deadletter`` with its
 reason, and the agent goes on.
 
-At-least-once: Faust commits an offset only after the producer flushed what
-the message produced (changelog, changes, alerts). After a crash the messages
-since the last commit come again; the table already holds their effect (it is
-recovered from the changelog), so they are STALE and emit nothing twice; where
-the changelog write was lost but an output was not, the output is emitted again
-with the same deterministic id (change_id, alert_id).
+At-least-once, with nothing lost: a transition's outputs (change record,
+alert records) travel inside the product's changelog record (an outbox), so
+the state and its outputs become durable together. Memory holds the plain
+state. Once Faust has committed the input offset (after flushing the
+producer), the record is written again without the outbox. A worker that
+recovers a record still carrying its outbox -- the crash came between -- sends
+the outputs again; their ids are deterministic, so a reader sees at worst a
+duplicate with the same id, never a gap. Messages replayed after a crash find
+the state already applied (STALE) and emit nothing twice.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections import defaultdict, deque
 from datetime import datetime, timezone
 from typing import Any
 
 import faust
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from connectors import metrics
@@ -39,8 +44,25 @@ from models.events import (
     SupplierSnapshot,
     default_settings,
 )
-from models.inventory import AlertClose, Outcome, SnapshotResult, apply_alert_status, apply_snapshot, reprice
-from models.product import ProductState, decode_state, encode_state, product_key, store_prefix
+from models.inventory import (
+    AlertClose,
+    Outcome,
+    SnapshotResult,
+    apply_alert_status,
+    apply_snapshot_encoded,
+    reprice,
+)
+from models.product import (
+    OutboxItem,
+    ProductState,
+    decode_state,
+    encode_state,
+    product_key,
+    split_outbox,
+    split_product_key,
+    store_prefix,
+    with_outbox,
+)
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
@@ -82,6 +104,15 @@ class InventoryProcessor:
         self._results = {r: metrics.SNAPSHOTS.labels(r.value) for r in SnapshotResult}
         self._invalid = metrics.SNAPSHOTS.labels("INVALID")
         self._messages = {t: metrics.MESSAGES.labels(t) for t in topics.STORE_KEYED_INPUTS}
+        # The message being handled: its input partition and offset.
+        self._tp: Any = None
+        self._offset = -1
+        # Outboxes written but not yet known flushed: per input partition, in
+        # offset order, and the newest per product key.
+        self._pending: dict[Any, deque[tuple[int, str]]] = defaultdict(deque)
+        self._latest_outbox: dict[str, tuple[Any, int]] = {}
+        # Recovered changelog records that still carry an outbox: key -> (partition, record).
+        self.recovered_outboxes: dict[str, tuple[int, bytes]] = {}
 
     # ------------------------------------------------------------------ #
     # dispatch
@@ -90,6 +121,8 @@ class InventoryProcessor:
     def handle(self, event: faust.EventT) -> None:
         message = event.message
         topic = message.topic
+        self._tp = message.tp
+        self._offset = message.offset
         counter = self._messages.get(topic)
         if counter is not None:
             counter.inc()
@@ -155,7 +188,6 @@ class InventoryProcessor:
                 self.dead(message, reason, _error_text(exc))
                 return []
         # A page with some bad items: keep the good ones, refuse each bad one.
-        import orjson
 
         items = orjson.loads(raw)
         good: list[tuple[int | None, SupplierSnapshot]] = []
@@ -208,55 +240,107 @@ class InventoryProcessor:
     def apply(self, snap: SupplierSnapshot) -> SnapshotResult:
         key = product_key(snap.store_id, snap.product_id, snap.variant_id)
         data = self.products.data
-        raw = data.get(key)
-        state = None if raw is None else decode_state(raw)
-        outcome = apply_snapshot(state, snap, self.store_settings(snap.store_id))
-        if outcome.state is None:
+        outcome, encoded = apply_snapshot_encoded(data.get(key), snap, self.store_settings(snap.store_id))
+        if encoded is None:
             return outcome.result
         if outcome.durable:
-            self.products[key] = encode_state(outcome.state)
+            self.commit_transition(key, encoded, self.outbox(snap.store_id, outcome))
         else:
             # Only the snapshot time moved: keep it in memory, not in the
             # changelog (90 % of snapshots; see docs/events.md "Ordering").
-            data[key] = encode_state(outcome.state)
-        self.emit(snap.store_id, outcome)
+            data[key] = encoded
         return outcome.result
 
-    def emit(self, store_id: str, outcome: Outcome) -> None:
-        store_key = store_id.encode()
-        change = outcome.change
-        if change is not None:
-            self.engine.changes.send_soon(key=store_key, value=encode(change))
-            metrics.CHANGE_RECORDS.labels(change.reason.value).inc()
-            for kind in change.changed:
-                metrics.CHANGES.labels(kind.value).inc()
+    def outbox(self, store_id: str, outcome: Outcome) -> list[OutboxItem]:
+        items: list[OutboxItem] = []
+        if outcome.change is not None:
+            items.append(("c", encode(outcome.change)))
+        now = datetime.now(timezone.utc)
         for closing in outcome.closed:
-            self.close_alert(store_id, closing)
-        for alert in outcome.opened:
-            self.put_alert(alert)
+            alert = self.load_alert(store_id, closing.alert_id)
+            moved = None if alert is None else alert_rules.transition(alert, closing.status, now)
+            if moved is not None:
+                items.append(("a", encode(moved)))
+        items.extend(("a", encode(alert)) for alert in outcome.opened)
+        return items
+
+    # ------------------------------------------------------------------ #
+    # durable writes: state and outputs together
+    # ------------------------------------------------------------------ #
+
+    def commit_transition(self, key: str, encoded: bytes, outbox: list[OutboxItem]) -> None:
+        """Make a product's new state and its outputs durable together, then send the outputs."""
+        partition = self._tp.partition
+        if outbox:
+            self.products.send_changelog(partition, key, with_outbox(encoded, outbox))
+            self._pending[self._tp].append((self._offset, key))
+            self._latest_outbox[key] = (self._tp, self._offset)
+        else:
+            self.products.send_changelog(partition, key, encoded)
+        self.products.data[key] = encoded
+        self.send_outbox(key.split("|", 1)[0], partition, outbox)
+
+    def send_outbox(self, store_id: str, partition: int, outbox: list[OutboxItem]) -> None:
+        store_key = store_id.encode()
+        for code, value in outbox:
+            if code == "c":
+                self.engine.changes.send_soon(key=store_key, value=value)
+                change = orjson.loads(value)
+                metrics.CHANGE_RECORDS.labels(change["reason"]).inc()
+                if change["reason"] != "NEW":
+                    for kind in change["changed"]:
+                        metrics.CHANGES.labels(kind).inc()
+            else:
+                alert = orjson.loads(value)
+                self.alerts.send_changelog(partition, alert_key(store_id, alert["alert_id"]), value)
+                self.alerts.data[alert_key(store_id, alert["alert_id"])] = value
+                self.engine.alerts.send_soon(key=store_key, value=value)
+                metrics.ALERTS_EMITTED.labels(alert["type"], alert["status"]).inc()
+
+    def on_committed(self, offsets: Any) -> None:
+        """Faust committed these input offsets (after flushing the producer): drop the outboxes."""
+        for tp, committed in offsets.items():
+            queue = self._pending.get(tp)
+            while queue and queue[0][0] < committed:
+                offset, key = queue.popleft()
+                if self._latest_outbox.get(key) == (tp, offset):
+                    del self._latest_outbox[key]
+                    raw = self.products.data.get(key)
+                    if raw is not None:
+                        self.products.send_changelog(tp.partition, key, raw)
+
+    def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
+        """Recovery saw a product record: remember it while it still carries an outbox."""
+        if raw is not None and raw[1:3] == b"2,":
+            self.recovered_outboxes[key] = (partition, raw)
+        else:
+            self.recovered_outboxes.pop(key, None)
+
+    def resend_recovered(self, active_partitions: set[int]) -> int:
+        """Send again the outboxes of recovered records this worker now owns."""
+        sent = 0
+        for key, (partition, raw) in list(self.recovered_outboxes.items()):
+            if partition not in active_partitions:
+                continue
+            del self.recovered_outboxes[key]
+            plain, outbox = split_outbox(raw)
+            current = self.products.data.get(key)
+            if current is raw or current == raw:
+                self.products.data[key] = plain
+            self.send_outbox(split_product_key(key)[0], partition, outbox)
+            self.products.send_changelog(partition, key, self.products.data.get(key, plain))
+            sent += 1
+        if sent:
+            log.warning("sent again the outputs of %d recovered transitions", sent)
+        return sent
 
     # ------------------------------------------------------------------ #
     # alerts
     # ------------------------------------------------------------------ #
 
-    def put_alert(self, alert: Alert) -> None:
-        raw = encode(alert)
-        self.alerts[alert_key(alert.store_id, alert.alert_id)] = raw
-        self.engine.alerts.send_soon(key=alert.store_id.encode(), value=raw)
-        metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
-
     def load_alert(self, store_id: str, alert_id: str) -> Alert | None:
         raw = self.alerts.data.get(alert_key(store_id, alert_id))
         return None if raw is None else Alert.model_validate_json(raw)
-
-    def close_alert(self, store_id: str, closing: AlertClose) -> None:
-        alert = self.load_alert(store_id, closing.alert_id)
-        if alert is None:
-            log.warning("alert %s of store %s to close is unknown", closing.alert_id, store_id)
-            return
-        moved = alert_rules.transition(alert, closing.status, datetime.now(timezone.utc))
-        if moved is not None:
-            self.put_alert(moved)
 
     # ------------------------------------------------------------------ #
     # store.settings
@@ -292,7 +376,6 @@ class InventoryProcessor:
         prefix = store_prefix(new.store_id)
         data = self.products.data
         keys = [k for k in list(data.keys()) if k.startswith(prefix)]
-        store_key = new.store_id.encode()
         for key in keys:
             raw = data.get(key)
             if raw is None:
@@ -301,11 +384,7 @@ class InventoryProcessor:
             repriced, change = reprice(key, state, new)
             if change is None:
                 continue
-            self.products[key] = encode_state(repriced)
-            self.engine.changes.send_soon(key=store_key, value=encode(change))
-            metrics.CHANGE_RECORDS.labels(change.reason.value).inc()
-            for kind in change.changed:
-                metrics.CHANGES.labels(kind.value).inc()
+            self.commit_transition(key, encode_state(repriced), [("c", encode(change))])
 
     # ------------------------------------------------------------------ #
     # inventory.commands
@@ -324,19 +403,24 @@ class InventoryProcessor:
             metrics.ALERT_COMMANDS.labels(action, "UNKNOWN_ALERT").inc()
             return
         target = alert_rules.ACTION_STATUS[command.action]
-        moved = alert_rules.transition(alert, target, command.requested_at)
+        if alert.status is target:
+            # Already applied (a replay after a crash): send the record again,
+            # as the crash may have come before it left.
+            moved: Alert | None = alert
+        else:
+            moved = alert_rules.transition(alert, target, command.requested_at)
         if moved is None:
             metrics.ALERT_COMMANDS.labels(action, "REFUSED").inc()
             return
-        self.put_alert(moved)
-        if moved.product_id is not None:
-            key = product_key(moved.store_id, moved.product_id, moved.variant_id)
-            raw = self.products.data.get(key)
-            if raw is not None:
-                state: ProductState | None = decode_state(raw)
-                updated = apply_alert_status(state, moved)
-                if updated is not state and updated is not None:
-                    self.products[key] = encode_state(updated)
+        outbox: list[OutboxItem] = [("a", encode(moved))]
+        key = None if moved.product_id is None else product_key(moved.store_id, moved.product_id, moved.variant_id)
+        raw = None if key is None else self.products.data.get(key)
+        if key is not None and raw is not None:
+            state: ProductState = decode_state(raw)
+            updated = apply_alert_status(state, moved) or state
+            self.commit_transition(key, encode_state(updated), outbox)
+        else:
+            self.send_outbox(moved.store_id, self._tp.partition, outbox)
         metrics.ALERT_COMMANDS.labels(action, "APPLIED").inc()
 
     # ------------------------------------------------------------------ #
@@ -375,6 +459,29 @@ def register(engine: Engine) -> InventoryProcessor:
             started = clock()
             processor.handle(event)
             observe(clock() - started)
+
+    # Drop written outboxes once Faust has committed their input offsets.
+    tables = app.tables
+    faust_on_commit = tables.on_commit
+
+    def on_commit(offsets: Any) -> None:
+        faust_on_commit(offsets)
+        processor.on_committed(offsets)
+
+    tables.on_commit = on_commit  # type: ignore[method-assign]
+
+    products = engine.tables.products
+
+    async def on_changelog_event(event: faust.EventT) -> None:
+        processor.on_changelog_record(event.key, event.message.partition, event.message.value)
+
+    products._on_changelog_event = on_changelog_event
+
+    @products.on_recover
+    async def resend_recovered() -> None:
+        changelog = products.changelog_topic.get_topic_name()
+        active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
+        processor.resend_recovered(active)
 
     from aiokafka.partitioner import murmur2
 

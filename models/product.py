@@ -21,6 +21,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 KEY_SEP = "|"
 _ENCODING_VERSION = 1
+#: A changelog record that also carries its transition's outputs (the outbox).
+_WITH_OUTBOX = 2
 _STATUS_CODE = {ProductStatus.ACTIVE: "A", ProductStatus.OUT_OF_STOCK: "O"}
 _CODE_STATUS = {v: k for k, v in _STATUS_CODE.items()}
 
@@ -142,6 +144,37 @@ def encode_state(state: ProductState) -> bytes:
     )
 
 
+#: An output of a transition: (topic code, JSON bytes). Codes: "c" inventory.changes, "a" alerts.
+OutboxItem = tuple[str, bytes]
+
+
+def with_outbox(encoded: bytes, outbox: list[OutboxItem]) -> bytes:
+    """The changelog form of a state: the state and the outputs its transition made.
+
+    One record holds both, so a crash cannot keep the state and lose the
+    outputs: whoever recovers a record that still has its outbox sends it
+    again (the ids in it are deterministic). Memory holds the plain state.
+    """
+    fields = orjson.loads(encoded)
+    fields[0] = _WITH_OUTBOX
+    fields.append([[code, orjson.Fragment(value)] for code, value in outbox])
+    return orjson.dumps(fields)
+
+
+def has_outbox(raw: bytes) -> bool:
+    return raw[1:3] == b"2,"
+
+
+def split_outbox(raw: bytes) -> tuple[bytes, list[OutboxItem]]:
+    """(plain state bytes, outbox) of a changelog record."""
+    if not has_outbox(raw):
+        return raw, []
+    fields = orjson.loads(raw)
+    outbox = [(code, orjson.dumps(value)) for code, value in fields.pop(14)]
+    fields[0] = _ENCODING_VERSION
+    return orjson.dumps(fields), outbox
+
+
 def decode_state(raw: bytes) -> ProductState:
     (
         version,
@@ -158,8 +191,9 @@ def decode_state(raw: bytes) -> ProductState:
         captured_at_us,
         alerts,
         sync_run_id,
+        *_outbox,
     ) = orjson.loads(raw)
-    if version != _ENCODING_VERSION:  # pragma: no cover - one version so far
+    if version not in (_ENCODING_VERSION, _WITH_OUTBOX):  # pragma: no cover
         raise ValueError(f"unknown product state encoding {version}")
     return ProductState(
         provider=provider,

@@ -150,7 +150,9 @@ async def _proc_offset_request_fixed(
         END_OFFSET_FIX_STATS["fallbacks"] += len(missing)
         log.warning(
             "end-offset fix: no usable high watermark for %s; kept the ListOffsets answer",
-            ", ".join(f"{tp.topic}[{tp.partition}] (ListOffsets={a}, hw={e})" for tp, a, e in missing),
+            ", ".join(
+                f"{tp.topic}[{tp.partition}] (ListOffsets={a}, hw={e})" for tp, a, e in missing
+            ),
         )
     return offsets
 
@@ -201,9 +203,10 @@ def install_end_offset_fix() -> None:
     watermark (last stable offset for read_committed consumers) replaces ``L``. ``L == 0``
     means an empty partition and needs no Fetch (a single-record batch at offset 0 gives 1,
     which is right, and is confirmed by the Fetch anyway). EARLIEST and timestamp lookups are
-    untouched. Cost measured on the embedded broker: one extra round trip of about 1 to 2 ms
-    per ListOffsets request, whatever the number of partitions, and about one record batch
-    of payload.
+    untouched. Cost measured on the embedded broker: one extra round trip per ListOffsets
+    request, whatever the number of partitions (``end_offsets`` of 6 partitions 0.36 -> 0.70
+    ms, of 32 partitions 0.49 -> 1.27 ms), and at most about one record batch of payload.
+    Faust calls it once per recovery (active and standby changelogs), not per event.
 
     Robustness: the Fetch is bounded by ``FIX_TIMEOUT_S``; on timeout, a Kafka error, a
     partition missing from the answer, or a high watermark below ``L``, the ListOffsets answer

@@ -200,3 +200,34 @@ def test_state_captured_at_property() -> None:
     st = state(captured_at_us=to_micros(moment))
     assert st.captured_at == moment
     assert from_micros(0) == EPOCH
+
+
+def test_outbox_travels_with_the_state_and_splits_off() -> None:
+    from models.product import has_outbox, split_outbox, with_outbox
+
+    plain = encode_state(
+        ProductState(
+            provider="CJ",
+            source_id="x",
+            available=True,
+            stock=3,
+            cost_price=Decimal("1.00"),
+            shipping_cost=Decimal("0"),
+            currency="USD",
+            selling_price=Decimal("2.99"),
+            compare_at_price=None,
+            status=ProductStatus.ACTIVE,
+            captured_at_us=5,
+        )
+    )
+    outbox = [("c", b'{"change_id":"c1","n":1.5}'), ("a", b'{"alert_id":"a1"}')]
+    record = with_outbox(plain, outbox)
+    assert has_outbox(record) and not has_outbox(plain)
+    assert decode_state(record) == decode_state(plain)
+    back, items = split_outbox(record)
+    assert back == plain
+    assert [(code, orjson.loads(value)) for code, value in items] == [
+        ("c", {"change_id": "c1", "n": 1.5}),
+        ("a", {"alert_id": "a1"}),
+    ]
+    assert split_outbox(plain) == (plain, [])

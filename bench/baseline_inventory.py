@@ -1,0 +1,82 @@
+"""The no-framework baseline: plain aiokafka consumer and producer, a dict, the same pure functions.
+
+Run by bench/inventory.py as a subprocess on the same messages as the worker.
+It prints one JSON line per second with the number of snapshots processed, so
+the bench measures it exactly as it measures the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import TypeAdapter
+
+from models.events import SupplierSnapshot, default_settings
+from models.inventory import apply_snapshot_encoded
+from models.product import product_key
+from streams.codecs import encode
+
+_PAGE = TypeAdapter(list[SupplierSnapshot])
+
+
+async def main(bootstrap: str, total: int) -> None:
+    consumer = AIOKafkaConsumer(
+        "supplier.snapshots",
+        bootstrap_servers=bootstrap,
+        group_id="bench-baseline",
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024)
+    await consumer.start()
+    await producer.start()
+    state: dict[str, bytes] = {}
+    settings = {}
+    processed = 0
+    last_report = time.monotonic()
+    try:
+        while processed < total:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    raw = record.value
+                    snaps = _PAGE.validate_json(raw) if raw[:1] == b"[" else [SupplierSnapshot.model_validate_json(raw)]
+                    for snap in snaps:
+                        store = snap.store_id
+                        st = settings.get(store)
+                        if st is None:
+                            st = settings[store] = default_settings(store)
+                        key = product_key(store, snap.product_id, snap.variant_id)
+                        out, encoded = apply_snapshot_encoded(state.get(key), snap, st)
+                        if encoded is not None:
+                            state[key] = encoded
+                            if out.durable:  # what a changelog would carry
+                                await producer.send(
+                                    "baseline-changelog", key=key.encode(), value=encoded, partition=record.partition
+                                )
+                        if out.change is not None:
+                            await producer.send("inventory.changes", key=store.encode(), value=encode(out.change))
+                        for alert in out.opened:
+                            await producer.send("alerts", key=store.encode(), value=encode(alert))
+                    processed += len(snaps)
+            now = time.monotonic()
+            if now - last_report >= 0.5:
+                last_report = now
+                print(orjson.dumps({"processed": processed, "t": time.time()}).decode(), flush=True)
+        await producer.flush()
+    finally:
+        print(orjson.dumps({"processed": processed, "t": time.time(), "done": True}).decode(), flush=True)
+        await producer.stop()
+        await consumer.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))

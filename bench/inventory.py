@@ -1,0 +1,240 @@
+"""Inventory benchmark: the real broker, one worker, and a no-framework baseline, same messages.
+
+For each message form (one snapshot per message; pages of 100 snapshots of one
+store per message), on a fresh embedded broker:
+
+1. produce a baseline catalogue of STORES x PRODUCTS snapshots (pages of 100),
+   then the measured stream of the same count of snapshots, ~10 % of them
+   changed, in the form under test;
+2. start one ``ops-engine worker`` and measure, from its metrics, the rate over
+   the measured stream (processed count from N to 2N), its CPU seconds and its
+   peak RSS with every product tracked;
+3. run the baseline (bench/baseline_inventory.py: plain aiokafka, a dict, the
+   same pure functions) on the same topic and measure it the same way.
+
+Figures are printed as snapshots/s and as the ratio worker/baseline, and saved
+to bench/results/inventory.json. ``--stores``/``--products`` scale it down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from connectors.broker import EmbeddedBroker, create_topics  # noqa: E402
+from streams import topics  # noqa: E402
+from tests.harness import Worker  # noqa: E402
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+PAGE = 100
+
+
+def snapshot(store: int, product: int, stock: int, cost_cents: int, at: datetime) -> dict[str, Any]:
+    return {
+        "store_id": f"bench-store-{store:04d}",
+        "product_id": f"prod-{product:05d}",
+        "provider": ("ALIEXPRESS", "CJ_DROPSHIPPING", "SPOCKET")[product % 3],
+        "source_id": f"SRC{store:04d}{product:05d}",
+        "available": True,
+        "stock": stock,
+        "cost_price": f"{cost_cents // 100}.{cost_cents % 100:02d}",
+        "shipping_cost": "1.50",
+        "currency": "USD",
+        "captured_at": at.isoformat().replace("+00:00", "Z"),
+        "title": f"Bench product {product}",
+    }
+
+
+async def produce(bootstrap: str, stores: int, products: int, form: str, seed: int = 1) -> int:
+    """Baseline pages, then the measured stream in ``form``; returns snapshots per phase."""
+    rng = random.Random(seed)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024, compression_type=None
+    )
+    await producer.start()
+    catalogue = {(s, p): (rng.randint(6, 500), rng.randint(100, 20000)) for s in range(stores) for p in range(products)}
+
+    async def send(key: bytes, value: bytes) -> None:
+        await producer.send(topics.SUPPLIER_SNAPSHOTS, key=key, value=value)
+
+    try:
+        for s in range(stores):
+            key = f"bench-store-{s:04d}".encode()
+            items = [snapshot(s, p, *catalogue[(s, p)], T0) for p in range(products)]
+            for i in range(0, len(items), PAGE):
+                await send(key, orjson.dumps(items[i : i + PAGE]))
+        later = T0 + timedelta(hours=1)
+        for s in range(stores):
+            key = f"bench-store-{s:04d}".encode()
+            items = []
+            for p in range(products):
+                stock, cost = catalogue[(s, p)]
+                if rng.random() < 0.10:  # ~10 % change: stock or cost
+                    if rng.random() < 0.5:
+                        stock = max(0, stock - rng.randint(1, 50))
+                    else:
+                        cost = max(1, int(cost * rng.choice([0.9, 0.97, 1.03, 1.2])))
+                items.append(snapshot(s, p, stock, cost, later))
+            if form == "single":
+                for item in items:
+                    await send(key, orjson.dumps(item))
+            else:
+                for i in range(0, len(items), PAGE):
+                    await send(key, orjson.dumps(items[i : i + PAGE]))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return stores * products
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def processed_count(worker: Worker) -> int:
+    try:
+        text = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return -1
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("ops_snapshots_processed_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def measure(poll: Any, pid: int, start_at: int, end_at: int, timeout: float) -> dict[str, float]:
+    """Rate between the moments the count passes start_at and end_at."""
+    deadline = time.monotonic() + timeout
+    t_start = cpu_start = None
+    count = 0
+    while time.monotonic() < deadline:
+        count = poll()
+        now = time.monotonic()
+        if t_start is None and count >= start_at:
+            t_start, cpu_start, c_start = now, cpu_seconds(pid), count
+        if t_start is not None and count >= end_at:
+            elapsed = now - t_start
+            return {
+                "snapshots": count - c_start,
+                "seconds": elapsed,
+                "per_second": (count - c_start) / elapsed,
+                "cpu_seconds": cpu_seconds(pid) - cpu_start,
+                "peak_rss_mb": peak_rss_mb(pid),
+            }
+        time.sleep(0.05)
+    raise TimeoutError(f"stuck at {count} of {end_at} snapshots")
+
+
+def run_form(form: str, stores: int, products: int, workdir: Path) -> dict[str, Any]:
+    broker = EmbeddedBroker(log_path=workdir / f"broker-{form}.log").start()
+    try:
+        specs = topics.specs()
+        names = {s.name: 8 for s in specs} | {"baseline-changelog": 8}
+        asyncio.run(create_topics(broker.bootstrap, names, {s.name: s.config for s in specs}))
+        started = time.monotonic()
+        per_phase = asyncio.run(produce(broker.bootstrap, stores, products, form))
+        produced_s = time.monotonic() - started
+        print(f"[{form}] produced 2 x {per_phase:,} snapshots in {produced_s:.1f}s", flush=True)
+
+        worker = Worker(broker, workdir, name=f"bench-{form}", OPS_LOG_LEVEL="warning").start()
+        ready_s = worker.wait_ready(timeout=60)
+        assert worker.proc is not None
+        load = measure(lambda: processed_count(worker), worker.proc.pid, 1, per_phase, timeout=1800)
+        run = measure(lambda: processed_count(worker), worker.proc.pid, per_phase, 2 * per_phase, timeout=1800)
+        worker.stop()
+
+        baseline_log = open(workdir / f"baseline-{form}.log", "wb")
+        baseline_proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "baseline_inventory.py"), broker.bootstrap, str(2 * per_phase)],
+            stdout=subprocess.PIPE,
+            stderr=baseline_log,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            text=True,
+        )
+        latest = {"processed": 0}
+
+        def poll_baseline() -> int:
+            assert baseline_proc.stdout is not None
+            line = baseline_proc.stdout.readline()
+            if line:
+                latest.update(json.loads(line))
+            elif baseline_proc.poll() is not None and baseline_proc.returncode != 0:
+                raise RuntimeError(f"baseline exited {baseline_proc.returncode}: see {workdir}/baseline-{form}.log")
+            return int(latest["processed"])
+
+        base = measure(poll_baseline, baseline_proc.pid, per_phase, 2 * per_phase, timeout=1800)
+        baseline_proc.wait(timeout=60)
+        return {
+            "form": form,
+            "snapshots_per_phase": per_phase,
+            "worker_ready_s": ready_s,
+            "worker_load": load,
+            "worker": run,
+            "baseline": base,
+            "ratio": run["per_second"] / base["per_second"],
+        }
+    finally:
+        broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stores", type=int, default=1000)
+    parser.add_argument("--products", type=int, default=1000)
+    parser.add_argument("--forms", default="single,paged")
+    args = parser.parse_args()
+    results = []
+    workdir = Path(tempfile.mkdtemp(prefix="ops-bench-"))
+    print(f"logs in {workdir}", flush=True)
+    for form in args.forms.split(","):
+        results.append(run_form(form, args.stores, args.products, workdir))
+    print()
+    print(f"{'form':<8} {'worker/s':>10} {'baseline/s':>11} {'ratio':>6} {'cpu s':>7} {'peak RSS MB':>12} {'load/s':>9}")
+    for r in results:
+        w, b = r["worker"], r["baseline"]
+        print(
+            f"{r['form']:<8} {w['per_second']:>10,.0f} {b['per_second']:>11,.0f} {r['ratio']:>6.2f} "
+            f"{w['cpu_seconds']:>7.1f} {w['peak_rss_mb']:>12.0f} {r['worker_load']['per_second']:>9,.0f}"
+        )
+    targets = {"single": ("10,000/s", 10_000), "paged": ("100,000/s and >= 0.5 x baseline", 100_000)}
+    for r in results:
+        label, floor = targets[r["form"]]
+        ok = r["worker"]["per_second"] >= floor and (r["form"] != "paged" or r["ratio"] >= 0.5)
+        print(f"target {r['form']}: {label}: {'met' if ok else 'NOT met'}")
+    for r in results:
+        if r["snapshots_per_phase"] >= 1_000_000:
+            ok = r["worker"]["peak_rss_mb"] < 700
+            print(f"target memory ({r['form']}): < 700 MB RSS with 1M products: {'met' if ok else 'NOT met'}")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "inventory.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -203,6 +203,8 @@ class InventoryProcessor:
         if not snapshots:
             return
         key = (message.key or b"").decode(errors="replace")
+        settings = self.store_settings(key)  # a message holds one store's snapshots
+        data = self.products.data
         newest = None
         counts: dict[SnapshotResult, int] = {}
         for index, snap in snapshots:
@@ -214,8 +216,17 @@ class InventoryProcessor:
                     item_index=index,
                 )
                 continue
-            result = self.apply(snap)
+            pkey = product_key(key, snap.product_id, snap.variant_id)
+            outcome, encoded = apply_snapshot_encoded(data.get(pkey), snap, settings)
+            result = outcome.result
             counts[result] = counts.get(result, 0) + 1
+            if encoded is not None:
+                if outcome.durable:
+                    self.commit_transition(pkey, encoded, self.outbox(key, outcome))
+                else:
+                    # Only the snapshot time moved: keep it in memory, not in the
+                    # changelog (90 % of snapshots; see docs/events.md "Ordering").
+                    data[pkey] = encoded
             if newest is None or snap.captured_at > newest:
                 newest = snap.captured_at
         for result, n in counts.items():
@@ -236,20 +247,6 @@ class InventoryProcessor:
             cached = (raw, StoreSettings.model_validate_json(raw))
             self._settings_cache[store_id] = cached
         return cached[1]
-
-    def apply(self, snap: SupplierSnapshot) -> SnapshotResult:
-        key = product_key(snap.store_id, snap.product_id, snap.variant_id)
-        data = self.products.data
-        outcome, encoded = apply_snapshot_encoded(data.get(key), snap, self.store_settings(snap.store_id))
-        if encoded is None:
-            return outcome.result
-        if outcome.durable:
-            self.commit_transition(key, encoded, self.outbox(snap.store_id, outcome))
-        else:
-            # Only the snapshot time moved: keep it in memory, not in the
-            # changelog (90 % of snapshots; see docs/events.md "Ordering").
-            data[key] = encoded
-        return outcome.result
 
     def outbox(self, store_id: str, outcome: Outcome) -> list[OutboxItem]:
         items: list[OutboxItem] = []
@@ -490,7 +487,7 @@ def register(engine: Engine) -> InventoryProcessor:
     def partition_of(store_id: str) -> int:
         return (murmur2(store_id.encode()) & 0x7FFFFFFF) % partitions
 
-    @app.timer(interval=engine.settings.metrics_lag_interval)
+    @app.timer(interval=engine.settings.gauge_interval)
     async def refresh_gauges() -> None:
         changelog = engine.tables.alerts.changelog_topic.get_topic_name()
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import faust
 
 from streams import codecs, tables, topics
+from streams.sensors import QuietSensors
 from streams.settings import Settings
 
 
@@ -67,6 +68,7 @@ def build(settings: Settings) -> Engine:
 
         install_end_offset_fix()
     app = faust.App(settings.app_id, **faust_settings(settings))  # type: ignore[arg-type]
+    app.sensors = QuietSensors(app)  # no per-event Monitor (streams/sensors.py)
 
     def topic(*names: str) -> faust.TopicT:
         return app.topic(

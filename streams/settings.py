@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     )
     producer_idempotence: bool = Field(
         False,
-        description="enable the idempotent producer (real Kafka only; the embedded broker refuses it)",
+        description="idempotent producer for ops-engine publish (real Kafka only; the embedded broker refuses it)",
     )
     web_host: str = Field("127.0.0.1", description="address the worker's web server binds")
     web_port: int = Field(6066, ge=1, le=65535, description="port of the worker's web server")
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     commit_interval: float = Field(1.0, gt=0, description="offset commit interval, s")
     standby_replicas: int = Field(1, ge=0, description="standby replicas of each table")
     log_level: str = Field("info", description="worker log level")
-    metrics_lag_interval: float = Field(5.0, gt=0, description="how often snapshot lag gauges refresh, s")
+    gauge_interval: float = Field(5.0, gt=0, description="how often the active-alert and table-size gauges refresh, s")
 
     @field_validator("broker_url")
     @classmethod

@@ -98,6 +98,8 @@ class InventoryProcessor:
         self.products = engine.tables.products
         self.alerts = engine.tables.alerts
         self.settings = engine.tables.settings
+        self.outputs = engine.outputs
+        self._changelogs: dict[str, str] = {}
         # Parsed settings per store, checked against the raw table value, so a
         # store's settings are parsed once per change, not once per snapshot.
         self._settings_cache: dict[str, tuple[bytes, StoreSettings]] = {}
@@ -269,19 +271,26 @@ class InventoryProcessor:
         """Make a product's new state and its outputs durable together, then send the outputs."""
         partition = self._tp.partition
         if outbox:
-            self.products.send_changelog(partition, key, with_outbox(encoded, outbox))
+            self.changelog(self.products, partition, key, with_outbox(encoded, outbox))
             self._pending[self._tp].append((self._offset, key))
             self._latest_outbox[key] = (self._tp, self._offset)
         else:
-            self.products.send_changelog(partition, key, encoded)
+            self.changelog(self.products, partition, key, encoded)
         self.products.data[key] = encoded
         self.send_outbox(key.split("|", 1)[0], partition, outbox)
+
+    def changelog(self, table: faust.Table, partition: int, key: str, value: bytes) -> None:
+        """Write a table's changelog record (the in-memory value is the caller's business)."""
+        name = self._changelogs.get(table.name)
+        if name is None:
+            name = self._changelogs[table.name] = table.changelog_topic.get_topic_name()
+        self.outputs.add(name, partition, key.encode(), value)
 
     def send_outbox(self, store_id: str, partition: int, outbox: list[OutboxItem]) -> None:
         store_key = store_id.encode()
         for code, value in outbox:
             if code == "c":
-                self.engine.changes.send_soon(key=store_key, value=value)
+                self.outputs.add(topics.INVENTORY_CHANGES, None, store_key, value)
                 change = orjson.loads(value)
                 metrics.CHANGE_RECORDS.labels(change["reason"]).inc()
                 if change["reason"] != "NEW":
@@ -289,9 +298,9 @@ class InventoryProcessor:
                         metrics.CHANGES.labels(kind).inc()
             else:
                 alert = orjson.loads(value)
-                self.alerts.send_changelog(partition, alert_key(store_id, alert["alert_id"]), value)
+                self.changelog(self.alerts, partition, alert_key(store_id, alert["alert_id"]), value)
                 self.alerts.data[alert_key(store_id, alert["alert_id"])] = value
-                self.engine.alerts.send_soon(key=store_key, value=value)
+                self.outputs.add(topics.ALERTS, None, store_key, value)
                 metrics.ALERTS_EMITTED.labels(alert["type"], alert["status"]).inc()
 
     def on_committed(self, offsets: Any) -> None:
@@ -304,7 +313,7 @@ class InventoryProcessor:
                     del self._latest_outbox[key]
                     raw = self.products.data.get(key)
                     if raw is not None:
-                        self.products.send_changelog(tp.partition, key, raw)
+                        self.changelog(self.products, tp.partition, key, raw)
 
     def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
         """Recovery saw a product record: remember it while it still carries an outbox."""
@@ -325,7 +334,7 @@ class InventoryProcessor:
             if current is raw or current == raw:
                 self.products.data[key] = plain
             self.send_outbox(split_product_key(key)[0], partition, outbox)
-            self.products.send_changelog(partition, key, self.products.data.get(key, plain))
+            self.changelog(self.products, partition, key, self.products.data.get(key, plain))
             sent += 1
         if sent:
             log.warning("sent again the outputs of %d recovered transitions", sent)
@@ -452,10 +461,17 @@ def register(engine: Engine) -> InventoryProcessor:
     async def inventory(stream: faust.StreamT) -> None:
         observe = metrics.PROCESSING_SECONDS.observe
         clock = time.perf_counter
+        outputs = engine.outputs
         async for event in stream.events():
             started = clock()
             processor.handle(event)
             observe(clock() - started)
+            if outputs.due():
+                await outputs.send()
+
+    @app.timer(interval=0.1)
+    async def send_outputs() -> None:
+        await engine.outputs.send()
 
     # Drop written outboxes once Faust has committed their input offsets.
     tables = app.tables

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import faust
 
-from streams import codecs, tables, topics
+from streams import codecs, outputs, tables, topics
 from streams.sensors import QuietSensors
 from streams.settings import Settings
 
@@ -26,6 +26,7 @@ class Engine:
     deadletter: faust.TopicT
     commands: faust.TopicT
     tables: tables.Tables
+    outputs: outputs.Outputs
 
 
 def faust_settings(settings: Settings) -> dict[str, object]:
@@ -81,7 +82,10 @@ def build(settings: Settings) -> Engine:
             internal=False,
         )
 
+    batcher = outputs.Outputs(app)
+    outputs.install(app, batcher)
     return Engine(
+        outputs=batcher,
         settings=settings,
         app=app,
         inputs=topic(*topics.STORE_KEYED_INPUTS),

@@ -10,8 +10,8 @@ stopped and killed while it works, then checks, key by key:
 - the alerts: exactly the alert ids the pure diff opens, each once, with the
   final status it implies (no duplicate alert for a condition already alerted).
 
-The negative control runs the same with the workaround off and must see the
-loss: if it ever stops seeing it, the broker was fixed and so can the docs be.
+The quirk itself is shown deterministically in test_embedded_offsets.py (a
+Faust-level negative control lost entries in only some runs: timing decides).
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-import pytest
-
 from models.events import AlertStatus, SupplierSnapshot, default_settings
 from models.inventory import apply_snapshot
 from models.product import ProductState, decode_state, product_key
@@ -193,23 +191,3 @@ def test_restart_recovers_every_table_entry(broker, spawn) -> None:  # type: ign
     alert_log = changelog(broker, "ops-engine-alerts-changelog")
     assert {k.split("|", 1)[1] for k in alert_log} == set(want_alerts)
     assert sum(len(ids) for ids in opened.values()) == len(want_alerts)
-
-
-@pytest.mark.slow
-def test_negative_control_without_the_workaround_recovery_loses_the_tail(broker, spawn) -> None:  # type: ignore[no-untyped-def]
-    """The same run with the workaround off: the restarted table misses entries."""
-    worker, rounds = run_with_restarts(broker, spawn, {"OPS_EMBEDDED_BROKER": "false"})
-    want_states, _ = expected(rounds)
-    want = {k: s.to_json_dict(k) for k, s in want_states.items()}
-
-    def settled() -> dict[str, dict[str, Any]]:
-        import time
-
-        time.sleep(8)
-        return table_view(worker)
-
-    got = settled()
-    log = changelog(broker, "ops-engine-products-changelog")
-    differs = [k for k in want if k not in got or durable(got[k]) != durable(want[k])]
-    log_differs = [k for k in log if k not in got or durable(decode_state(log[k]).to_json_dict(k)) != durable(got[k])]
-    assert differs or log_differs, "recovery without the workaround lost nothing: is the broker fixed?"

@@ -45,7 +45,7 @@ from models.events import (
     SupplierSnapshot,
 )
 from models.pricing import PriceQuote, price_change_percent, quote
-from models.product import OpenAlert, ProductState, decode_state, encode_state, product_key, to_micros
+from models.product import OpenAlert, ProductState, compact, decode_state, encode_state, product_key, to_micros
 
 _CHANGE_NS = uuid.UUID("0b7f3c1e-2d4a-4c55-9a67-5e2f8d1c4b90")
 ALL_FIELDS = tuple(ChangedField)
@@ -410,6 +410,6 @@ def apply_snapshot_encoded(
     ):
         fields[11] = micros
         fields[13] = snap.sync_run_id
-        return _UNCHANGED, orjson.dumps(fields)
+        return _UNCHANGED, compact(orjson.dumps(fields))
     out = apply_snapshot(decode_state(raw), snap, settings)
     return out, None if out.state is None else encode_state(out.state)

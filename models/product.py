@@ -27,6 +27,17 @@ _STATUS_CODE = {ProductStatus.ACTIVE: "A", ProductStatus.OUT_OF_STOCK: "O"}
 _CODE_STATUS = {v: k for k, v in _STATUS_CODE.items()}
 
 
+def compact(raw: bytes) -> bytes:
+    """A right-sized copy of ``raw``.
+
+    orjson returns its bytes in a 4 KiB allocation whatever their length, so a
+    250-byte state kept in a table took 4 KiB of memory (measured with
+    tracemalloc: 6 KiB per tracked product). A table value is kept long, so it
+    is copied into an object of its own size (about 0.1 us).
+    """
+    return bytes(memoryview(raw))
+
+
 def to_micros(moment: datetime) -> int:
     """Exact microseconds since the epoch (no float rounding)."""
     return (moment - EPOCH) // _US
@@ -124,7 +135,7 @@ class ProductState:
 
 def encode_state(state: ProductState) -> bytes:
     alerts = {t.value: [a.alert_id, a.status.value] for t, a in state.alerts.items()} if state.alerts else None
-    return orjson.dumps(
+    return compact(orjson.dumps(
         [
             _ENCODING_VERSION,
             state.provider,
@@ -141,7 +152,7 @@ def encode_state(state: ProductState) -> bytes:
             alerts,
             state.sync_run_id,
         ]
-    )
+    ))
 
 
 #: An output of a transition: (topic code, JSON bytes). Codes: "c" inventory.changes, "a" alerts.
@@ -172,7 +183,7 @@ def split_outbox(raw: bytes) -> tuple[bytes, list[OutboxItem]]:
     fields = orjson.loads(raw)
     outbox = [(code, orjson.dumps(value)) for code, value in fields.pop(14)]
     fields[0] = _ENCODING_VERSION
-    return orjson.dumps(fields), outbox
+    return compact(orjson.dumps(fields)), outbox
 
 
 def decode_state(raw: bytes) -> ProductState:

@@ -26,11 +26,11 @@ import logging
 import time
 from collections import defaultdict, deque
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from connectors import metrics
 from models import alerts as alert_rules
@@ -70,6 +70,7 @@ from streams.codecs import encode
 log = logging.getLogger(__name__)
 
 _PAGE = TypeAdapter(list[SupplierSnapshot])
+ModelT = TypeVar("ModelT", bound=BaseModel)
 _ITEM = TypeAdapter(SupplierSnapshot)
 
 
@@ -172,6 +173,15 @@ class InventoryProcessor:
             reason.value,
             detail[:300].replace("\n", " "),
         )
+
+    def decode(self, model: type[ModelT], message: Any) -> ModelT | None:
+        """The message's value as ``model``, or None after refusing it to deadletter."""
+        try:
+            return model.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            reason = DeadLetterReason.INVALID_JSON if _is_json_error(exc) else DeadLetterReason.SCHEMA_VIOLATION
+            self.dead(message, reason, _error_text(exc))
+            return None
 
     # ------------------------------------------------------------------ #
     # supplier.snapshots
@@ -353,11 +363,8 @@ class InventoryProcessor:
     # ------------------------------------------------------------------ #
 
     def on_settings(self, message: Any) -> None:
-        try:
-            new = StoreSettings.model_validate_json(message.value or b"")
-        except ValidationError as exc:
-            reason = DeadLetterReason.INVALID_JSON if _is_json_error(exc) else DeadLetterReason.SCHEMA_VIOLATION
-            self.dead(message, reason, _error_text(exc))
+        new = self.decode(StoreSettings, message)
+        if new is None:
             return
         key = (message.key or b"").decode(errors="replace")
         if new.store_id != key:
@@ -397,11 +404,8 @@ class InventoryProcessor:
     # ------------------------------------------------------------------ #
 
     def on_command(self, message: Any) -> None:
-        try:
-            command = AlertCommand.model_validate_json(message.value or b"")
-        except ValidationError as exc:
-            reason = DeadLetterReason.INVALID_JSON if _is_json_error(exc) else DeadLetterReason.SCHEMA_VIOLATION
-            self.dead(message, reason, _error_text(exc))
+        command = self.decode(AlertCommand, message)
+        if command is None:
             return
         action = command.action.value
         alert = self.load_alert(command.store_id, command.alert_id)

@@ -86,25 +86,20 @@ def status_of(available: bool, stock: int) -> ProductStatus:
     return ProductStatus.ACTIVE if available and stock > 0 else ProductStatus.OUT_OF_STOCK
 
 
+_COMPARED = (
+    ("stock", ChangedField.STOCK),
+    ("available", ChangedField.AVAILABILITY),
+    ("cost_price", ChangedField.COST),
+    ("shipping_cost", ChangedField.SHIPPING),
+    ("currency", ChangedField.CURRENCY),
+    ("selling_price", ChangedField.SELLING_PRICE),
+    ("compare_at_price", ChangedField.COMPARE_AT_PRICE),
+    ("status", ChangedField.STATUS),
+)
+
+
 def _diff_fields(before: ProductState, after: ProductState) -> tuple[ChangedField, ...]:
-    changed: list[ChangedField] = []
-    if before.stock != after.stock:
-        changed.append(ChangedField.STOCK)
-    if before.available != after.available:
-        changed.append(ChangedField.AVAILABILITY)
-    if before.cost_price != after.cost_price:
-        changed.append(ChangedField.COST)
-    if before.shipping_cost != after.shipping_cost:
-        changed.append(ChangedField.SHIPPING)
-    if before.currency != after.currency:
-        changed.append(ChangedField.CURRENCY)
-    if before.selling_price != after.selling_price:
-        changed.append(ChangedField.SELLING_PRICE)
-    if before.compare_at_price != after.compare_at_price:
-        changed.append(ChangedField.COMPARE_AT_PRICE)
-    if before.status != after.status:
-        changed.append(ChangedField.STATUS)
-    return tuple(changed)
+    return tuple(kind for name, kind in _COMPARED if getattr(before, name) != getattr(after, name))
 
 
 def _price(cost: Decimal, shipping: Decimal, settings: StoreSettings) -> PriceQuote:

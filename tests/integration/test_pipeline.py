@@ -213,3 +213,27 @@ def test_metrics_endpoint_is_prometheus_text(spawn) -> None:  # type: ignore[no-
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert "# TYPE ops_snapshots_processed_total counter" in response.text
+
+
+def test_demo_prints_alerts_as_they_arrive(broker, spawn) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    worker = spawn()
+    worker.wait_ready()
+    done = subprocess.run(
+        [sys.executable, "-m", "connectors.cli", "demo", "--changes", "30", "--interval", "0.02", "--seed", "3"],
+        env={**os.environ, "OPS_BROKER_URL": broker.url, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert "published as one page" in out
+    alerts = [line for line in out.splitlines() if line.strip().startswith("ALERT")]
+    assert alerts, out
+    assert any("STOCK_OUT" in line or "PRICE_" in line or "STOCK_LOW" in line for line in alerts)

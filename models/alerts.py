@@ -13,6 +13,7 @@ from models.events import (
     AlertType,
     Severity,
 )
+from models.ids import name_uuid
 
 _ALERT_NS = uuid.UUID("6f1d3c52-8f5e-4a8e-9f0e-3c1b6a0d2e71")
 
@@ -43,7 +44,7 @@ ACTION_STATUS: dict[AlertAction, AlertStatus] = {
 
 def alert_id(subject_key: str, alert_type: AlertType, trigger_micros: int) -> str:
     """Same subject, type and triggering moment: same id, however often replayed."""
-    return str(uuid.uuid5(_ALERT_NS, f"{subject_key}|{alert_type.value}|{trigger_micros}"))
+    return name_uuid(_ALERT_NS, f"{subject_key}|{alert_type.value}|{trigger_micros}")
 
 
 def open_alert(

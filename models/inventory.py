@@ -33,6 +33,7 @@ from enum import Enum
 import orjson
 
 from models import alerts as alert_rules
+from models.ids import name_uuid
 from models.events import (
     Alert,
     AlertStatus,
@@ -79,7 +80,7 @@ class Outcome:
 
 
 def change_id(key: str, reason: ChangeReason, micros: int) -> str:
-    return str(uuid.uuid5(_CHANGE_NS, f"{key}|{reason.value}|{micros}"))
+    return name_uuid(_CHANGE_NS, f"{key}|{reason.value}|{micros}")
 
 
 def status_of(available: bool, stock: int) -> ProductStatus:

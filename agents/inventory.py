@@ -325,6 +325,13 @@ class InventoryProcessor:
                     if raw is not None:
                         self.changelog(self.products, tp.partition, key, raw)
 
+    def on_revoked(self, revoked: Any) -> None:
+        """Partitions left this worker: their outboxes are the new owner's (it recovers them)."""
+        for tp in revoked:
+            for offset, key in self._pending.pop(tp, ()):
+                if self._latest_outbox.get(key) == (tp, offset):
+                    del self._latest_outbox[key]
+
     def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
         """Recovery saw a product record: remember it while it still carries an outbox."""
         if raw is not None and raw[1:3] == b"2,":
@@ -486,6 +493,10 @@ def register(engine: Engine) -> InventoryProcessor:
         processor.on_committed(offsets)
 
     tables.on_commit = on_commit  # type: ignore[method-assign]
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        processor.on_revoked(revoked)
 
     products = engine.tables.products
 

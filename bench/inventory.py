@@ -43,6 +43,8 @@ from streams import topics  # noqa: E402
 from tests.harness import Worker  # noqa: E402
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+#: How often the bench reads the worker's counter (each read costs the worker a /metrics render).
+POLL_S = 0.5
 PAGE = 100
 
 
@@ -116,9 +118,12 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+_CLIENT = httpx.Client(timeout=5)
+
+
 def processed_count(worker: Worker) -> int:
     try:
-        text = httpx.get(f"{worker.url}/metrics", timeout=5).text
+        text = _CLIENT.get(f"{worker.url}/metrics").text
     except httpx.HTTPError:
         return -1
     total = 0.0
@@ -128,7 +133,7 @@ def processed_count(worker: Worker) -> int:
     return int(total)
 
 
-def measure(poll: Any, pid: int, start_at: int, end_at: int, timeout: float) -> dict[str, float]:
+def measure(poll: Any, pid: int, start_at: int, end_at: int, timeout: float, pause: float = POLL_S) -> dict[str, float]:
     """Rate between the moments the count passes start_at and end_at."""
     deadline = time.monotonic() + timeout
     t_start = cpu_start = None
@@ -147,7 +152,7 @@ def measure(poll: Any, pid: int, start_at: int, end_at: int, timeout: float) -> 
                 "cpu_seconds": cpu_seconds(pid) - cpu_start,
                 "peak_rss_mb": peak_rss_mb(pid),
             }
-        time.sleep(0.05)
+        time.sleep(pause)
     raise TimeoutError(f"stuck at {count} of {end_at} snapshots")
 
 
@@ -188,7 +193,8 @@ def run_form(form: str, stores: int, products: int, workdir: Path) -> dict[str, 
                 raise RuntimeError(f"baseline exited {baseline_proc.returncode}: see {workdir}/baseline-{form}.log")
             return int(latest["processed"])
 
-        base = measure(poll_baseline, baseline_proc.pid, per_phase, 2 * per_phase, timeout=1800)
+        # No pause: each read blocks until the baseline prints its next count.
+        base = measure(poll_baseline, baseline_proc.pid, per_phase, 2 * per_phase, timeout=1800, pause=0)
         baseline_proc.wait(timeout=60)
         return {
             "form": form,

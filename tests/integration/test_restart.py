@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 from models.events import AlertStatus, SupplierSnapshot, default_settings
 from models.inventory import apply_snapshot
 from models.product import ProductState, decode_state, product_key
@@ -165,7 +166,18 @@ def test_restart_recovers_every_table_entry(broker, spawn) -> None:  # type: ign
         got = table_view(worker)
         return len(got) == len(want) and all(durable(got[k]) == durable(want[k]) for k in want)
 
-    wait_for(converged, timeout=120, interval=1.0, what="the table to hold the expected state")
+    try:
+        wait_for(converged, timeout=120, interval=1.0, what="the table to hold the expected state")
+    except TimeoutError:
+        got = table_view(worker)
+        missing = sorted(set(want) - set(got))
+        wrong = [k for k in want if k in got and durable(got[k]) != durable(want[k])]
+        sample = {k: {"got": durable(got[k]), "want": durable(want[k])} for k in wrong[:3]}
+        counts = [line for line in worker.get("/metrics").text.splitlines() if line.startswith("ops_snapshots_processed_total{")]
+        pytest.fail(
+            f"table did not converge: {len(missing)} missing, {len(wrong)} differ; sample {sample}; "
+            f"missing sample {missing[:5]}; worker counts {counts}; worker log tail:\n{worker.log_tail(30)}"
+        )
 
     # The table equals its changelog, key by key (the changelog read to its real end).
     got = table_view(worker)

@@ -167,7 +167,7 @@ def test_restart_recovers_every_table_entry(broker, spawn) -> None:  # type: ign
         return len(got) == len(want) and all(durable(got[k]) == durable(want[k]) for k in want)
 
     try:
-        wait_for(converged, timeout=120, interval=1.0, what="the table to hold the expected state")
+        wait_for(converged, timeout=240, interval=1.0, what="the table to hold the expected state")
     except TimeoutError:
         got = table_view(worker)
         missing = sorted(set(want) - set(got))

@@ -157,6 +157,7 @@ def run_with_restarts(broker: Any, spawn: Any, env: dict[str, str]) -> tuple[Wor
     return worker, rounds
 
 
+@pytest.mark.timeout(600)
 def test_restart_recovers_every_table_entry(broker, spawn) -> None:  # type: ignore[no-untyped-def]
     worker, rounds = run_with_restarts(broker, spawn, {})
     want_states, want_alerts = expected(rounds)

@@ -223,5 +223,23 @@ def test_restart_recovers_every_table_entry(broker, spawn) -> None:  # type: ign
     missed = set(want_alerts) - set(final)
     extra = set(final) - set(want_alerts)
     if missed or extra:
-        pytest.xfail(f"KNOWN ISSUE: {len(missed)} alert ids of the pure diff absent, {len(extra)} others present")
+        # What the next person needs: for a few products, the trigger times the
+        # diff expects and the ones the worker used, and the product's input.
+        by_product: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for a in final.values():
+            if a["alert_id"] in extra:
+                by_product[(a["store_id"], a["product_id"])].append(f"{a['type']}@{a['created_at']}")
+        history = {
+            f"{store}/{product}": [
+                (r, s["stock"], s["cost_price"], s["available"])
+                for r, snaps in enumerate(rounds)
+                for s in snaps
+                if s["store_id"] == store and s["product_id"] == product
+            ]
+            for store, product in list(by_product)[:2]
+        }
+        pytest.xfail(
+            f"KNOWN ISSUE: {len(missed)} alert ids of the pure diff absent, {len(extra)} others present; "
+            f"worker's alerts {dict(list(by_product.items())[:2])}; input (round, stock, cost, available) {history}"
+        )
     assert {k: a["status"] for k, a in final.items()} == {k: v.value for k, v in want_alerts.items()}

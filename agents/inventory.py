@@ -45,7 +45,6 @@ from models.events import (
     default_settings,
 )
 from models.inventory import (
-    AlertClose,
     Outcome,
     SnapshotResult,
     apply_alert_status,
@@ -57,6 +56,7 @@ from models.product import (
     ProductState,
     decode_state,
     encode_state,
+    has_outbox,
     product_key,
     split_outbox,
     split_product_key,
@@ -334,7 +334,7 @@ class InventoryProcessor:
 
     def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
         """Recovery saw a product record: remember it while it still carries an outbox."""
-        if raw is not None and raw[1:3] == b"2,":
+        if raw is not None and has_outbox(raw):
             self.recovered_outboxes[key] = (partition, raw)
         else:
             self.recovered_outboxes.pop(key, None)

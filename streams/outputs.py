@@ -14,6 +14,9 @@ partition, and sends them:
   ``flush``, which Faust awaits right before it commits offsets. An offset is
   committed only after its message was processed, so its outputs were
   buffered here and are sent and acknowledged first: at-least-once holds.
+  Every batch handed over is checked there, including those a timer sent
+  earlier: aiokafka's own flush waits for them but ignores a failed delivery,
+  and a commit after a lost changelog record would lose a transition.
 
 The records go through the same aiokafka producer as Faust's own (acks=all).
 """
@@ -39,6 +42,9 @@ class Outputs:
         self._since = time.monotonic()
         self._partitions: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        # Delivery futures of batches handed over and not yet checked: a failed
+        # delivery must stop the next commit, whoever handed the batch over.
+        self._in_flight: list[asyncio.Future[Any]] = []
 
     @property
     def _producer(self) -> Any:
@@ -90,8 +96,16 @@ class Outputs:
             producer = self._producer
             for topic, partition, batch in batches:
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
-        if wait and futures:
-            await asyncio.gather(*futures)
+            self._in_flight = [f for f in self._in_flight if not f.done() or f.cancelled() or f.exception()]
+            self._in_flight.extend(futures)
+        if wait:
+            await self.delivered()
+
+    async def delivered(self) -> None:
+        """Wait until every batch handed over is acknowledged; raise if any delivery failed."""
+        in_flight, self._in_flight = self._in_flight, []
+        if in_flight:
+            await asyncio.gather(*in_flight)
 
     async def maybe_send(self) -> None:
         if self.due():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import faust
 
-from streams import codecs, outputs, tables, topics
+from streams import codecs, fastdrain, outputs, tables, topics
 from streams.sensors import QuietSensors
 from streams.settings import Settings
 
@@ -56,6 +56,9 @@ def faust_settings(settings: Settings) -> dict[str, object]:
         "table_standby_replicas": settings.standby_replicas,
         "recovery_consistency_check": True,
         "stream_wait_empty": True,
+        # A fetch round brings 16k-26k records here; with Faust's default of 4,096
+        # the stream's buffer fills and aiokafka pauses the partitions.
+        "stream_buffer_maxsize": settings.stream_buffer,
         "autodiscover": False,
         "key_serializer": "raw",
         "value_serializer": "raw",
@@ -68,6 +71,8 @@ def build(settings: Settings) -> Engine:
         from streams.embedded import install_end_offset_fix
 
         install_end_offset_fix()
+    if settings.fast_drain:
+        fastdrain.install()
     app = faust.App(settings.app_id, **faust_settings(settings))  # type: ignore[arg-type]
     app.sensors = QuietSensors(app)  # no per-event Monitor (streams/sensors.py)
 

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     standby_replicas: int = Field(1, ge=0, description="standby replicas of each table")
     log_level: str = Field("info", description="worker log level")
     gauge_interval: float = Field(5.0, gt=0, description="how often the active-alert and table-size gauges refresh, s")
+    fast_drain: bool = Field(
+        True, description="Faust's consumer loop without per-message Tasks (streams/fastdrain.py); false: Faust's own"
+    )
+    stream_buffer: int = Field(
+        32768,
+        ge=1,
+        description="events buffered per stream; above one fetch round, or aiokafka stops fetching for a while",
+    )
 
     @field_validator("broker_url")
     @classmethod

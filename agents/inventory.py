@@ -116,6 +116,9 @@ class InventoryProcessor:
         self._latest_outbox: dict[str, tuple[Any, int]] = {}
         # Recovered changelog records that still carry an outbox: key -> (partition, record).
         self.recovered_outboxes: dict[str, tuple[int, bytes]] = {}
+        # Input partitions this worker owns: assigned at a rebalance, dropped as
+        # soon as a revocation or a stop begins (before Faust's last commit).
+        self.owned: set[Any] = set()
 
     # ------------------------------------------------------------------ #
     # dispatch
@@ -314,16 +317,31 @@ class InventoryProcessor:
                 metrics.ALERTS_EMITTED.labels(alert["type"], alert["status"]).inc()
 
     def on_committed(self, offsets: Any) -> None:
-        """Faust committed these input offsets (after flushing the producer): drop the outboxes."""
+        """Faust committed these input offsets (after flushing the producer): drop the outboxes.
+
+        Only for partitions still owned. Faust's last commit of a revocation or
+        a stop comes after the partitions were let go; a record written then
+        could reach the changelog after the new owner's own writes and roll its
+        state back at the next recovery. Left alone, the outbox is merely sent
+        again by whoever recovers it (same ids).
+        """
         for tp, committed in offsets.items():
             queue = self._pending.get(tp)
+            owned = tp in self.owned
             while queue and queue[0][0] < committed:
                 offset, key = queue.popleft()
                 if self._latest_outbox.get(key) == (tp, offset):
                     del self._latest_outbox[key]
                     raw = self.products.data.get(key)
-                    if raw is not None:
+                    if raw is not None and owned:
                         self.changelog(self.products, tp.partition, key, raw)
+
+    def on_assigned(self, assigned: Any) -> None:
+        self.owned = set(assigned)
+
+    def on_letting_go(self, revoked: Any) -> None:
+        """A revocation or a stop begins: these partitions are no longer ours to write."""
+        self.owned.difference_update(revoked)
 
     def on_revoked(self, revoked: Any) -> None:
         """Partitions left this worker: their outboxes are the new owner's (it recovers them)."""
@@ -493,6 +511,22 @@ def register(engine: Engine) -> InventoryProcessor:
         processor.on_committed(offsets)
 
     tables.on_commit = on_commit  # type: ignore[method-assign]
+
+    # Know which input partitions are ours: Faust tells the table manager first,
+    # at the start of a rebalance (assigned) and of a revocation or stop.
+    faust_on_rebalance = tables.on_rebalance
+    faust_on_revoked = tables.on_partitions_revoked
+
+    async def on_rebalance(assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
+        processor.on_assigned(assigned)
+        await faust_on_rebalance(assigned, revoked, newly_assigned, generation_id=generation_id)
+
+    def on_partitions_revoked(revoked: Any) -> None:
+        processor.on_letting_go(revoked)
+        faust_on_revoked(revoked)
+
+    tables.on_rebalance = on_rebalance  # type: ignore[method-assign]
+    tables.on_partitions_revoked = on_partitions_revoked  # type: ignore[method-assign]
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:

@@ -49,6 +49,8 @@ from models.inventory import (
     SnapshotResult,
     apply_alert_status,
     apply_snapshot_encoded,
+    apply_unchanged,
+    item_product_key,
     reprice,
 )
 from models.product import (
@@ -60,7 +62,9 @@ from models.product import (
     product_key,
     split_outbox,
     split_product_key,
+    state_fields,
     store_prefix,
+    to_micros,
     with_outbox,
 )
 from streams import topics
@@ -214,15 +218,41 @@ class InventoryProcessor:
         return good
 
     def on_snapshots(self, message: Any) -> None:
-        snapshots = self._decode_snapshots(message)
-        if not snapshots:
-            return
+        raw: bytes = message.value or b""
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if type(parsed) is list:
+            items: list[tuple[int | None, Any]] = list(enumerate(parsed))
+        elif type(parsed) is dict:
+            items = [(None, parsed)]
+        else:  # not JSON, or neither an object nor an array: pydantic says why
+            items = self._decode_snapshots(message)
+            if not items:
+                return
         key = (message.key or b"").decode(errors="replace")
         settings = self.store_settings(key)  # a message holds one store's snapshots
         data = self.products.data
-        newest = None
+        newest_us = 0
+        last_fast: bytes | None = None
         counts: dict[SnapshotResult, int] = {}
-        for index, snap in snapshots:
+        for index, item in items:
+            # Most snapshots repeat the state: decided on the parsed JSON
+            # (models.inventory.apply_unchanged); the rest are validated in full.
+            pkey = item_product_key(item)
+            current = None if pkey is None or item["store_id"] != key else data.get(pkey)
+            fast = None if current is None else apply_unchanged(current, item)
+            if fast is not None:
+                outcome, encoded = fast
+                if encoded is not None:
+                    data[pkey] = encoded
+                    last_fast = encoded
+                counts[outcome.result] = counts.get(outcome.result, 0) + 1
+                continue
+            snap = self._validate_item(message, index, item)
+            if snap is None:
+                continue
             if snap.store_id != key:
                 self.dead(
                     message,
@@ -242,12 +272,23 @@ class InventoryProcessor:
                     # Only the snapshot time moved: keep it in memory, not in the
                     # changelog (90 % of snapshots; see docs/events.md "Ordering").
                     data[pkey] = encoded
-            if newest is None or snap.captured_at > newest:
-                newest = snap.captured_at
+            newest_us = max(newest_us, to_micros(snap.captured_at))
         for result, n in counts.items():
             self._results[result].inc(n)
-        if newest is not None:
-            metrics.SNAPSHOT_LAG.observe(max(0.0, time.time() - newest.timestamp()))
+        if last_fast is not None:
+            newest_us = max(newest_us, state_fields(last_fast)[11])
+        if newest_us:
+            metrics.SNAPSHOT_LAG.observe(max(0.0, time.time() - newest_us / 1e6))
+
+    def _validate_item(self, message: Any, index: int | None, item: Any) -> SupplierSnapshot | None:
+        """A parsed snapshot validated in full, or None after refusing it to deadletter."""
+        if isinstance(item, SupplierSnapshot):
+            return item
+        try:
+            return _ITEM.validate_python(item)
+        except ValidationError as exc:
+            self.dead(message, DeadLetterReason.SCHEMA_VIOLATION, _error_text(exc), item_index=index)
+            return None
 
     def store_settings(self, store_id: str) -> StoreSettings:
         raw = self.settings.data.get(store_id)

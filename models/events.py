@@ -23,8 +23,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     WithJsonSchema,
 )
+# pydantic needs typing_extensions' TypedDict before Python 3.12.
+from typing_extensions import NotRequired, TypedDict
 
 from models.currencies import ISO_4217
 from models.pricing import PricingRules
@@ -117,6 +120,35 @@ class SupplierSnapshot(Event):
     title: Text | None = None
     images: tuple[Annotated[str, StringConstraints(max_length=2000)], ...] = ()
     sync_run_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+#: The fields of a snapshot that a product's state does not keep.
+SNAPSHOT_TAIL_FIELDS = ("captured_at", "title", "images", "sync_run_id")
+
+
+def _tail_adapter() -> TypeAdapter[Any]:
+    # Built from SupplierSnapshot's own fields (types, constraints, validators,
+    # defaults), so it cannot drift from the model.
+    fields = SupplierSnapshot.model_fields
+    annotations: dict[str, Any] = {}
+    for name in SNAPSHOT_TAIL_FIELDS:
+        info = fields[name]
+        typ = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        annotations[name] = typ if info.is_required() else NotRequired[typ]
+    return TypeAdapter(TypedDict("SnapshotTail", annotations))  # type: ignore[operator]
+
+
+_TAIL = _tail_adapter()
+
+
+def validate_snapshot_tail(item: dict[str, Any]) -> dict[str, Any]:
+    """Validate only the tail fields of a parsed snapshot object, as SupplierSnapshot would.
+
+    The inventory fast path uses it for a snapshot whose other fields are the
+    very values already validated and kept in the product's state. Raises
+    ``ValidationError``; absent optional fields are absent from the result.
+    """
+    return _TAIL.validate_python(item)
 
 
 # --------------------------------------------------------------------------- #

@@ -31,6 +31,7 @@ from decimal import Decimal
 from enum import Enum
 
 import orjson
+from pydantic import ValidationError
 
 from models import alerts as alert_rules
 from models.ids import name_uuid
@@ -44,9 +45,19 @@ from models.events import (
     ProductStatus,
     StoreSettings,
     SupplierSnapshot,
+    validate_snapshot_tail,
 )
 from models.pricing import PriceQuote, price_change_percent, quote
-from models.product import OpenAlert, ProductState, compact, decode_state, encode_state, product_key, to_micros
+from models.product import (
+    OpenAlert,
+    ProductState,
+    compact,
+    decode_state,
+    encode_state,
+    product_key,
+    state_fields,
+    to_micros,
+)
 
 _CHANGE_NS = uuid.UUID("0b7f3c1e-2d4a-4c55-9a67-5e2f8d1c4b90")
 ALL_FIELDS = tuple(ChangedField)
@@ -388,10 +399,7 @@ def apply_snapshot_encoded(
         out = apply_snapshot(None, snap, settings)
         assert out.state is not None
         return out, encode_state(out.state)
-    fields = orjson.loads(raw)
-    if len(fields) > 14:  # a recovered record still carrying its outbox
-        del fields[14:]
-        fields[0] = 1
+    fields = state_fields(raw)
     micros = to_micros(snap.captured_at)
     if micros <= fields[11]:
         return _STALE, None
@@ -409,3 +417,71 @@ def apply_snapshot_encoded(
         return _UNCHANGED, compact(orjson.dumps(fields))
     out = apply_snapshot(decode_state(raw), snap, settings)
     return out, None if out.state is None else encode_state(out.state)
+
+
+# --------------------------------------------------------------------------- #
+# The fast path on parsed JSON: a snapshot that says what the state says
+# --------------------------------------------------------------------------- #
+
+_SNAPSHOT_FIELDS = SupplierSnapshot.model_fields
+_AVAILABLE_DEFAULT = _SNAPSHOT_FIELDS["available"].default
+_SHIPPING_DEFAULT = str(_SNAPSHOT_FIELDS["shipping_cost"].default)
+
+
+def item_product_key(item: object) -> str | None:
+    """The product key of a parsed snapshot object, or None when its ids are not plain strings.
+
+    A key found in the product table was built from ids that passed validation
+    (no separator, no blank, not empty), so an item whose key is found has valid
+    ids. An empty variant_id would build the key of "no variant": refused here.
+    """
+    if type(item) is not dict:
+        return None
+    store_id, product_id, variant_id = item.get("store_id"), item.get("product_id"), item.get("variant_id")
+    if type(store_id) is not str or type(product_id) is not str:
+        return None
+    if variant_id is not None and (type(variant_id) is not str or not variant_id):
+        return None
+    return product_key(store_id, product_id, variant_id)
+
+
+def apply_unchanged(raw: bytes, item: dict[str, object]) -> tuple[Outcome, bytes | None] | None:
+    """The outcome of a parsed snapshot object that repeats the product's state, or None.
+
+    90 % of a sync's snapshots say what the supplier said last time. The values
+    kept in the state (provider, source_id, available, stock, cost and shipping
+    as decimal strings, currency) were validated when they were applied, so an
+    item carrying the very same JSON values (same types) validates to the same
+    values again; only the fields the state does not keep are validated here
+    (``validate_snapshot_tail``: captured_at, title, images, sync_run_id). That
+    skips validating the whole snapshot and building a ProductState.
+
+    ``raw`` is the product's table value for ``item_product_key(item)``. Returns
+    None when the item needs the full path (``SupplierSnapshot`` validation,
+    then ``apply_snapshot_encoded``); otherwise exactly what that path returns
+    (a property test holds them equal): STALE, or UNCHANGED with the state whose
+    snapshot time and sync run moved.
+    """
+    fields = state_fields(raw)
+    stock = item.get("stock")
+    if (
+        type(stock) is not int
+        or stock != fields[4]
+        or item.get("available", _AVAILABLE_DEFAULT) is not fields[3]
+        or item.get("cost_price") != fields[5]
+        or item.get("shipping_cost", _SHIPPING_DEFAULT) != fields[6]
+        or item.get("currency") != fields[7]
+        or item.get("provider") != fields[1]
+        or item.get("source_id") != fields[2]
+    ):
+        return None
+    try:
+        tail = validate_snapshot_tail(item)
+    except ValidationError:
+        return None  # the full path refuses it, with the reasons
+    micros = to_micros(tail["captured_at"])
+    if micros <= fields[11]:
+        return _STALE, None
+    fields[11] = micros
+    fields[13] = tail.get("sync_run_id")
+    return _UNCHANGED, compact(orjson.dumps(fields))

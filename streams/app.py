@@ -65,6 +65,36 @@ def faust_settings(settings: Settings) -> dict[str, object]:
     }
 
 
+def keep_buffered_events_on_resume(app: faust.App) -> None:
+    """Keep fetched events when recovery ends (faust-streaming 0.15.3).
+
+    ``FlowControlEvent.resume()`` also empties every stream buffer. At the end
+    of a table recovery, ``Recovery.on_recovery_completed`` resumes the stream
+    partitions, awaits ``consumer.perform_seek()`` (a committed-offset request
+    per partition, ~0.25 s here) and only then calls
+    ``app.flow_control.resume()``, though flow is already active since the
+    changelog read. Events fetched in that window are in the agent's buffer
+    and are dropped, while the consumer's position and read offset are past
+    them: with no committed offset yet (a worker killed before its first
+    commit) nothing seeks back, and events fetched after a seek are lost the
+    same way. The agent goes on with the store's later messages (a transition
+    applied one snapshot late, a later replay of the lost one STALE) and the
+    lost offset is never acked. Buffers are still emptied where they must be:
+    at a revocation or stop (``suspend()`` + ``clear()``) and at a resume after
+    a suspension. (faust-streaming#216/#217 fixed the same kind of race on the
+    path without tables; this one is on the path with tables.)
+    """
+    flow_control = app.flow_control
+    resume = flow_control.resume
+
+    def resume_keeping_buffers() -> None:
+        if flow_control.is_active():
+            return  # already flowing: nothing to resume, and the buffers hold live events
+        resume()
+
+    flow_control.resume = resume_keeping_buffers  # type: ignore[method-assign]
+
+
 def build(settings: Settings) -> Engine:
     codecs.register()
     if settings.embedded_broker:
@@ -75,6 +105,7 @@ def build(settings: Settings) -> Engine:
         fastdrain.install()
     app = faust.App(settings.app_id, **faust_settings(settings))  # type: ignore[arg-type]
     app.sensors = QuietSensors(app)  # no per-event Monitor (streams/sensors.py)
+    keep_buffered_events_on_resume(app)
 
     def topic(*names: str) -> faust.TopicT:
         return app.topic(

@@ -102,7 +102,7 @@ def build(settings: Settings) -> Engine:
 
         install_end_offset_fix()
     if settings.fast_drain:
-        fastdrain.install()
+        fastdrain.install(settings.stream_buffer_bytes)
     app = faust.App(settings.app_id, **faust_settings(settings))  # type: ignore[arg-type]
     app.sensors = QuietSensors(app)  # no per-event Monitor (streams/sensors.py)
     keep_buffered_events_on_resume(app)

@@ -17,6 +17,16 @@ copy of faust-streaming 0.15.3's that starts the callback's coroutine by hand:
   Task, raced against ``suspend_flow`` exactly as Faust does, so a rebalance
   still abandons a message stuck on a full queue.
 
+It also bounds the stream buffer in bytes. Faust bounds it in events
+(``stream_buffer_maxsize``): single snapshots want a buffer above one fetch
+round (16k-26k records here, or aiokafka's prefetch is dropped and fetched
+again), but the same count of pages of 100 snapshots is a gigabyte. So the
+loop waits while the values handed over and not yet acknowledged by the stream
+exceed ``buffer_bytes`` (``OPS_STREAM_BUFFER_BYTES``; counted for the topics
+streams acknowledge, not for changelogs read by recovery); what is not handed over
+waits in aiokafka as raw batches. Faust clearing the buffers at a rebalance
+resets the count.
+
 Everything else of the loop (read offsets, gaps, ``commit_every``, the yield
 every 100 messages, the stop/crash handling) is Faust's, line for line. The
 method is private, so :func:`install` refuses any faust-streaming other than
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, cast
 
@@ -65,7 +76,62 @@ async def _finish(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
             return stop.value
 
 
+class ByteBudget:
+    """Bytes of message values handed to the streams and not yet acknowledged.
+
+    Kept in hand-over order: one stream takes them in that order, so the
+    acknowledged ones are found at the front (``Message.acked``; Faust's
+    Cython stream acknowledges without calling ``Consumer.ack``).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.pending: deque[tuple[Any, int]] = deque()
+
+    def take(self, message: Any) -> None:
+        size = len(message.value or b"")
+        self.pending.append((message, size))
+        self.used += size
+        self.sweep()
+
+    def sweep(self) -> None:
+        pending = self.pending
+        while pending and pending[0][0].acked:
+            self.used -= pending.popleft()[1]
+
+    def full(self) -> bool:
+        if self.used < self.limit:
+            return False
+        self.sweep()
+        return self.used >= self.limit
+
+    def reset(self) -> None:
+        self.pending.clear()
+        self.used = 0
+
+
+_budget_limit = 64 * 1024 * 1024
+
+
+def _budget(consumer: Any) -> ByteBudget:
+    budget = consumer.__dict__.get("_ops_budget")
+    if budget is None:
+        budget = consumer._ops_budget = ByteBudget(_budget_limit)
+        flow_control = consumer.app.flow_control
+        faust_clear = flow_control.clear
+
+        def clear() -> None:  # a rebalance drops the buffered events unacknowledged
+            faust_clear()
+            budget.reset()
+
+        flow_control.clear = clear
+    return budget
+
+
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - exercised by every worker
+    budget = _budget(self)
+    budget_full = budget.full
     callback = self.callback
     getmany = self.getmany
     consumer_should_stop = cast(Service, self)._stopped.is_set
@@ -113,6 +179,10 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                                 self._n_acked = 0
                                 await self.commit()
                         # --- the change: Faust awaits wait_first(callback(message), ...) here.
+                        if acks_enabled_for(message.topic):  # acknowledged by a stream (not a changelog)
+                            while budget_full() and not flow_suspended():
+                                await sleep(0.001)
+                            budget.take(message)
                         if flow_suspended():
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                         else:
@@ -157,8 +227,13 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
 setattr(_drain_messages, _MARKER, True)
 
 
-def install() -> None:
-    """Replace ``Consumer._drain_messages`` (idempotent); refuses an unexpected faust-streaming."""
+def install(buffer_bytes: int = _budget_limit) -> None:
+    """Replace ``Consumer._drain_messages`` (idempotent).
+
+    Refuses a faust-streaming other than the one the copy was made from.
+    """
+    global _budget_limit
+    _budget_limit = buffer_bytes
     current = Consumer.__dict__.get("_drain_messages")
     if getattr(current, _MARKER, False):
         return

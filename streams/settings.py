@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         ge=1,
         description="events buffered per stream; above one fetch round, or aiokafka stops fetching for a while",
     )
+    stream_buffer_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="bytes of message values buffered for the streams (with OPS_FAST_DRAIN; bounds memory for pages)",
+    )
 
     @field_validator("broker_url")
     @classmethod

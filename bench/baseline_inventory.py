@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import TypeAdapter
 
 from models.events import SupplierSnapshot, default_settings
-from models.inventory import apply_snapshot_encoded
+from models.inventory import SnapshotResult, apply_snapshot_encoded, apply_unchanged, item_product_key
 from models.product import product_key
 from streams.codecs import encode
 
-_PAGE = TypeAdapter(list[SupplierSnapshot])
+_ITEM = TypeAdapter(SupplierSnapshot)
 
 
 async def main(bootstrap: str, total: int) -> None:
@@ -40,22 +40,34 @@ async def main(bootstrap: str, total: int) -> None:
     await producer.start()
     state: dict[str, bytes] = {}
     settings = {}
-    processed = 0
+    processed = new = 0
     last_report = time.monotonic()
     try:
         while processed < total:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             for records in batch.values():
                 for record in records:
-                    raw = record.value
-                    snaps = _PAGE.validate_json(raw) if raw[:1] == b"[" else [SupplierSnapshot.model_validate_json(raw)]
-                    for snap in snaps:
+                    # The worker's decisions, without the framework: the same
+                    # pure functions, in the same order (agents/inventory.py).
+                    parsed = orjson.loads(record.value)
+                    items = parsed if type(parsed) is list else [parsed]
+                    for item in items:
+                        key = item_product_key(item)
+                        current = None if key is None else state.get(key)
+                        fast = None if current is None else apply_unchanged(current, item)
+                        if fast is not None:
+                            if fast[1] is not None:
+                                state[key] = fast[1]  # type: ignore[index]
+                            continue
+                        snap = _ITEM.validate_python(item)
                         store = snap.store_id
                         st = settings.get(store)
                         if st is None:
                             st = settings[store] = default_settings(store)
                         key = product_key(store, snap.product_id, snap.variant_id)
                         out, encoded = apply_snapshot_encoded(state.get(key), snap, st)
+                        if out.result is SnapshotResult.NEW:
+                            new += 1
                         if encoded is not None:
                             state[key] = encoded
                             if out.durable:  # what a changelog would carry
@@ -66,14 +78,14 @@ async def main(bootstrap: str, total: int) -> None:
                             await producer.send("inventory.changes", key=store.encode(), value=encode(out.change))
                         for alert in out.opened:
                             await producer.send("alerts", key=store.encode(), value=encode(alert))
-                    processed += len(snaps)
+                    processed += len(items)
             now = time.monotonic()
             if now - last_report >= 0.5:
                 last_report = now
-                print(orjson.dumps({"processed": processed, "t": time.time()}).decode(), flush=True)
+                print(orjson.dumps({"processed": processed, "new": new, "t": time.time()}).decode(), flush=True)
         await producer.flush()
     finally:
-        print(orjson.dumps({"processed": processed, "t": time.time(), "done": True}).decode(), flush=True)
+        print(orjson.dumps({"processed": processed, "new": new, "t": time.time(), "done": True}).decode(), flush=True)
         await producer.stop()
         await consumer.stop()
 

@@ -121,27 +121,39 @@ def peak_rss_mb(pid: int) -> float:
 _CLIENT = httpx.Client(timeout=5)
 
 
-def processed_count(worker: Worker) -> int:
+def processed_count(worker: Worker) -> tuple[int, int]:
+    """(snapshots processed, of which NEW) from the worker's metrics; (-1, -1) when unreachable."""
     try:
         text = _CLIENT.get(f"{worker.url}/metrics").text
     except httpx.HTTPError:
-        return -1
-    total = 0.0
+        return -1, -1
+    total = new = 0.0
     for line in text.splitlines():
         if line.startswith("ops_snapshots_processed_total{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+            value = float(line.rsplit(" ", 1)[1])
+            total += value
+            if 'result="NEW"' in line:
+                new += value
+    return int(total), int(new)
 
 
-def measure(poll: Any, pid: int, start_at: int, end_at: int, timeout: float, pause: float = POLL_S) -> dict[str, float]:
-    """Rate between the moments the count passes start_at and end_at."""
+def measure(
+    poll: Any, pid: int, start_new: int, end_at: int, timeout: float, pause: float = POLL_S
+) -> dict[str, float]:
+    """Rate from the moment ``start_new`` products are tracked to the moment ``end_at`` snapshots are processed.
+
+    ``poll`` returns (processed, of which NEW). Partitions are consumed side by
+    side, so some reach the measured stream while others still load the
+    catalogue; starting when every product is tracked (NEW == catalogue) keeps
+    the catalogue's first snapshots out of the measured window.
+    """
     deadline = time.monotonic() + timeout
     t_start = cpu_start = None
     count = 0
     while time.monotonic() < deadline:
-        count = poll()
+        count, new = poll()
         now = time.monotonic()
-        if t_start is None and count >= start_at:
+        if t_start is None and new >= start_new:
             t_start, cpu_start, c_start = now, cpu_seconds(pid), count
         if t_start is not None and count >= end_at:
             elapsed = now - t_start
@@ -182,16 +194,16 @@ def run_form(form: str, stores: int, products: int, workdir: Path) -> dict[str, 
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             text=True,
         )
-        latest = {"processed": 0}
+        latest = {"processed": 0, "new": 0}
 
-        def poll_baseline() -> int:
+        def poll_baseline() -> tuple[int, int]:
             assert baseline_proc.stdout is not None
             line = baseline_proc.stdout.readline()
             if line:
                 latest.update(json.loads(line))
             elif baseline_proc.poll() is not None and baseline_proc.returncode != 0:
                 raise RuntimeError(f"baseline exited {baseline_proc.returncode}: see {workdir}/baseline-{form}.log")
-            return int(latest["processed"])
+            return int(latest["processed"]), int(latest["new"])
 
         # No pause: each read blocks until the baseline prints its next count.
         base = measure(poll_baseline, baseline_proc.pid, per_phase, 2 * per_phase, timeout=1800, pause=0)

@@ -25,12 +25,13 @@ import base64
 import logging
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import faust
 import orjson
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from connectors import metrics
 from models import alerts as alert_rules
@@ -74,7 +75,7 @@ from streams.codecs import encode
 log = logging.getLogger(__name__)
 
 _PAGE = TypeAdapter(list[SupplierSnapshot])
-ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
 _ITEM = TypeAdapter(SupplierSnapshot)
 
 
@@ -181,10 +182,10 @@ class InventoryProcessor:
             detail[:300].replace("\n", " "),
         )
 
-    def decode(self, model: type[ModelT], message: Any) -> ModelT | None:
-        """The message's value as ``model``, or None after refusing it to deadletter."""
+    def decode(self, validate: Callable[[bytes], T], message: Any) -> T | None:
+        """The message's value through ``validate`` (pydantic), or None after refusing it to deadletter."""
         try:
-            return model.model_validate_json(message.value or b"")
+            return validate(message.value or b"")
         except ValidationError as exc:
             reason = DeadLetterReason.INVALID_JSON if _is_json_error(exc) else DeadLetterReason.SCHEMA_VIOLATION
             self.dead(message, reason, _error_text(exc))
@@ -195,27 +196,12 @@ class InventoryProcessor:
     # ------------------------------------------------------------------ #
 
     def _decode_snapshots(self, message: Any) -> list[tuple[int | None, SupplierSnapshot]]:
-        raw: bytes = message.value or b""
-        is_page = raw.lstrip()[:1] == b"["
-        try:
-            if is_page:
-                return list(enumerate(_PAGE.validate_json(raw)))
-            return [(None, SupplierSnapshot.model_validate_json(raw))]
-        except ValidationError as exc:
-            if _is_json_error(exc) or not is_page:
-                reason = DeadLetterReason.INVALID_JSON if _is_json_error(exc) else DeadLetterReason.SCHEMA_VIOLATION
-                self.dead(message, reason, _error_text(exc))
-                return []
-        # A page with some bad items: keep the good ones, refuse each bad one.
-
-        items = orjson.loads(raw)
-        good: list[tuple[int | None, SupplierSnapshot]] = []
-        for index, item in enumerate(items):
-            try:
-                good.append((index, _ITEM.validate_python(item)))
-            except ValidationError as exc:
-                self.dead(message, DeadLetterReason.SCHEMA_VIOLATION, _error_text(exc), item_index=index)
-        return good
+        """Pydantic's verdict on a message orjson could not read as a JSON object or array."""
+        if (message.value or b"").lstrip()[:1] == b"[":
+            page = self.decode(_PAGE.validate_json, message)
+            return [] if page is None else list(enumerate(page))
+        snap = self.decode(SupplierSnapshot.model_validate_json, message)
+        return [] if snap is None else [(None, snap)]
 
     def on_snapshots(self, message: Any) -> None:
         raw: bytes = message.value or b""
@@ -429,7 +415,7 @@ class InventoryProcessor:
     # ------------------------------------------------------------------ #
 
     def on_settings(self, message: Any) -> None:
-        new = self.decode(StoreSettings, message)
+        new = self.decode(StoreSettings.model_validate_json, message)
         if new is None:
             return
         key = (message.key or b"").decode(errors="replace")
@@ -470,7 +456,7 @@ class InventoryProcessor:
     # ------------------------------------------------------------------ #
 
     def on_command(self, message: Any) -> None:
-        command = self.decode(AlertCommand, message)
+        command = self.decode(AlertCommand.model_validate_json, message)
         if command is None:
             return
         action = command.action.value

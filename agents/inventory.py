@@ -312,8 +312,9 @@ class InventoryProcessor:
         partition = self._tp.partition
         if outbox:
             self.changelog(self.products, partition, key, with_outbox(encoded, outbox))
-            self._pending[self._tp].append((self._offset, key))
-            self._latest_outbox[key] = (self._tp, self._offset)
+            if self._tp in self.owned:  # else the record keeps its outbox (see on_committed)
+                self._pending[self._tp].append((self._offset, key))
+                self._latest_outbox[key] = (self._tp, self._offset)
         else:
             self.changelog(self.products, partition, key, encoded)
         self.products.data[key] = encoded
@@ -346,32 +347,32 @@ class InventoryProcessor:
     def on_committed(self, offsets: Any) -> None:
         """Faust committed these input offsets (after flushing the producer): drop the outboxes.
 
-        Only for partitions still owned. Faust's last commit of a revocation or
-        a stop comes after the partitions were let go; a record written then
-        could reach the changelog after the new owner's own writes and roll its
-        state back at the next recovery. Left alone, the outbox is merely sent
-        again by whoever recovers it (same ids).
+        Only outboxes of partitions still owned are tracked (``commit_transition``,
+        ``on_letting_go``). Faust's last commit of a revocation or a stop comes
+        after the partitions were let go; a record re-written then could reach
+        the changelog after the new owner's own writes and roll its state back
+        at the next recovery. Left alone, the outbox is merely sent again by
+        whoever recovers it (same ids).
         """
         for tp, committed in offsets.items():
             queue = self._pending.get(tp)
-            owned = tp in self.owned
             while queue and queue[0][0] < committed:
                 offset, key = queue.popleft()
                 if self._latest_outbox.get(key) == (tp, offset):
                     del self._latest_outbox[key]
                     raw = self.products.data.get(key)
-                    if raw is not None and owned:
+                    if raw is not None:
                         self.changelog(self.products, tp.partition, key, raw)
 
     def on_assigned(self, assigned: Any) -> None:
         self.owned = set(assigned)
 
     def on_letting_go(self, revoked: Any) -> None:
-        """A revocation or a stop begins: these partitions are no longer ours to write."""
-        self.owned.difference_update(revoked)
+        """A revocation or a stop begins: these partitions are no longer ours to write.
 
-    def on_revoked(self, revoked: Any) -> None:
-        """Partitions left this worker: their outboxes are the new owner's (it recovers them)."""
+        Their outboxes are the new owner's (it recovers them and sends them again).
+        """
+        self.owned.difference_update(revoked)
         for tp in revoked:
             for offset, key in self._pending.pop(tp, ()):
                 if self._latest_outbox.get(key) == (tp, offset):
@@ -554,10 +555,6 @@ def register(engine: Engine) -> InventoryProcessor:
 
     tables.on_rebalance = on_rebalance  # type: ignore[method-assign]
     tables.on_partitions_revoked = on_partitions_revoked  # type: ignore[method-assign]
-
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-        processor.on_revoked(revoked)
 
     products = engine.tables.products
 

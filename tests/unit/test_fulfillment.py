@@ -1,0 +1,412 @@
+"""The order state machine (models/fulfillment.py): every (state, event) pair,
+then the behaviours the fulfillment issue asks for, one story each."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.events import AlertType
+from models.fulfillment import (
+    Decision,
+    GroupStatus,
+    MachineConfig,
+    OrderState,
+    OrderStatus,
+    canonical,
+    deadlines,
+    decide,
+)
+from models.orders import (
+    CommandType,
+    NotificationKind,
+    OrderEvent,
+    OrderEventType,
+    StorefrontCommandType,
+    TimerKind,
+    supplier_key,
+)
+from tests.unit.order_events import (
+    ORDER,
+    at,
+    cancel,
+    created,
+    delivered,
+    event,
+    failed,
+    paid,
+    placed,
+    refund,
+    retry,
+    timer,
+    tracking,
+)
+
+A, B = "ALIEXPRESS", "CJ_DROPSHIPPING"
+CONFIG = MachineConfig()
+
+
+def run(events: Sequence[OrderEvent], state: OrderState | None = None) -> tuple[OrderState, list[Decision]]:
+    decisions = []
+    for e in events:
+        d = decide(state, e, CONFIG)
+        decisions.append(d)
+        state = d.state
+    assert state is not None
+    return state, decisions
+
+
+# --------------------------------------------------------------------------- #
+# every (state, event) pair
+# --------------------------------------------------------------------------- #
+
+#: A script that leads to each state (NOT_CREATED: only a payment, waiting).
+STATES: dict[str, Callable[[], list[OrderEvent]]] = {
+    "NOT_CREATED": lambda: [paid()],
+    "PENDING": lambda: [created()],
+    "PROCESSING": lambda: [created(), paid()],
+    "AWAITING_SHIPMENT": lambda: [created(), paid(), placed(A), placed(B)],
+    "PARTIALLY_SHIPPED": lambda: [created(), paid(), placed(A), placed(B), tracking(A)],
+    "SHIPPED": lambda: [created(), paid(), placed(A), placed(B), tracking(A), tracking(B, "1Z999AA10123456784")],
+    "DELIVERED": lambda: [
+        created(), paid(), placed(A), placed(B), tracking(A), tracking(B, "1Z999AA10123456784"), delivered(),
+    ],
+    "INTERVENTION_REQUIRED": lambda: [created(), paid(), failed(A, 1, retryable=False)],
+    "CANCELLED": lambda: [created(), paid(), cancel()],
+    "REFUNDED": lambda: [created(), paid(), refund()],
+}
+
+#: One event of each type, with ids none of the scripts use.
+EVENTS: dict[str, Callable[[], OrderEvent]] = {
+    "ORDER_CREATED": lambda: created(10, event_id="created-2"),
+    "PAYMENT_CONFIRMED": lambda: paid(10, event_id="paid-2"),
+    "SUPPLIER_ORDER_PLACED": lambda: event(
+        OrderEventType.SUPPLIER_ORDER_PLACED, "placed-2", 10, group_id=A, supplier_order_id=f"so-{A}", attempt=1
+    ),
+    "SUPPLIER_ORDER_FAILED": lambda: event(
+        OrderEventType.SUPPLIER_ORDER_FAILED, "failed-2", 10, group_id=A, error="HTTP 503", retryable=True, attempt=1
+    ),
+    "TRACKING_RECEIVED": lambda: tracking(A, seconds=10, event_id="track-2"),
+    "DELIVERED": lambda: event(OrderEventType.DELIVERED, "delivered-2", 10),
+    "CANCEL_REQUESTED": lambda: cancel(10, "cancel-2"),
+    "REFUND_REQUESTED": lambda: refund(10, "refund-2"),
+    "RETRY": lambda: retry(10, "retry-2"),
+    "TIMER": lambda: timer(TimerKind.RETRY_DUE, A, at(70), 70),
+}
+
+P, R, I = "parked", "refused", "ignored"  # noqa: E741
+#: state -> event -> expected outcome (a status: applied, ending in that status).
+EXPECTED: dict[str, dict[str, str]] = {
+    "NOT_CREATED": {
+        "ORDER_CREATED": "PROCESSING",  # the waiting payment applies with it
+        "PAYMENT_CONFIRMED": P, "SUPPLIER_ORDER_PLACED": P, "SUPPLIER_ORDER_FAILED": P, "TRACKING_RECEIVED": P,
+        "DELIVERED": P, "CANCEL_REQUESTED": P, "REFUND_REQUESTED": P, "RETRY": P, "TIMER": I,
+    },
+    "PENDING": {
+        "ORDER_CREATED": R, "PAYMENT_CONFIRMED": "PROCESSING", "SUPPLIER_ORDER_PLACED": P,
+        "SUPPLIER_ORDER_FAILED": P, "TRACKING_RECEIVED": P, "DELIVERED": P, "CANCEL_REQUESTED": "CANCELLED",
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I,
+    },
+    "PROCESSING": {
+        "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": "PROCESSING",
+        "SUPPLIER_ORDER_FAILED": "PROCESSING", "TRACKING_RECEIVED": P, "DELIVERED": P,
+        "CANCEL_REQUESTED": "CANCELLED", "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I,
+    },
+    "AWAITING_SHIPMENT": {
+        "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
+        "TRACKING_RECEIVED": "PARTIALLY_SHIPPED", "DELIVERED": P, "CANCEL_REQUESTED": "CANCELLED",
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I,
+    },
+    "PARTIALLY_SHIPPED": {
+        "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
+        "TRACKING_RECEIVED": R, "DELIVERED": P, "CANCEL_REQUESTED": R, "REFUND_REQUESTED": "REFUNDED",
+        "RETRY": R, "TIMER": I,
+    },
+    "SHIPPED": {
+        "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
+        "TRACKING_RECEIVED": R, "DELIVERED": "DELIVERED", "CANCEL_REQUESTED": R, "REFUND_REQUESTED": "REFUNDED",
+        "RETRY": R, "TIMER": I,
+    },
+    "DELIVERED": {
+        "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
+        "TRACKING_RECEIVED": R, "DELIVERED": R, "CANCEL_REQUESTED": R, "REFUND_REQUESTED": "REFUNDED",
+        "RETRY": R, "TIMER": I,
+    },
+    "INTERVENTION_REQUIRED": {
+        "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R,
+        "SUPPLIER_ORDER_PLACED": "PROCESSING",  # found after all; the other group is still being placed
+        "SUPPLIER_ORDER_FAILED": R, "TRACKING_RECEIVED": P, "DELIVERED": P, "CANCEL_REQUESTED": "CANCELLED",
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": "PROCESSING", "TIMER": I,
+    },
+    "CANCELLED": {
+        "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R,
+        "SUPPLIER_ORDER_PLACED": "CANCELLED",  # placed while the cancel was on its way: cancel it there
+        "SUPPLIER_ORDER_FAILED": R, "TRACKING_RECEIVED": R, "DELIVERED": R, "CANCEL_REQUESTED": R,
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I,
+    },
+    "REFUNDED": {
+        "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": "REFUNDED",
+        "SUPPLIER_ORDER_FAILED": R, "TRACKING_RECEIVED": R, "DELIVERED": R, "CANCEL_REQUESTED": R,
+        "REFUND_REQUESTED": R, "RETRY": R, "TIMER": I,
+    },
+}
+
+
+def test_the_table_covers_every_status_and_event_type() -> None:
+    assert set(EXPECTED) == {s.value for s in OrderStatus} | {"NOT_CREATED"}
+    assert set(EVENTS) == {t.value for t in OrderEventType}
+    assert all(set(row) == set(EVENTS) for row in EXPECTED.values())
+
+
+@pytest.mark.parametrize("state_name", sorted(STATES))
+def test_scripts_reach_their_state(state_name: str) -> None:
+    state, _ = run(STATES[state_name]())
+    expected = OrderStatus.PENDING if state_name == "NOT_CREATED" else OrderStatus(state_name)
+    assert state.status is expected
+    assert state.created is (state_name != "NOT_CREATED")
+
+
+@pytest.mark.parametrize("event_name", sorted(EVENTS))
+@pytest.mark.parametrize("state_name", sorted(STATES))
+def test_every_state_and_event(state_name: str, event_name: str) -> None:
+    before, _ = run(STATES[state_name]())
+    e = EVENTS[event_name]()
+    d = decide(before, e, CONFIG)
+    expected = EXPECTED[state_name][event_name]
+    after = d.state
+    if expected == P:
+        assert d.parked and not d.applied and not d.refused
+        assert [p.event_id for p in after.parked][-1] == e.event_id
+        assert after.model_copy(update={"parked": before.parked, "updated_at": before.updated_at}) == before
+    elif expected == R:
+        assert d.refused and not d.applied
+        assert not d.commands and not d.notifications and not d.storefront
+        # Nothing changes but the note in the history and the id in the seen list.
+        assert after.history[-1].event_id == e.event_id and after.history[-1].note.startswith("refused: ")
+        assert after.model_copy(update={"history": before.history, "seen": before.seen}) == before
+        assert after.status is before.status
+    elif expected == I:
+        assert d.ignored and not d.applied and not d.refused
+        assert after.model_copy(update={"seen": before.seen}) == before
+    else:
+        assert d.applied and not d.refused, d
+        assert after.status is OrderStatus(expected)
+        assert after.history[-1].event_id in {e.event_id} | {p.event_id for p in before.parked}
+    # The same event again changes nothing at all.
+    again = decide(after, e, CONFIG)
+    assert again.duplicate and again.state == after
+    assert not again.commands and not again.notifications and not again.alerts
+
+
+# --------------------------------------------------------------------------- #
+# stories
+# --------------------------------------------------------------------------- #
+
+
+def test_paid_order_places_one_command_per_supplier_with_durable_keys() -> None:
+    state, (c, p) = run([created(), paid()])
+    assert state.status is OrderStatus.PROCESSING
+    assert [(cmd.type, cmd.group_id, cmd.attempt) for cmd in p.commands] == [
+        (CommandType.PLACE_SUPPLIER_ORDER, A, 1),
+        (CommandType.PLACE_SUPPLIER_ORDER, B, 1),
+    ]
+    assert [cmd.idempotency_key for cmd in p.commands] == [supplier_key(ORDER, A), supplier_key(ORDER, B)]
+    assert p.commands[0].lines[0].source_id == "src-l0" and p.commands[0].shipping_address.country_code == "US"
+    assert not c.commands
+    # An order created already paid places at once.
+    state2, (c2,) = run([created(paid=True)])
+    assert state2.status is OrderStatus.PROCESSING and len(c2.commands) == 2
+
+
+def test_happy_path_to_delivered_with_notifications_and_storefront() -> None:
+    state, ds = run(
+        [created(), paid(), placed(A), placed(B), tracking(A), tracking(B, "1Z999AA10123456784"), delivered()]
+    )
+    assert [d.state.status for d in ds] == [
+        OrderStatus.PENDING, OrderStatus.PROCESSING, OrderStatus.PROCESSING, OrderStatus.AWAITING_SHIPMENT,
+        OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED,
+    ]
+    kinds = [n.kind for d in ds for n in d.notifications]
+    assert kinds == [
+        NotificationKind.CUSTOMER_PARTIALLY_SHIPPED, NotificationKind.CUSTOMER_SHIPPED,
+        NotificationKind.CUSTOMER_DELIVERED,
+    ]
+    first = ds[4].notifications[0]
+    assert first.recipient == "ada@example.com" and first.data["tracking_number"] == "LP00123456789012CN"
+    assert first.data["carrier"] == "Cainiao" and first.data["tracking_url"].startswith("https://")
+    shows = [s for d in ds for s in d.storefront]
+    assert [(s.type, s.group_id, s.tracking_number) for s in shows] == [
+        (StorefrontCommandType.SHOW_TRACKING, A, "LP00123456789012CN"),
+        (StorefrontCommandType.SHOW_TRACKING, B, "1Z999AA10123456784"),
+    ]
+    assert state.group(B).tracking.carrier == "UPS"
+    assert [(t.from_status, t.to_status) for t in state.history][:2] == [
+        (None, OrderStatus.PENDING), (OrderStatus.PENDING, OrderStatus.PROCESSING)
+    ]
+    # Replayed, the ids of what is told are the same (the senders dedupe on them).
+    _, again = run([created(), paid(), placed(A), placed(B), tracking(A), tracking(B, "1Z999AA10123456784"), delivered()])
+    assert [n.notification_id for d in again for n in d.notifications] == [
+        n.notification_id for d in ds for n in d.notifications
+    ]
+    assert deadlines(state, CONFIG) == []
+
+
+def test_payment_before_its_order_waits_and_applies_when_the_order_arrives() -> None:
+    state, (p, c) = run([paid(0), created(1)])
+    assert p.parked and p.state.status is OrderStatus.PENDING and not p.state.created
+    assert c.applied and state.status is OrderStatus.PROCESSING and not state.parked
+    assert len(c.commands) == 2
+    assert "paid" in state.seen
+
+
+def test_retryable_failures_back_off_then_need_a_person_and_retry_reissues() -> None:
+    state, _ = run([created(providers=(A,)), paid()])
+    dues = []
+    for attempt in (1, 2, 3):
+        d = decide(state, failed(A, attempt, seconds=attempt * 1000), CONFIG)
+        group = d.state.group(A)
+        assert group.status is GroupStatus.RETRY_WAIT and d.state.status is OrderStatus.PROCESSING
+        dues.append((group.next_retry_at - at(attempt * 1000)).total_seconds())
+        (deadline,) = deadlines(d.state, CONFIG)
+        assert deadline.kind is TimerKind.RETRY_DUE and deadline.due_at == group.next_retry_at
+        t = decide(d.state, timer(TimerKind.RETRY_DUE, A, group.next_retry_at, attempt * 1000 + 950), CONFIG)
+        assert [(c.attempt, c.idempotency_key) for c in t.commands] == [(attempt + 1, supplier_key(ORDER, A))]
+        state = t.state
+    assert dues == [60, 300, 900]
+    d = decide(state, failed(A, 4, seconds=9000), CONFIG)
+    assert d.state.status is OrderStatus.INTERVENTION_REQUIRED and d.state.group(A).status is GroupStatus.FAILED
+    assert "4 attempts failed" in d.state.reason
+    assert [a.type for a in d.alerts] == [AlertType.ORDER_ISSUE]
+    assert [n.kind for n in d.notifications] == [NotificationKind.ADMIN_INTERVENTION]
+    assert d.notifications[0].data["reason"] == d.state.reason
+    r = decide(d.state, retry(9100), CONFIG)
+    assert r.state.status is OrderStatus.PROCESSING and r.state.group(A).retries == 0
+    assert [(c.attempt, c.idempotency_key) for c in r.commands] == [(5, supplier_key(ORDER, A))]
+
+
+def test_non_retryable_failure_needs_a_person_at_once() -> None:
+    state, ds = run([created(), paid(), placed(B), failed(A, 1, retryable=False)])
+    assert state.status is OrderStatus.INTERVENTION_REQUIRED
+    assert ds[-1].transitions == [(OrderStatus.PROCESSING, OrderStatus.INTERVENTION_REQUIRED)]
+    # RETRY re-issues only the group not placed.
+    r = decide(state, retry(), CONFIG)
+    assert [c.group_id for c in r.commands] == [A]
+
+
+def test_a_command_whose_outcome_never_came_back_is_reissued_with_the_same_key() -> None:
+    state, (_, p) = run([created(providers=(A,)), paid(1)])
+    (deadline,) = deadlines(state, CONFIG)
+    assert deadline.kind is TimerKind.OUTCOME_OVERDUE and deadline.due_at == at(1 + CONFIG.outcome_timeout_s)
+    d = decide(state, timer(TimerKind.OUTCOME_OVERDUE, A, deadline.due_at, 200), CONFIG)
+    assert [(c.command_id, c.idempotency_key) for c in d.commands] == [
+        (p.commands[0].command_id, p.commands[0].idempotency_key)
+    ]
+    assert d.state.group(A).outcome_due_at == at(200 + CONFIG.outcome_timeout_s)
+    # The old deadline's timer, delivered again late, is moot.
+    stale = decide(d.state, timer(TimerKind.OUTCOME_OVERDUE, A, deadline.due_at, 201).model_copy(
+        update={"event_id": "timer-again"}), CONFIG)
+    assert stale.ignored and not stale.commands
+
+
+def test_no_tracking_in_time_needs_a_person_and_late_tracking_clears_it() -> None:
+    state, _ = run([created(providers=(A,)), paid(), placed(A, seconds=2)])
+    (deadline,) = deadlines(state, CONFIG)
+    assert deadline.kind is TimerKind.TRACKING_OVERDUE and deadline.due_at == at(2) + timedelta(days=7)
+    d = decide(state, timer(TimerKind.TRACKING_OVERDUE, A, deadline.due_at, 7 * 86400 + 5), CONFIG)
+    assert d.state.status is OrderStatus.INTERVENTION_REQUIRED and "no tracking 7 days" in d.state.reason
+    t = decide(d.state, tracking(A, seconds=8 * 86400), CONFIG)
+    assert t.state.status is OrderStatus.SHIPPED and t.state.reason is None
+
+
+def test_cancel_before_shipment_cancels_placed_and_in_flight_groups() -> None:
+    state, ds = run([created(), paid(), placed(A), cancel()])
+    assert state.status is OrderStatus.CANCELLED
+    assert {(c.type, c.group_id, c.supplier_order_id) for c in ds[-1].commands} == {
+        (CommandType.CANCEL_SUPPLIER_ORDER, A, f"so-{A}"),
+        (CommandType.CANCEL_SUPPLIER_ORDER, B, None),
+    }
+    assert {g.status for g in state.groups} == {GroupStatus.CANCELLED}
+    assert deadlines(state, CONFIG) == []
+    # The in-flight one lands after all: it is cancelled there too.
+    late = decide(state, placed(B, seconds=9), CONFIG)
+    assert [(c.type, c.supplier_order_id) for c in late.commands] == [
+        (CommandType.CANCEL_SUPPLIER_ORDER, f"so-{B}")
+    ]
+
+
+def test_cancel_after_shipment_is_refused_with_an_alert() -> None:
+    state, _ = run([created(), paid(), placed(A), placed(B), tracking(A)])
+    d = decide(state, cancel(), CONFIG)
+    assert d.refused and d.state.status is OrderStatus.PARTIALLY_SHIPPED
+    assert [a.type for a in d.alerts] == [AlertType.ORDER_ISSUE]
+
+
+def test_refund_cancels_only_unshipped_groups() -> None:
+    state, ds = run([created(), paid(), placed(A), placed(B), tracking(A), refund()])
+    assert state.status is OrderStatus.REFUNDED
+    assert [(c.type, c.group_id) for c in ds[-1].commands] == [(CommandType.CANCEL_SUPPLIER_ORDER, B)]
+    assert state.group(A).status is GroupStatus.SHIPPED and state.group(B).status is GroupStatus.CANCELLED
+
+
+def test_store_fulfilled_by_hand_ships_a_group_not_placed_by_us() -> None:
+    state, _ = run([created(), paid(), placed(B), tracking(A, source="STOREFRONT")])
+    assert state.group(A).status is GroupStatus.SHIPPED and state.status is OrderStatus.PARTIALLY_SHIPPED
+
+
+def test_second_supplier_order_for_a_group_needs_a_person() -> None:
+    state, _ = run([created(providers=(A,)), paid(), placed(A)])
+    d = decide(state, event(
+        OrderEventType.SUPPLIER_ORDER_PLACED, "placed-again", 5, group_id=A, supplier_order_id="so-other"), CONFIG)
+    assert d.state.status is OrderStatus.INTERVENTION_REQUIRED and "second order so-other" in d.state.reason
+
+
+def test_events_of_an_order_that_never_arrives_raise_a_payment_issue() -> None:
+    state, _ = run([paid(0)])
+    (deadline,) = deadlines(state, CONFIG)
+    assert deadline.kind is TimerKind.ORDER_MISSING
+    d = decide(state, timer(TimerKind.ORDER_MISSING, None, deadline.due_at, 86400), CONFIG)
+    assert [a.type for a in d.alerts] == [AlertType.PAYMENT_ISSUE] and d.state.missing_alerted
+    assert deadlines(d.state, CONFIG) == []
+    # The order arrives later after all: everything applies.
+    c = decide(d.state, created(86500), CONFIG)
+    assert c.state.status is OrderStatus.PROCESSING
+
+
+def test_events_still_waiting_when_the_order_ends_are_refused() -> None:
+    state, ds = run([created(), tracking(A), cancel()])
+    assert state.status is OrderStatus.CANCELLED and not state.parked
+    assert [e.event_id for e, _ in ds[-1].refused_events] == ["track-ALIEXPRESS"]
+
+
+# --------------------------------------------------------------------------- #
+# out of order and duplicated
+# --------------------------------------------------------------------------- #
+
+CLEAN_STORIES: list[list[OrderEvent]] = [
+    [created(0), paid(1), placed(A, 2), placed(B, 3), tracking(A, seconds=4),
+     tracking(B, "1Z999AA10123456784", seconds=5), delivered(A, 6), delivered(B, 7)],
+    [created(0, paid=True, providers=(A,)), placed(A, 2), tracking(A, seconds=3), delivered(None, 4)],
+    [created(0), paid(1), placed(A, 2), tracking(A, seconds=3), placed(B, 4)],
+    [created(0, providers=(A, B, "SPOCKET")), paid(1), placed("SPOCKET", 2), placed(A, 3),
+     tracking("SPOCKET", "YT1234567890123456", seconds=4)],
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(story=st.sampled_from(range(len(CLEAN_STORIES))), seed=st.integers(0, 2**32 - 1))
+def test_shuffled_and_duplicated_delivery_reaches_the_clean_state(story: int, seed: int) -> None:
+    clean = CLEAN_STORIES[story]
+    expected, _ = run(clean)
+    rng = random.Random(seed)
+    delivered_events = [e for e in clean for _ in range(rng.randint(1, 3))]
+    rng.shuffle(delivered_events)
+    got, decisions = run(delivered_events)
+    assert canonical(got) == canonical(expected)
+    assert not any(d.refused or d.refused_events for d in decisions)
+    # Each supplier group was asked for exactly once, whatever the order.
+    assert sorted(c.group_id for d in decisions for c in d.commands) == sorted(g.group_id for g in expected.groups)

@@ -6,7 +6,8 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 # Debian packages the engine and its tests need (installed with apt-get when missing).
-DEB_PACKAGES ?= python3-venv procps curl
+# postgresql: the server binaries make run and the tests start a private cluster with.
+DEB_PACKAGES ?= python3-venv procps curl postgresql
 PYTEST_ARGS ?=
 
 .PHONY: install deb run test unit integration bench schema clean
@@ -28,7 +29,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-# Embedded broker + one worker with its web server; Ctrl-C stops both. Data and logs in .run/.
+# PostgreSQL + embedded broker + one worker with its web server; Ctrl-C stops them. Data and logs in .run/.
 run: install
 	$(BIN)/ops-engine up
 

@@ -7,10 +7,12 @@ validated before any command runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -41,6 +43,40 @@ async def ensure_topics(settings: Settings) -> None:
 def _settings_help() -> str:
     rows = "\n".join(f"  {name:<26} {default:<24} {text}" for name, default, text in describe())
     return f"\b\nSettings (environment):\n{rows}"
+
+
+#: Port of the PostgreSQL server `up` starts (not 5432: a system cluster may hold that one).
+LOCAL_POSTGRES_PORT = 5433
+
+
+def _wait_for_signal(alive: Callable[[], bool]) -> None:
+    """Block until SIGTERM or SIGINT arrives, or ``alive()`` turns false."""
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not stop and alive():
+        time.sleep(0.2)
+
+
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _migrate(database_url: str) -> list[str]:
+    """Apply the pending migrations, or stop the command with the reason."""
+    import asyncpg
+
+    from connectors.postgres.migrate import MigrationError, migrate
+
+    try:
+        return asyncio.run(migrate(database_url))
+    except (MigrationError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise click.ClickException(f"migrating the database failed: {exc}") from exc
 
 
 @click.group(epilog=_settings_help())
@@ -80,65 +116,137 @@ def broker(log_path: Path | None) -> None:
     embedded = EmbeddedBroker(host=host, port=int(port), log_path=log_path)
     embedded.start()
     click.echo(f"embedded broker pid {embedded.pid} listening on {embedded.bootstrap}", err=True)
-    stop = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     try:
-        while not stop and embedded.running:
-            time.sleep(0.2)
+        _wait_for_signal(lambda: embedded.running)
     finally:
         code = embedded.stop()
         click.echo(f"embedded broker stopped (exit {code})", err=True)
 
 
 @main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".run/postgres"),
+    show_default=True,
+    help="cluster directory (initdb on first use)",
+)
+@click.option("--port", type=int, default=LOCAL_POSTGRES_PORT, show_default=True, help="port on 127.0.0.1")
+def postgres(data_dir: Path, port: int) -> None:
+    """Run a local PostgreSQL server (127.0.0.1, trust) until SIGTERM or Ctrl-C."""
+    from connectors.postgres.server import LocalPostgres, PostgresError
+
+    server = LocalPostgres(data_dir, port=port)
+    try:
+        server.start()
+    except PostgresError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"postgres pid {server.pid} on {server.dsn} (log {server.log_path}); "
+        f"OPS_DATABASE_URL={server.dsn} ops-engine db migrate",
+        err=True,
+    )
+    try:
+        _wait_for_signal(lambda: server.running)
+    finally:
+        server.stop()
+        click.echo("postgres stopped", err=True)
+
+
+@main.group()
+def db() -> None:
+    """The PostgreSQL database at OPS_DATABASE_URL."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply the pending schema migrations (connectors/postgres/migrations) and print them."""
+    settings = _settings()
+    if not settings.database_url:
+        raise click.ClickException(
+            "OPS_DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1:5433/ops; "
+            "`ops-engine postgres` runs a local server there)"
+        )
+    applied = _migrate(settings.database_url)
+    for version in applied:
+        click.echo(version)
+    click.echo(f"applied {len(applied)} migration(s)" if applied else "the schema is up to date", err=True)
+
+
+@main.command()
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path(".run"), show_default=True)
 def up(run_dir: Path) -> None:
-    """Start the embedded broker and one worker (what `make run` does); Ctrl-C stops both."""
+    """Start PostgreSQL, the embedded broker and one worker (what `make run` does); Ctrl-C stops them.
+
+    With OPS_DATABASE_URL set, that database is migrated and used and no local
+    server starts; unset, a local one runs in RUN_DIR/postgres.
+    """
     import os
     import subprocess
 
-    from connectors.broker import EmbeddedBroker
+    from connectors.broker import EmbeddedBroker, free_port
+    from connectors.postgres.server import LocalPostgres, PostgresError, port_in_use
 
     settings = _settings()
     run_dir.mkdir(parents=True, exist_ok=True)
-    host, _, port = settings.bootstrap.split(",")[0].rpartition(":")
-    embedded = EmbeddedBroker(host=host, port=int(port), log_path=run_dir / "broker.log")
-    embedded.start()
-    click.echo(f"embedded broker pid {embedded.pid} on {embedded.bootstrap} (log {run_dir / 'broker.log'})", err=True)
-    env = {
-        **os.environ,
-        "OPS_EMBEDDED_BROKER": "true",
-        "OPS_DATA_DIR": os.environ.get("OPS_DATA_DIR", str(run_dir / "data")),
-    }
-    with open(run_dir / "worker.log", "ab") as log:
-        worker_proc = subprocess.Popen(
-            [sys.executable, "-m", "connectors.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    # SIGTERM as Ctrl-C: PostgreSQL and the broker run detached, so only this
+    # process can stop them; a plain SIGTERM death would leave them behind.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    local = settings.database_url is None
+    with contextlib.ExitStack() as cleanup:
+        database_url = settings.database_url
+        if database_url is None:
+            port = LOCAL_POSTGRES_PORT
+            if port_in_use("127.0.0.1", port):
+                port = free_port()
+                click.echo(f"port {LOCAL_POSTGRES_PORT} is taken; local postgres on {port} instead", err=True)
+            server = LocalPostgres(run_dir / "postgres", port=port)
+            try:
+                server.start()
+            except PostgresError as exc:
+                raise click.ClickException(str(exc)) from exc
+            cleanup.callback(server.stop)
+            database_url = server.dsn
+            click.echo(f"postgres pid {server.pid} on {database_url} (log {server.log_path})", err=True)
+        applied = _migrate(database_url)
+        click.echo(f"migrations applied: {', '.join(applied) or 'none (up to date)'}", err=True)
+
+        host, _, broker_port = settings.bootstrap.split(",")[0].rpartition(":")
+        embedded = EmbeddedBroker(host=host, port=int(broker_port), log_path=run_dir / "broker.log")
+        embedded.start()
+        cleanup.callback(embedded.stop)
         click.echo(
-            f"worker pid {worker_proc.pid}, web {settings.web_url} (log {run_dir / 'worker.log'}); "
-            f"try: curl {settings.web_url}/health ; ops-engine demo",
-            err=True,
+            f"embedded broker pid {embedded.pid} on {embedded.bootstrap} (log {run_dir / 'broker.log'})", err=True
         )
-        try:
-            worker_proc.wait()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            if worker_proc.poll() is None:
-                worker_proc.send_signal(signal.SIGTERM)
-                try:
-                    worker_proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    worker_proc.kill()
-                    worker_proc.wait()
-            embedded.stop()
-            click.echo("stopped the worker and the broker", err=True)
+        env = {
+            **os.environ,
+            "OPS_EMBEDDED_BROKER": "true",
+            "OPS_DATA_DIR": os.environ.get("OPS_DATA_DIR", str(run_dir / "data")),
+            "OPS_DATABASE_URL": database_url,
+        }
+        with open(run_dir / "worker.log", "ab") as log:
+            worker_proc = subprocess.Popen(
+                [sys.executable, "-m", "connectors.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+            click.echo(
+                f"worker pid {worker_proc.pid}, web {settings.web_url} (log {run_dir / 'worker.log'}); "
+                f"try: curl {settings.web_url}/health ; ops-engine demo",
+                err=True,
+            )
+            try:
+                worker_proc.wait()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                if worker_proc.poll() is None:
+                    worker_proc.send_signal(signal.SIGTERM)
+                    try:
+                        worker_proc.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        worker_proc.kill()
+                        worker_proc.wait()
+    # Leaving the ExitStack stopped the broker, then the local PostgreSQL if one started.
+    click.echo(f"stopped the worker{', the broker and postgres' if local else ' and the broker'}", err=True)
 
 
 @main.command()

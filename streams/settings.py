@@ -67,6 +67,40 @@ class Settings(BaseSettings):
         ge=1024 * 1024,
         description="bytes of message values buffered for the streams (with OPS_FAST_DRAIN; bounds memory for pages)",
     )
+    database_url: str | None = Field(None, description="PostgreSQL DSN; unset: make run / tests start a local one")
+
+    order_retry_backoff: str = Field(
+        "60,300,900",
+        description="seconds to wait before each retry of a retryable supplier order failure (comma list; its length is the retries)",
+    )
+    order_outcome_timeout: float = Field(
+        120.0, gt=0, description="s without an outcome before a supplier order command is re-issued (same key)"
+    )
+    order_tracking_timeout: float = Field(
+        7 * 24 * 3600.0, gt=0, description="s after placement without tracking before an order needs intervention"
+    )
+    order_missing_timeout: float = Field(
+        24 * 3600.0, gt=0, description="s an order's events wait for the order itself before a PAYMENT_ISSUE alert"
+    )
+    order_scan_interval: float = Field(5.0, gt=0, description="how often each worker looks for passed order deadlines, s")
+    tracking_poll_interval: float = Field(
+        6 * 3600.0, gt=0, description="how often the executor asks suppliers for tracking of placed orders, s"
+    )
+
+    @field_validator("order_retry_backoff")
+    @classmethod
+    def _backoff(cls, value: str) -> str:
+        try:
+            delays = [float(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError("must be comma-separated seconds, e.g. 60,300,900") from None
+        if any(d < 0 for d in delays):
+            raise ValueError("delays must be >= 0")
+        return ",".join(f"{d:g}" for d in delays)
+
+    @property
+    def retry_backoff(self) -> tuple[float, ...]:
+        return tuple(float(part) for part in self.order_retry_backoff.split(",") if part)
 
     @field_validator("broker_url")
     @classmethod
@@ -84,6 +118,15 @@ class Settings(BaseSettings):
     def _store(cls, value: str) -> str:
         if not (value.startswith("memory://") or value.startswith("rocksdb://")):
             raise ValueError("must be memory:// or rocksdb://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value == "":
+            return None  # OPS_DATABASE_URL= (empty) reads as unset, as a shell user means it
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// or postgres:// (e.g. postgresql://user@host:5432/ops)")
         return value
 
     @property

@@ -1,13 +1,17 @@
-"""Fixtures that start real processes: the embedded broker and engine workers."""
+"""Fixtures that start real processes: the embedded broker, engine workers, PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from connectors.broker import EmbeddedBroker
+from connectors.postgres.migrate import migrate
+from connectors.postgres.server import LocalPostgres
 from tests.harness import Worker
 
 
@@ -45,3 +49,31 @@ def spawn(broker: EmbeddedBroker, tmp_path: Path, workers: list[Worker]):  # typ
         return worker
 
     return _spawn
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """One PostgreSQL server for the whole session (initdb and start take seconds).
+
+    Tests share the server, never a database: each takes its own (``pg_dsn``).
+    """
+    base = tmp_path_factory.mktemp("postgres")
+    server = LocalPostgres(base / "data", log_path=base / "postgres.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_dsn(postgres: LocalPostgres) -> Iterator[str]:
+    """DSN of a fresh database with every migration applied, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex}"
+    postgres.create_database(name)
+    try:
+        dsn = postgres.dsn_for(name)
+        asyncio.run(migrate(dsn))
+        yield dsn
+    finally:
+        postgres.drop_database(name)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from agents import inventory
+from dataclasses import dataclass
+
+from agents import inventory, orders
 from streams.app import Engine
 
 
-def register(engine: Engine) -> inventory.InventoryProcessor:
+@dataclass(frozen=True)
+class Agents:
+    inventory: inventory.InventoryProcessor
+    orders: orders.OrderProcessor
+
+
+def register(engine: Engine) -> Agents:
     """Wire every agent onto the engine's app (called once, by the bootstrap)."""
-    return inventory.register(engine)
+    return Agents(inventory=inventory.register(engine), orders=orders.register(engine))

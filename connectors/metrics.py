@@ -70,6 +70,37 @@ PROCESSING_SECONDS = Histogram(
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
 )
 
+ORDER_EVENTS = Counter(
+    "ops_order_events_total",
+    "orders.events records handled, by type and result (APPLIED, PARKED, REFUSED, IGNORED, DUPLICATE, INVALID)",
+    ["type", "result"],
+)
+ORDER_TRANSITIONS = Counter(
+    "ops_order_transitions_total",
+    "Order status transitions, by from and to status (NONE: the order's creation)",
+    ["from_status", "to_status"],
+)
+ORDERS_BY_STATUS = Gauge(
+    "ops_orders",
+    "Orders in the partitions this worker owns, by status",
+    ["status"],
+)
+ORDER_COMMANDS = Counter(
+    "ops_order_commands_total",
+    "Supplier order commands issued on orders.commands, by type",
+    ["type"],
+)
+ORDER_TIMERS = Counter(
+    "ops_order_timers_total",
+    "Passed order deadlines published as TIMER events, by kind",
+    ["kind"],
+)
+PAYMENT_TO_SUPPLIER_ORDER = Histogram(
+    "ops_payment_to_supplier_order_seconds",
+    "From payment confirmed to the supplier order placed (event times), per supplier group",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
+)
+
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
     return generate_latest(registry)

@@ -15,11 +15,12 @@ from aiokafka import AIOKafkaProducer
 from pydantic import TypeAdapter, ValidationError
 
 from models.events import CONTRACT, MESSAGE_KEY, Event, SupplierSnapshot
+from models.orders import ORDER_EVENT
 from streams import topics
 from streams.settings import Settings
 
 #: Topics an upstream producer may publish to.
-PUBLISHABLE = (topics.SUPPLIER_SNAPSHOTS, topics.STORE_SETTINGS)
+PUBLISHABLE = (topics.SUPPLIER_SNAPSHOTS, topics.STORE_SETTINGS, topics.ORDERS_EVENTS)
 _PAGE = TypeAdapter(list[SupplierSnapshot])
 
 
@@ -38,10 +39,10 @@ def prepare(topic: str, line: bytes) -> Outgoing:
     if topic not in PUBLISHABLE:
         raise PublishError(f"topic {topic!r} is not published by producers; use one of {', '.join(PUBLISHABLE)}")
     line = line.strip()
-    model: type[Event] = CONTRACT[topic]
-    key_field = MESSAGE_KEY[topic]
     try:
-        if topic == topics.SUPPLIER_SNAPSHOTS and line[:1] == b"[":
+        if topic == topics.ORDERS_EVENTS:
+            key = ORDER_EVENT.validate_json(line).order_id
+        elif topic == topics.SUPPLIER_SNAPSHOTS and line[:1] == b"[":
             page = _PAGE.validate_json(line)
             if not page:
                 raise PublishError("empty page")
@@ -50,8 +51,9 @@ def prepare(topic: str, line: bytes) -> Outgoing:
                 raise PublishError(f"a page holds snapshots of one store, not {len(stores)}")
             key = page[0].store_id
         else:
+            model: type[Event] = CONTRACT[topic]
             event = model.model_validate_json(line)
-            key = getattr(event, key_field)
+            key = getattr(event, MESSAGE_KEY[topic])
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(line)'}: {e['msg']}" for e in exc.errors()[:5]

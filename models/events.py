@@ -348,6 +348,7 @@ class DeadLetterReason(str, Enum):
     KEY_MISMATCH = "KEY_MISMATCH"
     UNKNOWN_TOPIC = "UNKNOWN_TOPIC"
     PROCESSING_ERROR = "PROCESSING_ERROR"
+    INVALID_IN_STATE = "INVALID_IN_STATE"  # an order event the order's state refuses
 
 
 class DeadLetter(Event):

@@ -7,6 +7,15 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from models.events import CONTRACT, MESSAGE_KEY, SupplierSnapshot
+from models.orders import ORDER_EVENT, Notification, StorefrontCommand, SupplierOrderCommand
+
+#: The order topics (models/orders.py): topic -> (schema source, message key field).
+ORDER_CONTRACT: dict[str, tuple[Any, str]] = {
+    "orders.events": (ORDER_EVENT, "order_id"),
+    "orders.commands": (SupplierOrderCommand, "order_id"),
+    "notifications": (Notification, "store_id"),
+    "storefront.commands": (StorefrontCommand, "store_id"),
+}
 
 
 def contract_schemas() -> dict[str, dict[str, Any]]:
@@ -21,5 +30,14 @@ def contract_schemas() -> dict[str, dict[str, Any]]:
             body = model.model_json_schema(mode="validation")
         body["x-topic"] = topic
         body["x-message-key"] = MESSAGE_KEY[topic]
+        out[topic] = body
+    for topic, (source, key) in ORDER_CONTRACT.items():
+        if isinstance(source, TypeAdapter):
+            body = source.json_schema(mode="validation")
+            body["title"] = "OrderEvent (one of the types, by its type field)"
+        else:
+            body = source.model_json_schema(mode="validation")
+        body["x-topic"] = topic
+        body["x-message-key"] = key
         out[topic] = body
     return out

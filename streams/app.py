@@ -25,6 +25,7 @@ class Engine:
     alerts: faust.TopicT
     deadletter: faust.TopicT
     commands: faust.TopicT
+    order_events: faust.TopicT
     tables: tables.Tables
     outputs: outputs.Outputs
 
@@ -129,5 +130,6 @@ def build(settings: Settings) -> Engine:
         alerts=topic(topics.ALERTS),
         deadletter=topic(topics.DEADLETTER),
         commands=topic(topics.INVENTORY_COMMANDS),
+        order_events=topic(topics.ORDERS_EVENTS),
         tables=tables.define(app, settings.partitions),
     )

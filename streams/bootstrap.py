@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import agents
-from connectors import web
+from connectors import web, web_orders
 from streams.app import Engine, build
 from streams.settings import Settings
 
 
 def bootstrap(settings: Settings) -> Engine:
     engine = build(settings)
-    processor = agents.register(engine)
-    web.register(engine, processor)
+    wired = agents.register(engine)
+    web.register(engine, wired.inventory)
+    web_orders.register(engine, wired.orders)
     return engine

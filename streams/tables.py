@@ -3,8 +3,8 @@
 Keys are ``str`` (``utf8`` codec), values are bytes the domain encodes
 (``raw``): a product's state is a ~200-byte array (models/product.py), an alert
 or a store's settings their JSON. Every entry is written while handling a
-message keyed by its ``store_id``, so it lives on that store's partition, and
-web views route by ``store_id``.
+message keyed by its ``store_id`` (``order_id`` for orders), so it lives on
+that key's partition, and web views route by that key.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import faust
 PRODUCTS = "products"
 ALERTS = "alerts"
 STORE_SETTINGS = "store-settings"
+ORDERS = "orders"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Tables:
     products: faust.Table
     alerts: faust.Table
     settings: faust.Table
+    orders: faust.Table
 
 
 def define(app: faust.App, partitions: int) -> Tables:
@@ -47,4 +49,6 @@ def define(app: faust.App, partitions: int) -> Tables:
         products=table(PRODUCTS, "store|product|variant -> encoded ProductState"),
         alerts=table(ALERTS, "store|alert_id -> Alert JSON"),
         settings=table(STORE_SETTINGS, "store_id -> StoreSettings JSON"),
+        # Keyed like orders.events (order_id), so an order lives on its events' partition.
+        orders=table(ORDERS, "order_id -> {state: OrderState, outbox: [...]} JSON (agents/orders.py)"),
     )

@@ -15,6 +15,10 @@ INVENTORY_COMMANDS = "inventory.commands"
 INVENTORY_CHANGES = "inventory.changes"
 ALERTS = "alerts"
 DEADLETTER = "deadletter"
+ORDERS_EVENTS = "orders.events"
+ORDERS_COMMANDS = "orders.commands"
+STOREFRONT_COMMANDS = "storefront.commands"
+NOTIFICATIONS = "notifications"
 
 #: Topics whose messages are keyed by store_id and consumed together.
 STORE_KEYED_INPUTS = (SUPPLIER_SNAPSHOTS, STORE_SETTINGS, INVENTORY_COMMANDS)
@@ -40,4 +44,8 @@ def specs() -> list[TopicSpec]:
         TopicSpec(INVENTORY_CHANGES, {"retention.ms": _WEEK_MS}),
         TopicSpec(ALERTS, {"retention.ms": _MONTH_MS}),
         TopicSpec(DEADLETTER, {"retention.ms": _MONTH_MS}),
+        TopicSpec(ORDERS_EVENTS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(ORDERS_COMMANDS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(STOREFRONT_COMMANDS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(NOTIFICATIONS, {"retention.ms": _WEEK_MS}),
     ]

@@ -1,0 +1,388 @@
+"""The orders agent: ``orders.events`` -> the order state machine -> the ``orders`` table.
+
+Thin wiring around ``models.fulfillment.decide``:
+
+- decode the record (pydantic); a bad one goes to ``deadletter`` with why;
+- load the order's state from the table, decide, and write the new state;
+- send what the decision asks for: supplier order commands (``orders.commands``),
+  notifications, storefront commands, alerts, and dead letters for refused
+  events.
+
+The table's changelog record carries the decision's outputs (its outbox) until
+the input offset is committed (streams/outbox.py): a crash between the state
+and the outputs cannot lose the outputs, because whoever recovers the record
+sends them again, and every output has a deterministic id its reader dedupes.
+
+Deadlines (an overdue command outcome, a retry's backoff, tracking that never
+came, an order that never arrived) are found by ``scan_deadlines``, a timer on
+every worker over the orders of the partitions it owns, and published as
+``TIMER`` events on the order's own partition: a deadline is handled in order
+with the order's other events, by the same pure function.
+
+A table value is JSON: ``{"status", "due", "state", "outbox"}``; ``status``
+and ``due`` are there so gauges and the deadline index read them without
+decoding the whole state.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.partitioner import murmur2
+from pydantic import ValidationError
+
+from connectors import metrics
+from models.events import DeadLetter, DeadLetterReason
+from models.fulfillment import (
+    Decision,
+    MachineConfig,
+    OrderState,
+    OrderStatus,
+    deadlines,
+    decide,
+    next_deadline,
+)
+from models.orders import OrderEvent, decode_order_event
+from streams import topics
+from streams.app import Engine
+from streams.codecs import encode
+from streams.outbox import OutboxLedger, hook
+
+log = logging.getLogger(__name__)
+
+Output = tuple[str, bytes, bytes]  # topic, key, value
+
+
+def machine_config(engine: Engine) -> MachineConfig:
+    s = engine.settings
+    return MachineConfig(
+        retry_backoff_s=s.retry_backoff,
+        outcome_timeout_s=s.order_outcome_timeout,
+        tracking_timeout_s=s.order_tracking_timeout,
+        order_missing_s=s.order_missing_timeout,
+    )
+
+
+def encode_record(state: OrderState, due: datetime | None, outbox: list[Output]) -> bytes:
+    body = {
+        "status": state.status.value if state.created else None,
+        "due": due.isoformat() if due else None,
+        "state": orjson.Fragment(state.model_dump_json(by_alias=True)),
+        "outbox": [[t, k.decode(), orjson.Fragment(v)] for t, k, v in outbox],
+    }
+    return orjson.dumps(body)
+
+
+def decode_record(raw: bytes) -> tuple[dict[str, Any], OrderState]:
+    body = orjson.loads(raw)
+    return body, OrderState.model_validate(body["state"])
+
+
+def record_outbox(body: dict[str, Any]) -> list[Output]:
+    return [(t, k.encode(), orjson.dumps(v)) for t, k, v in body.get("outbox") or ()]
+
+
+def _error_text(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(value)'}: {err['msg']}" for err in exc.errors()[:10]
+    )
+
+
+class OrderProcessor:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.app = engine.app
+        self.table = engine.tables.orders
+        self.outputs = engine.outputs
+        self.config = machine_config(engine)
+        self.partitions = engine.settings.partitions
+        self.ledger = OutboxLedger(self._rewrite)
+        self._changelog: str | None = None
+        #: order_id -> its earliest deadline (active and standby partitions).
+        self.next_due: dict[str, datetime] = {}
+        #: order_id -> partition of recovered records that still carry an outbox.
+        self.recovered: dict[str, int] = {}
+        #: order_id -> the outbox of its last record, while not known committed
+        #: (memory holds records without their outbox).
+        self.unsent: dict[str, list[Output]] = {}
+        #: TIMER event ids published, and when (monotonic): not published twice in a row.
+        self.fired: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ #
+    # one message
+    # ------------------------------------------------------------------ #
+
+    def handle(self, event: faust.EventT) -> None:
+        message = event.message
+        try:
+            self._handle(message)
+        except Exception as exc:  # one bad message must not stop the worker
+            log.exception("failed to process %s[%s]@%s", message.topic, message.partition, message.offset)
+            self.dead(message, DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _handle(self, message: Any) -> None:
+        try:
+            order_event = decode_order_event(message.value or b"")
+        except ValidationError as exc:
+            invalid = any(err["type"] == "json_invalid" for err in exc.errors())
+            reason = DeadLetterReason.INVALID_JSON if invalid else DeadLetterReason.SCHEMA_VIOLATION
+            metrics.ORDER_EVENTS.labels("UNKNOWN", "INVALID").inc()
+            self.dead(message, reason, _error_text(exc))
+            return
+        key = order_event.order_id
+        if message.key is not None and message.key != key.encode():
+            metrics.ORDER_EVENTS.labels(order_event.type.value, "INVALID").inc()
+            self.dead(
+                message,
+                DeadLetterReason.KEY_MISMATCH,
+                f"message key {message.key!r} is not the event's order_id {key!r}",
+            )
+            return
+        raw = self.table.data.get(key)
+        state = None if raw is None else decode_record(raw)[1]
+        decision = decide(state, order_event, self.config)
+        self._count(order_event, decision)
+        if decision.duplicate:
+            return
+        new = self._outputs(message, order_event, decision)
+        if self.ledger.has_pending(key):
+            # The previous transitions' outputs are not known delivered yet: the
+            # record keeps them too (they were sent already; only ``new`` is sent now).
+            outbox = self.unsent.get(key, []) + new
+        else:
+            self.unsent.pop(key, None)
+            outbox = new
+        due = next_deadline(decision.state, self.config)
+        self._write(message.partition, key, decision.state, due, outbox)
+        if outbox:
+            self.ledger.wrote(message.tp, message.offset, key)
+            self.unsent[key] = outbox
+        for topic, out_key, value in new:
+            self.outputs.add(topic, None, out_key, value)
+
+    def _count(self, event: OrderEvent, decision: Decision) -> None:
+        result = (
+            "DUPLICATE" if decision.duplicate
+            else "REFUSED" if decision.refused
+            else "PARKED" if decision.parked
+            else "IGNORED" if decision.ignored
+            else "APPLIED"
+        )
+        metrics.ORDER_EVENTS.labels(event.type.value, result).inc()
+        for before, after in decision.transitions:
+            metrics.ORDER_TRANSITIONS.labels(before.value if before else "NONE", after.value).inc()
+        paid_at = decision.state.paid_at
+        for group in decision.placed_groups:
+            if paid_at and group.placed_at:
+                metrics.PAYMENT_TO_SUPPLIER_ORDER.observe(max((group.placed_at - paid_at).total_seconds(), 0.0))
+
+    def _outputs(self, message: Any, event: OrderEvent, decision: Decision) -> list[Output]:
+        store = decision.state.store_id.encode()
+        out: list[Output] = []
+        for command in decision.commands:
+            out.append((topics.ORDERS_COMMANDS, command.order_id.encode(), encode(command)))
+            metrics.ORDER_COMMANDS.labels(command.type.value).inc()
+        for notification in decision.notifications:
+            out.append((topics.NOTIFICATIONS, store, encode(notification)))
+        for show in decision.storefront:
+            out.append((topics.STOREFRONT_COMMANDS, store, encode(show)))
+        for alert in decision.alerts:
+            out.append((topics.ALERTS, store, encode(alert)))
+            metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
+        for reason in decision.refused:
+            out.append(self._dead_record(message, DeadLetterReason.INVALID_IN_STATE, reason, message.value or b""))
+        for parked, reason in decision.refused_events:
+            detail = f"event {parked.event_id} ({parked.type.value}) waited and was refused: {reason}"
+            out.append(self._dead_record(message, DeadLetterReason.INVALID_IN_STATE, detail, encode(parked)))
+        return out
+
+    # ------------------------------------------------------------------ #
+    # dead letters
+    # ------------------------------------------------------------------ #
+
+    def _dead_record(self, message: Any, reason: DeadLetterReason, detail: str, value: bytes) -> Output:
+        key = message.key
+        record = DeadLetter(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=None if key is None else base64.b64encode(key).decode(),
+            value=base64.b64encode(value).decode(),
+            reason=reason,
+            detail=detail[:2000],
+            refused_at=datetime.now(timezone.utc),
+        )
+        metrics.DEADLETTERS.labels(reason.value).inc()
+        log.warning(
+            "deadletter %s[%s]@%s: %s %s", message.topic, message.partition, message.offset, reason.value,
+            detail[:300].replace("\n", " "),
+        )
+        return (topics.DEADLETTER, message.topic.encode(), encode(record))
+
+    def dead(self, message: Any, reason: DeadLetterReason, detail: str) -> None:
+        topic, key, value = self._dead_record(message, reason, detail, message.value or b"")
+        self.outputs.add(topic, None, key, value)
+
+    # ------------------------------------------------------------------ #
+    # the table
+    # ------------------------------------------------------------------ #
+
+    @property
+    def changelog(self) -> str:
+        if self._changelog is None:
+            self._changelog = self.table.changelog_topic.get_topic_name()
+        return self._changelog
+
+    def _write(self, partition: int, key: str, state: OrderState, due: datetime | None, outbox: list[Output]) -> None:
+        plain = encode_record(state, due, [])
+        self.outputs.add(self.changelog, partition, key.encode(), encode_record(state, due, outbox) if outbox else plain)
+        self.table.data[key] = plain
+        if due is None:
+            self.next_due.pop(key, None)
+        else:
+            self.next_due[key] = due
+
+    def _rewrite(self, partition: int, key: str) -> None:
+        """The outbox of ``key`` is delivered (its input offset committed): drop it from the changelog."""
+        self.unsent.pop(key, None)
+        raw = self.table.data.get(key)
+        if raw is not None:
+            self.outputs.add(self.changelog, partition, key.encode(), raw)
+
+    def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
+        """Recovery (or a standby) read a record: index its deadline, note its outbox."""
+        if raw is None:
+            self.next_due.pop(key, None)
+            self.recovered.pop(key, None)
+            return
+        body = orjson.loads(raw)
+        due = body.get("due")
+        if due:
+            self.next_due[key] = datetime.fromisoformat(due)
+        else:
+            self.next_due.pop(key, None)
+        if body.get("outbox"):
+            self.recovered[key] = partition
+        else:
+            self.recovered.pop(key, None)
+
+    def active_partitions(self) -> set[int]:
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topics.ORDERS_EVENTS}
+
+    def partition_of(self, order_id: str) -> int:
+        return (murmur2(order_id.encode()) & 0x7FFFFFFF) % self.partitions
+
+    async def resend_recovered(self) -> int:
+        """Send again the outboxes of recovered records this worker owns; then drop them."""
+        active = self.active_partitions()
+        resent: list[tuple[int, str]] = []
+        for key, partition in list(self.recovered.items()):
+            if partition not in active:
+                continue
+            del self.recovered[key]
+            raw = self.table.data.get(key)
+            if raw is None:
+                continue
+            body = orjson.loads(raw)
+            for topic, out_key, value in record_outbox(body):
+                self.outputs.add(topic, None, out_key, value)
+            body["outbox"] = []
+            self.table.data[key] = orjson.dumps(body)
+            resent.append((partition, key))
+        if resent:
+            # Delivered first, then the records lose their outboxes.
+            await self.outputs.send(wait=True)
+            for partition, key in resent:
+                self.outputs.add(self.changelog, partition, key.encode(), self.table.data[key])
+            log.warning("sent again the outputs of %d recovered order transitions", len(resent))
+        return len(resent)
+
+    # ------------------------------------------------------------------ #
+    # deadlines and gauges
+    # ------------------------------------------------------------------ #
+
+    def scan_deadlines(self, now: datetime | None = None) -> int:
+        """Publish a TIMER event for every passed deadline of the orders this worker owns."""
+        now = now or datetime.now(timezone.utc)
+        clock = time.monotonic()
+        quiet = max(30.0, 6 * self.engine.settings.order_scan_interval)
+        self.fired = {k: v for k, v in self.fired.items() if clock - v < quiet}
+        active = self.active_partitions()
+        published = 0
+        for key, due in list(self.next_due.items()):
+            if due > now or self.partition_of(key) not in active:
+                continue
+            raw = self.table.data.get(key)
+            if raw is None:
+                continue
+            state = decode_record(raw)[1]
+            for deadline in deadlines(state, self.config):
+                if deadline.due_at > now:
+                    break
+                event_id = deadline.event_id(key)
+                if event_id in self.fired:
+                    continue
+                self.fired[event_id] = clock
+                self.outputs.add(topics.ORDERS_EVENTS, None, key.encode(), encode(deadline.timer(state, now)))
+                metrics.ORDER_TIMERS.labels(deadline.kind.value).inc()
+                published += 1
+        return published
+
+    def refresh_gauges(self) -> None:
+        active = self.active_partitions()
+        counts = {s.value: 0 for s in OrderStatus}
+        for key, raw in list(self.table.data.items()):
+            if self.partition_of(key) not in active:
+                continue
+            status = orjson.loads(raw).get("status")
+            if status in counts:
+                counts[status] += 1
+        for status, count in counts.items():
+            metrics.ORDERS_BY_STATUS.labels(status).set(count)
+        metrics.TABLE_ENTRIES.labels("orders").set(len(self.table.data))
+
+    def load(self, order_id: str) -> OrderState | None:
+        raw = self.table.data.get(order_id)
+        return None if raw is None else decode_record(raw)[1]
+
+
+def register(engine: Engine) -> OrderProcessor:
+    processor = OrderProcessor(engine)
+    app = engine.app
+    hook(app, processor.ledger)
+
+    @app.agent(engine.order_events, name="orders")
+    async def orders(stream: faust.StreamT) -> None:
+        outputs = engine.outputs
+        async for event in stream.events():
+            processor.handle(event)
+            if outputs.due():
+                await outputs.send()
+
+    table = engine.tables.orders
+
+    async def on_changelog_event(event: faust.EventT) -> None:
+        processor.on_changelog_record(event.key, event.message.partition, event.message.value)
+
+    table._on_changelog_event = on_changelog_event
+
+    @table.on_recover
+    async def resend_recovered() -> None:
+        await processor.resend_recovered()
+
+    @app.timer(interval=engine.settings.order_scan_interval)
+    async def scan_deadlines() -> None:
+        if not app.rebalancing:
+            processor.scan_deadlines()
+
+    @app.timer(interval=engine.settings.gauge_interval)
+    async def refresh_order_gauges() -> None:
+        processor.refresh_gauges()
+
+    return processor

@@ -1,0 +1,138 @@
+"""The orders agent on a real worker: events in, table state, commands and notifications out."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+from tests.harness import Worker, cli_publish, produce_raw, read_json, wait_for
+
+STORE = "shop-1"
+# Event times near now: the machine's deadlines run from them.
+T0 = datetime.now(timezone.utc)
+
+
+def at(second: int) -> str:
+    return (T0 + timedelta(seconds=second)).isoformat()
+
+
+def ev(kind: str, event_id: str, order: str, second: int, **body: Any) -> dict[str, Any]:
+    return {"type": kind, "event_id": event_id, "order_id": order, "store_id": STORE,
+            "occurred_at": at(second), **body}
+
+
+def created(order: str, providers: tuple[str, ...] = ("ALIEXPRESS", "CJ_DROPSHIPPING"), paid: bool = False) -> dict[str, Any]:
+    items = [
+        {"line_id": f"l{i}", "product_id": f"p{i}", "quantity": 2, "unit_price": "10.00", "provider": p,
+         "source_id": f"src-{i}"}
+        for i, p in enumerate(providers)
+    ]
+    return ev(
+        "ORDER_CREATED", f"{order}-created", order, 0, order_number="#1001",
+        customer={"name": "Ada", "email": "ada@example.com"},
+        shipping_address={"name": "Ada", "line1": "1 Main St", "city": "Springfield", "country_code": "US"},
+        items=items, subtotal="40.00", total="40.00", currency="USD",
+        payment_status="PAID" if paid else "PENDING",
+    )
+
+
+def order(worker: Worker, order_id: str) -> dict[str, Any] | None:
+    response = worker.get(f"/orders/{order_id}")
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def status_is(worker: Worker, order_id: str, status: str) -> Any:
+    return wait_for(
+        lambda: (o := order(worker, order_id)) is not None and o["status"] == status and o,
+        timeout=30, what=f"{order_id} {status}",
+    )
+
+
+def test_order_flows_through_the_machine(broker, spawn) -> None:  # type: ignore[no-untyped-def]
+    worker = spawn()
+    worker.wait_ready()
+    # The payment first: it waits for its order.
+    done = cli_publish(broker, "orders.events", [ev("PAYMENT_CONFIRMED", "o1-paid", "o1", 1), created("o1")])
+    assert done.returncode == 0, done.stderr.decode()
+    state = status_is(worker, "o1", "PROCESSING")
+    assert [g["status"] for g in state["groups"]] == ["PLACING", "PLACING"]
+
+    commands = wait_for(lambda: len(c := read_json(broker, "orders.commands")) >= 2 and c, what="commands")
+    assert sorted(c["group_id"] for c in commands) == ["ALIEXPRESS", "CJ_DROPSHIPPING"]
+    assert {c["idempotency_key"] for c in commands} == {g["idempotency_key"] for g in state["groups"]}
+
+    cli_publish(broker, "orders.events", [
+        ev("SUPPLIER_ORDER_PLACED", "o1-placed-a", "o1", 2, group_id="ALIEXPRESS", supplier_order_id="AE-1"),
+        ev("SUPPLIER_ORDER_PLACED", "o1-placed-c", "o1", 3, group_id="CJ_DROPSHIPPING", supplier_order_id="CJ-1"),
+        ev("TRACKING_RECEIVED", "o1-track-a", "o1", 4, group_id="ALIEXPRESS", tracking_number="LP00123456789012CN"),
+    ])
+    state = status_is(worker, "o1", "PARTIALLY_SHIPPED")
+    assert state["groups"][0]["tracking"]["carrier"] == "Cainiao"
+    notes = wait_for(lambda: read_json(broker, "notifications"), what="notification")
+    assert [n["kind"] for n in notes] == ["CUSTOMER_PARTIALLY_SHIPPED"]
+    assert notes[0]["recipient"] == "ada@example.com"
+    shows = read_json(broker, "storefront.commands")
+    assert [(s["group_id"], s["tracking_number"]) for s in shows] == [("ALIEXPRESS", "LP00123456789012CN")]
+
+    # Cancel after a shipment: refused by the view with the machine's reason.
+    refused = worker.post("/orders/o1/cancel")
+    assert refused.status_code == 409 and "after shipment" in refused.json()["error"]
+    # Retry of an order that needs none: refused too.
+    assert worker.post("/orders/o1/retry").status_code == 409
+    assert worker.get("/orders/nope").status_code == 404
+    history = [h["event"] for h in state["history"]]
+    assert history[:2] == ["ORDER_CREATED", "PAYMENT_CONFIRMED"]
+
+
+def test_bad_and_refused_events_go_to_deadletter(broker, spawn) -> None:  # type: ignore[no-untyped-def]
+    worker = spawn()
+    worker.wait_ready()
+    good = created("o2", providers=("SPOCKET",), paid=True)
+    records = [
+        (b"o2", orjson.dumps(good)),
+        (b"o2", b"{not json"),
+        (b"o2", orjson.dumps({**ev("PAYMENT_CONFIRMED", "x", "o2", 1), "type": "NOPE"})),
+        (b"other", orjson.dumps(ev("RETRY", "o2-retry-key", "o2", 2))),  # key is not the order id
+        (b"o2", orjson.dumps(ev("PAYMENT_CONFIRMED", "o2-paid-again", "o2", 3))),  # already paid
+        (b"o2", orjson.dumps(good)),  # duplicate: nothing at all
+    ]
+    asyncio.run(produce_raw(broker, "orders.events", records))
+    dead = wait_for(lambda: len(d := read_json(broker, "deadletter")) >= 4 and d, what="dead letters")
+    assert sorted(d["reason"] for d in dead) == ["INVALID_IN_STATE", "INVALID_JSON", "KEY_MISMATCH", "SCHEMA_VIOLATION"]
+    state = status_is(worker, "o2", "PROCESSING")
+    refused = [h for h in state["history"] if (h["note"] or "").startswith("refused")]
+    assert [h["event_id"] for h in refused] == ["o2-paid-again"]
+    assert len(read_json(broker, "orders.commands")) == 1
+
+
+def test_retryable_failure_is_retried_by_the_deadline_scanner(broker, spawn) -> None:  # type: ignore[no-untyped-def]
+    worker = spawn(OPS_ORDER_RETRY_BACKOFF="0.5,0.5", OPS_ORDER_SCAN_INTERVAL="0.2", OPS_ORDER_OUTCOME_TIMEOUT="1")
+    worker.wait_ready()
+    cli_publish(broker, "orders.events", [created("o3", providers=("ALIEXPRESS",), paid=True)])
+    status_is(worker, "o3", "PROCESSING")
+    # No outcome comes back: the command is re-issued with the same key after 1 s.
+    commands = wait_for(lambda: len(c := read_json(broker, "orders.commands")) >= 2 and c, what="re-issue")
+    assert len({c["idempotency_key"] for c in commands}) == 1 and commands[0]["attempt"] == commands[1]["attempt"] == 1
+    fail = lambda n: ev("SUPPLIER_ORDER_FAILED", f"o3-f{n}", "o3", 10 + n, group_id="ALIEXPRESS",  # noqa: E731
+                        error="HTTP 503", retryable=True, attempt=n)
+    for attempt in (1, 2, 3):
+        cli_publish(broker, "orders.events", [fail(attempt)])
+        if attempt < 3:
+            wait_for(lambda: any(c["attempt"] == attempt + 1 for c in read_json(broker, "orders.commands")),
+                     what=f"attempt {attempt + 1}")
+    state = status_is(worker, "o3", "INTERVENTION_REQUIRED")
+    assert "3 attempts failed" in state["reason"]
+    alerts = wait_for(lambda: [a for a in read_json(broker, "alerts") if a["type"] == "ORDER_ISSUE"], what="alert")
+    assert alerts[0]["metadata"]["order_id"] == "o3"
+    assert any(n["kind"] == "ADMIN_INTERVENTION" for n in read_json(broker, "notifications"))
+    # A person fixed it: RETRY from the web view re-issues the command.
+    retried = worker.post("/orders/o3/retry")
+    assert retried.status_code in (200, 202), retried.text
+    wait_for(lambda: any(c["attempt"] == 4 for c in read_json(broker, "orders.commands")), what="attempt 4")
+    assert status_is(worker, "o3", "PROCESSING")["groups"][0]["retries"] == 0

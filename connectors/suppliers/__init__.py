@@ -1,0 +1,1 @@
+"""Supplier adapters: one interface (``base.SupplierOrders``), one module per supplier API."""

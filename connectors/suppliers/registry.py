@@ -1,0 +1,225 @@
+"""Supplier accounts: read from the environment (never from topics), and the
+adapters built from them at process start-up.
+
+Variables (prefix ``OPS_``): ``ALIEXPRESS_BASE_URL``, ``ALIEXPRESS_APP_KEY``,
+``ALIEXPRESS_APP_SECRET``, ``ALIEXPRESS_ACCESS_TOKEN``, ``CJ_BASE_URL``,
+``CJ_ACCESS_TOKEN``, ``SPOCKET_BASE_URL``, ``SPOCKET_API_KEY``, the rates
+``ALIEXPRESS_RATE_PER_S`` (10), ``CJ_RATE_PER_S`` (1), ``SPOCKET_RATE_PER_S`` (5),
+the timeouts ``SUPPLIER_{CONNECT,READ,WRITE,POOL}_TIMEOUT`` and the breaker's
+``SUPPLIER_BREAKER_FAILURES`` / ``SUPPLIER_BREAKER_COOLDOWN_S``.
+
+``OPS_SUPPLIER_SECRETS_FILE`` names a JSON file holding any of the same
+settings, keys lowercased without the prefix (``{"cj_access_token": "..."}``);
+a variable set in the environment wins over the file. Secrets are
+``SecretStr``: they print as ``**********``.
+
+Nothing here runs at import: call ``SupplierAccounts.load()`` then
+``build_clients(accounts)`` when the process starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from connectors.suppliers import aliexpress, cj, spocket
+from connectors.suppliers.base import SupplierOrders
+from connectors.suppliers.http import CircuitBreaker
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "OPS_"
+SECRETS_FILE_VAR = "OPS_SUPPLIER_SECRETS_FILE"
+
+#: The settings a provider needs before it gets a client.
+CREDENTIALS: dict[str, list[str]] = {
+    aliexpress.PROVIDER: ["aliexpress_app_key", "aliexpress_app_secret", "aliexpress_access_token"],
+    cj.PROVIDER: ["cj_access_token"],
+    spocket.PROVIDER: ["spocket_api_key"],
+}
+
+
+class SupplierSettingsError(SystemExit):
+    """Raised with a readable message (never a secret's value) when the
+    supplier settings are invalid."""
+
+
+class _JsonSecretsSource(PydanticBaseSettingsSource):
+    """Settings from the JSON file named by ``OPS_SUPPLIER_SECRETS_FILE``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | os.PathLike[str] | None) -> None:
+        super().__init__(settings_cls)
+        self.path = Path(path) if path else None
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        try:
+            raw = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SupplierSettingsError(f"{SECRETS_FILE_VAR}={str(self.path)!r}: cannot read ({exc.strerror})") from None
+        try:
+            mode = self.path.stat().st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                log.warning("%s is readable by others (mode %o); chmod 600 it", SECRETS_FILE_VAR, mode & 0o777)
+        except OSError:
+            pass
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise SupplierSettingsError(f"{SECRETS_FILE_VAR}={str(self.path)!r}: not valid JSON") from None
+        if not isinstance(data, dict):
+            raise SupplierSettingsError(f"{SECRETS_FILE_VAR}={str(self.path)!r}: must hold a JSON object")
+        fields = self.settings_cls.model_fields
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            name = str(key).lower()
+            if name.startswith("ops_"):
+                name = name[4:]
+            if name == "supplier_secrets_file":
+                continue
+            if name in fields:
+                values[name] = value
+            else:
+                log.warning("%s: unknown key %r ignored", SECRETS_FILE_VAR, name)
+        return values
+
+
+class SupplierAccounts(BaseSettings):
+    """The supplier accounts of this deployment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    supplier_secrets_file: Path | None = Field(None, description="JSON file of supplier settings (env wins)")
+
+    aliexpress_base_url: str = Field(aliexpress.DEFAULT_BASE_URL, description="AliExpress Open Platform host")
+    aliexpress_app_key: str | None = Field(None, description="AliExpress app key")
+    aliexpress_app_secret: SecretStr | None = Field(None, description="AliExpress app secret (signs requests)")
+    aliexpress_access_token: SecretStr | None = Field(None, description="AliExpress seller access token")
+    aliexpress_rate_per_s: float = Field(10.0, gt=0, description="AliExpress requests per second")
+
+    cj_base_url: str = Field(cj.DEFAULT_BASE_URL, description="CJ Dropshipping API host")
+    cj_access_token: SecretStr | None = Field(None, description="CJ-Access-Token")
+    cj_rate_per_s: float = Field(1.0, gt=0, description="CJ requests per second")
+
+    spocket_base_url: str = Field(spocket.DEFAULT_BASE_URL, description="Spocket API host")
+    spocket_api_key: SecretStr | None = Field(None, description="Spocket API key (Bearer)")
+    spocket_rate_per_s: float = Field(5.0, gt=0, description="Spocket requests per second")
+
+    supplier_connect_timeout: float = Field(5.0, gt=0, description="supplier connect timeout, s")
+    supplier_read_timeout: float = Field(30.0, gt=0, description="supplier read timeout, s")
+    supplier_write_timeout: float = Field(10.0, gt=0, description="supplier write timeout, s")
+    supplier_pool_timeout: float = Field(5.0, gt=0, description="wait for a free connection, s")
+    supplier_breaker_failures: int = Field(5, ge=1, description="consecutive transport failures that open a circuit")
+    supplier_breaker_cooldown_s: float = Field(30.0, gt=0, description="how long an open circuit stays open, s")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
+        path = init_kwargs.get("supplier_secrets_file") or os.environ.get(SECRETS_FILE_VAR) or None
+        return (init_settings, env_settings, _JsonSecretsSource(settings_cls, path))
+
+    @classmethod
+    def load(cls) -> SupplierAccounts:
+        """Read and validate the environment (and the secrets file), or exit
+        with a message naming the variable, never showing a secret."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            lines = ["invalid supplier settings:"]
+            for err in exc.errors():
+                name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
+                lines.append(f"  {name}: {err['msg']}")
+            raise SupplierSettingsError("\n".join(lines)) from None
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=self.supplier_connect_timeout,
+            read=self.supplier_read_timeout,
+            write=self.supplier_write_timeout,
+            pool=self.supplier_pool_timeout,
+        )
+
+    def configured(self) -> list[str]:
+        """The providers with every credential set."""
+        return [provider for provider, missing in self._missing().items() if not missing]
+
+    def _missing(self) -> dict[str, list[str]]:
+        """Per provider, the credential variables not set (all of them: not configured)."""
+        return {p: [n for n in names if not _value(getattr(self, n))] for p, names in CREDENTIALS.items()}
+
+
+def _value(value: str | SecretStr | None) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value or ""
+
+
+def build_clients(accounts: SupplierAccounts) -> dict[str, SupplierOrders]:
+    """One adapter per configured provider, keyed by provider name. A provider
+    with only some of its credentials is a misconfiguration: it raises
+    ``SupplierSettingsError`` naming the missing variables."""
+    partial = {
+        provider: missing
+        for provider, missing in accounts._missing().items()
+        if 0 < len(missing) < len(CREDENTIALS[provider])
+    }
+    if partial:
+        names = ", ".join(ENV_PREFIX + n.upper() for missing in partial.values() for n in missing)
+        raise SupplierSettingsError(f"supplier credentials incomplete: set {names}")
+    configured = accounts.configured()
+
+    def breaker(provider: str) -> CircuitBreaker:
+        return CircuitBreaker(
+            provider, accounts.supplier_breaker_failures, accounts.supplier_breaker_cooldown_s
+        )
+
+    clients: dict[str, SupplierOrders] = {}
+    if aliexpress.PROVIDER in configured:
+        clients[aliexpress.PROVIDER] = aliexpress.AliExpressOrders(
+            accounts.aliexpress_base_url,
+            app_key=_value(accounts.aliexpress_app_key),
+            app_secret=_value(accounts.aliexpress_app_secret),
+            access_token=_value(accounts.aliexpress_access_token),
+            timeout=accounts.timeout,
+            rate_per_s=accounts.aliexpress_rate_per_s,
+            breaker=breaker(aliexpress.PROVIDER),
+        )
+    if cj.PROVIDER in configured:
+        clients[cj.PROVIDER] = cj.CJOrders(
+            accounts.cj_base_url,
+            access_token=_value(accounts.cj_access_token),
+            timeout=accounts.timeout,
+            rate_per_s=accounts.cj_rate_per_s,
+            breaker=breaker(cj.PROVIDER),
+        )
+    if spocket.PROVIDER in configured:
+        clients[spocket.PROVIDER] = spocket.SpocketOrders(
+            accounts.spocket_base_url,
+            api_key=_value(accounts.spocket_api_key),
+            timeout=accounts.timeout,
+            rate_per_s=accounts.spocket_rate_per_s,
+            breaker=breaker(spocket.PROVIDER),
+        )
+    log.info("supplier clients: %s", ", ".join(sorted(clients)) or "none")
+    return clients

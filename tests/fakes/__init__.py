@@ -1,0 +1,1 @@
+"""Fakes of the outside world that speak real protocols (HTTP on loopback)."""

@@ -1,0 +1,947 @@
+"""A fake supplier: one real HTTP server on loopback speaking the order APIs of
+AliExpress (``/aliexpress/sync``), CJ Dropshipping (``/cj/api2.0/v1/...``) and
+Spocket (``/spocket/api/v1/...``), as the adapters in ``connectors/suppliers``
+expect them.
+
+Like a real supplier it does **not** deduplicate: a second create with the same
+reference records a second order, and ``GET /_admin/orders`` counts them (that
+is what the executor must prevent). It checks credentials (the AliExpress
+signature too) and can fail order creates on purpose, with a rate and a seed:
+
+* ``500``               answer 500 before recording anything;
+* ``timeout``           sleep ``timeout_sleep_s`` (longer than the client's read
+                        timeout), record nothing;
+* ``429``               answer 429 with ``Retry-After: retry_after``;
+* ``500_after_record``  record the order, then answer 500.
+
+Tracking: an order gets its tracking number ``tracking_delay_s`` after its
+creation (default 0: on the first query); from then on it counts as shipped and
+can no longer be cancelled. With ``delivered_after_s`` it is delivered that long
+after creation. Numbers look real: Cainiao ``LP…CN``, Yanwen ``YT…``, CJPacket
+``CJPKL…``, USPS ``9400…``.
+
+In a test (in-process, a background thread)::
+
+    with FakeSupplierServer(seed=1) as fake:
+        fake.base_url("ALIEXPRESS")        # http://127.0.0.1:PORT/aliexpress
+        fake.configure(next_failures=["429"])
+        fake.orders()                      # == GET /_admin/orders
+
+As a process::
+
+    python -m tests.fakes.supplier_server --port 0 --failure-rate 0.3 --seed 7 --state-file F
+
+prints ``READY http://127.0.0.1:PORT`` once listening (``SupplierServerProcess``
+does this for a test). Admin (JSON): ``GET /_admin/orders``, ``GET|POST
+/_admin/config``, ``POST /_admin/reset``, ``GET /_admin/health``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+ALIEXPRESS, CJ, SPOCKET = "ALIEXPRESS", "CJ_DROPSHIPPING", "SPOCKET"
+PREFIXES = {ALIEXPRESS: "/aliexpress", CJ: "/cj", SPOCKET: "/spocket"}
+KINDS = ("500", "timeout", "429", "500_after_record")
+_KIND_ALIASES = {
+    "500-after-record": "500_after_record",
+    "500 after recording": "500_after_record",
+    "500_after": "500_after_record",
+    "500-before-record": "500",
+    "500_before_record": "500",
+}
+MAX_BODY = 1024 * 1024
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class FakeCredentials:
+    """What the fake accepts; give the same to the adapters."""
+
+    aliexpress_app_key: str = "fake-ae-app-key"
+    aliexpress_app_secret: str = "fake-ae-app-secret"
+    aliexpress_access_token: str = "fake-ae-access-token"
+    cj_access_token: str = "fake-cj-access-token"
+    spocket_api_key: str = "fake-spocket-api-key"
+
+
+@dataclass
+class FakeConfig:
+    failure_rate: float = 0.0
+    kinds: list[str] = field(default_factory=lambda: list(KINDS))
+    seed: int | None = None
+    retry_after: float = 1.0
+    timeout_sleep_s: float = 2.0
+    tracking_delay_s: float = 0.0
+    delivered_after_s: float | None = None
+    #: forced failures for the next creates, in order (then the rate applies)
+    next_failures: list[str] = field(default_factory=list)
+    #: providers whose creates may fail (None: all)
+    failure_providers: list[str] | None = None
+
+    def validate(self) -> None:
+        if not 0.0 <= self.failure_rate <= 1.0:
+            raise ValueError("failure_rate must be in [0, 1]")
+        self.kinds = [_kind(k) for k in self.kinds]
+        self.next_failures = [_kind(k) for k in self.next_failures]
+        if self.failure_providers is not None:
+            unknown = set(self.failure_providers) - set(PREFIXES)
+            if unknown:
+                raise ValueError(f"unknown providers {sorted(unknown)}")
+        for name in ("retry_after", "timeout_sleep_s", "tracking_delay_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+
+def _kind(value: str) -> str:
+    kind = _KIND_ALIASES.get(str(value).strip().lower(), str(value).strip().lower())
+    if kind not in KINDS:
+        raise ValueError(f"unknown failure kind {value!r} (one of {', '.join(KINDS)})")
+    return kind
+
+
+# --------------------------------------------------------------------------- #
+# State
+# --------------------------------------------------------------------------- #
+
+
+class SupplierState:
+    """Recorded orders, the failure plan and counters; thread-safe."""
+
+    def __init__(self, config: FakeConfig, state_file: Path | None = None) -> None:
+        config.validate()
+        self.lock = threading.RLock()
+        self.initial = FakeConfig(**asdict(config))
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.state_file = state_file
+        self.orders: list[dict[str, Any]] = []
+        self.seq = 0
+        self.stats: dict[str, Any] = {}
+        self._reset_stats()
+        self._load()
+
+    def _reset_stats(self) -> None:
+        self.stats = {
+            "requests": 0,
+            "creates_received": 0,
+            "creates_recorded": 0,
+            "failures_injected": {k: 0 for k in KINDS},
+            "auth_failures": 0,
+        }
+
+    def count(self, name: str) -> None:
+        with self.lock:
+            self.stats[name] += 1
+
+    # -- persistence
+    def _load(self) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        data = json.loads(self.state_file.read_text())
+        self.orders = list(data.get("orders", []))
+        self.seq = int(data.get("seq", len(self.orders)))
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        tmp.write_text(json.dumps({"seq": self.seq, "orders": self.orders}))
+        os.replace(tmp, self.state_file)
+
+    # -- failures
+    def next_failure(self, provider: str) -> str | None:
+        with self.lock:
+            cfg = self.config
+            self.stats["creates_received"] += 1
+            if cfg.next_failures:
+                kind = cfg.next_failures.pop(0)
+            elif cfg.failure_providers is not None and provider not in cfg.failure_providers:
+                kind = None
+            elif cfg.failure_rate > 0 and cfg.kinds and self.rng.random() < cfg.failure_rate:
+                kind = self.rng.choice(cfg.kinds)
+            else:
+                kind = None
+            if kind:
+                self.stats["failures_injected"][kind] += 1
+            return kind
+
+    # -- orders
+    def create(self, provider: str, reference: str, detail: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            self.seq += 1
+            seq = self.seq
+            if provider == ALIEXPRESS:
+                order_id = str(8180000000000000 + seq)
+            elif provider == CJ:
+                order_id = str(2108000000000000000 + seq)
+            else:
+                order_id = f"spk_{seq:010d}"
+            number, carrier, service, url = _tracking_for(provider, order_id, self.config.seed)
+            order = {
+                "provider": provider,
+                "reference": reference,
+                "supplier_order_id": order_id,
+                "created_at": time.time(),
+                "cancelled": False,
+                "tracking_number": number,
+                "carrier": carrier,
+                "logistics_service": service,
+                "tracking_url": url,
+                "tracking_delay_s": self.config.tracking_delay_s,
+                "delivered_after_s": self.config.delivered_after_s,
+                **detail,
+            }
+            self.orders.append(order)
+            self.stats["creates_recorded"] += 1
+            self._save()
+            return order
+
+    def by_reference(self, provider: str, reference: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [o for o in self.orders if o["provider"] == provider and o["reference"] == reference]
+
+    def by_id(self, provider: str, order_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            for order in self.orders:
+                if order["provider"] == provider and order["supplier_order_id"] == order_id:
+                    return order
+            return None
+
+    def by_tracking(self, provider: str, number: str) -> dict[str, Any] | None:
+        with self.lock:
+            for order in self.orders:
+                if order["provider"] == provider and order["tracking_number"] == number and shipped(order):
+                    return order
+            return None
+
+    def cancel(self, order: dict[str, Any]) -> bool:
+        with self.lock:
+            if order["cancelled"]:
+                return True
+            if shipped(order):
+                return False
+            order["cancelled"] = True
+            self._save()
+            return True
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            counts: dict[tuple[str, str], list[str]] = {}
+            for order in self.orders:
+                counts.setdefault((order["provider"], order["reference"]), []).append(order["supplier_order_id"])
+            orders = [
+                {
+                    "provider": o["provider"],
+                    "reference": o["reference"],
+                    "supplier_order_id": o["supplier_order_id"],
+                    "created_at": o["created_at"],
+                    "cancelled": o["cancelled"],
+                    "status": status_word(o),
+                    "tracking_number": o["tracking_number"] if shipped(o) else None,
+                    "created_count": len(counts[(o["provider"], o["reference"])]),
+                }
+                for o in self.orders
+            ]
+            by_ref = [
+                {"provider": p, "reference": r, "count": len(ids), "supplier_order_ids": ids}
+                for (p, r), ids in counts.items()
+            ]
+            return {
+                "orders": orders,
+                "by_reference": by_ref,
+                "duplicates": [row for row in by_ref if row["count"] > 1],
+                "stats": json.loads(json.dumps(self.stats)),
+            }
+
+    def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            data = asdict(self.config)
+            unknown = set(changes) - set(data)
+            if unknown:
+                raise ValueError(f"unknown settings {sorted(unknown)}")
+            data.update(changes)
+            new = FakeConfig(**data)
+            new.validate()
+            if "seed" in changes:
+                self.rng = random.Random(new.seed)
+            self.config = new
+            return asdict(new)
+
+    def reset(self, keep_config: bool = False) -> None:
+        with self.lock:
+            self.orders.clear()
+            self._reset_stats()
+            if not keep_config:
+                self.config = FakeConfig(**asdict(self.initial))
+                self.rng = random.Random(self.config.seed)
+            self._save()  # seq keeps growing: ids are never reused
+
+
+def _digits(seed: Any, order_id: str, n: int) -> str:
+    value = int.from_bytes(hashlib.sha256(f"{seed}|{order_id}".encode()).digest(), "big")
+    return str(value)[-n:].rjust(n, "0")
+
+
+def _tracking_for(provider: str, order_id: str, seed: Any) -> tuple[str, str, str, str]:
+    if provider == ALIEXPRESS:
+        if int(_digits(seed, order_id, 1)) % 2 == 0:
+            number = f"LP00{_digits(seed, order_id, 12)}CN"
+            return number, "Cainiao", "CAINIAO_STANDARD", f"https://global.cainiao.com/detail.htm?mailNoList={number}"
+        number = f"YT{_digits(seed, order_id, 16)}"
+        return number, "Yanwen", "YANWEN_JYT", f"https://track.yw56.com.cn/en/querydel?nums={number}"
+    if provider == CJ:
+        number = f"CJPKL{_digits(seed, order_id, 10)}YQ"
+        return number, "CJPacket Ordinary", "CJPacket Ordinary", f"https://www.17track.net/en/track?nums={number}"
+    number = f"9400{_digits(seed, order_id, 18)}"
+    return number, "USPS", "USPS", f"https://tools.usps.com/go/TrackConfirmAction?tLabels={number}"
+
+
+def shipped(order: dict[str, Any]) -> bool:
+    return not order["cancelled"] and time.time() - order["created_at"] >= order["tracking_delay_s"]
+
+
+def delivered(order: dict[str, Any]) -> bool:
+    after = order.get("delivered_after_s")
+    return shipped(order) and after is not None and time.time() - order["created_at"] >= after
+
+
+_WORDS = {
+    ALIEXPRESS: ("PLACE_ORDER_SUCCESS", "WAIT_BUYER_ACCEPT_GOODS", "FINISH", "IN_CANCEL"),
+    CJ: ("CREATED", "SHIPPED", "DELIVERED", "CANCELLED"),
+    SPOCKET: ("pending", "shipped", "delivered", "cancelled"),
+}
+
+
+def status_word(order: dict[str, Any]) -> str:
+    placed, sent, done, cancelled = _WORDS[order["provider"]]
+    if order["cancelled"]:
+        return cancelled
+    if delivered(order):
+        return done
+    return sent if shipped(order) else placed
+
+
+def ae_sign(params: dict[str, str], secret: str) -> str:
+    """The fake's own implementation of AliExpress signing (independent of the adapter's)."""
+    message = "".join(k + params[k] for k in sorted(params) if k != "sign")
+    return hmac.new(secret.encode("utf-8"), message.encode("utf-8"), hashlib.sha256).hexdigest().upper()
+
+
+# --------------------------------------------------------------------------- #
+# HTTP
+# --------------------------------------------------------------------------- #
+
+
+class _Reply(Exception):
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.0"  # one request per connection: a stopped fake refuses at once
+    server_version = "FakeSupplier/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        if os.environ.get("FAKE_SUPPLIER_LOG"):
+            super().log_message(format, *args)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    # -----------------------------------------------------------------------
+
+    def _handle(self, method: str) -> None:
+        state = self.server.state
+        state.count("requests")
+        parts = urlsplit(self.path)
+        path, query = parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                raise _Reply(413, {"error": "body too large"})
+            self.raw = self.rfile.read(length) if length > 0 else b""
+            if path.startswith("/_admin/"):
+                self._admin(method, path)
+            elif path == "/aliexpress/sync" and method == "POST":
+                self._aliexpress(query)
+            elif path.startswith("/cj/api2.0/v1/"):
+                self._cj(method, path[len("/cj/api2.0/v1") :], query)
+            elif path.startswith("/spocket/api/v1/"):
+                self._spocket(method, path[len("/spocket/api/v1") :], query)
+            else:
+                raise _Reply(404, {"error": "not_found", "message": f"no route {method} {path}"})
+        except _Reply as reply:
+            self._send(reply.status, reply.body, reply.headers)
+        except Exception as exc:  # a bug in the fake: say so loudly
+            self._send(500, {"error": "fake_bug", "message": repr(exc)})
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json;charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (the timeout failure)
+
+    def _json(self) -> Any:
+        try:
+            return json.loads(self.raw or b"null")
+        except ValueError:
+            raise _Reply(400, {"error": "bad_json", "message": "body is not JSON"}) from None
+
+    def _inject(self, provider: str, error_body: Any) -> str | None:
+        """Apply the failure plan to a create. Returns ``500_after_record`` when
+        the caller must record and then fail; raises for the other kinds."""
+        state = self.server.state
+        kind = state.next_failure(provider)
+        if kind == "500":
+            raise _Reply(500, error_body)
+        if kind == "429":
+            after = state.config.retry_after
+            seconds = str(int(after)) if float(after).is_integer() else str(after)
+            raise _Reply(429, {"error": "too_many_requests", "message": "Too Many Requests"}, {"Retry-After": seconds})
+        if kind == "timeout":
+            time.sleep(state.config.timeout_sleep_s)
+            raise _Reply(504, error_body)
+        return kind
+
+    # --------------------------------------------------------------- admin
+
+    def _admin(self, method: str, path: str) -> None:
+        state = self.server.state
+        if path == "/_admin/health":
+            raise _Reply(200, {"ok": True})
+        if path == "/_admin/orders" and method == "GET":
+            raise _Reply(200, state.snapshot())
+        if path == "/_admin/config" and method == "GET":
+            raise _Reply(200, asdict(state.config))
+        if path == "/_admin/config" and method == "POST":
+            body = self._json() or {}
+            if not isinstance(body, dict):
+                raise _Reply(400, {"error": "expected a JSON object"})
+            try:
+                raise _Reply(200, state.configure(body))
+            except (TypeError, ValueError) as exc:
+                raise _Reply(400, {"error": "bad_config", "message": str(exc)}) from None
+        if path == "/_admin/reset" and method == "POST":
+            body = self._json() or {}
+            state.reset(keep_config=bool(isinstance(body, dict) and body.get("keep_config")))
+            raise _Reply(200, {"ok": True})
+        raise _Reply(404, {"error": "not_found"})
+
+    # ----------------------------------------------------------- aliexpress
+
+    def _aliexpress(self, query: dict[str, str]) -> None:
+        creds, state = self.server.credentials, self.server.state
+        params = dict(query)
+        params.update(dict(parse_qsl(self.raw.decode("utf-8", "replace"), keep_blank_values=True)))
+        request_id = uuid.uuid4().hex[:13]
+
+        def error(code: str, msg: str, kind: str = "ISV") -> _Reply:
+            return _Reply(200, {"error_response": {"type": kind, "code": code, "msg": msg, "request_id": request_id}})
+
+        app_key, sign = params.get("app_key", ""), params.get("sign", "")
+        if not hmac.compare_digest(app_key.encode(), creds.aliexpress_app_key.encode()):
+            state.count("auth_failures")
+            raise error("InvalidAppKey", "The app key is invalid")
+        if params.get("sign_method") != "sha256" or not sign:
+            state.count("auth_failures")
+            raise error("IncompleteSignature", "sign_method must be sha256 and sign present")
+        if not hmac.compare_digest(sign.encode(), ae_sign(params, creds.aliexpress_app_secret).encode()):
+            state.count("auth_failures")
+            raise error("IncompleteSignature", "The request signature does not conform to platform standards")
+        try:
+            skew = abs(time.time() - int(params.get("timestamp", "0")) / 1000)
+        except ValueError:
+            skew = float("inf")
+        if skew > 900:
+            raise error("InvalidTimestamp", "timestamp is missing or too far from the server's time")
+        token = params.get("access_token") or params.get("session") or ""
+        if not hmac.compare_digest(token.encode(), creds.aliexpress_access_token.encode()):
+            state.count("auth_failures")
+            raise error("IllegalAccessToken", "The specified access token is invalid or expired")
+
+        method = params.get("method", "")
+        key = method.replace(".", "_") + "_response"
+        if method == "aliexpress.trade.buy.placeorder":
+            raise _Reply(200, {key: {"result": self._ae_place(params), "request_id": request_id}})
+        if method == "aliexpress.trade.ds.order.get":
+            raw_query = params.get("single_order_query") or "{}"
+            try:
+                q = json.loads(raw_query)
+            except ValueError:
+                raise error("MissingParameter", "single_order_query must be JSON") from None
+            if q.get("order_id") not in (None, ""):
+                order = state.by_id(ALIEXPRESS, str(q["order_id"]))
+            elif q.get("out_order_id"):
+                found = state.by_reference(ALIEXPRESS, str(q["out_order_id"]))
+                order = found[0] if found else None
+            else:
+                raise error("MissingParameter", "order_id or out_order_id is required")
+            if order is None:
+                raise _Reply(200, {key: {"rsp_code": 404, "rsp_msg": "order not found", "request_id": request_id}})
+            result = {
+                "order_id": int(order["supplier_order_id"]),
+                "out_order_id": order["reference"],
+                "order_status": status_word(order),
+                "logistics_status": "SELLER_SEND_GOODS" if shipped(order) else "NO_LOGISTICS",
+                "gmt_create": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(order["created_at"])),
+                "receipt_address": {"country": order.get("country")},
+                "logistics_info_list": {
+                    "ae_order_logistics_info": (
+                        [{"logistics_no": order["tracking_number"], "logistics_service": order["logistics_service"]}]
+                        if shipped(order)
+                        else []
+                    )
+                },
+            }
+            raise _Reply(200, {key: {"result": result, "rsp_code": 200, "request_id": request_id}})
+        if method == "aliexpress.logistics.ds.trackinginfo.query":
+            order = state.by_tracking(ALIEXPRESS, params.get("logistics_no", ""))
+            if order is None:
+                raise _Reply(200, {key: {"result_success": False, "error_desc": "no tracking information yet"}})
+            events = [{"event_desc": "Accepted by carrier", "status": "PICKEDUP", "event_date": "", "address": "CN"}]
+            if delivered(order):
+                events.append({"event_desc": "Delivered", "status": "DELIVERED", "event_date": "", "address": ""})
+            raise _Reply(
+                200,
+                {
+                    key: {
+                        "result_success": True,
+                        "official_website": order["tracking_url"],
+                        "details": {"details": events},
+                        "request_id": request_id,
+                    }
+                },
+            )
+        if method == "aliexpress.trade.ds.order.cancel":
+            order = state.by_id(ALIEXPRESS, params.get("order_id", ""))
+            if order is None:
+                raise error("isv.order-not-found", "order not found")
+            if state.cancel(order):
+                raise _Reply(200, {key: {"result": {"is_success": True}, "request_id": request_id}})
+            result = {
+                "is_success": False,
+                "error_code": "ORDER_STATUS_NOT_SUPPORT_CANCEL",
+                "error_msg": "the order has shipped",
+            }
+            raise _Reply(200, {key: {"result": result, "request_id": request_id}})
+        raise error("InvalidApiPath", f"The specified API {method!r} is not found")
+
+    def _ae_place(self, params: dict[str, str]) -> dict[str, Any]:
+        try:
+            dto = json.loads(params.get("param_place_order_request4_open_api_d_t_o") or "")
+        except ValueError:
+            return {"is_success": False, "error_code": "PARAM_ERROR", "error_msg": "request DTO is not JSON"}
+        address = dto.get("logistics_address") or {}
+        items = dto.get("product_items") or []
+        if not all(address.get(k) for k in ("address", "city", "country", "contact_person")):
+            return {
+                "is_success": False,
+                "error_code": "B_DROPSHIPPER_DELIVERY_ADDRESS_VALIDATE_FAIL",
+                "error_msg": "address, city, country and contact_person are required",
+            }
+        if not items or not all(i.get("product_id") and int(i.get("product_count") or 0) >= 1 for i in items):
+            return {"is_success": False, "error_code": "PRODUCT_ITEMS_INVALID", "error_msg": "no valid product item"}
+        kind = self._inject(ALIEXPRESS, {"error": "internal", "message": "Internal Server Error"})
+        order = self.server.state.create(
+            ALIEXPRESS, str(dto.get("out_order_id") or ""), {"lines": len(items), "country": address.get("country")}
+        )
+        if kind == "500_after_record":
+            raise _Reply(500, {"error": "internal", "message": "Internal Server Error"})
+        return {"is_success": True, "order_list": {"number": [int(order["supplier_order_id"])]}}
+
+    # ------------------------------------------------------------------ cj
+
+    def _cj(self, method: str, path: str, query: dict[str, str]) -> None:
+        state = self.server.state
+        token = self.headers.get("CJ-Access-Token") or ""
+        if not hmac.compare_digest(token.encode(), self.server.credentials.cj_access_token.encode()):
+            state.count("auth_failures")
+            raise _Reply(401, _cj_body(1600001, "Invalid API key or access token", None))
+        if path == "/shopping/order/createOrderV2" and method == "POST":
+            body = self._json()
+            if not isinstance(body, dict):
+                raise _Reply(200, _cj_body(1600100, "Param error: body must be an object", None))
+            products = body.get("products") or []
+            missing = [k for k in ("orderNumber", "shippingCountryCode", "shippingCustomerName", "shippingAddress")
+                       if not body.get(k)]
+            if missing:
+                raise _Reply(200, _cj_body(1600100, f"Param error: {', '.join(missing)} required", None))
+            if not products or not all(p.get("vid") and int(p.get("quantity") or 0) >= 1 for p in products):
+                raise _Reply(200, _cj_body(1600100, "Param error: products invalid", None))
+            kind = self._inject(CJ, _cj_body(500, "Internal Server Error", None))
+            order = state.create(CJ, str(body["orderNumber"]), {"lines": len(products),
+                                                                "country": body["shippingCountryCode"]})
+            if kind == "500_after_record":
+                raise _Reply(500, _cj_body(500, "Internal Server Error", None))
+            raise _Reply(200, _cj_body(200, "Success", _cj_order(order, full=False)))
+        if path == "/shopping/order/getOrderDetail" and method == "GET":
+            if query.get("orderId"):
+                order = state.by_id(CJ, query["orderId"])
+            elif query.get("orderNumber"):
+                found = state.by_reference(CJ, query["orderNumber"])
+                order = found[0] if found else None
+            else:
+                raise _Reply(200, _cj_body(1600100, "Param error: orderId is required", None))
+            if order is None:
+                raise _Reply(200, _cj_body(1603001, "Order does not exist", None))
+            raise _Reply(200, _cj_body(200, "Success", _cj_order(order, full=True)))
+        if path == "/logistic/trackInfo" and method == "GET":
+            order = state.by_tracking(CJ, query.get("trackNumber", ""))
+            data = []
+            if order is not None:
+                data.append(
+                    {
+                        "trackingNumber": order["tracking_number"],
+                        "logisticName": order["carrier"],
+                        "trackingFrom": "CN",
+                        "trackingTo": order.get("country"),
+                        "trackingStatus": "Delivered" if delivered(order) else "In transit",
+                        "deliveryDay": "7-12",
+                    }
+                )
+            raise _Reply(200, _cj_body(200, "Success", data))
+        if path == "/shopping/order/deleteOrder" and method == "DELETE":
+            order = state.by_id(CJ, query.get("orderId", ""))
+            if order is None:
+                raise _Reply(200, _cj_body(1603001, "Order does not exist", None))
+            if not state.cancel(order):
+                raise _Reply(200, _cj_body(1603002, "Order status does not support deletion (shipped)", None))
+            raise _Reply(200, _cj_body(200, "Success", order["supplier_order_id"]))
+        raise _Reply(404, _cj_body(404, f"no route {method} {path}", None))
+
+    # ------------------------------------------------------------- spocket
+
+    def _spocket(self, method: str, path: str, query: dict[str, str]) -> None:
+        state = self.server.state
+        auth = self.headers.get("Authorization") or ""
+        expected = f"Bearer {self.server.credentials.spocket_api_key}"
+        if not hmac.compare_digest(auth.encode(), expected.encode()):
+            state.count("auth_failures")
+            raise _Reply(401, {"error": "unauthorized", "message": "invalid or missing API key"})
+        segments = [s for s in path.split("/") if s]
+        if segments == ["orders"] and method == "POST":
+            body = self._json()
+            if not isinstance(body, dict):
+                raise _Reply(422, {"error": "validation_failed", "message": "body must be an object"})
+            items = body.get("line_items") or []
+            address = body.get("shipping_address") or {}
+            problems = []
+            if not body.get("external_id"):
+                problems.append("external_id is required")
+            if not items or not all(i.get("product_id") and int(i.get("quantity") or 0) >= 1 for i in items):
+                problems.append("line_items are invalid")
+            if not all(address.get(k) for k in ("name", "address1", "city", "country_code")):
+                problems.append("shipping_address is incomplete")
+            if problems:
+                raise _Reply(422, {"error": "validation_failed", "message": "; ".join(problems)})
+            kind = self._inject(SPOCKET, {"error": "internal", "message": "Internal Server Error"})
+            order = state.create(SPOCKET, str(body["external_id"]), {"lines": len(items),
+                                                                    "country": address.get("country_code")})
+            if kind == "500_after_record":
+                raise _Reply(500, {"error": "internal", "message": "Internal Server Error"})
+            raise _Reply(201, {"order": _spocket_order(order, fresh=True)})
+        if segments == ["orders"] and method == "GET":
+            ref = query.get("external_id")
+            with state.lock:
+                orders = [o for o in state.orders if o["provider"] == SPOCKET and (ref is None or o["reference"] == ref)]
+            raise _Reply(200, {"orders": [_spocket_order(o) for o in orders]})
+        if len(segments) == 2 and segments[0] == "orders" and method == "GET":
+            order = state.by_id(SPOCKET, segments[1])
+            if order is None:
+                raise _Reply(404, {"error": "not_found", "message": "order not found"})
+            raise _Reply(200, {"order": _spocket_order(order)})
+        if len(segments) == 3 and segments[0] == "orders" and segments[2] == "cancel" and method == "POST":
+            order = state.by_id(SPOCKET, segments[1])
+            if order is None:
+                raise _Reply(404, {"error": "not_found", "message": "order not found"})
+            if not state.cancel(order):
+                raise _Reply(422, {"error": "order_shipped", "message": "the order has shipped"})
+            raise _Reply(200, {"order": _spocket_order(order)})
+        raise _Reply(404, {"error": "not_found", "message": f"no route {method} {path}"})
+
+
+def _cj_body(code: int, message: str, data: Any) -> dict[str, Any]:
+    return {"code": code, "result": code == 200, "message": message, "data": data, "requestId": uuid.uuid4().hex}
+
+
+def _cj_order(order: dict[str, Any], *, full: bool) -> dict[str, Any]:
+    data = {
+        "orderId": order["supplier_order_id"],
+        "orderNumber": order["reference"],
+        "orderStatus": status_word(order) if full else _WORDS[CJ][0],
+    }
+    if full:
+        data["trackNumber"] = order["tracking_number"] if shipped(order) else None
+        data["logisticName"] = order["carrier"]
+        data["shippingCountryCode"] = order.get("country")
+    return data
+
+
+def _spocket_order(order: dict[str, Any], *, fresh: bool = False) -> dict[str, Any]:
+    """``fresh``: the answer to its create (placed, no tracking yet)."""
+    tracking = None
+    if shipped(order) and not fresh:
+        tracking = {
+            "number": order["tracking_number"],
+            "carrier": order["carrier"],
+            "url": order["tracking_url"],
+            "status": "delivered" if delivered(order) else "in_transit",
+        }
+    return {
+        "id": order["supplier_order_id"],
+        "external_id": order["reference"],
+        "status": _WORDS[SPOCKET][0] if fresh else status_word(order),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(order["created_at"]))
+        + f".{int(order['created_at'] * 1e6) % 1_000_000:06d}Z",
+        "tracking": tracking,
+    }
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], state: SupplierState, credentials: FakeCredentials) -> None:
+        self.state = state
+        self.credentials = credentials
+        super().__init__(address, _Handler)
+
+
+# --------------------------------------------------------------------------- #
+# Running it
+# --------------------------------------------------------------------------- #
+
+
+class _Admin:
+    """The admin endpoints over HTTP (for a fake in another process)."""
+
+    url: str
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"{method} {path}: {exc.code} {exc.read()[:300]!r}") from None
+
+    def base_url(self, provider: str) -> str:
+        """The adapter's ``base_url`` for ``provider`` (ALIEXPRESS, CJ_DROPSHIPPING, SPOCKET)."""
+        return self.url + PREFIXES[provider]
+
+    def orders(self) -> dict[str, Any]:
+        return self._call("GET", "/_admin/orders")
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        return self._call("POST", "/_admin/config", changes)
+
+    def reset(self, keep_config: bool = False) -> None:
+        self._call("POST", "/_admin/reset", {"keep_config": keep_config})
+
+
+class FakeSupplierServer(_Admin):
+    """The fake in this process, served from a background thread."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        failure_rate: float = 0.0,
+        seed: int | None = None,
+        kinds: list[str] | tuple[str, ...] = KINDS,
+        state_file: str | os.PathLike[str] | None = None,
+        credentials: FakeCredentials | None = None,
+        **config: Any,
+    ) -> None:
+        cfg = FakeConfig(failure_rate=failure_rate, seed=seed, kinds=list(kinds), **config)
+        self.state = SupplierState(cfg, Path(state_file) if state_file else None)
+        self.credentials = credentials or FakeCredentials()
+        self.host, self.port = host, port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:  # type: ignore[override]
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> FakeSupplierServer:
+        self._server = _Server((self.host, self.port), self.state, self.credentials)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-supplier", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening: new connections are refused from now on."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeSupplierServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # direct (no HTTP) versions of the admin endpoints
+    def orders(self) -> dict[str, Any]:
+        return self.state.snapshot()
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        return self.state.configure(changes)
+
+    def reset(self, keep_config: bool = False) -> None:
+        self.state.reset(keep_config)
+
+
+class SupplierServerProcess(_Admin):
+    """The fake as a separate process (``python -m tests.fakes.supplier_server``)."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        failure_rate: float = 0.0,
+        seed: int | None = None,
+        state_file: str | os.PathLike[str] | None = None,
+        kinds: list[str] | tuple[str, ...] | None = None,
+        extra_args: list[str] | None = None,
+        startup_timeout: float = 15.0,
+    ) -> None:
+        self.args = [sys.executable, "-m", "tests.fakes.supplier_server", "--port", str(port)]
+        self.args += ["--failure-rate", str(failure_rate)]
+        if seed is not None:
+            self.args += ["--seed", str(seed)]
+        if state_file is not None:
+            self.args += ["--state-file", str(state_file)]
+        if kinds is not None:
+            self.args += ["--kinds", ",".join(kinds)]
+        self.args += extra_args or []
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> SupplierServerProcess:
+        self.proc = subprocess.Popen(
+            self.args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(self.startup_timeout)
+        if not line or not line[0].startswith("READY "):
+            self.kill()
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"fake supplier did not start: {line!r} {err[-2000:]}")
+        self.url = line[0].split()[1]
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL: a supplier crash (what the state file survives)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self) -> SupplierServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
+            if stream:
+                stream.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.supplier_server", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    parser.add_argument("--failure-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
+    parser.add_argument("--state-file", default=None, help="persist recorded orders here (kept across restarts)")
+    parser.add_argument("--retry-after", type=float, default=1.0)
+    parser.add_argument("--timeout-sleep", type=float, default=2.0, help="s slept by the timeout failure")
+    parser.add_argument("--tracking-delay", type=float, default=0.0, help="s from creation to a tracking number")
+    parser.add_argument("--delivered-after", type=float, default=None, help="s from creation to delivery")
+    args = parser.parse_args(argv)
+    fake = FakeSupplierServer(
+        args.host,
+        args.port,
+        failure_rate=args.failure_rate,
+        seed=args.seed,
+        kinds=[k for k in args.kinds.split(",") if k.strip()],
+        state_file=args.state_file,
+        retry_after=args.retry_after,
+        timeout_sleep_s=args.timeout_sleep,
+        tracking_delay_s=args.tracking_delay,
+        delivered_after_s=args.delivered_after,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    fake.start()
+    print(f"READY {fake.url}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""One contract for every supplier adapter, against the fake supplier on
+loopback (real HTTP, real sockets): what the executor may rely on whichever
+supplier it talks to."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from connectors.suppliers.aliexpress import AliExpressOrders
+from connectors.suppliers.base import (
+    OutcomeUnknown,
+    PlacedOrder,
+    RateLimited,
+    Rejected,
+    SupplierOrders,
+    Unavailable,
+)
+from connectors.suppliers.cj import CJOrders
+from connectors.suppliers.http import CircuitBreaker
+from connectors.suppliers.spocket import SpocketOrders
+from models.orders import Address, Customer, SupplierLine
+from tests.fakes.supplier_server import (
+    FakeConfig,
+    FakeCredentials,
+    FakeSupplierServer,
+    SupplierServerProcess,
+    SupplierState,
+)
+
+T = TypeVar("T")
+
+PROVIDERS = ["ALIEXPRESS", "CJ_DROPSHIPPING", "SPOCKET"]
+CREDS = FakeCredentials()
+BAD = FakeCredentials(
+    aliexpress_app_secret="wrong-secret",
+    cj_access_token="wrong-token",
+    spocket_api_key="wrong-key",
+)
+TIMEOUT = httpx.Timeout(connect=0.5, read=0.5, write=0.5, pool=0.5)
+TRACKING = {
+    "ALIEXPRESS": re.compile(r"^(LP\d{14}CN|YT\d{16})$"),
+    "CJ_DROPSHIPPING": re.compile(r"^CJPKL\d{10}YQ$"),
+    "SPOCKET": re.compile(r"^9400\d{18}$"),
+}
+LINES = (
+    SupplierLine(line_id="l1", product_id="p1", source_id="1005006123", source_variant_id="14:193#Red", quantity=2),
+    SupplierLine(line_id="l2", product_id="p2", source_id="1005006456", quantity=1),
+)
+ADDRESS = Address(
+    name="Ann Lee", line1="1 Main St", line2="Apt 4", city="Austin", province="TX", postal_code="78701",
+    country_code="us", phone="+15125550100",
+)
+CUSTOMER = Customer(name="Ann Lee", email="ann@example.com")
+
+
+def make_adapter(
+    provider: str, fake: FakeSupplierServer, creds: FakeCredentials = CREDS, breaker: CircuitBreaker | None = None
+) -> SupplierOrders:
+    common: dict[str, Any] = {"timeout": TIMEOUT, "rate_per_s": 1000, "breaker": breaker, "read_attempts": 2}
+    base_url = fake.base_url(provider)
+    if provider == "ALIEXPRESS":
+        return AliExpressOrders(
+            base_url,
+            app_key=creds.aliexpress_app_key,
+            app_secret=creds.aliexpress_app_secret,
+            access_token=creds.aliexpress_access_token,
+            **common,
+        )
+    if provider == "CJ_DROPSHIPPING":
+        return CJOrders(base_url, access_token=creds.cj_access_token, **common)
+    return SpocketOrders(base_url, api_key=creds.spocket_api_key, **common)
+
+
+def run(provider: str, fake: FakeSupplierServer, body: Callable[[SupplierOrders], Awaitable[T]], **kw: Any) -> T:
+    """Run ``body(adapter)`` in a fresh event loop, closing the adapter after."""
+
+    async def main() -> T:
+        adapter = make_adapter(provider, fake, **kw)
+        try:
+            return await body(adapter)
+        finally:
+            await adapter.aclose()
+
+    return asyncio.run(main())
+
+
+def place(adapter: SupplierOrders, reference: str) -> Awaitable[PlacedOrder]:
+    return adapter.place_order(reference, LINES, ADDRESS, CUSTOMER)
+
+
+def count(fake: FakeSupplierServer, provider: str, reference: str) -> int:
+    return sum(1 for o in fake.orders()["orders"] if o["provider"] == provider and o["reference"] == reference)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeSupplierServer]:
+    with FakeSupplierServer(seed=42) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(server: FakeSupplierServer) -> FakeSupplierServer:
+    server.reset()
+    return server
+
+
+@pytest.fixture(params=PROVIDERS)
+def provider(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+# --------------------------------------------------------------------------- #
+# The contract
+# --------------------------------------------------------------------------- #
+
+
+def test_place_then_find_by_reference(provider: str, fake: FakeSupplierServer) -> None:
+    async def body(adapter: SupplierOrders) -> tuple[PlacedOrder, PlacedOrder | None]:
+        placed = await place(adapter, "ops-ref-1")
+        return placed, await adapter.find_order("ops-ref-1")
+
+    placed, found = run(provider, fake, body)
+    assert placed.reference == "ops-ref-1" and placed.supplier_order_id
+    assert found is not None
+    assert found.supplier_order_id == placed.supplier_order_id and found.reference == "ops-ref-1"
+    assert count(fake, provider, "ops-ref-1") == 1
+
+
+def test_find_unknown_reference_is_none(provider: str, fake: FakeSupplierServer) -> None:
+    assert run(provider, fake, lambda a: a.find_order("ops-never-placed")) is None
+
+
+def test_supplier_does_not_dedupe(provider: str, fake: FakeSupplierServer) -> None:
+    """Two creates with one reference are two orders: preventing that is the executor's job."""
+
+    async def body(adapter: SupplierOrders) -> tuple[PlacedOrder, PlacedOrder, PlacedOrder | None]:
+        first, second = await place(adapter, "ops-dup"), await place(adapter, "ops-dup")
+        return first, second, await adapter.find_order("ops-dup")
+
+    first, second, found = run(provider, fake, body)
+    assert first.supplier_order_id != second.supplier_order_id
+    assert found is not None and found.supplier_order_id == first.supplier_order_id
+    snapshot = fake.orders()
+    assert snapshot["duplicates"] == [
+        {"provider": provider, "reference": "ops-dup", "count": 2,
+         "supplier_order_ids": [first.supplier_order_id, second.supplier_order_id]}
+    ]
+
+
+def test_tracking_appears(provider: str, fake: FakeSupplierServer) -> None:
+    fake.configure(tracking_delay_s=0.6, delivered_after_s=1.2)
+
+    async def body(adapter: SupplierOrders) -> list[Any]:
+        placed = await place(adapter, "ops-track")
+        created = time.monotonic()
+        before = await adapter.get_tracking(placed)
+        await asyncio.sleep(max(0.0, created + 0.65 - time.monotonic()))
+        shipped = await adapter.get_tracking(placed)
+        await asyncio.sleep(max(0.0, created + 1.25 - time.monotonic()))
+        return [before, shipped, await adapter.get_tracking(placed)]
+
+    before, shipped, delivered = run(provider, fake, body)
+    assert before is None
+    assert shipped is not None and TRACKING[provider].match(shipped.number), shipped
+    assert shipped.carrier and shipped.url and shipped.number in shipped.url
+    assert not shipped.delivered
+    assert delivered is not None and delivered.number == shipped.number and delivered.delivered
+
+
+def test_tracking_available_at_once_by_default(provider: str, fake: FakeSupplierServer) -> None:
+    async def body(adapter: SupplierOrders) -> Any:
+        return await adapter.get_tracking(await place(adapter, "ops-track-now"))
+
+    tracking = run(provider, fake, body)
+    assert tracking is not None and TRACKING[provider].match(tracking.number)
+
+
+def test_cancel_before_and_after_shipping(provider: str, fake: FakeSupplierServer) -> None:
+    fake.configure(tracking_delay_s=60)
+
+    async def body(adapter: SupplierOrders) -> tuple[bool, PlacedOrder | None]:
+        placed = await place(adapter, "ops-cancel")
+        return await adapter.cancel_order(placed), await adapter.find_order("ops-cancel")
+
+    cancelled, found = run(provider, fake, body)
+    assert cancelled is True
+    assert found is not None and "cancel" in found.status.lower()
+    assert [o["cancelled"] for o in fake.orders()["orders"]] == [True]
+
+    fake.configure(tracking_delay_s=0)
+
+    async def shipped(adapter: SupplierOrders) -> bool:
+        placed = await place(adapter, "ops-shipped")
+        assert await adapter.get_tracking(placed) is not None
+        return await adapter.cancel_order(placed)
+
+    assert run(provider, fake, shipped) is False
+
+
+def test_bad_credentials_are_rejected(provider: str, fake: FakeSupplierServer) -> None:
+    async def body(adapter: SupplierOrders) -> None:
+        with pytest.raises(Rejected) as info:
+            await place(adapter, "ops-bad-creds")
+        assert not info.value.retryable and info.value.outcome_known
+        with pytest.raises(Rejected):
+            await adapter.find_order("ops-bad-creds")
+
+    run(provider, fake, body, creds=BAD)
+    assert fake.orders()["orders"] == []
+    assert fake.orders()["stats"]["auth_failures"] == 2
+
+
+def test_429_is_rate_limited_with_retry_after(provider: str, fake: FakeSupplierServer) -> None:
+    fake.configure(next_failures=["429"], retry_after=2)
+
+    async def body(adapter: SupplierOrders) -> RateLimited:
+        with pytest.raises(RateLimited) as info:
+            await place(adapter, "ops-429")
+        return info.value
+
+    err = run(provider, fake, body)
+    assert err.retry_after == 2.0 and err.retryable and err.outcome_known
+    assert count(fake, provider, "ops-429") == 0
+
+
+def test_500_before_record_is_unknown_and_not_found(provider: str, fake: FakeSupplierServer) -> None:
+    fake.configure(next_failures=["500"])
+
+    async def body(adapter: SupplierOrders) -> PlacedOrder | None:
+        with pytest.raises(OutcomeUnknown) as info:
+            await place(adapter, "ops-500")
+        assert not info.value.outcome_known and info.value.retryable
+        return await adapter.find_order("ops-500")
+
+    assert run(provider, fake, body) is None
+    assert fake.orders()["stats"]["failures_injected"]["500"] == 1
+
+
+def test_500_after_record_is_unknown_and_found(provider: str, fake: FakeSupplierServer) -> None:
+    fake.configure(next_failures=["500_after_record"])
+
+    async def body(adapter: SupplierOrders) -> PlacedOrder | None:
+        with pytest.raises(OutcomeUnknown):
+            await place(adapter, "ops-500-rec")
+        return await adapter.find_order("ops-500-rec")
+
+    found = run(provider, fake, body)
+    assert found is not None and found.reference == "ops-500-rec"
+    assert [o["supplier_order_id"] for o in fake.orders()["orders"]] == [found.supplier_order_id]
+
+
+def test_timeout_is_unknown(provider: str, fake: FakeSupplierServer) -> None:
+    fake.configure(next_failures=["timeout"], timeout_sleep_s=2.0)
+
+    async def body(adapter: SupplierOrders) -> tuple[float, PlacedOrder | None]:
+        start = time.monotonic()
+        with pytest.raises(OutcomeUnknown):
+            await place(adapter, "ops-timeout")
+        elapsed = time.monotonic() - start
+        return elapsed, await adapter.find_order("ops-timeout")
+
+    elapsed, found = run(provider, fake, body)
+    assert 0.4 <= elapsed < 1.8  # the client's read timeout, not the server's sleep
+    assert found is None
+
+
+def test_stopped_server_is_unavailable(provider: str) -> None:
+    stopped = FakeSupplierServer().start()
+    stopped.stop()
+
+    async def body(adapter: SupplierOrders) -> None:
+        with pytest.raises(Unavailable) as info:
+            await place(adapter, "ops-down")
+        assert info.value.outcome_known and info.value.retryable
+        with pytest.raises(Unavailable):
+            await adapter.find_order("ops-down")
+
+    run(provider, stopped, body)
+
+
+def test_circuit_breaker_opens_and_recovers(provider: str, fake: FakeSupplierServer) -> None:
+    fake.configure(next_failures=["500", "500", "500"])
+    breaker = CircuitBreaker(provider, failure_threshold=3, cooldown_s=0.3)
+
+    async def body(adapter: SupplierOrders) -> PlacedOrder:
+        for _ in range(3):
+            with pytest.raises(OutcomeUnknown):
+                await place(adapter, "ops-breaker")
+        with pytest.raises(Unavailable, match="circuit open"):
+            await place(adapter, "ops-breaker")
+        with pytest.raises(Unavailable, match="circuit open"):
+            await adapter.find_order("ops-breaker")
+        assert fake.orders()["stats"]["creates_received"] == 3  # the open circuit did not call
+        await asyncio.sleep(0.35)
+        placed = await place(adapter, "ops-breaker")  # the half-open probe
+        assert breaker.state == "closed"
+        return placed
+
+    placed = run(provider, fake, body, breaker=breaker)
+    assert count(fake, provider, "ops-breaker") == 1 and placed.supplier_order_id
+
+
+# --------------------------------------------------------------------------- #
+# The fake itself
+# --------------------------------------------------------------------------- #
+
+
+def test_fake_failures_are_seeded() -> None:
+    def plan(seed: int) -> list[str | None]:
+        state = SupplierState(FakeConfig(failure_rate=0.3, seed=seed))
+        return [state.next_failure("CJ_DROPSHIPPING") for _ in range(200)]
+
+    first = plan(7)
+    assert first == plan(7) and first != plan(8)
+    assert 30 <= sum(k is not None for k in first) <= 90
+    assert {k for k in first if k} == {"500", "timeout", "429", "500_after_record"}
+
+
+def test_fake_as_a_process_keeps_orders_across_restarts(tmp_path: Path) -> None:
+    state_file = tmp_path / "supplier-state.json"
+    with SupplierServerProcess(seed=3, state_file=state_file) as proc:
+        assert proc.configure(retry_after=5)["retry_after"] == 5
+        placed = run("CJ_DROPSHIPPING", proc, lambda a: place(a, "ops-proc"))  # type: ignore[arg-type]
+        port = proc.url.rsplit(":", 1)[1]
+        proc.kill()  # a crash, not a clean stop
+    with SupplierServerProcess(int(port), state_file=state_file) as again:
+        found = run("CJ_DROPSHIPPING", again, lambda a: a.find_order("ops-proc"))  # type: ignore[arg-type]
+        assert found is not None and found.supplier_order_id == placed.supplier_order_id
+        snapshot = again.orders()
+        assert snapshot["by_reference"][0]["count"] == 1
+        again.reset()
+        assert again.orders()["orders"] == []

@@ -314,5 +314,38 @@ def demo(stores: int, products: int, changes: int, interval: float, seed: int | 
         pass
 
 
+@main.command()
+def notifier() -> None:
+    """Send notifications and alert digests by e-mail until SIGTERM or Ctrl-C.
+
+    Consumes notifications, alerts and store.settings (group APP_ID-notifier);
+    each notification is sent at most once, recorded in the database at
+    OPS_DATABASE_URL (migrated at start). SMTP: OPS_SMTP_HOST, OPS_SMTP_PORT,
+    OPS_SMTP_USERNAME, OPS_SMTP_PASSWORD, OPS_SMTP_STARTTLS, OPS_SMTP_FROM;
+    OPS_ADMIN_EMAIL, OPS_DIGEST_WINDOW_S (connectors/notify/settings.py).
+    """
+    from connectors.notify.consumer import run_notifier
+    from connectors.notify.settings import NotifySettings
+
+    settings = _settings()
+    notify_settings = NotifySettings.load()
+    if not settings.database_url:
+        raise click.ClickException(
+            "OPS_DATABASE_URL is not set: the notifier records what it sent there (at most once per notification)"
+        )
+    logging.basicConfig(level=settings.log_level.upper())
+    _migrate(settings.database_url)
+    asyncio.run(ensure_topics(settings))
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_notifier(settings, notify_settings, stop)
+
+    asyncio.run(_run())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

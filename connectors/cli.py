@@ -250,6 +250,42 @@ def up(run_dir: Path) -> None:
 
 
 @main.command()
+def executor() -> None:
+    """Carry out supplier order commands (orders.commands) until SIGTERM or Ctrl-C.
+
+    Places each supplier order at most once per idempotency key (recorded in
+    OPS_DATABASE_URL), publishes the outcome on orders.events, and polls
+    suppliers for tracking. Supplier accounts: OPS_ALIEXPRESS_*, OPS_CJ_*,
+    OPS_SPOCKET_* or OPS_SUPPLIER_SECRETS_FILE.
+    """
+    from prometheus_client import start_http_server
+
+    from connectors.fulfillment.runner import run_executor
+    from connectors.suppliers.registry import SupplierAccounts, build_clients
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    if not settings.database_url:
+        raise click.ClickException("OPS_DATABASE_URL is not set: the executor records each supplier order there")
+    clients = build_clients(SupplierAccounts.load())
+    if settings.executor_metrics_port:
+        try:
+            start_http_server(settings.executor_metrics_port, addr=settings.web_host)
+        except OSError as exc:
+            click.echo(f"executor metrics not served on port {settings.executor_metrics_port}: {exc}", err=True)
+    asyncio.run(ensure_topics(settings))
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_executor(settings, clients, stop)
+
+    asyncio.run(_run())
+
+
+@main.command()
 @click.argument("topic")
 @click.argument("source", type=click.File("rb"), default="-")
 def publish(topic: str, source: IO[bytes]) -> None:

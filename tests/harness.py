@@ -31,11 +31,15 @@ install_end_offset_fix()
 
 
 class Worker:
-    """One ``ops-engine worker`` process with its own web port and data dir."""
+    """One ``ops-engine worker`` process with its own web port and data dir
+    (or another long-running ``ops-engine`` command: ``command="executor"``)."""
 
-    def __init__(self, broker: EmbeddedBroker, workdir: Path, name: str = "w1", **env: str) -> None:
+    def __init__(
+        self, broker: EmbeddedBroker, workdir: Path, name: str = "w1", command: str = "worker", **env: str
+    ) -> None:
         self.broker = broker
         self.name = name
+        self.command = command
         self.port = free_port()
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
@@ -59,7 +63,7 @@ class Worker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "connectors.cli", "worker"],
+            [sys.executable, "-m", "connectors.cli", self.command],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

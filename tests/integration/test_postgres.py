@@ -38,6 +38,7 @@ SUPPLIER_ORDER_COLUMNS = {
     "tracking_checked_at",
     "created_at",
     "updated_at",
+    "delivered_at",
 }
 
 INSERT_ORDER = """
@@ -85,9 +86,9 @@ def test_migrations_apply(pg_dsn: str) -> None:
             pg_dsn, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'supplier_orders'"
         )
         indexes = {r["indexname"]: r["indexdef"] for r in index_rows}
-        assert set(indexes) == {"supplier_orders_pkey", "supplier_orders_order", "supplier_orders_awaiting_tracking"}
+        assert set(indexes) == {"supplier_orders_pkey", "supplier_orders_order", "supplier_orders_tracking_due"}
         assert "(idempotency_key)" in indexes["supplier_orders_pkey"]
-        assert "WHERE" in indexes["supplier_orders_awaiting_tracking"]
+        assert "WHERE" in indexes["supplier_orders_tracking_due"]
 
         # Nothing left to do: a second run applies nothing.
         assert await migrate(pg_dsn) == []

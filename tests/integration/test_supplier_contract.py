@@ -11,10 +11,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
-from connectors.suppliers.aliexpress import AliExpressOrders
 from connectors.suppliers.base import (
     OutcomeUnknown,
     PlacedOrder,
@@ -23,10 +21,9 @@ from connectors.suppliers.base import (
     SupplierOrders,
     Unavailable,
 )
-from connectors.suppliers.cj import CJOrders
 from connectors.suppliers.http import CircuitBreaker
-from connectors.suppliers.spocket import SpocketOrders
 from models.orders import Address, Customer, SupplierLine
+from tests.fakes.clients import PROVIDERS, make_adapter
 from tests.fakes.supplier_server import (
     FakeConfig,
     FakeCredentials,
@@ -37,14 +34,11 @@ from tests.fakes.supplier_server import (
 
 T = TypeVar("T")
 
-PROVIDERS = ["ALIEXPRESS", "CJ_DROPSHIPPING", "SPOCKET"]
-CREDS = FakeCredentials()
 BAD = FakeCredentials(
     aliexpress_app_secret="wrong-secret",
     cj_access_token="wrong-token",
     spocket_api_key="wrong-key",
 )
-TIMEOUT = httpx.Timeout(connect=0.5, read=0.5, write=0.5, pool=0.5)
 TRACKING = {
     "ALIEXPRESS": re.compile(r"^(LP\d{14}CN|YT\d{16})$"),
     "CJ_DROPSHIPPING": re.compile(r"^CJPKL\d{10}YQ$"),
@@ -59,24 +53,6 @@ ADDRESS = Address(
     country_code="us", phone="+15125550100",
 )
 CUSTOMER = Customer(name="Ann Lee", email="ann@example.com")
-
-
-def make_adapter(
-    provider: str, fake: FakeSupplierServer, creds: FakeCredentials = CREDS, breaker: CircuitBreaker | None = None
-) -> SupplierOrders:
-    common: dict[str, Any] = {"timeout": TIMEOUT, "rate_per_s": 1000, "breaker": breaker, "read_attempts": 2}
-    base_url = fake.base_url(provider)
-    if provider == "ALIEXPRESS":
-        return AliExpressOrders(
-            base_url,
-            app_key=creds.aliexpress_app_key,
-            app_secret=creds.aliexpress_app_secret,
-            access_token=creds.aliexpress_access_token,
-            **common,
-        )
-    if provider == "CJ_DROPSHIPPING":
-        return CJOrders(base_url, access_token=creds.cj_access_token, **common)
-    return SpocketOrders(base_url, api_key=creds.spocket_api_key, **common)
 
 
 def run(provider: str, fake: FakeSupplierServer, body: Callable[[SupplierOrders], Awaitable[T]], **kw: Any) -> T:

@@ -1,0 +1,164 @@
+"""The executor's PostgreSQL record: one ``supplier_orders`` row per idempotency key.
+
+The row is the eventsourcing-style tracking record of the side effect: it is
+claimed (``INSERT ... ON CONFLICT DO NOTHING``) before the supplier is called
+and completed after, and its status says what a later attempt may do:
+
+- ``CLAIMED`` / ``FAILED``: the supplier certainly has no order: place it.
+- ``IN_FLIGHT`` / ``UNKNOWN``: a call was made and its outcome is not known
+  (a crash during the call, a timeout, a 5xx): look the order up by our
+  reference first; place it only if the supplier does not have it.
+- ``PLACED``: done; report it again, never place again.
+- ``CANCELLED``: the order was cancelled; never place.
+
+Work on one key is serialised across executors by a session-level advisory
+lock held for the whole attempt (``locked``); a crashed executor's connection
+closes and its lock goes with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from models.orders import SupplierOrderCommand
+
+
+@dataclass(frozen=True)
+class Row:
+    idempotency_key: str
+    order_id: str
+    store_id: str
+    group_id: str
+    provider: str
+    reference: str
+    status: str
+    supplier_order_id: str | None
+    attempts: int
+    last_error: str | None
+    tracking_number: str | None
+    delivered_at: datetime | None
+
+
+_COLUMNS = (
+    "idempotency_key, order_id, store_id, group_id, provider, reference, status, supplier_order_id, "
+    "attempts, last_error, tracking_number, delivered_at"
+)
+
+
+def _row(record: asyncpg.Record) -> Row:
+    return Row(**{name: record[name] for name in Row.__dataclass_fields__})
+
+
+class SupplierOrderRecords:
+    """Statements on ``supplier_orders``, each a single round trip on one connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def claim(self, command: SupplierOrderCommand, status: str = "CLAIMED") -> Row:
+        """The key's row, inserted first if it is new (a replay inserts nothing)."""
+        record = await self.conn.fetchrow(
+            f"""
+            WITH inserted AS (
+              INSERT INTO supplier_orders (idempotency_key, order_id, store_id, group_id, provider, reference, status)
+              VALUES ($1, $2, $3, $4, $5, $6, $7)
+              ON CONFLICT (idempotency_key) DO NOTHING
+              RETURNING {_COLUMNS}
+            )
+            SELECT {_COLUMNS} FROM inserted
+            UNION ALL
+            SELECT {_COLUMNS} FROM supplier_orders WHERE idempotency_key = $1
+            LIMIT 1
+            """,
+            command.idempotency_key,
+            command.order_id,
+            command.store_id,
+            command.group_id,
+            command.provider,
+            command.reference,
+            status,
+        )
+        assert record is not None
+        return _row(record)
+
+    async def mark(
+        self,
+        key: str,
+        status: str,
+        *,
+        supplier_order_id: str | None = None,
+        error: str | None = None,
+        count_attempt: bool = False,
+    ) -> None:
+        await self.conn.execute(
+            """
+            UPDATE supplier_orders
+               SET status = $2,
+                   supplier_order_id = COALESCE($3, supplier_order_id),
+                   last_error = $4,
+                   attempts = attempts + $5,
+                   updated_at = now()
+             WHERE idempotency_key = $1
+            """,
+            key,
+            status,
+            supplier_order_id,
+            error,
+            1 if count_attempt else 0,
+        )
+
+
+@asynccontextmanager
+async def locked(pool: asyncpg.Pool, key: str) -> AsyncIterator[SupplierOrderRecords]:
+    """A connection holding the key's advisory lock for the whole attempt."""
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+        try:
+            yield SupplierOrderRecords(conn)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+
+
+async def claim_tracking_batch(pool: asyncpg.Pool, older_than_s: float, limit: int) -> list[Row]:
+    """Placed rows not yet delivered whose tracking was not checked for ``older_than_s``,
+    marked checked now (``SKIP LOCKED``: several executors share the work)."""
+    records = await pool.fetch(
+        f"""
+        UPDATE supplier_orders SET tracking_checked_at = now()
+         WHERE idempotency_key IN (
+           SELECT idempotency_key FROM supplier_orders
+            WHERE status = 'PLACED' AND delivered_at IS NULL
+              AND (tracking_checked_at IS NULL OR tracking_checked_at < now() - make_interval(secs => $1))
+            ORDER BY tracking_checked_at NULLS FIRST
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED)
+        RETURNING {_COLUMNS}
+        """,
+        older_than_s,
+        limit,
+    )
+    return [_row(r) for r in records]
+
+
+async def record_tracking(
+    pool: asyncpg.Pool, key: str, number: str, carrier: str | None, url: str | None, delivered: bool
+) -> None:
+    await pool.execute(
+        """
+        UPDATE supplier_orders
+           SET tracking_number = $2, carrier = $3, tracking_url = $4,
+               delivered_at = CASE WHEN $5 THEN COALESCE(delivered_at, now()) ELSE delivered_at END,
+               updated_at = now()
+         WHERE idempotency_key = $1
+        """,
+        key,
+        number,
+        carrier,
+        url,
+        delivered,
+    )

@@ -321,7 +321,7 @@ def _group_id(provider: str) -> str:
     return provider
 
 
-def _groups_of(order_id: str, items: Iterable[OrderItem]) -> tuple[SupplierGroup, ...]:
+def supplier_groups(order_id: str, items: Iterable[OrderItem]) -> tuple[SupplierGroup, ...]:
     by_provider: dict[str, list[str]] = {}
     for item in items:
         by_provider.setdefault(_group_id(item.provider), []).append(item.line_id)
@@ -627,7 +627,7 @@ class _Step:
             shipping_total=event.shipping_total,
             tax_total=event.tax_total,
             total=event.total,
-            groups=_groups_of(state.order_id, event.items),
+            groups=supplier_groups(state.order_id, event.items),
             status=OrderStatus.PENDING,
         )
         if event.payment_status is PaymentStatus.PAID:

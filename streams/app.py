@@ -99,9 +99,10 @@ def keep_buffered_events_on_resume(app: faust.App) -> None:
 def build(settings: Settings) -> Engine:
     codecs.register()
     if settings.embedded_broker:
-        from streams.embedded import install_end_offset_fix
+        from streams.embedded import install_end_offset_fix, install_fetch_wait_fix
 
         install_end_offset_fix()
+        install_fetch_wait_fix()
     if settings.fast_drain:
         fastdrain.install(settings.stream_buffer_bytes)
     app = faust.App(settings.app_id, **faust_settings(settings))  # type: ignore[arg-type]

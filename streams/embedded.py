@@ -266,3 +266,34 @@ def uninstall_end_offset_fix() -> None:
 def end_offset_fix_installed() -> bool:
     """True while :func:`install_end_offset_fix` is in effect."""
     return bool(getattr(_fetcher_mod.Fetcher.__dict__.get("_proc_offset_request"), _MARKER, False))
+
+
+#: Fetch wait for consumers against the embedded broker. The broker holds a Fetch for
+#: (about) its whole ``max_wait_ms`` even when records arrive meanwhile: measured here with
+#: one record every 50 ms, a consumer with aiokafka's default 500 ms saw them p50 129 ms /
+#: p90 232 ms late; with 50 ms, 2 ms / 4 ms; with 5 ms, 2 ms / 5 ms. Faust asks for 1,500 ms.
+#: Real Kafka answers as soon as data arrives, so this is only for the embedded broker.
+EMBEDDED_FETCH_WAIT_MS = 20
+
+_fetch_wait_original: Any = None
+
+
+def install_fetch_wait_fix(wait_ms: int = EMBEDDED_FETCH_WAIT_MS) -> None:
+    """Make every aiokafka consumer created from now on ask for at most ``wait_ms`` of fetch wait.
+
+    Faust's driver builds its consumer with ``fetch_max_wait_ms=1500`` hard-coded
+    (faust/transport/drivers/aiokafka.py), so the limit is applied where aiokafka
+    takes the argument. Embedded broker only, like the end-offset fix. Idempotent.
+    """
+    global _fetch_wait_original
+    with _install_lock:
+        if _fetch_wait_original is not None:
+            return
+        original = aiokafka.AIOKafkaConsumer.__init__
+        _fetch_wait_original = original
+
+        def __init__(self: Any, *topics: Any, **kwargs: Any) -> None:
+            kwargs["fetch_max_wait_ms"] = min(int(kwargs.get("fetch_max_wait_ms", 500)), wait_ms)
+            original(self, *topics, **kwargs)
+
+        aiokafka.AIOKafkaConsumer.__init__ = __init__  # type: ignore[method-assign]

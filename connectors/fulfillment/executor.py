@@ -4,12 +4,13 @@
 
 PLACE_SUPPLIER_ORDER, under the key's advisory lock (records.py):
 
-1. claim the key's row; PLACED already: report SUPPLIER_ORDER_PLACED again
-   (a replayed or re-issued command never places twice);
+1. claim the key's row: a new key is inserted IN_FLIGHT (committed before
+   the call); PLACED already: report SUPPLIER_ORDER_PLACED again (a replayed
+   or re-issued command never places twice);
 2. a row left IN_FLIGHT or UNKNOWN by an earlier attempt: the supplier may
    have the order, so look it up by our reference first;
-3. otherwise mark IN_FLIGHT (committed before the call), call the supplier
-   with our reference, and record the outcome:
+3. otherwise mark it IN_FLIGHT, call the supplier with our reference, and
+   record the outcome (with the lock's release, in one round trip when placed):
    placed -> PLACED; certainly not placed (rejected, rate limited,
    unreachable) -> FAILED; not known (timeout, reset, 5xx) -> look it up at
    once, and if it is not there UNKNOWN (the next attempt looks again).
@@ -69,17 +70,19 @@ class Executor:
         self, command: SupplierOrderCommand, client: SupplierOrders, rows: records.SupplierOrderRecords
     ) -> OrderEvent:
         key = command.idempotency_key
-        row = await rows.claim(command)
-        if row.status == "PLACED":
-            assert row.supplier_order_id is not None
-            return self._placed(command, row.supplier_order_id)
-        if row.status == "CANCELLED":
-            return self._failed(command, "the order was cancelled before it was placed", retryable=False)
-        if row.status in ("IN_FLIGHT", "UNKNOWN"):
-            found = await self._find(command, client, rows)
-            if found is not None:
-                return found
-        await rows.mark(key, "IN_FLIGHT", count_attempt=True)
+        # New key (the usual case): inserted IN_FLIGHT, one round trip before the call.
+        row, fresh = await rows.claim(command, status="IN_FLIGHT")
+        if not fresh:
+            if row.status == "PLACED":
+                assert row.supplier_order_id is not None
+                return self._placed(command, row.supplier_order_id)
+            if row.status == "CANCELLED":
+                return self._failed(command, "the order was cancelled before it was placed", retryable=False)
+            if row.status in ("IN_FLIGHT", "UNKNOWN"):
+                found = await self._find(command, client, rows)
+                if found is not None:
+                    return found
+            await rows.mark(key, "IN_FLIGHT", count_attempt=True)
         try:
             placed = await client.place_order(
                 command.reference, command.lines, command.shipping_address, command.customer
@@ -95,7 +98,7 @@ class Executor:
             await rows.mark(key, "FAILED", error=exc.reason)
             return self._failed(command, exc.reason, retryable=exc.retryable)
         SUPPLIER_CALLS.labels(command.provider, "place", "OK").inc()
-        await rows.mark(key, "PLACED", supplier_order_id=placed.supplier_order_id)
+        await rows.mark(key, "PLACED", supplier_order_id=placed.supplier_order_id, unlock=True)
         return self._placed(command, placed.supplier_order_id)
 
     async def _find(
@@ -127,8 +130,8 @@ class Executor:
     async def _cancel(self, command: SupplierOrderCommand, client: SupplierOrders | None) -> None:
         key = command.idempotency_key
         async with records.locked(self.pool, key) as rows:
-            row = await rows.claim(command, status="CANCELLED")
-            if row.status == "CANCELLED":
+            row, fresh = await rows.claim(command, status="CANCELLED")
+            if fresh or row.status == "CANCELLED":
                 return
             supplier_order_id = row.supplier_order_id
             if row.status in ("IN_FLIGHT", "UNKNOWN") and client is not None:

@@ -50,7 +50,7 @@ _COLUMNS = (
 )
 
 
-def _row(record: asyncpg.Record) -> Row:
+def _row(record: asyncpg.Record) -> Row:  # extra columns (``inserted``) are ignored
     return Row(**{name: record[name] for name in Row.__dataclass_fields__})
 
 
@@ -59,20 +59,24 @@ class SupplierOrderRecords:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        self.unlocked = False  # the lock went with the last update (mark(..., unlock=True))
 
-    async def claim(self, command: SupplierOrderCommand, status: str = "CLAIMED") -> Row:
-        """The key's row, inserted first if it is new (a replay inserts nothing)."""
+    async def claim(self, command: SupplierOrderCommand, status: str = "CLAIMED") -> tuple[Row, bool]:
+        """The key's row, inserted with ``status`` first if it is new (a replay inserts
+        nothing); and whether this call inserted it. A row inserted IN_FLIGHT counts
+        its first attempt."""
         record = await self.conn.fetchrow(
             f"""
             WITH inserted AS (
-              INSERT INTO supplier_orders (idempotency_key, order_id, store_id, group_id, provider, reference, status)
-              VALUES ($1, $2, $3, $4, $5, $6, $7)
+              INSERT INTO supplier_orders
+                (idempotency_key, order_id, store_id, group_id, provider, reference, status, attempts)
+              VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7 = 'IN_FLIGHT' THEN 1 ELSE 0 END)
               ON CONFLICT (idempotency_key) DO NOTHING
-              RETURNING {_COLUMNS}
+              RETURNING {_COLUMNS}, true AS inserted
             )
-            SELECT {_COLUMNS} FROM inserted
+            SELECT * FROM inserted
             UNION ALL
-            SELECT {_COLUMNS} FROM supplier_orders WHERE idempotency_key = $1
+            SELECT {_COLUMNS}, false AS inserted FROM supplier_orders WHERE idempotency_key = $1
             LIMIT 1
             """,
             command.idempotency_key,
@@ -84,7 +88,7 @@ class SupplierOrderRecords:
             status,
         )
         assert record is not None
-        return _row(record)
+        return _row(record), bool(record["inserted"])
 
     async def mark(
         self,
@@ -94,9 +98,10 @@ class SupplierOrderRecords:
         supplier_order_id: str | None = None,
         error: str | None = None,
         count_attempt: bool = False,
+        unlock: bool = False,
     ) -> None:
-        await self.conn.execute(
-            """
+        """Set the row's status; with ``unlock``, release the key's lock in the same round trip."""
+        update = """
             UPDATE supplier_orders
                SET status = $2,
                    supplier_order_id = COALESCE($3, supplier_order_id),
@@ -104,13 +109,15 @@ class SupplierOrderRecords:
                    attempts = attempts + $5,
                    updated_at = now()
              WHERE idempotency_key = $1
-            """,
-            key,
-            status,
-            supplier_order_id,
-            error,
-            1 if count_attempt else 0,
+        """
+        args = (key, status, supplier_order_id, error, 1 if count_attempt else 0)
+        if not unlock:
+            await self.conn.execute(update, *args)
+            return
+        released = await self.conn.fetchval(
+            f"WITH u AS ({update} RETURNING 1) SELECT pg_advisory_unlock(hashtextextended($1, 0)) FROM u", *args
         )
+        self.unlocked = bool(released)
 
 
 @asynccontextmanager
@@ -118,10 +125,12 @@ async def locked(pool: asyncpg.Pool, key: str) -> AsyncIterator[SupplierOrderRec
     """A connection holding the key's advisory lock for the whole attempt."""
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+        rows = SupplierOrderRecords(conn)
         try:
-            yield SupplierOrderRecords(conn)
+            yield rows
         finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+            if not rows.unlocked:
+                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
 
 
 async def claim_tracking_batch(pool: asyncpg.Pool, older_than_s: float, limit: int) -> list[Row]:

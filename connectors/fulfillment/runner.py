@@ -3,13 +3,15 @@ carry each out (executor.py), publish the outcome on ``orders.events``, and
 commit the input offsets only after the outcomes are acknowledged.
 
 A plain aiokafka consumer group (``{app_id}-executor``): executors scale out
-like workers, one partition at a time. Within a fetched batch, the commands of
-one order run one after another and different orders run concurrently (at most
-``OPS_EXECUTOR_CONCURRENCY`` at once); the supplier calls are the slow part.
-If carrying out a batch fails (the database is down, say), nothing of it is
-committed: the consumer seeks back and tries it again after a pause, and the
-idempotency key makes the repeat harmless. A record that is not a command goes
-to ``deadletter`` with the reason.
+like workers, one partition at a time. Commands start as they are fetched:
+those of one order run one after another, different orders concurrently (at
+most ``OPS_EXECUTOR_CONCURRENCY`` at once; the supplier calls are the slow
+part). An offset is committed once it and every offset before it on its
+partition are done (``Offsets``), so a crash repeats only unfinished or
+uncommitted commands, and the idempotency key makes a repeat harmless. A
+command that fails (the database is down, say) is tried again until it
+succeeds. A record that is not a command goes to ``deadletter`` with the
+reason.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
 from connectors.fulfillment.executor import Executor
@@ -38,6 +40,43 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 RETRY_PAUSE_S = 1.0
+COMMIT_EVERY_S = 0.2
+
+
+class Offsets:
+    """Offsets handed out per partition, and the contiguous prefix that is done:
+    what may be committed (a command done out of order waits for those before it)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[TopicPartition, dict[int, bool]] = defaultdict(dict)
+
+    def start(self, tp: TopicPartition, offset: int) -> None:
+        self._pending[tp][offset] = False
+
+    def done(self, tp: TopicPartition, offset: int) -> None:
+        if offset in self._pending.get(tp, {}):
+            self._pending[tp][offset] = True
+
+    def committable(self) -> dict[TopicPartition, int]:
+        out = {}
+        for tp, offsets in self._pending.items():
+            last = None
+            for offset in sorted(offsets):
+                if not offsets[offset]:
+                    break
+                last = offset
+            if last is not None:
+                for offset in [o for o in offsets if o <= last]:
+                    del offsets[offset]
+                out[tp] = last + 1
+        return out
+
+    def in_flight(self) -> int:
+        return sum(len(o) for o in self._pending.values())
+
+    def forget(self, tps: Any) -> None:
+        for tp in tps:
+            self._pending.pop(tp, None)
 
 
 class Runner:
@@ -46,6 +85,10 @@ class Runner:
         self.executor = executor
         self.producer = producer
         self.limit = asyncio.Semaphore(settings.executor_concurrency)
+        self.offsets = Offsets()
+        #: one lock per order with commands in flight: an order's commands run in order.
+        self._orders: dict[bytes | None, asyncio.Lock] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def publish(self, events: list[OrderEvent]) -> None:
         futures = [
@@ -67,33 +110,57 @@ class Runner:
         )
         await (await self.producer.send(topics.DEADLETTER, key=message.topic.encode(), value=encode(record)))
 
-    async def _one_order(self, messages: list[Any]) -> list[OrderEvent]:
-        """The commands of one order, in order."""
-        out: list[OrderEvent] = []
-        for message in messages:
+    async def handle(self, message: Any) -> None:
+        """One command, to its published outcome; a failure (the database down, say)
+        is tried again until it succeeds, so nothing after it is committed before it."""
+        try:
+            command = SupplierOrderCommand.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            COMMANDS.labels("UNKNOWN", "INVALID").inc()
+            await self._dead(message, f"not a supplier order command: {exc.errors()[:3]}")
+            return
+        while True:
             try:
-                command = SupplierOrderCommand.model_validate_json(message.value or b"")
-            except ValidationError as exc:
-                COMMANDS.labels("UNKNOWN", "INVALID").inc()
-                await self._dead(message, f"not a supplier order command: {exc.errors()[:3]}")
-                continue
-            started = time.perf_counter()
-            async with self.limit:
-                event = await self.executor.run(command)
-            COMMAND_SECONDS.observe(time.perf_counter() - started)
-            outcome = "CANCEL" if event is None else event.type.value.removeprefix("SUPPLIER_ORDER_")
-            COMMANDS.labels(command.type.value, outcome).inc()
-            if event is not None:
-                out.append(event)
-        return out
+                started = time.perf_counter()
+                async with self.limit:
+                    event = await self.executor.run(command)
+                if event is not None:
+                    await self.publish([event])
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("command %s failed; trying it again", command.command_id)
+                COMMANDS.labels(command.type.value, "ERROR").inc()
+                await asyncio.sleep(RETRY_PAUSE_S)
+        COMMAND_SECONDS.observe(time.perf_counter() - started)
+        outcome = "CANCEL" if event is None else event.type.value.removeprefix("SUPPLIER_ORDER_")
+        COMMANDS.labels(command.type.value, outcome).inc()
 
-    async def handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        by_order: dict[bytes | None, list[Any]] = defaultdict(list)
-        for messages in batch.values():
-            for message in messages:
-                by_order[message.key].append(message)
-        results = await asyncio.gather(*(self._one_order(msgs) for msgs in by_order.values()))
-        await self.publish([event for events in results for event in events])
+    async def _in_order(self, message: Any) -> None:
+        key = message.key
+        lock = self._orders.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                await self.handle(message)
+            self.offsets.done(TopicPartition(message.topic, message.partition), message.offset)
+        finally:
+            if not lock.locked() and self._orders.get(key) is lock:
+                del self._orders[key]
+
+    def submit(self, message: Any) -> None:
+        """Start a command now (tasks start in offset order and queue on their order's lock)."""
+        self.offsets.start(TopicPartition(message.topic, message.partition), message.offset)
+        task = asyncio.create_task(self._in_order(message))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+async def _no_reset(conn: Any) -> None:
+    """Skip asyncpg's reset of a connection going back to the pool (``pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL``: one more round trip per command). The executor
+    returns connections with no transaction open and its key lock released
+    (records.locked), and uses no cursors, LISTEN or SET."""
 
 
 async def _tracking_loop(
@@ -117,7 +184,11 @@ async def run_executor(
     settings: Settings, clients: dict[str, SupplierOrders], stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
     assert settings.database_url, "OPS_DATABASE_URL is required"
-    pool = await create_pool(settings.database_url, max_size=settings.executor_concurrency + 2)
+    if settings.embedded_broker:
+        from streams.embedded import install_fetch_wait_fix
+
+        install_fetch_wait_fix()
+    pool = await create_pool(settings.database_url, max_size=settings.executor_concurrency + 2, reset=_no_reset)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap,
         acks="all",
@@ -125,7 +196,6 @@ async def run_executor(
         linger_ms=2,
     )
     consumer = AIOKafkaConsumer(
-        topics.ORDERS_COMMANDS,
         bootstrap_servers=settings.bootstrap,
         group_id=f"{settings.app_id}-executor",
         enable_auto_commit=False,
@@ -134,33 +204,51 @@ async def run_executor(
         heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
         max_poll_records=500,
     )
+    runner = Runner(settings, Executor(pool, clients), producer)
+
+    class Rebalance(ConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            done = {tp: o for tp, o in runner.offsets.committable().items() if tp in revoked}
+            if done:
+                try:
+                    await consumer.commit(done)
+                except Exception as exc:
+                    log.warning("commit at revocation failed: %s", exc)
+            runner.offsets.forget(revoked)
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            pass
+
     await producer.start()
     await consumer.start()
-    runner = Runner(settings, Executor(pool, clients), producer)
+    consumer.subscribe([topics.ORDERS_COMMANDS], listener=Rebalance())
     tracker = asyncio.create_task(_tracking_loop(runner, pool, clients, settings.tracking_poll_interval, stop))
     if ready is not None:
         ready.set()
     log.info("executor running for %s", ", ".join(sorted(clients)) or "no supplier")
+    last_commit = time.monotonic()
     try:
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=500)
-            if not batch:
-                continue
-            try:
-                await runner.handle_batch(batch)
-            except Exception:
-                log.exception("a batch of %d commands failed; trying it again", sum(map(len, batch.values())))
-                COMMANDS.labels("BATCH", "ERROR").inc()
-                for tp, messages in batch.items():
-                    consumer.seek(tp, messages[0].offset)
-                await asyncio.sleep(RETRY_PAUSE_S)
-                continue
-            try:
-                await consumer.commit({tp: messages[-1].offset + 1 for tp, messages in batch.items()})
-            except Exception as exc:  # e.g. a rebalance took the partitions: their new owner repeats them
-                log.warning("commit failed (%s); the new owner handles these commands again", exc)
+            if runner.offsets.in_flight() >= 4 * settings.executor_concurrency:
+                await asyncio.sleep(0.01)  # enough in hand: let them finish first
+            else:
+                batch = await consumer.getmany(timeout_ms=100, max_records=settings.executor_concurrency)
+                for messages in batch.values():
+                    for message in messages:
+                        runner.submit(message)
+            if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                last_commit = time.monotonic()
+                done = runner.offsets.committable()
+                if done:
+                    try:
+                        await consumer.commit(done)
+                    except Exception as exc:  # a rebalance took them: their new owner repeats them
+                        log.warning("commit failed (%s); the new owner handles those commands again", exc)
     finally:
         stop.set()
+        for task in list(runner.tasks):
+            task.cancel()
+        await asyncio.gather(*runner.tasks, return_exceptions=True)
         tracker.cancel()
         await asyncio.gather(tracker, return_exceptions=True)
         await consumer.stop()

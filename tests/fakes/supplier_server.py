@@ -361,6 +361,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.0"  # one request per connection: a stopped fake refuses at once
     server_version = "FakeSupplier/1.0"
+    # http.server writes the headers and the body in two sends; with Nagle on, the
+    # body waits for the client's delayed ACK of the headers (up to 40 ms a reply).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         if os.environ.get("FAKE_SUPPLIER_LOG"):
@@ -731,15 +734,27 @@ def _spocket_order(order: dict[str, Any], *, fresh: bool = False) -> dict[str, A
     }
 
 
+class _KeepAliveHandler(_Handler):
+    """HTTP/1.1 with keep-alive, as real supplier APIs are (for benchmarks: a stopped fake
+    then refuses only new connections)."""
+
+    protocol_version = "HTTP/1.1"
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's default backlog of 5 refuses connections under a burst of
+    # concurrent clients (one connection per request, HTTP/1.0).
+    request_queue_size = 512
 
-    def __init__(self, address: tuple[str, int], state: SupplierState, credentials: FakeCredentials) -> None:
+    def __init__(
+        self, address: tuple[str, int], state: SupplierState, credentials: FakeCredentials, keep_alive: bool = False
+    ) -> None:
         self.state = state
         self.credentials = credentials
-        super().__init__(address, _Handler)
+        super().__init__(address, _KeepAliveHandler if keep_alive else _Handler)
 
 
 # --------------------------------------------------------------------------- #
@@ -789,8 +804,10 @@ class FakeSupplierServer(_Admin):
         kinds: list[str] | tuple[str, ...] = KINDS,
         state_file: str | os.PathLike[str] | None = None,
         credentials: FakeCredentials | None = None,
+        keep_alive: bool = False,
         **config: Any,
     ) -> None:
+        self.keep_alive = keep_alive
         cfg = FakeConfig(failure_rate=failure_rate, seed=seed, kinds=list(kinds), **config)
         self.state = SupplierState(cfg, Path(state_file) if state_file else None)
         self.credentials = credentials or FakeCredentials()
@@ -803,7 +820,7 @@ class FakeSupplierServer(_Admin):
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> FakeSupplierServer:
-        self._server = _Server((self.host, self.port), self.state, self.credentials)
+        self._server = _Server((self.host, self.port), self.state, self.credentials, self.keep_alive)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-supplier", daemon=True
@@ -917,6 +934,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-sleep", type=float, default=2.0, help="s slept by the timeout failure")
     parser.add_argument("--tracking-delay", type=float, default=0.0, help="s from creation to a tracking number")
     parser.add_argument("--delivered-after", type=float, default=None, help="s from creation to delivery")
+    parser.add_argument("--keep-alive", action="store_true", help="HTTP/1.1 keep-alive (as real APIs)")
     args = parser.parse_args(argv)
     fake = FakeSupplierServer(
         args.host,
@@ -929,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_sleep_s=args.timeout_sleep,
         tracking_delay_s=args.tracking_delay,
         delivered_after_s=args.delivered_after,
+        keep_alive=args.keep_alive,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -44,6 +44,7 @@ integration: install
 
 bench: install
 	$(BIN)/python bench/inventory.py
+	$(BIN)/python bench/fulfillment.py
 
 schema: install
 	$(BIN)/ops-engine schema --out docs/schema

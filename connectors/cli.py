@@ -176,7 +176,8 @@ def db_migrate() -> None:
 @main.command()
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path(".run"), show_default=True)
 def up(run_dir: Path) -> None:
-    """Start PostgreSQL, the embedded broker and one worker (what `make run` does); Ctrl-C stops them.
+    """Start PostgreSQL, the embedded broker, a worker, the executor (and the notifier when
+    OPS_SMTP_HOST is set): what `make run` does. Ctrl-C stops them all.
 
     With OPS_DATABASE_URL set, that database is migrated and used and no local
     server starts; unset, a local one runs in RUN_DIR/postgres.
@@ -224,29 +225,42 @@ def up(run_dir: Path) -> None:
             "OPS_DATA_DIR": os.environ.get("OPS_DATA_DIR", str(run_dir / "data")),
             "OPS_DATABASE_URL": database_url,
         }
-        with open(run_dir / "worker.log", "ab") as log:
-            worker_proc = subprocess.Popen(
-                [sys.executable, "-m", "connectors.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-            click.echo(
-                f"worker pid {worker_proc.pid}, web {settings.web_url} (log {run_dir / 'worker.log'}); "
-                f"try: curl {settings.web_url}/health ; ops-engine demo",
-                err=True,
-            )
-            try:
-                worker_proc.wait()
-            except KeyboardInterrupt:
-                pass
-            finally:
-                if worker_proc.poll() is None:
-                    worker_proc.send_signal(signal.SIGTERM)
+        def child(name: str) -> subprocess.Popen[bytes]:
+            """Start ``ops-engine NAME`` with its log in RUN_DIR; stopped (SIGTERM) on the way out."""
+            with open(run_dir / f"{name}.log", "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "connectors.cli", name], env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+
+            def stop() -> None:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
                     try:
-                        worker_proc.wait(timeout=20)
+                        proc.wait(timeout=20)
                     except subprocess.TimeoutExpired:
-                        worker_proc.kill()
-                        worker_proc.wait()
+                        proc.kill()
+                        proc.wait()
+
+            cleanup.callback(stop)
+            click.echo(f"{name} pid {proc.pid} (log {run_dir / f'{name}.log'})", err=True)
+            return proc
+
+        children = {"worker": child("worker"), "executor": child("executor")}
+        if os.environ.get("OPS_SMTP_HOST"):
+            children["notifier"] = child("notifier")
+        else:
+            click.echo("notifier not started: set OPS_SMTP_HOST (and OPS_SMTP_FROM) to send e-mail", err=True)
+        click.echo(f"web {settings.web_url}; try: curl {settings.web_url}/health ; ops-engine demo", err=True)
+        try:
+            while all(proc.poll() is None for proc in children.values()):
+                time.sleep(0.5)
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    click.echo(f"{name} exited with {proc.returncode}; stopping everything", err=True)
+        except KeyboardInterrupt:
+            pass
     # Leaving the ExitStack stopped the broker, then the local PostgreSQL if one started.
-    click.echo(f"stopped the worker{', the broker and postgres' if local else ' and the broker'}", err=True)
+    click.echo(f"stopped the engine{', the broker and postgres' if local else ' and the broker'}", err=True)
 
 
 @main.command()

@@ -23,12 +23,13 @@ How an event is handled, in the order of the checks:
    storefront commands, alerts) are returned.
 
 Supplier groups: the items of one provider are one supplier order, with an
-idempotency key made from the order and the group (``supplier_key``). A group
-waits on the outside world in three places, each with a deadline the engine's
-scanner turns into a ``TIMER`` event (``deadlines``): the outcome of a command
-(re-issued with the same key when overdue), a retry's backoff, and tracking
-after placement (intervention when overdue). An order's events that arrive
-before the order itself wait ``order_missing_s`` before a PAYMENT_ISSUE alert.
+idempotency key made from the order and the group (``supplier_key``). Every
+wait on the outside world has a deadline the engine's scanner turns into a
+``TIMER`` event (``deadlines``): the outcome of a command (re-issued with the
+same key when overdue), a retry's backoff, tracking after placement
+(intervention when overdue), delivery after shipment (an ORDER_ISSUE alert),
+the payment of a created order (a PAYMENT_ISSUE alert), and the order itself
+when its other events came first (a PAYMENT_ISSUE alert).
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class MachineConfig:
     outcome_timeout_s: float = 120.0
     tracking_timeout_s: float = 7 * 24 * 3600.0
     order_missing_s: float = 24 * 3600.0
+    payment_timeout_s: float = 72 * 3600.0
+    delivery_timeout_s: float = 45 * 24 * 3600.0
 
     @property
     def max_retries(self) -> int:
@@ -144,6 +147,7 @@ class SupplierGroup(Event):
     next_retry_at: datetime | None = None
     outcome_due_at: datetime | None = None
     tracking_due_at: datetime | None = None
+    delivery_alerted: bool = False
 
 
 class Transition(Event):
@@ -166,6 +170,8 @@ class OrderState(Event):
     status: OrderStatus = OrderStatus.PENDING
     paid: bool = False
     paid_at: datetime | None = None
+    payment_alerted: bool = False
+    created_at: datetime | None = None  # the ORDER_CREATED event's time
     order_number: str | None = None
     customer: Customer | None = None
     shipping_address: Address | None = None
@@ -297,6 +303,10 @@ def deadlines(state: OrderState, config: MachineConfig = MachineConfig()) -> lis
         return out
     if state.status in CLOSED:
         return out
+    if not state.paid and not state.payment_alerted and state.created_at is not None:
+        out.append(
+            Deadline(TimerKind.PAYMENT_OVERDUE, None, state.created_at + timedelta(seconds=config.payment_timeout_s))
+        )
     for g in state.groups:
         if g.status is GroupStatus.PLACING and g.outcome_due_at:
             out.append(Deadline(TimerKind.OUTCOME_OVERDUE, g.group_id, g.outcome_due_at))
@@ -304,6 +314,9 @@ def deadlines(state: OrderState, config: MachineConfig = MachineConfig()) -> lis
             out.append(Deadline(TimerKind.RETRY_DUE, g.group_id, g.next_retry_at))
         elif g.status is GroupStatus.PLACED and g.tracking_due_at and not g.problem:
             out.append(Deadline(TimerKind.TRACKING_OVERDUE, g.group_id, g.tracking_due_at))
+        elif g.status is GroupStatus.SHIPPED and g.shipped_at and not g.delivery_alerted:
+            due = g.shipped_at + timedelta(seconds=config.delivery_timeout_s)
+            out.append(Deadline(TimerKind.DELIVERY_OVERDUE, g.group_id, due))
     return sorted(out, key=lambda d: d.due_at)
 
 
@@ -629,6 +642,7 @@ class _Step:
             total=event.total,
             groups=supplier_groups(state.order_id, event.items),
             status=OrderStatus.PENDING,
+            created_at=event.occurred_at,
         )
         if event.payment_status is PaymentStatus.PAID:
             self._pay(event)
@@ -840,6 +854,20 @@ class _Step:
         return f"retry by {event.requested_by or 'an operator'}; re-issued {', '.join(reissued) or 'none'}"
 
     def _timer(self, event: Timer) -> str | None:
+        state = self.state
+        if event.timer is TimerKind.PAYMENT_OVERDUE:
+            due = state.created_at + timedelta(seconds=self.config.payment_timeout_s) if state.created_at else None
+            if state.paid or state.payment_alerted or state.status in CLOSED or due != event.due_at:
+                raise _Ignore
+            hours = self.config.payment_timeout_s / 3600
+            self._alert(
+                event,
+                AlertType.PAYMENT_ISSUE,
+                f"Order {state.order_number} unpaid",
+                f"no payment {hours:g} hours after the order was created",
+            )
+            self._set(payment_alerted=True)
+            return "payment overdue: alerted"
         group = self.state.group(event.group_id) if event.group_id else None
         if group is None or self.state.status in CLOSED:
             raise _Ignore
@@ -859,6 +887,21 @@ class _Step:
             days = self.config.tracking_timeout_s / 86400
             self._set_group(group, problem=f"no tracking {days:g} days after placement")
             return f"{group.group_id} has no tracking"
+        if event.timer is TimerKind.DELIVERY_OVERDUE:
+            due = group.shipped_at + timedelta(seconds=self.config.delivery_timeout_s) if group.shipped_at else None
+            if group.status is not GroupStatus.SHIPPED or group.delivery_alerted or due != event.due_at:
+                raise _Ignore
+            days = self.config.delivery_timeout_s / 86400
+            number = state.order_number or state.order_id
+            tracking = group.tracking.number if group.tracking else "?"
+            self._alert(
+                event,
+                AlertType.ORDER_ISSUE,
+                f"Order {number} not delivered",
+                f"{group.group_id} shipped {days:g} days ago ({tracking}) and is not delivered",
+            )
+            self._set_group(group, delivery_alerted=True)
+            return f"{group.group_id} delivery overdue: alerted"
         raise _Refuse(f"timer {event.timer.value} does not apply")  # pragma: no cover
 
     def _order_missing(self, event: Timer) -> str | None:

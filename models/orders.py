@@ -174,6 +174,8 @@ class TimerKind(str, Enum):
     OUTCOME_OVERDUE = "OUTCOME_OVERDUE"  # a command's outcome never came back: re-issue it
     TRACKING_OVERDUE = "TRACKING_OVERDUE"  # placed, and no tracking for too long
     ORDER_MISSING = "ORDER_MISSING"  # events of an order that never arrived
+    PAYMENT_OVERDUE = "PAYMENT_OVERDUE"  # created, never paid
+    DELIVERY_OVERDUE = "DELIVERY_OVERDUE"  # shipped, never delivered
 
 
 class Timer(_OrderEvent):

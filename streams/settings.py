@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     order_missing_timeout: float = Field(
         24 * 3600.0, gt=0, description="s an order's events wait for the order itself before a PAYMENT_ISSUE alert"
     )
+    order_payment_timeout: float = Field(
+        72 * 3600.0, gt=0, description="s a created order waits for its payment before a PAYMENT_ISSUE alert"
+    )
+    order_delivery_timeout: float = Field(
+        45 * 24 * 3600.0, gt=0, description="s a shipped group waits for delivery before an ORDER_ISSUE alert"
+    )
     order_scan_interval: float = Field(5.0, gt=0, description="how often each worker looks for passed order deadlines, s")
     tracking_poll_interval: float = Field(
         6 * 3600.0, gt=0, description="how often the executor asks suppliers for tracking of placed orders, s"

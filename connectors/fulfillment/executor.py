@@ -138,8 +138,11 @@ class Executor:
                 try:
                     found = await client.find_order(command.reference)
                 except SupplierError as exc:
-                    # The row stays as it is: a later PLACE still looks up first.
+                    # The row stays as it is (a later PLACE still looks up first);
+                    # a retryable failure is raised, and the runner tries again.
                     log.warning("cancel of %s: lookup failed (%s)", key, exc.reason)
+                    if exc.retryable:
+                        raise
                     return
                 supplier_order_id = found.supplier_order_id if found else None
             if supplier_order_id is None:
@@ -154,6 +157,8 @@ class Executor:
             except SupplierError as exc:
                 SUPPLIER_CALLS.labels(command.provider, "cancel", type(exc).__name__.upper()).inc()
                 log.warning("cancel of %s at %s failed: %s", key, command.provider, exc.reason)
+                if exc.retryable:
+                    raise  # the runner tries it again until the supplier answers
                 return
             SUPPLIER_CALLS.labels(command.provider, "cancel", "OK" if done else "REFUSED").inc()
             if done:

@@ -410,3 +410,24 @@ def test_shuffled_and_duplicated_delivery_reaches_the_clean_state(story: int, se
     assert not any(d.refused or d.refused_events for d in decisions)
     # Each supplier group was asked for exactly once, whatever the order.
     assert sorted(c.group_id for d in decisions for c in d.commands) == sorted(g.group_id for g in expected.groups)
+
+
+def test_an_unpaid_order_raises_one_payment_issue() -> None:
+    state, _ = run([created(0)])
+    (deadline,) = deadlines(state, CONFIG)
+    assert deadline.kind is TimerKind.PAYMENT_OVERDUE and deadline.due_at == at(CONFIG.payment_timeout_s)
+    d = decide(state, timer(TimerKind.PAYMENT_OVERDUE, None, deadline.due_at, CONFIG.payment_timeout_s + 1), CONFIG)
+    assert [a.type for a in d.alerts] == [AlertType.PAYMENT_ISSUE] and d.state.status is OrderStatus.PENDING
+    assert deadlines(d.state, CONFIG) == []
+    # Paid late after all: it goes on as usual.
+    assert decide(d.state, paid(CONFIG.payment_timeout_s + 5), CONFIG).state.status is OrderStatus.PROCESSING
+
+
+def test_a_shipment_never_delivered_raises_one_order_issue() -> None:
+    state, _ = run([created(providers=(A,)), paid(), placed(A), tracking(A, seconds=10)])
+    (deadline,) = deadlines(state, CONFIG)
+    assert deadline.kind is TimerKind.DELIVERY_OVERDUE and deadline.due_at == at(10 + CONFIG.delivery_timeout_s)
+    d = decide(state, timer(TimerKind.DELIVERY_OVERDUE, A, deadline.due_at, 10 + CONFIG.delivery_timeout_s), CONFIG)
+    assert [a.type for a in d.alerts] == [AlertType.ORDER_ISSUE] and d.state.status is OrderStatus.SHIPPED
+    assert deadlines(d.state, CONFIG) == []
+    assert decide(d.state, delivered(A, 10 + CONFIG.delivery_timeout_s + 9), CONFIG).state.status is OrderStatus.DELIVERED

@@ -77,6 +77,9 @@ from models.orders import (
 )
 
 _NS = uuid.UUID("0b7f3c9e-2d41-4f6a-9a57-4c3e1d2b8f10")
+#: The provider of items the storefront could not map to a supplier source
+#: (models/webhook_routing.py): their group needs a person from the start.
+UNMAPPED = "UNMAPPED"
 
 
 class OrderStatus(str, Enum):
@@ -335,18 +338,24 @@ def _group_id(provider: str) -> str:
 
 
 def supplier_groups(order_id: str, items: Iterable[OrderItem]) -> tuple[SupplierGroup, ...]:
-    by_provider: dict[str, list[str]] = {}
+    by_provider: dict[str, list[OrderItem]] = {}
     for item in items:
-        by_provider.setdefault(_group_id(item.provider), []).append(item.line_id)
-    return tuple(
-        SupplierGroup(
+        by_provider.setdefault(_group_id(item.provider), []).append(item)
+    groups = []
+    for gid, group_items in sorted(by_provider.items()):
+        group = SupplierGroup(
             group_id=gid,
             provider=gid,
-            line_ids=tuple(lines),
+            line_ids=tuple(i.line_id for i in group_items),
             idempotency_key=supplier_key(order_id, gid),
         )
-        for gid, lines in sorted(by_provider.items())
-    )
+        if gid == UNMAPPED:
+            what = ", ".join(f"{i.title or i.line_id} ({i.source_id})" for i in group_items)
+            group = group.model_copy(
+                update={"status": GroupStatus.FAILED, "problem": f"no catalogue mapping for {what}"}
+            )
+        groups.append(group)
+    return tuple(groups)
 
 
 class _Step:
@@ -842,6 +851,8 @@ class _Step:
             raise _Refuse(f"retry of an order that is {state.status.value}")
         reissued = []
         for group in state.groups:
+            if group.provider == UNMAPPED:
+                continue  # a catalogue fix and the order again, not a retry, places these
             if group.status in UNPLACED and group.status is not GroupStatus.PENDING:
                 group = self._set_group(group, retries=0, problem=None, last_error=None)
                 self._place(event, group, attempt=group.attempt + 1)

@@ -431,3 +431,13 @@ def test_a_shipment_never_delivered_raises_one_order_issue() -> None:
     assert [a.type for a in d.alerts] == [AlertType.ORDER_ISSUE] and d.state.status is OrderStatus.SHIPPED
     assert deadlines(d.state, CONFIG) == []
     assert decide(d.state, delivered(A, 10 + CONFIG.delivery_timeout_s + 9), CONFIG).state.status is OrderStatus.DELIVERED
+
+
+def test_items_without_a_catalogue_mapping_need_a_person_once_paid() -> None:
+    state, ds = run([created(providers=(A, "UNMAPPED")), paid()])
+    assert state.status is OrderStatus.INTERVENTION_REQUIRED
+    assert "no catalogue mapping for" in state.reason and "src-l1" in state.reason
+    assert [c.group_id for c in ds[-1].commands] == [A]  # the mapped group is placed all the same
+    assert [a.type for a in ds[-1].alerts] == [AlertType.ORDER_ISSUE]
+    # RETRY re-issues the mapped group still in flight, never the one with no supplier.
+    assert [c.group_id for c in decide(state, retry(), CONFIG).commands] == [A]

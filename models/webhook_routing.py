@@ -1,0 +1,335 @@
+"""What a stored webhook means for the engine (pure): order events, alerts, or a refusal.
+
+``route(source, topic, shop_domain, body, received_at, catalogue)`` maps one
+Shopify or Stripe webhook to ``Routed``: order events for ``orders.events``,
+alerts, or the reason it cannot be mapped (dead-lettered by the agent).
+
+Event ids are made from what the webhook is about, not from the delivery, so
+the order machine drops a second delivery whatever ids the sender put on it
+(the router's own dedup on the delivery id is the first line):
+
+- Shopify orders/create, orders/paid, orders/updated all carry the whole order,
+  so each emits ORDER_CREATED with the one id ``shopify:{shop}:order:{id}``:
+  whichever arrives first creates the order (a lost orders/create is no
+  loss). A paid order also emits PAYMENT_CONFIRMED ``...:paid``.
+- Stripe payment confirmations for one order share ``stripe:paid:{order_id}``
+  (a PaymentIntent and its Checkout Session are one payment).
+
+Items are resolved to our products and supplier sources through the
+catalogue (Shopify variant id -> store product, variant, provider, source ids).
+An item with no mapping becomes an item of provider ``UNMAPPED``: the machine
+makes that group need a person with the reason, rather than crash or drop it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from models.alerts import open_alert
+from models.events import Alert, AlertType, Event
+from models.orders import ORDER_EVENT, OrderEvent
+
+UNMAPPED = "UNMAPPED"
+
+
+class CatalogueVariant(Event):
+    """One storefront variant and where it comes from. Topic ``catalog.variants``,
+    key ``shop_domain`` (the router reads it on the shop's partition)."""
+
+    shop_domain: str
+    shopify_variant_id: str
+    store_id: str
+    product_id: str
+    variant_id: str | None = None
+    provider: str
+    source_id: str
+    source_variant_id: str | None = None
+    title: str | None = None
+
+
+def catalogue_key(shop_domain: str, shopify_variant_id: str | int) -> str:
+    return f"{shop_domain}|{shopify_variant_id}"
+
+
+Catalogue = Callable[[str, str], CatalogueVariant | None]  # (shop, variant id) -> mapping
+
+
+@dataclass
+class Routed:
+    events: list[OrderEvent] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    refused: str | None = None  # why it cannot be mapped (dead letter)
+    ignored: str | None = None  # a topic we take no action on
+
+
+class _Unroutable(Exception):
+    pass
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _money(value: Any) -> str:
+    if value in (None, ""):
+        return "0"
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise _Unroutable(f"not an amount: {value!r}") from None
+    if amount < 0:
+        raise _Unroutable(f"negative amount: {value!r}")
+    return str(amount)
+
+
+def _event(payload: dict[str, Any]) -> OrderEvent:
+    try:
+        return ORDER_EVENT.validate_python(payload)
+    except Exception as exc:  # pydantic's message is the reason
+        raise _Unroutable(f"{payload.get('type')}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- #
+# Shopify
+# --------------------------------------------------------------------------- #
+
+
+def _address(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict) or not raw.get("address1") or not raw.get("country_code"):
+        raise _Unroutable("order has no shipping address (address1, country_code)")
+    name = raw.get("name") or " ".join(p for p in (raw.get("first_name"), raw.get("last_name")) if p) or "-"
+    return {
+        "name": name,
+        "line1": raw["address1"],
+        "line2": raw.get("address2") or None,
+        "city": raw.get("city") or "-",
+        "province": raw.get("province_code") or raw.get("province") or None,
+        "postal_code": raw.get("zip") or None,
+        "country_code": raw["country_code"],
+        "phone": raw.get("phone") or None,
+    }
+
+
+def _shopify_order_id(order_id: Any) -> str:
+    if order_id in (None, ""):
+        raise _Unroutable("no order id")
+    return f"shopify-{order_id}"
+
+
+def _shopify_created(
+    shop: str, order: dict[str, Any], at: datetime, catalogue: Catalogue
+) -> tuple[str, str, list[OrderEvent]]:
+    order_id = _shopify_order_id(order.get("id"))
+    lines = order.get("line_items") or []
+    if not lines:
+        raise _Unroutable("order has no line items")
+    items, store_id = [], None
+    for line in lines:
+        variant = str(line.get("variant_id") or "")
+        mapped = catalogue(shop, variant) if variant else None
+        if mapped is not None:
+            store_id = store_id or mapped.store_id
+            items.append({
+                "line_id": str(line.get("id")), "product_id": mapped.product_id, "variant_id": mapped.variant_id,
+                "title": line.get("title") or mapped.title, "quantity": int(line.get("quantity") or 1),
+                "unit_price": _money(line.get("price")), "provider": mapped.provider,
+                "source_id": mapped.source_id, "source_variant_id": mapped.source_variant_id,
+            })
+        else:
+            items.append({
+                "line_id": str(line.get("id")), "product_id": f"shopify-product-{line.get('product_id') or '?'}",
+                "variant_id": f"shopify-variant-{variant or '?'}", "title": line.get("title"),
+                "quantity": int(line.get("quantity") or 1), "unit_price": _money(line.get("price")),
+                "provider": UNMAPPED, "source_id": f"shopify-variant-{variant or 'none'}",
+            })
+    store_id = store_id or shop
+    customer = order.get("customer") or {}
+    paid = order.get("financial_status") == "paid"
+    shipping = _get(order, "total_shipping_price_set", "shop_money", "amount")
+    created = {
+        "type": "ORDER_CREATED",
+        "event_id": f"shopify:{shop}:order:{order.get('id')}",
+        "order_id": order_id,
+        "store_id": store_id,
+        "occurred_at": at,
+        "order_number": str(order.get("name") or order.get("order_number") or order.get("id")),
+        "customer": {
+            "name": " ".join(p for p in (customer.get("first_name"), customer.get("last_name")) if p) or None,
+            "email": order.get("email") or customer.get("email") or None,
+            "phone": order.get("phone") or customer.get("phone") or None,
+        },
+        "shipping_address": _address(order.get("shipping_address")),
+        "items": items,
+        "subtotal": _money(order.get("subtotal_price")),
+        "shipping_total": _money(shipping),
+        "tax_total": _money(order.get("total_tax")),
+        "total": _money(order.get("total_price")),
+        "currency": order.get("currency") or "USD",
+        "payment_status": "PAID" if paid else "PENDING",
+    }
+    events = [_event(created)]
+    if paid:
+        events.append(_shopify_paid(shop, order, order_id, store_id, at))
+    return order_id, store_id, events
+
+
+def _shopify_paid(shop: str, order: dict[str, Any], order_id: str, store_id: str, at: datetime) -> OrderEvent:
+    return _event({
+        "type": "PAYMENT_CONFIRMED",
+        "event_id": f"shopify:{shop}:order:{order.get('id')}:paid",
+        "order_id": order_id,
+        "store_id": store_id,
+        "occurred_at": at,
+        "amount": _money(order.get("total_price")),
+        "currency": order.get("currency") or None,
+    })
+
+
+def _store_of(shop: str, body: dict[str, Any], catalogue: Catalogue) -> str:
+    for line in body.get("line_items") or []:
+        mapped = catalogue(shop, str(line.get("variant_id") or ""))
+        if mapped is not None:
+            return mapped.store_id
+    return shop
+
+
+def route_shopify(
+    topic: str, shop: str, body: dict[str, Any], at: datetime, catalogue: Catalogue
+) -> Routed:
+    if topic in ("orders/create", "orders/paid", "orders/updated"):
+        _, _, events = _shopify_created(shop, body, at, catalogue)
+        return Routed(events=events)
+    if topic == "orders/cancelled":
+        order_id = _shopify_order_id(body.get("id"))
+        return Routed(events=[_event({
+            "type": "CANCEL_REQUESTED", "event_id": f"shopify:{shop}:order:{body.get('id')}:cancelled",
+            "order_id": order_id, "store_id": _store_of(shop, body, catalogue), "occurred_at": at,
+            "reason": str(body.get("cancel_reason") or "cancelled in the store"),
+        })])
+    if topic == "refunds/create":
+        order_id = _shopify_order_id(body.get("order_id"))
+        amount = sum(
+            (Decimal(str(t.get("amount") or "0")) for t in body.get("transactions") or [] if t.get("kind") == "refund"),
+            Decimal("0"),
+        )
+        return Routed(events=[_event({
+            "type": "REFUND_REQUESTED", "event_id": f"shopify:{shop}:refund:{body.get('id')}",
+            "order_id": order_id, "store_id": shop, "occurred_at": at,
+            "reason": str(body.get("note") or "refunded in the store"), "amount": str(amount) if amount else None,
+        })])
+    if topic in ("fulfillments/create", "fulfillments/update"):
+        order_id = _shopify_order_id(body.get("order_id"))
+        number = body.get("tracking_number") or next(iter(body.get("tracking_numbers") or []), None)
+        if not number:
+            return Routed(ignored="fulfillment without a tracking number")
+        groups = []
+        for line in body.get("line_items") or []:
+            mapped = catalogue(shop, str(line.get("variant_id") or ""))
+            group = mapped.provider if mapped is not None else UNMAPPED
+            if group not in groups:
+                groups.append(group)
+        if not groups:
+            raise _Unroutable("fulfillment names no line items")
+        store_id = _store_of(shop, body, catalogue)
+        return Routed(events=[
+            _event({
+                "type": "TRACKING_RECEIVED",
+                "event_id": f"shopify:{shop}:fulfillment:{body.get('id')}:{group}:{number}",
+                "order_id": order_id, "store_id": store_id, "occurred_at": at, "group_id": group,
+                "tracking_number": number, "carrier": body.get("tracking_company") or None,
+                "tracking_url": body.get("tracking_url") or None, "source": "STOREFRONT",
+            })
+            for group in groups
+        ])
+    return Routed(ignored=f"no action for Shopify topic {topic}")
+
+
+# --------------------------------------------------------------------------- #
+# Stripe
+# --------------------------------------------------------------------------- #
+
+
+def _cents(amount: Any, currency: str | None) -> str:
+    # Stripe amounts are in the currency's smallest unit; zero-decimal currencies have none.
+    zero_decimal = {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV",
+                    "XAF", "XOF", "XPF"}
+    value = Decimal(int(amount or 0))
+    return str(value if (currency or "").upper() in zero_decimal else value / 100)
+
+
+def _payment_alert(event_id: str, store_id: str, order_id: str, title: str, message: str, at: datetime) -> Alert:
+    return open_alert(
+        subject_key=f"stripe|{event_id}", store_id=store_id, product_id=None, variant_id=None,
+        alert_type=AlertType.PAYMENT_ISSUE, title=title, message=message,
+        metadata={"order_id": order_id, "stripe_event": event_id}, at=at,
+        trigger_micros=int(at.timestamp() * 1_000_000),
+    )
+
+
+def route_stripe(body: dict[str, Any], at: datetime) -> Routed:
+    kind = body.get("type")
+    event_id = str(body.get("id") or "")
+    obj = _get(body, "data", "object") or {}
+    metadata = obj.get("metadata") or {}
+    order_id, store_id = metadata.get("order_id"), metadata.get("store_id")
+    paid_kinds = ("payment_intent.succeeded", "checkout.session.completed", "checkout.session.async_payment_succeeded")
+    if kind not in paid_kinds + ("payment_intent.payment_failed", "charge.refunded", "charge.dispute.created"):
+        return Routed(ignored=f"no action for Stripe event {kind}")
+    if not order_id or not store_id:
+        raise _Unroutable(f"{kind} {event_id} has no metadata.order_id and metadata.store_id")
+    currency = (obj.get("currency") or "").upper() or None
+    if kind in paid_kinds:
+        if kind == "checkout.session.completed" and obj.get("payment_status") not in ("paid", "no_payment_required"):
+            return Routed(ignored=f"checkout session {obj.get('payment_status')}: wait for the async payment")
+        amount = obj.get("amount_received", obj.get("amount_total"))
+        return Routed(events=[_event({
+            "type": "PAYMENT_CONFIRMED", "event_id": f"stripe:paid:{order_id}", "order_id": order_id,
+            "store_id": store_id, "occurred_at": at, "amount": _cents(amount, currency) if amount is not None else None,
+            "currency": currency, "payment_id": str(obj.get("payment_intent") or obj.get("id") or "") or None,
+        })])
+    if kind == "payment_intent.payment_failed":
+        reason = _get(obj, "last_payment_error", "message") or "payment failed"
+        return Routed(alerts=[_payment_alert(event_id, store_id, order_id, "Payment failed", str(reason)[:500], at)])
+    if kind == "charge.dispute.created":
+        return Routed(alerts=[_payment_alert(
+            event_id, store_id, order_id, "Payment disputed",
+            f"dispute {obj.get('id')} ({obj.get('reason') or 'no reason'}): respond in the Stripe dashboard", at)])
+    # charge.refunded
+    refunded, amount = int(obj.get("amount_refunded") or 0), int(obj.get("amount") or 0)
+    if amount and refunded >= amount:
+        return Routed(events=[_event({
+            "type": "REFUND_REQUESTED", "event_id": f"stripe:refund:{obj.get('id')}", "order_id": order_id,
+            "store_id": store_id, "occurred_at": at, "reason": "refunded in Stripe",
+            "amount": _cents(refunded, currency),
+        })])
+    return Routed(alerts=[_payment_alert(
+        event_id, store_id, order_id, "Partial refund",
+        f"{_cents(refunded, currency)} of {_cents(amount, currency)} {currency or ''} refunded; the order goes on", at)])
+
+
+def route(
+    source: str, topic: str | None, shop_domain: str | None, body: Any, at: datetime, catalogue: Catalogue
+) -> Routed:
+    """The meaning of one stored webhook; ``refused`` says why when it has none."""
+    if not isinstance(body, dict):
+        return Routed(refused="body is not a JSON object")
+    try:
+        if source == "SHOPIFY":
+            if not topic or not shop_domain:
+                raise _Unroutable("Shopify webhook without topic or shop domain")
+            return route_shopify(topic, shop_domain, body, at, catalogue)
+        if source == "STRIPE":
+            return route_stripe(body, at)
+        return Routed(ignored=f"no router for {source} webhooks yet")
+    except _Unroutable as exc:
+        return Routed(refused=str(exc))
+    except (TypeError, ValueError, AttributeError) as exc:  # a payload of an unexpected shape
+        return Routed(refused=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,144 @@
+"""Stored webhooks -> order events and alerts (models/webhook_routing.py), on payloads shaped like
+Shopify's and Stripe's."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from models.events import AlertType
+from models.fulfillment import OrderStatus, decide
+from models.orders import OrderEventType
+from models.webhook_routing import CatalogueVariant, route
+
+SHOP = "demo-shop.myshopify.com"
+AT = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+CATALOGUE = {
+    (SHOP, "4001"): CatalogueVariant(shop_domain=SHOP, shopify_variant_id="4001", store_id="store-1",
+                                     product_id="p-1", variant_id="v-1", provider="ALIEXPRESS", source_id="1005001"),
+    (SHOP, "4002"): CatalogueVariant(shop_domain=SHOP, shopify_variant_id="4002", store_id="store-1",
+                                     product_id="p-2", provider="CJ_DROPSHIPPING", source_id="CJ-77",
+                                     source_variant_id="CJ-77-RED"),
+}
+
+
+def catalogue(shop: str, variant: str) -> CatalogueVariant | None:
+    return CATALOGUE.get((shop, variant))
+
+
+def shopify_order(financial_status: str = "paid", variants: tuple[str, ...] = ("4001", "4002")) -> dict[str, Any]:
+    return {
+        "id": 5550001, "name": "#1042", "email": "ada@example.com", "currency": "USD",
+        "financial_status": financial_status, "created_at": "2026-11-24T11:59:00-05:00",
+        "subtotal_price": "59.98", "total_tax": "4.80", "total_price": "69.77",
+        "total_shipping_price_set": {"shop_money": {"amount": "4.99", "currency_code": "USD"}},
+        "customer": {"id": 77, "first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"},
+        "shipping_address": {"first_name": "Ada", "last_name": "Lovelace", "address1": "12 Analytical Row",
+                             "address2": "", "city": "London", "province_code": None, "zip": "N1 9GU",
+                             "country_code": "GB", "phone": "+44 20 0000 0000", "name": "Ada Lovelace"},
+        "line_items": [
+            {"id": 9000 + i, "variant_id": int(v), "product_id": 700 + i, "title": f"Item {v}", "quantity": 1 + i,
+             "price": "29.99"}
+            for i, v in enumerate(variants)
+        ],
+    }
+
+
+def stripe_event(kind: str, obj: dict[str, Any], evt: str = "evt_1") -> dict[str, Any]:
+    return {"id": evt, "object": "event", "type": kind, "data": {"object": obj}}
+
+
+def test_shopify_paid_order_becomes_created_and_paid_with_mapped_items() -> None:
+    routed = route("SHOPIFY", "orders/create", SHOP, shopify_order(), AT, catalogue)
+    assert routed.refused is None
+    created, paid = routed.events
+    assert created.type is OrderEventType.ORDER_CREATED and paid.type is OrderEventType.PAYMENT_CONFIRMED
+    assert created.order_id == "shopify-5550001" and created.store_id == "store-1"
+    assert [(i.provider, i.source_id, i.source_variant_id) for i in created.items] == [
+        ("ALIEXPRESS", "1005001", None), ("CJ_DROPSHIPPING", "CJ-77", "CJ-77-RED"),
+    ]
+    assert created.shipping_address.country_code == "GB" and created.customer.name == "Ada Lovelace"
+    assert str(created.total) == "69.77" and str(created.shipping_total) == "4.99"
+    state = decide(decide(None, created).state, paid).state
+    assert state.status is OrderStatus.PROCESSING and len(state.groups) == 2
+
+
+def test_create_paid_and_updated_name_the_same_events() -> None:
+    ids = {
+        topic: [e.event_id for e in route("SHOPIFY", topic, SHOP, shopify_order(), AT, catalogue).events]
+        for topic in ("orders/create", "orders/paid", "orders/updated")
+    }
+    assert ids["orders/create"] == ids["orders/paid"] == ids["orders/updated"]
+    unpaid = route("SHOPIFY", "orders/create", SHOP, shopify_order("pending"), AT, catalogue).events
+    assert [e.type for e in unpaid] == [OrderEventType.ORDER_CREATED]
+
+
+def test_an_unmapped_item_makes_the_order_need_a_person() -> None:
+    routed = route("SHOPIFY", "orders/paid", SHOP, shopify_order(variants=("4001", "9999")), AT, catalogue)
+    state = None
+    for event in routed.events:
+        state = decide(state, event).state
+    assert state is not None and state.status is OrderStatus.INTERVENTION_REQUIRED
+    assert "no catalogue mapping" in state.reason and "shopify-variant-9999" in state.reason
+
+
+def test_shopify_cancel_refund_and_fulfillment() -> None:
+    cancel = route("SHOPIFY", "orders/cancelled", SHOP, {**shopify_order(), "cancel_reason": "customer"}, AT, catalogue)
+    assert [(e.type, e.order_id) for e in cancel.events] == [(OrderEventType.CANCEL_REQUESTED, "shopify-5550001")]
+    refund = route("SHOPIFY", "refunds/create", SHOP, {
+        "id": 31, "order_id": 5550001, "note": "damaged",
+        "transactions": [{"kind": "refund", "amount": "69.77"}]}, AT, catalogue)
+    assert [(e.type, str(e.amount)) for e in refund.events] == [(OrderEventType.REFUND_REQUESTED, "69.77")]
+    fulfilled = route("SHOPIFY", "fulfillments/create", SHOP, {
+        "id": 41, "order_id": 5550001, "tracking_number": "1Z999AA10123456784", "tracking_company": "UPS",
+        "line_items": [{"id": 9001, "variant_id": 4002}]}, AT, catalogue)
+    (tracking,) = fulfilled.events
+    assert tracking.type is OrderEventType.TRACKING_RECEIVED and tracking.group_id == "CJ_DROPSHIPPING"
+    assert tracking.source == "STOREFRONT" and tracking.carrier == "UPS"
+    assert route("SHOPIFY", "fulfillments/create", SHOP, {"id": 42, "order_id": 1, "line_items": []}, AT,
+                 catalogue).ignored
+
+
+def test_stripe_payments_of_one_order_share_one_event_id() -> None:
+    meta = {"order_id": "shopify-5550001", "store_id": "store-1"}
+    intent = route("STRIPE", None, None, stripe_event("payment_intent.succeeded", {
+        "id": "pi_1", "amount_received": 6977, "currency": "usd", "metadata": meta}), AT, catalogue)
+    session = route("STRIPE", None, None, stripe_event("checkout.session.completed", {
+        "id": "cs_1", "payment_status": "paid", "amount_total": 6977, "currency": "usd", "payment_intent": "pi_1",
+        "metadata": meta}, "evt_2"), AT, catalogue)
+    assert [e.event_id for e in intent.events] == [e.event_id for e in session.events] == ["stripe:paid:shopify-5550001"]
+    assert str(intent.events[0].amount) == "69.77"
+    unpaid = route("STRIPE", None, None, stripe_event("checkout.session.completed", {
+        "id": "cs_2", "payment_status": "unpaid", "metadata": meta}), AT, catalogue)
+    assert unpaid.ignored and not unpaid.events
+    yen = route("STRIPE", None, None, stripe_event("payment_intent.succeeded", {
+        "id": "pi_2", "amount_received": 6977, "currency": "jpy", "metadata": meta}), AT, catalogue)
+    assert str(yen.events[0].amount) == "6977"
+
+
+def test_stripe_failures_refunds_and_disputes() -> None:
+    meta = {"order_id": "o-9", "store_id": "store-1"}
+    failed = route("STRIPE", None, None, stripe_event("payment_intent.payment_failed", {
+        "id": "pi_3", "metadata": meta, "last_payment_error": {"message": "card declined"}}), AT, catalogue)
+    assert [a.type for a in failed.alerts] == [AlertType.PAYMENT_ISSUE] and "card declined" in failed.alerts[0].message
+    full = route("STRIPE", None, None, stripe_event("charge.refunded", {
+        "id": "ch_1", "amount": 5000, "amount_refunded": 5000, "currency": "usd", "metadata": meta}), AT, catalogue)
+    assert [e.type for e in full.events] == [OrderEventType.REFUND_REQUESTED]
+    partial = route("STRIPE", None, None, stripe_event("charge.refunded", {
+        "id": "ch_2", "amount": 5000, "amount_refunded": 1000, "currency": "usd", "metadata": meta}), AT, catalogue)
+    assert not partial.events and "10 of 50" in partial.alerts[0].message
+    dispute = route("STRIPE", None, None, stripe_event("charge.dispute.created", {
+        "id": "dp_1", "reason": "fraudulent", "metadata": meta}), AT, catalogue)
+    assert [a.type for a in dispute.alerts] == [AlertType.PAYMENT_ISSUE]
+
+
+def test_what_cannot_be_mapped_is_refused_with_a_reason() -> None:
+    assert "metadata.order_id" in (route("STRIPE", None, None, stripe_event(
+        "payment_intent.succeeded", {"id": "pi_4", "amount_received": 1}), AT, catalogue).refused or "")
+    assert "shipping address" in (route("SHOPIFY", "orders/create", SHOP,
+                                        {**shopify_order(), "shipping_address": None}, AT, catalogue).refused or "")
+    assert route("SHOPIFY", "orders/create", SHOP, [1, 2], AT, catalogue).refused == "body is not a JSON object"
+    assert "amount" in (route("SHOPIFY", "orders/create", SHOP, {**shopify_order(), "total_price": "-3"}, AT,
+                              catalogue).refused or "")
+    assert route("SHOPIFY", "products/update", SHOP, {"id": 1}, AT, catalogue).ignored
+    assert route("STRIPE", None, None, stripe_event("customer.created", {"id": "cus_1"}), AT, catalogue).ignored

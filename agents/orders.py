@@ -52,11 +52,10 @@ from models.orders import OrderEvent, decode_order_event
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
-from streams.outbox import OutboxLedger, hook
+from streams.outbox import Output, OutboxTable, hook
 
 log = logging.getLogger(__name__)
 
-Output = tuple[str, bytes, bytes]  # topic, key, value
 
 
 def machine_config(engine: Engine) -> MachineConfig:
@@ -71,23 +70,17 @@ def machine_config(engine: Engine) -> MachineConfig:
     )
 
 
-def encode_record(state: OrderState, due: datetime | None, outbox: list[Output]) -> bytes:
-    body = {
+def record_body(state: OrderState, due: datetime | None) -> dict[str, Any]:
+    return {
         "status": state.status.value if state.created else None,
         "due": due.isoformat() if due else None,
         "state": orjson.Fragment(state.model_dump_json(by_alias=True)),
-        "outbox": [[t, k.decode(), orjson.Fragment(v)] for t, k, v in outbox],
     }
-    return orjson.dumps(body)
 
 
 def decode_record(raw: bytes) -> tuple[dict[str, Any], OrderState]:
     body = orjson.loads(raw)
     return body, OrderState.model_validate(body["state"])
-
-
-def record_outbox(body: dict[str, Any]) -> list[Output]:
-    return [(t, k.encode(), orjson.dumps(v)) for t, k, v in body.get("outbox") or ()]
 
 
 def _error_text(exc: ValidationError) -> str:
@@ -104,15 +97,9 @@ class OrderProcessor:
         self.outputs = engine.outputs
         self.config = machine_config(engine)
         self.partitions = engine.settings.partitions
-        self.ledger = OutboxLedger(self._rewrite)
-        self._changelog: str | None = None
+        self.store = OutboxTable(self.table, self.outputs)
         #: order_id -> its earliest deadline (active and standby partitions).
         self.next_due: dict[str, datetime] = {}
-        #: order_id -> partition of recovered records that still carry an outbox.
-        self.recovered: dict[str, int] = {}
-        #: order_id -> the outbox of its last record, while not known committed
-        #: (memory holds records without their outbox).
-        self.unsent: dict[str, list[Output]] = {}
         #: TIMER event ids published, and when (monotonic): not published twice in a row.
         self.fired: dict[str, float] = {}
 
@@ -152,21 +139,12 @@ class OrderProcessor:
         self._count(order_event, decision)
         if decision.duplicate:
             return
-        new = self._outputs(message, order_event, decision)
-        if self.ledger.has_pending(key):
-            # The previous transitions' outputs are not known delivered yet: the
-            # record keeps them too (they were sent already; only ``new`` is sent now).
-            outbox = self.unsent.get(key, []) + new
-        else:
-            self.unsent.pop(key, None)
-            outbox = new
         due = next_deadline(decision.state, self.config)
-        self._write(message.partition, key, decision.state, due, outbox)
-        if outbox:
-            self.ledger.wrote(message.tp, message.offset, key)
-            self.unsent[key] = outbox
-        for topic, out_key, value in new:
-            self.outputs.add(topic, None, out_key, value)
+        self.store.write(message, key, record_body(decision.state, due), self._outputs(message, order_event, decision))
+        if due is None:
+            self.next_due.pop(key, None)
+        else:
+            self.next_due[key] = due
 
     def _count(self, event: OrderEvent, decision: Decision) -> None:
         result = (
@@ -235,44 +213,14 @@ class OrderProcessor:
     # the table
     # ------------------------------------------------------------------ #
 
-    @property
-    def changelog(self) -> str:
-        if self._changelog is None:
-            self._changelog = self.table.changelog_topic.get_topic_name()
-        return self._changelog
-
-    def _write(self, partition: int, key: str, state: OrderState, due: datetime | None, outbox: list[Output]) -> None:
-        plain = encode_record(state, due, [])
-        self.outputs.add(self.changelog, partition, key.encode(), encode_record(state, due, outbox) if outbox else plain)
-        self.table.data[key] = plain
-        if due is None:
-            self.next_due.pop(key, None)
-        else:
-            self.next_due[key] = due
-
-    def _rewrite(self, partition: int, key: str) -> None:
-        """The outbox of ``key`` is delivered (its input offset committed): drop it from the changelog."""
-        self.unsent.pop(key, None)
-        raw = self.table.data.get(key)
-        if raw is not None:
-            self.outputs.add(self.changelog, partition, key.encode(), raw)
-
     def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
         """Recovery (or a standby) read a record: index its deadline, note its outbox."""
-        if raw is None:
-            self.next_due.pop(key, None)
-            self.recovered.pop(key, None)
-            return
-        body = orjson.loads(raw)
-        due = body.get("due")
+        body = self.store.on_changelog_record(key, partition, raw)
+        due = body.get("due") if body else None
         if due:
             self.next_due[key] = datetime.fromisoformat(due)
         else:
             self.next_due.pop(key, None)
-        if body.get("outbox"):
-            self.recovered[key] = partition
-        else:
-            self.recovered.pop(key, None)
 
     def active_partitions(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topics.ORDERS_EVENTS}
@@ -281,29 +229,11 @@ class OrderProcessor:
         return (murmur2(order_id.encode()) & 0x7FFFFFFF) % self.partitions
 
     async def resend_recovered(self) -> int:
-        """Send again the outboxes of recovered records this worker owns; then drop them."""
-        active = self.active_partitions()
-        resent: list[tuple[int, str]] = []
-        for key, partition in list(self.recovered.items()):
-            if partition not in active:
-                continue
-            del self.recovered[key]
-            raw = self.table.data.get(key)
-            if raw is None:
-                continue
-            body = orjson.loads(raw)
-            for topic, out_key, value in record_outbox(body):
-                self.outputs.add(topic, None, out_key, value)
-            body["outbox"] = []
-            self.table.data[key] = orjson.dumps(body)
-            resent.append((partition, key))
+        """Send again the outboxes of recovered records this worker owns."""
+        resent = await self.store.resend_recovered(self.active_partitions())
         if resent:
-            # Delivered first, then the records lose their outboxes.
-            await self.outputs.send(wait=True)
-            for partition, key in resent:
-                self.outputs.add(self.changelog, partition, key.encode(), self.table.data[key])
-            log.warning("sent again the outputs of %d recovered order transitions", len(resent))
-        return len(resent)
+            log.warning("sent again the outputs of %d recovered order transitions", resent)
+        return resent
 
     # ------------------------------------------------------------------ #
     # deadlines and gauges
@@ -357,7 +287,7 @@ class OrderProcessor:
 def register(engine: Engine) -> OrderProcessor:
     processor = OrderProcessor(engine)
     app = engine.app
-    hook(app, processor.ledger)
+    hook(app, processor.store.ledger)
 
     @app.agent(engine.order_events, name="orders")
     async def orders(stream: faust.StreamT) -> None:

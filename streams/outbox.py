@@ -16,8 +16,9 @@ without the outbox (``rewrite(partition, key)``). Only partitions this worker
 still owns are tracked: a record rewritten after its partition was let go
 could land after the new owner's writes and roll its state back.
 
-The inventory agent (agents/inventory.py) keeps its own copy of this
-bookkeeping, fused with its hot path; the orders agent uses this one.
+``OutboxTable`` puts the two together for a table of JSON objects (the orders
+and webhook agents). The inventory agent (agents/inventory.py) keeps its own
+copy of this bookkeeping, fused with its compact encoding on the hot path.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+import orjson
 
 
 class OutboxLedger:
@@ -88,3 +90,108 @@ def hook(app: faust.App, ledger: OutboxLedger) -> None:
     tables.on_commit = on_commit  # type: ignore[method-assign]
     tables.on_rebalance = on_rebalance  # type: ignore[method-assign]
     tables.on_partitions_revoked = on_partitions_revoked  # type: ignore[method-assign]
+
+
+Output = tuple[str, bytes, bytes]  # topic, key, value
+
+
+class OutboxTable:
+    """A table whose values are JSON objects and whose changelog records carry
+    ``"outbox": [[topic, key, value], ...]`` until their input is committed.
+
+    ``write`` stores the value (memory keeps it without the outbox), writes the
+    changelog record with the outputs of this message and of earlier ones not
+    yet known committed, and sends the new outputs through ``outputs``. Faust's
+    commits drop the outbox (``OutboxLedger``); a recovered record that still
+    has one is sent again by ``resend_recovered``. Values and outputs are JSON.
+    """
+
+    def __init__(self, table: Any, outputs: Any) -> None:
+        self.table = table
+        self.outputs = outputs
+        self.ledger = OutboxLedger(self._rewrite)
+        self._changelog: str | None = None
+        #: key -> the outbox of its last record, while not known committed.
+        self.unsent: dict[str, list[Output]] = {}
+        #: key -> partition of recovered records that still carry an outbox.
+        self.recovered: dict[str, int] = {}
+
+    @property
+    def changelog(self) -> str:
+        if self._changelog is None:
+            self._changelog = self.table.changelog_topic.get_topic_name()
+        return self._changelog
+
+    @staticmethod
+    def encode(body: dict[str, Any], outbox: list[Output]) -> bytes:
+        return orjson.dumps({**body, "outbox": [[t, k.decode(), orjson.Fragment(v)] for t, k, v in outbox]})
+
+    @staticmethod
+    def outbox_of(body: dict[str, Any]) -> list[Output]:
+        return [(t, k.encode(), orjson.dumps(v)) for t, k, v in body.get("outbox") or ()]
+
+    def write(self, message: Any, key: str, body: dict[str, Any], new: list[Output]) -> None:
+        """Store ``body`` under ``key`` for the message being handled, with its outputs."""
+        if self.ledger.has_pending(key):
+            # Earlier outputs are not known delivered: the record keeps them too
+            # (they were sent already; only ``new`` is sent now).
+            outbox = self.unsent.get(key, []) + new
+        else:
+            self.unsent.pop(key, None)
+            outbox = new
+        plain = self.encode(body, [])
+        record = self.encode(body, outbox) if outbox else plain
+        self.outputs.add(self.changelog, message.partition, key.encode(), record)
+        self.table.data[key] = plain
+        if outbox:
+            self.ledger.wrote(message.tp, message.offset, key)
+            self.unsent[key] = outbox
+        for topic, out_key, value in new:
+            self.outputs.add(topic, None, out_key, value)
+
+    def delete(self, partition: int, key: str) -> None:
+        """Remove ``key`` (a tombstone in the changelog)."""
+        self.table.data.pop(key, None)
+        self.unsent.pop(key, None)
+        self.outputs.add(self.changelog, partition, key.encode(), None)
+
+    def _rewrite(self, partition: int, key: str) -> None:
+        self.unsent.pop(key, None)
+        raw = self.table.data.get(key)
+        if raw is not None:
+            self.outputs.add(self.changelog, partition, key.encode(), raw)
+
+    def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> dict[str, Any] | None:
+        """Recovery (or a standby) read a record: note whether it carries an outbox; its body."""
+        if raw is None:
+            self.recovered.pop(key, None)
+            return None
+        body = orjson.loads(raw)
+        if body.get("outbox"):
+            self.recovered[key] = partition
+        else:
+            self.recovered.pop(key, None)
+        return body
+
+    async def resend_recovered(self, active_partitions: set[int]) -> int:
+        """Send again the outboxes of recovered records this worker owns; then drop them."""
+        resent: list[tuple[int, str]] = []
+        for key, partition in list(self.recovered.items()):
+            if partition not in active_partitions:
+                continue
+            del self.recovered[key]
+            raw = self.table.data.get(key)
+            if raw is None:
+                continue
+            body = orjson.loads(raw)
+            for topic, out_key, value in self.outbox_of(body):
+                self.outputs.add(topic, None, out_key, value)
+            body["outbox"] = []
+            self.table.data[key] = orjson.dumps(body)
+            resent.append((partition, key))
+        if resent:
+            # Delivered first, then the records lose their outboxes.
+            await self.outputs.send(wait=True)
+            for partition, key in resent:
+                self.outputs.add(self.changelog, partition, key.encode(), self.table.data[key])
+        return len(resent)

@@ -19,6 +19,13 @@ ORDERS_EVENTS = "orders.events"
 ORDERS_COMMANDS = "orders.commands"
 STOREFRONT_COMMANDS = "storefront.commands"
 NOTIFICATIONS = "notifications"
+#: Storefront variant -> our product and its supplier source, keyed by shop domain.
+CATALOG_VARIANTS = "catalog.variants"
+#: Raw webhooks as received (connectors/ingress), keyed by their dedup key.
+WEBHOOKS_INBOUND = "webhooks.inbound"
+#: A record holds a body of up to 2 MiB (OPS_WEBHOOK_MAX_BODY) as a JSON string,
+#: at most twice as long escaped: above Kafka's 1 MB default.
+WEBHOOKS_INBOUND_MAX_MESSAGE_BYTES = 5 * 1024 * 1024
 
 #: Topics whose messages are keyed by store_id and consumed together.
 STORE_KEYED_INPUTS = (SUPPLIER_SNAPSHOTS, STORE_SETTINGS, INVENTORY_COMMANDS)
@@ -48,4 +55,10 @@ def specs() -> list[TopicSpec]:
         TopicSpec(ORDERS_COMMANDS, {"retention.ms": _WEEK_MS}),
         TopicSpec(STOREFRONT_COMMANDS, {"retention.ms": _WEEK_MS}),
         TopicSpec(NOTIFICATIONS, {"retention.ms": _WEEK_MS}),
+        # The mapping is state: keep the latest per key.
+        TopicSpec(CATALOG_VARIANTS, {"cleanup.policy": "compact"}),
+        TopicSpec(
+            WEBHOOKS_INBOUND,
+            {"retention.ms": _WEEK_MS, "max.message.bytes": str(WEBHOOKS_INBOUND_MAX_MESSAGE_BYTES)},
+        ),
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents import inventory, orders
+from agents import inventory, orders, webhooks
 from streams.app import Engine
 
 
@@ -12,8 +12,11 @@ from streams.app import Engine
 class Agents:
     inventory: inventory.InventoryProcessor
     orders: orders.OrderProcessor
+    webhooks: webhooks.WebhookRouter
 
 
 def register(engine: Engine) -> Agents:
     """Wire every agent onto the engine's app (called once, by the bootstrap)."""
-    return Agents(inventory=inventory.register(engine), orders=orders.register(engine))
+    return Agents(
+        inventory=inventory.register(engine), orders=orders.register(engine), webhooks=webhooks.register(engine)
+    )

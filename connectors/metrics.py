@@ -101,6 +101,12 @@ PAYMENT_TO_SUPPLIER_ORDER = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
 )
 
+WEBHOOKS_ROUTED = Counter(
+    "ops_webhooks_routed_total",
+    "Stored webhooks handled by the router, by source and result (ROUTED, DUPLICATE, REFUSED, IGNORED)",
+    ["source", "result"],
+)
+
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
     return generate_latest(registry)

@@ -349,6 +349,7 @@ class DeadLetterReason(str, Enum):
     UNKNOWN_TOPIC = "UNKNOWN_TOPIC"
     PROCESSING_ERROR = "PROCESSING_ERROR"
     INVALID_IN_STATE = "INVALID_IN_STATE"  # an order event the order's state refuses
+    UNMAPPABLE = "UNMAPPABLE"  # a webhook the engine cannot turn into events (models/webhook_routing.py)
 
 
 class DeadLetter(Event):

@@ -8,6 +8,8 @@ from pydantic import TypeAdapter
 
 from models.events import CONTRACT, MESSAGE_KEY, SupplierSnapshot
 from models.orders import ORDER_EVENT, Notification, StorefrontCommand, SupplierOrderCommand
+from models.webhook_routing import CatalogueVariant
+from models.webhooks import InboundWebhook
 
 #: The order topics (models/orders.py): topic -> (schema source, message key field).
 ORDER_CONTRACT: dict[str, tuple[Any, str]] = {
@@ -15,6 +17,8 @@ ORDER_CONTRACT: dict[str, tuple[Any, str]] = {
     "orders.commands": (SupplierOrderCommand, "order_id"),
     "notifications": (Notification, "store_id"),
     "storefront.commands": (StorefrontCommand, "store_id"),
+    "catalog.variants": (CatalogueVariant, "shop_domain"),
+    "webhooks.inbound": (InboundWebhook, "shop_domain (Shopify), else dedup_key"),
 }
 
 

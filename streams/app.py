@@ -26,6 +26,7 @@ class Engine:
     deadletter: faust.TopicT
     commands: faust.TopicT
     order_events: faust.TopicT
+    webhook_inputs: faust.TopicT  # webhooks.inbound + catalog.variants, one agent
     tables: tables.Tables
     outputs: outputs.Outputs
 
@@ -132,5 +133,6 @@ def build(settings: Settings) -> Engine:
         deadletter=topic(topics.DEADLETTER),
         commands=topic(topics.INVENTORY_COMMANDS),
         order_events=topic(topics.ORDERS_EVENTS),
+        webhook_inputs=topic(topics.WEBHOOKS_INBOUND, topics.CATALOG_VARIANTS),
         tables=tables.define(app, settings.partitions),
     )

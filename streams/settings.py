@@ -93,6 +93,9 @@ class Settings(BaseSettings):
         6 * 3600.0, gt=0, description="how often the executor asks suppliers for tracking of placed orders, s"
     )
 
+    webhook_dedup_days: float = Field(
+        7.0, gt=0, description="days a webhook's delivery id is remembered (Stripe retries for 3, Shopify for 4 h)"
+    )
     executor_concurrency: int = Field(32, ge=1, le=1000, description="supplier order commands the executor carries out at once")
     executor_metrics_port: int = Field(
         6068, ge=0, le=65535, description="port of the executor's /metrics (Prometheus); 0: none"

@@ -17,6 +17,8 @@ PRODUCTS = "products"
 ALERTS = "alerts"
 STORE_SETTINGS = "store-settings"
 ORDERS = "orders"
+WEBHOOK_DEDUP = "webhook-dedup"
+CATALOGUE = "catalogue"
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class Tables:
     alerts: faust.Table
     settings: faust.Table
     orders: faust.Table
+    webhook_dedup: faust.Table
+    catalogue: faust.Table
 
 
 def define(app: faust.App, partitions: int) -> Tables:
@@ -51,4 +55,7 @@ def define(app: faust.App, partitions: int) -> Tables:
         settings=table(STORE_SETTINGS, "store_id -> StoreSettings JSON"),
         # Keyed like orders.events (order_id), so an order lives on its events' partition.
         orders=table(ORDERS, "order_id -> {state: OrderState, outbox: [...]} JSON (agents/orders.py)"),
+        # Keyed like webhooks.inbound / catalog.variants messages (agents/webhooks.py).
+        webhook_dedup=table(WEBHOOK_DEDUP, "dedup key -> {at, p, outbox} JSON"),
+        catalogue=table(CATALOGUE, "shop|shopify variant id -> CatalogueVariant JSON"),
     )

@@ -1,0 +1,173 @@
+"""The webhook router: ``webhooks.inbound`` -> order events and alerts, deduplicated.
+
+Consumes the stored webhooks and the ``catalog.variants`` mapping together.
+Both are keyed so that what belongs together meets on one partition: a
+Shopify webhook and the shop's catalogue by the shop's domain, a Stripe or
+supplier webhook by its dedup key. So the catalogue lookup is local, and
+the two deliveries of one webhook meet in the same ``webhook-dedup`` table
+partition.
+
+For each webhook not seen before (its dedup key: the delivery's own id), the
+pure ``models.webhook_routing.route`` says what it means; the events go to
+``orders.events``, alerts to ``alerts``, and what cannot be mapped to
+``deadletter`` with the reason. The dedup entry's changelog record carries
+those outputs until the input is committed (streams/outbox.py), so a crash
+loses nothing and a replay sends nothing twice that the order machine would
+not drop anyway (its events' ids are made from what they are about).
+
+Dedup entries are kept ``OPS_WEBHOOK_DEDUP_DAYS`` (7; Stripe retries for 3)
+and then removed by a timer.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import faust
+import orjson
+from pydantic import ValidationError
+
+from connectors import metrics
+from models.events import DeadLetter, DeadLetterReason
+from models.webhook_routing import CatalogueVariant, catalogue_key, route
+from models.webhooks import InboundWebhook
+from streams import topics
+from streams.app import Engine
+from streams.codecs import encode
+from streams.outbox import Output, OutboxTable, hook
+
+log = logging.getLogger(__name__)
+
+
+class WebhookRouter:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.app = engine.app
+        self.outputs = engine.outputs
+        self.dedup = OutboxTable(engine.tables.webhook_dedup, engine.outputs)
+        self.catalogue = OutboxTable(engine.tables.catalogue, engine.outputs)
+        self.keep = timedelta(days=engine.settings.webhook_dedup_days)
+
+    def handle(self, event: faust.EventT) -> None:
+        message = event.message
+        try:
+            if message.topic == topics.CATALOG_VARIANTS:
+                self.on_catalogue(message)
+            else:
+                self.on_webhook(message)
+        except Exception as exc:  # one bad record must not stop the worker
+            log.exception("failed to route %s[%s]@%s", message.topic, message.partition, message.offset)
+            self._send_dead(message, DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def lookup(self, shop: str, variant: str) -> CatalogueVariant | None:
+        raw = self.catalogue.table.data.get(catalogue_key(shop, variant))
+        return None if raw is None else CatalogueVariant.model_validate_json(raw)
+
+    def on_catalogue(self, message: Any) -> None:
+        try:
+            variant = CatalogueVariant.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            self._send_dead(message, DeadLetterReason.SCHEMA_VIOLATION, str(exc)[:2000])
+            return
+        body = variant.model_dump(mode="json")
+        self.catalogue.write(message, catalogue_key(variant.shop_domain, variant.shopify_variant_id), body, [])
+        metrics.WEBHOOKS_ROUTED.labels("CATALOGUE", "STORED").inc()
+
+    def on_webhook(self, message: Any) -> None:
+        try:
+            hook_ = InboundWebhook.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            self._send_dead(message, DeadLetterReason.SCHEMA_VIOLATION, str(exc)[:2000])
+            return
+        source = hook_.source.value
+        if hook_.dedup_key in self.dedup.table.data:
+            metrics.WEBHOOKS_ROUTED.labels(source, "DUPLICATE").inc()
+            return
+        try:
+            body = orjson.loads(hook_.body)
+        except orjson.JSONDecodeError:
+            body = None
+        routed = route(source, hook_.topic, hook_.shop_domain, body, hook_.received_at, self.lookup)
+        outputs: list[Output] = []
+        for order_event in routed.events:
+            outputs.append((topics.ORDERS_EVENTS, order_event.order_id.encode(), encode(order_event)))
+        for alert in routed.alerts:
+            outputs.append((topics.ALERTS, alert.store_id.encode(), encode(alert)))
+            metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
+        if routed.refused:
+            outputs.append(self._dead(message, DeadLetterReason.UNMAPPABLE, routed.refused))
+        result = "REFUSED" if routed.refused else "IGNORED" if routed.ignored else "ROUTED"
+        metrics.WEBHOOKS_ROUTED.labels(source, result).inc()
+        entry = {"at": hook_.received_at.isoformat(), "p": message.partition}
+        self.dedup.write(message, hook_.dedup_key, entry, outputs)
+
+    def _dead(self, message: Any, reason: DeadLetterReason, detail: str) -> Output:
+        record = DeadLetter(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=None if message.key is None else base64.b64encode(message.key).decode(),
+            value=base64.b64encode(message.value or b"").decode(),
+            reason=reason,
+            detail=detail[:2000],
+            refused_at=datetime.now(timezone.utc),
+        )
+        metrics.DEADLETTERS.labels(reason.value).inc()
+        # Ids only: the detail says what was wrong, never the body (personal data).
+        log.warning("deadletter %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason.value)
+        return (topics.DEADLETTER, message.topic.encode(), encode(record))
+
+    def _send_dead(self, message: Any, reason: DeadLetterReason, detail: str) -> None:
+        topic, key, value = self._dead(message, reason, detail)
+        self.outputs.add(topic, None, key, value)
+
+    def active_partitions(self) -> set[int]:
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topics.WEBHOOKS_INBOUND}
+
+    def purge(self, now: datetime | None = None) -> int:
+        """Remove dedup entries older than the keep period, in the partitions this worker owns."""
+        cutoff = (now or datetime.now(timezone.utc)) - self.keep
+        active = self.active_partitions()
+        removed = 0
+        for key, raw in list(self.dedup.table.data.items()):
+            body = orjson.loads(raw)
+            if body.get("p") in active and datetime.fromisoformat(body["at"]) < cutoff:
+                self.dedup.delete(body["p"], key)
+                removed += 1
+        return removed
+
+
+def register(engine: Engine) -> WebhookRouter:
+    router = WebhookRouter(engine)
+    app = engine.app
+    hook(app, router.dedup.ledger)
+    hook(app, router.catalogue.ledger)
+
+    @app.agent(engine.webhook_inputs, name="webhooks")
+    async def webhooks(stream: faust.StreamT) -> None:
+        outputs = engine.outputs
+        async for event in stream.events():
+            router.handle(event)
+            if outputs.due():
+                await outputs.send()
+
+    for table in (router.dedup, router.catalogue):
+
+        async def on_changelog_event(event: faust.EventT, table: OutboxTable = table) -> None:
+            table.on_changelog_record(event.key, event.message.partition, event.message.value)
+
+        table.table._on_changelog_event = on_changelog_event
+
+    @engine.tables.webhook_dedup.on_recover
+    async def resend_recovered() -> None:
+        await router.dedup.resend_recovered(router.active_partitions())
+
+    @app.timer(interval=3600.0)
+    async def purge_dedup() -> None:
+        if not app.rebalancing:
+            router.purge()
+
+    return router

@@ -263,6 +263,52 @@ def up(run_dir: Path) -> None:
     click.echo(f"stopped the engine{', the broker and postgres' if local else ' and the broker'}", err=True)
 
 
+@main.group()
+def deadletter() -> None:
+    """The records the engine refused: list them, replay them once the cause is fixed."""
+
+
+@deadletter.command("list")
+@click.option("--reason", default=None, help="only this reason (e.g. UNMAPPABLE)")
+@click.option("--topic", default=None, help="only records refused from this topic")
+def deadletter_list(reason: str | None, topic: str | None) -> None:
+    """Print each dead letter's place (partition:offset), origin, reason and detail (never its value)."""
+    from connectors.deadletter import read_all, select
+
+    stored = select(asyncio.run(read_all(_settings())), reason=reason, topic=topic)
+    for s in stored:
+        letter = s.letter
+        click.echo(
+            f"{s.at}\t{letter.topic}[{letter.partition}]@{letter.offset}\t{letter.reason.value}\t"
+            f"{letter.detail[:200].replace(chr(10), ' ')}"
+        )
+    click.echo(f"{len(stored)} dead letter(s)", err=True)
+
+
+@deadletter.command("replay")
+@click.option("--at", "places", multiple=True, help="PARTITION:OFFSET of a dead letter (repeatable)")
+@click.option("--reason", default=None, help="every dead letter of this reason")
+@click.option("--topic", default=None, help="every dead letter refused from this topic")
+@click.option("--dry-run", is_flag=True, help="say what would be sent, send nothing")
+def deadletter_replay(places: tuple[str, ...], reason: str | None, topic: str | None, dry_run: bool) -> None:
+    """Send chosen dead letters again to their original topic, byte for byte (downstream dedupes)."""
+    from connectors.deadletter import read_all, replay, select
+
+    if not (places or reason or topic):
+        raise click.UsageError("choose records with --at, --reason or --topic")
+    settings = _settings()
+    chosen = select(asyncio.run(read_all(settings)), at=places, reason=reason, topic=topic)
+    missing = set(places) - {s.at for s in chosen}
+    if missing:
+        raise click.ClickException(f"no dead letter at {', '.join(sorted(missing))}")
+    if dry_run:
+        for s in chosen:
+            click.echo(f"would replay {s.at} -> {s.letter.topic}")
+        return
+    sent = asyncio.run(replay(settings, chosen))
+    click.echo(f"replayed {sent} record(s)", err=True)
+
+
 @main.command()
 def executor() -> None:
     """Carry out supplier order commands (orders.commands) until SIGTERM or Ctrl-C.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,18 +54,22 @@ def spawn(broker: EmbeddedBroker, tmp_path: Path, workers: list[Worker]):  # typ
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+def postgres() -> Iterator[LocalPostgres]:
     """One PostgreSQL server for the whole session (initdb and start take seconds).
 
     Tests share the server, never a database: each takes its own (``pg_dsn``).
+    Its data lives outside pytest's temporary folders: pytest removes all but
+    the newest three of those when a session starts, so a second pytest run on
+    the machine could delete a running server's data.
     """
-    base = tmp_path_factory.mktemp("postgres")
+    base = Path(tempfile.mkdtemp(prefix="ops-engine-pg-"))
     server = LocalPostgres(base / "data", log_path=base / "postgres.log")
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

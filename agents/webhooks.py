@@ -90,10 +90,14 @@ class WebhookRouter:
             body = orjson.loads(hook_.body)
         except orjson.JSONDecodeError:
             body = None
-        routed = route(source, hook_.topic, hook_.shop_domain, body, hook_.received_at, self.lookup)
+        routed = route(
+            source, hook_.topic, hook_.shop_domain, body, hook_.received_at, self.lookup, provider=hook_.provider
+        )
         outputs: list[Output] = []
         for order_event in routed.events:
             outputs.append((topics.ORDERS_EVENTS, order_event.order_id.encode(), encode(order_event)))
+        for update in routed.tracking:
+            outputs.append((topics.SUPPLIER_TRACKING, update.key, encode(update)))
         for alert in routed.alerts:
             outputs.append((topics.ALERTS, alert.store_id.encode(), encode(alert)))
             metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()

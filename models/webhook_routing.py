@@ -58,10 +58,35 @@ def catalogue_key(shop_domain: str, shopify_variant_id: str | int) -> str:
 Catalogue = Callable[[str, str], CatalogueVariant | None]  # (shop, variant id) -> mapping
 
 
+class SupplierTracking(Event):
+    """A supplier says a parcel of one of our orders moved. Topic ``supplier.tracking``,
+    key ``{provider}:{reference or supplier_order_id}``.
+
+    Only the executor knows which order and group a supplier order is (its
+    PostgreSQL record, by our reference or the supplier's id), so the router
+    hands it this and the executor publishes TRACKING_RECEIVED / DELIVERED with
+    the same ids as its tracking poller: a webhook and a poll of one parcel
+    are one event."""
+
+    provider: str
+    reference: str | None = None
+    supplier_order_id: str | None = None
+    tracking_number: str
+    carrier: str | None = None
+    tracking_url: str | None = None
+    delivered: bool = False
+    received_at: datetime
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.provider}:{self.reference or self.supplier_order_id}".encode()
+
+
 @dataclass
 class Routed:
     events: list[OrderEvent] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    tracking: list[SupplierTracking] = field(default_factory=list)  # for the executor to resolve
     refused: str | None = None  # why it cannot be mapped (dead letter)
     ignored: str | None = None  # a topic we take no action on
 
@@ -315,8 +340,55 @@ def route_stripe(body: dict[str, Any], at: datetime) -> Routed:
         f"{_cents(refunded, currency)} of {_cents(amount, currency)} {currency or ''} refunded; the order goes on", at)])
 
 
+# --------------------------------------------------------------------------- #
+# Suppliers
+# --------------------------------------------------------------------------- #
+
+_DELIVERED_WORDS = ("delivered", "signed", "received")
+
+
+def route_supplier(event: str | None, provider: str, body: dict[str, Any], at: datetime) -> Routed:
+    """Tracking from a supplier's webhook.
+
+    Shapes (not confirmed from public docs; see connectors/suppliers/*):
+    CJ's ORDER / LOGISTIC messages ``{"type": ..., "params": {"orderNumber"
+    (our reference), "orderId", "trackNumber"|"trackingNumber", "logisticName",
+    "trackingUrl", "orderStatus"|"trackingStatus"}}``; and a generic form any
+    supplier (or an integration in front of it) can send: ``{"event":
+    "tracking", "reference", "supplier_order_id", "tracking_number",
+    "carrier", "tracking_url", "delivered"}``. Stock and price messages are
+    not acted on here yet (the scheduled sync brings them).
+    """
+    params = body.get("params") if isinstance(body.get("params"), dict) else body
+    kind = str(body.get("type") or body.get("event") or event or "").upper()
+    if kind not in ("ORDER", "LOGISTIC", "LOGISTICS", "TRACKING", "SHIPMENT"):
+        return Routed(ignored=f"no action for {provider} webhook {kind or '(no type)'}")
+    number = params.get("trackNumber") or params.get("trackingNumber") or params.get("tracking_number")
+    if not number:
+        return Routed(ignored=f"{provider} {kind} without a tracking number")
+    reference = params.get("orderNumber") or params.get("reference") or params.get("out_order_id")
+    supplier_order_id = params.get("orderId") or params.get("supplier_order_id")
+    if not reference and not supplier_order_id:
+        raise _Unroutable(f"{provider} tracking names no order (reference or supplier order id)")
+    status = str(params.get("orderStatus") or params.get("trackingStatus") or params.get("status") or "").lower()
+    delivered = bool(params.get("delivered")) or any(w in status for w in _DELIVERED_WORDS)
+    return Routed(tracking=[SupplierTracking(
+        provider=provider, reference=str(reference) if reference else None,
+        supplier_order_id=str(supplier_order_id) if supplier_order_id else None,
+        tracking_number=str(number), carrier=params.get("logisticName") or params.get("carrier") or None,
+        tracking_url=params.get("trackingUrl") or params.get("tracking_url") or None,
+        delivered=delivered, received_at=at,
+    )])
+
+
 def route(
-    source: str, topic: str | None, shop_domain: str | None, body: Any, at: datetime, catalogue: Catalogue
+    source: str,
+    topic: str | None,
+    shop_domain: str | None,
+    body: Any,
+    at: datetime,
+    catalogue: Catalogue,
+    provider: str | None = None,
 ) -> Routed:
     """The meaning of one stored webhook; ``refused`` says why when it has none."""
     if not isinstance(body, dict):
@@ -328,7 +400,9 @@ def route(
             return route_shopify(topic, shop_domain, body, at, catalogue)
         if source == "STRIPE":
             return route_stripe(body, at)
-        return Routed(ignored=f"no router for {source} webhooks yet")
+        if source == "SUPPLIER":
+            return route_supplier(topic, provider or "", body, at)
+        return Routed(ignored=f"no router for {source} webhooks")
     except _Unroutable as exc:
         return Routed(refused=str(exc))
     except (TypeError, ValueError, AttributeError) as exc:  # a payload of an unexpected shape

@@ -19,6 +19,8 @@ ORDERS_EVENTS = "orders.events"
 ORDERS_COMMANDS = "orders.commands"
 STOREFRONT_COMMANDS = "storefront.commands"
 NOTIFICATIONS = "notifications"
+#: Tracking a supplier sent by webhook, for the executor to resolve to an order.
+SUPPLIER_TRACKING = "supplier.tracking"
 #: Storefront variant -> our product and its supplier source, keyed by shop domain.
 CATALOG_VARIANTS = "catalog.variants"
 #: Raw webhooks as received (connectors/ingress), keyed by their dedup key.
@@ -55,6 +57,7 @@ def specs() -> list[TopicSpec]:
         TopicSpec(ORDERS_COMMANDS, {"retention.ms": _WEEK_MS}),
         TopicSpec(STOREFRONT_COMMANDS, {"retention.ms": _WEEK_MS}),
         TopicSpec(NOTIFICATIONS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(SUPPLIER_TRACKING, {"retention.ms": _WEEK_MS}),
         # The mapping is state: keep the latest per key.
         TopicSpec(CATALOG_VARIANTS, {"cleanup.policy": "compact"}),
         TopicSpec(

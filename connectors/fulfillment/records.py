@@ -154,6 +154,22 @@ async def claim_tracking_batch(pool: asyncpg.Pool, older_than_s: float, limit: i
     return [_row(r) for r in records]
 
 
+async def find(pool: asyncpg.Pool, provider: str, reference: str | None, supplier_order_id: str | None) -> Row | None:
+    """The supplier order of ``provider`` with our ``reference`` or the supplier's id."""
+    record = await pool.fetchrow(
+        f"""
+        SELECT {_COLUMNS} FROM supplier_orders
+         WHERE provider = $1 AND ((reference = $2) OR (supplier_order_id = $3))
+         ORDER BY (reference = $2) DESC NULLS LAST
+         LIMIT 1
+        """,
+        provider,
+        reference,
+        supplier_order_id,
+    )
+    return None if record is None else _row(record)
+
+
 async def record_tracking(
     pool: asyncpg.Pool, key: str, number: str, carrier: str | None, url: str | None, delivered: bool
 ) -> None:

@@ -2,6 +2,11 @@
 carry each out (executor.py), publish the outcome on ``orders.events``, and
 commit the input offsets only after the outcomes are acknowledged.
 
+It also consumes ``supplier.tracking`` (tracking a supplier sent by webhook,
+routed by agents/webhooks.py): it finds the supplier order by our reference or
+the supplier's id in its record and publishes TRACKING_RECEIVED / DELIVERED
+with the same ids as its tracking poller.
+
 A plain aiokafka consumer group (``{app_id}-executor``): executors scale out
 like workers, one partition at a time. Commands start as they are fetched:
 those of one order run one after another, different orders concurrently (at
@@ -29,11 +34,13 @@ from pydantic import ValidationError
 
 from connectors.fulfillment.executor import Executor
 from connectors.fulfillment.metrics import COMMAND_SECONDS, COMMANDS
-from connectors.fulfillment.tracking import poll_once
+from connectors.fulfillment import records
+from connectors.fulfillment.tracking import poll_once, tracking_events
 from connectors.postgres.pool import create_pool
-from connectors.suppliers.base import SupplierOrders
+from connectors.suppliers.base import SupplierOrders, TrackingInfo
 from models.events import DeadLetter, DeadLetterReason
 from models.orders import OrderEvent, SupplierOrderCommand
+from models.webhook_routing import SupplierTracking
 from streams import topics
 from streams.codecs import encode
 from streams.settings import Settings
@@ -97,22 +104,55 @@ class Runner:
         for future in futures:
             await future
 
-    async def _dead(self, message: Any, detail: str) -> None:
+    async def _dead(
+        self, message: Any, detail: str, reason: DeadLetterReason = DeadLetterReason.SCHEMA_VIOLATION
+    ) -> None:
         record = DeadLetter(
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
             key=None if message.key is None else base64.b64encode(message.key).decode(),
             value=base64.b64encode(message.value or b"").decode(),
-            reason=DeadLetterReason.SCHEMA_VIOLATION,
+            reason=reason,
             detail=detail[:2000],
             refused_at=datetime.now(timezone.utc),
         )
         await (await self.producer.send(topics.DEADLETTER, key=message.topic.encode(), value=encode(record)))
 
+    async def tracked(self, message: Any) -> None:
+        """Tracking a supplier sent by webhook: resolved to its order through the
+        record, published with the poller's ids, then recorded."""
+        try:
+            update = SupplierTracking.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            await self._dead(message, f"not a supplier tracking update: {exc.errors()[:3]}")
+            return
+        row = await records.find(self.executor.pool, update.provider, update.reference, update.supplier_order_id)
+        if row is None:
+            COMMANDS.labels("TRACKING", "UNKNOWN_ORDER").inc()
+            await self._dead(message, f"no {update.provider} order {update.reference or update.supplier_order_id} "
+                             "placed by the engine", reason=DeadLetterReason.UNMAPPABLE)
+            return
+        info = TrackingInfo(update.tracking_number, update.carrier, update.tracking_url, update.delivered)
+        await self.publish(tracking_events(row, info, datetime.now(timezone.utc)))
+        await records.record_tracking(
+            self.executor.pool, row.idempotency_key, info.number, info.carrier, info.url, info.delivered
+        )
+        COMMANDS.labels("TRACKING", "DELIVERED" if info.delivered else "TRACKING").inc()
+
     async def handle(self, message: Any) -> None:
         """One command, to its published outcome; a failure (the database down, say)
         is tried again until it succeeds, so nothing after it is committed before it."""
+        if message.topic == topics.SUPPLIER_TRACKING:
+            while True:
+                try:
+                    await self.tracked(message)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("tracking update failed; trying it again")
+                    await asyncio.sleep(RETRY_PAUSE_S)
         try:
             command = SupplierOrderCommand.model_validate_json(message.value or b"")
         except ValidationError as exc:
@@ -221,7 +261,7 @@ async def run_executor(
 
     await producer.start()
     await consumer.start()
-    consumer.subscribe([topics.ORDERS_COMMANDS], listener=Rebalance())
+    consumer.subscribe([topics.ORDERS_COMMANDS, topics.SUPPLIER_TRACKING], listener=Rebalance())
     tracker = asyncio.create_task(_tracking_loop(runner, pool, clients, settings.tracking_poll_interval, stop))
     if ready is not None:
         ready.set()

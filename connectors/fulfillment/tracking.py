@@ -17,10 +17,39 @@ import asyncpg
 
 from connectors.fulfillment import records
 from connectors.fulfillment.metrics import TRACKING_FOUND
-from connectors.suppliers.base import PlacedOrder, SupplierError, SupplierOrders
+from connectors.suppliers.base import PlacedOrder, SupplierError, SupplierOrders, TrackingInfo
 from models.orders import Delivered, OrderEvent, TrackingReceived
 
 log = logging.getLogger(__name__)
+
+
+def tracking_events(row: records.Row, info: TrackingInfo, now: datetime) -> list[OrderEvent]:
+    """TRACKING_RECEIVED (and DELIVERED) of a supplier order. Ids come from the key
+    and the number, so the poller and a supplier webhook telling the same make one event."""
+    events: list[OrderEvent] = [
+        TrackingReceived(
+            event_id=f"{row.idempotency_key}:tracking:{info.number}",
+            order_id=row.order_id,
+            store_id=row.store_id,
+            occurred_at=now,
+            group_id=row.group_id,
+            tracking_number=info.number,
+            carrier=info.carrier,
+            tracking_url=info.url,
+            source="SUPPLIER",
+        )
+    ]
+    if info.delivered:
+        events.append(
+            Delivered(
+                event_id=f"{row.idempotency_key}:delivered",
+                order_id=row.order_id,
+                store_id=row.store_id,
+                occurred_at=now,
+                group_id=row.group_id,
+            )
+        )
+    return events
 
 
 async def poll_once(
@@ -47,30 +76,7 @@ async def poll_once(
         if info is None:
             TRACKING_FOUND.labels(row.provider, "NONE").inc()
             continue
-        now = datetime.now(timezone.utc)
-        events: list[OrderEvent] = [
-            TrackingReceived(
-                event_id=f"{row.idempotency_key}:tracking:{info.number}",
-                order_id=row.order_id,
-                store_id=row.store_id,
-                occurred_at=now,
-                group_id=row.group_id,
-                tracking_number=info.number,
-                carrier=info.carrier,
-                tracking_url=info.url,
-                source="SUPPLIER",
-            )
-        ]
-        if info.delivered:
-            events.append(
-                Delivered(
-                    event_id=f"{row.idempotency_key}:delivered",
-                    order_id=row.order_id,
-                    store_id=row.store_id,
-                    occurred_at=now,
-                    group_id=row.group_id,
-                )
-            )
+        events = tracking_events(row, info, datetime.now(timezone.utc))
         # Published first, recorded after: a crash in between asks again (same ids).
         await publish(events)
         await records.record_tracking(pool, row.idempotency_key, info.number, info.carrier, info.url, info.delivered)

@@ -127,3 +127,40 @@ def test_webhooks_delivered_many_times_shuffled_place_each_supplier_order_once( 
         assert len(ids) == len(set(ids))
     dead = [d for d in read_json(broker, "deadletter") if d["reason"] != "INVALID_IN_STATE"]
     assert dead == []
+
+
+def test_a_supplier_tracking_webhook_ships_the_group_once(broker, spawn, pg_dsn) -> None:  # type: ignore[no-untyped-def]
+    from models.orders import supplier_key
+    from models.webhooks import sign_hmac
+
+    secret = "cj-webhook-secret-0123456789"
+    env = {"OPS_SUPPLIER_WEBHOOK_SECRETS": orjson.dumps(
+        {"CJ_DROPSHIPPING": {"header": "X-CJ-Signature", "secret": secret, "encoding": "hex"}}).decode()}
+    with FakeSupplierServer(seed=2, tracking_delay_s=36000) as fake:  # the poller finds nothing: the webhook must
+        worker: Worker = spawn("w1", **env)
+        worker.wait_ready()
+        spawn("x1", command="executor", OPS_DATABASE_URL=pg_dsn, OPS_EXECUTOR_METRICS_PORT="0",
+              OPS_TRACKING_POLL_INTERVAL="36000", **supplier_env(fake, read_timeout=2.0))
+        order = {
+            "type": "ORDER_CREATED", "event_id": "o-cj-created", "order_id": "o-cj", "store_id": "store-1",
+            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "order_number": "#9",
+            "shipping_address": {"name": "A", "line1": "1 Main", "city": "Austin", "country_code": "US"},
+            "items": [{"line_id": "l1", "product_id": "p1", "quantity": 1, "unit_price": "5.00",
+                       "provider": "CJ_DROPSHIPPING", "source_id": "CJ-1"}],
+            "subtotal": "5.00", "total": "5.00", "currency": "USD", "payment_status": "PAID",
+        }
+        assert cli_publish(broker, "orders.events", [order]).returncode == 0
+        wait_for(lambda: httpx.get(f"{worker.url}/orders/o-cj").json().get("status") == "AWAITING_SHIPMENT",
+                 timeout=60, what="placed")
+        reference = supplier_key("o-cj", "CJ_DROPSHIPPING")
+        for message_id in ("m-1", "m-2"):  # the supplier tells twice
+            body = orjson.dumps({"messageId": message_id, "type": "ORDER", "params": {
+                "orderNumber": reference, "trackNumber": "CJPKL7123456789", "logisticName": "CJPacket",
+                "orderStatus": "SHIPPED"}})
+            response = httpx.post(f"{worker.url}/webhooks/suppliers/CJ_DROPSHIPPING", content=body, headers={
+                "Content-Type": "application/json", "X-CJ-Signature": sign_hmac(body, secret)})
+            assert response.status_code in (200, 202), response.text
+        state = wait_for(lambda: (o := httpx.get(f"{worker.url}/orders/o-cj").json())["status"] == "SHIPPED" and o,
+                         timeout=60, what="shipped")
+    assert state["groups"][0]["tracking"] == {"number": "CJPKL7123456789", "carrier": "CJPacket", "url": None}
+    assert [h["event"] for h in state["history"]].count("TRACKING_RECEIVED") == 1

@@ -142,3 +142,23 @@ def test_what_cannot_be_mapped_is_refused_with_a_reason() -> None:
                               catalogue).refused or "")
     assert route("SHOPIFY", "products/update", SHOP, {"id": 1}, AT, catalogue).ignored
     assert route("STRIPE", None, None, stripe_event("customer.created", {"id": "cus_1"}), AT, catalogue).ignored
+
+
+def test_supplier_tracking_webhooks_name_the_order_for_the_executor() -> None:
+    cj = route("SUPPLIER", None, None, {"messageId": "m1", "type": "ORDER", "params": {
+        "orderId": "CJ-555", "orderNumber": "ops-abc", "trackNumber": "CJPKL7123456789", "logisticName": "CJPacket",
+        "orderStatus": "SHIPPED"}}, AT, catalogue, provider="CJ_DROPSHIPPING")
+    (update,) = cj.tracking
+    assert (update.provider, update.reference, update.supplier_order_id) == ("CJ_DROPSHIPPING", "ops-abc", "CJ-555")
+    assert update.tracking_number == "CJPKL7123456789" and not update.delivered
+    assert update.key == b"CJ_DROPSHIPPING:ops-abc"
+    generic = route("SUPPLIER", None, None, {"event": "tracking", "supplier_order_id": "S-1",
+                                              "tracking_number": "9400111899223344556677", "status": "Delivered"},
+                    AT, catalogue, provider="SPOCKET")
+    assert generic.tracking[0].delivered and generic.tracking[0].key == b"SPOCKET:S-1"
+    assert route("SUPPLIER", None, None, {"type": "STOCK", "params": {"vid": "1"}}, AT, catalogue,
+                 provider="CJ_DROPSHIPPING").ignored
+    assert route("SUPPLIER", None, None, {"type": "ORDER", "params": {"orderStatus": "PAID"}}, AT, catalogue,
+                 provider="CJ_DROPSHIPPING").ignored  # no tracking number yet
+    assert "names no order" in (route("SUPPLIER", None, None, {"event": "tracking", "tracking_number": "X123"}, AT,
+                                      catalogue, provider="SPOCKET").refused or "")

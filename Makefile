@@ -45,6 +45,7 @@ integration: install
 bench: install
 	$(BIN)/python bench/inventory.py
 	$(BIN)/python bench/fulfillment.py
+	$(BIN)/python bench/ingress.py
 
 schema: install
 	$(BIN)/ops-engine schema --out docs/schema

@@ -84,6 +84,24 @@ def main() -> None:
     """ops-engine: inventory, pricing and fulfilment stream processors."""
 
 
+def tune_gc(thresholds: tuple[int, ...]) -> None:
+    """Fewer, later collections of the cyclic garbage collector.
+
+    Measured under 50 concurrent webhooks, a worker stopped for 80-240 ms every
+    2-3 s in CPython's full collections (py-spy --native: gc_collect_main),
+    which made the ingress's p99. What start-up made (modules, the app, its
+    tables' structures) is frozen out of every collection, and the younger
+    generations are collected less often. Reference counting still frees
+    almost everything at once; only cycles wait longer.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    if thresholds:
+        gc.set_threshold(*thresholds)
+
+
 @main.command()
 def worker() -> None:
     """Run one worker: agents, tables and the web server (Ctrl-C stops it)."""
@@ -98,6 +116,7 @@ def worker() -> None:
     # uvloop: a faster event loop for the worker (about 10 % more events/s here).
     mode.loop.use("uvloop")
     engine = bootstrap(settings)
+    tune_gc(settings.gc_thresholds)
     runner = faust.Worker(engine.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner logs through a handler on every tick when the
     # level is warning or above; a service has no terminal to spin on.

@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         6068, ge=0, le=65535, description="port of the executor's /metrics (Prometheus); 0: none"
     )
 
+    gc_threshold: str = Field(
+        "50000,20,100",
+        description="the worker's gc.set_threshold (comma list; empty: Python's 700,10,10); start-up objects are frozen",
+    )
+
+    @property
+    def gc_thresholds(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.gc_threshold.split(",") if p.strip())
+
     @field_validator("order_retry_backoff")
     @classmethod
     def _backoff(cls, value: str) -> str:

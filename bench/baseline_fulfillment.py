@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from connectors.suppliers.base import SupplierError  # noqa: E402
 from connectors.suppliers.registry import SupplierAccounts, build_clients  # noqa: E402
 from models.fulfillment import supplier_groups  # noqa: E402
-from streams.embedded import EMBEDDED_FETCH_WAIT_MS  # noqa: E402
+from streams.embedded import EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS  # noqa: E402
 from models.orders import OrderCreated, SupplierLine, supplier_key  # noqa: E402
 
 
@@ -33,7 +33,7 @@ async def main(bootstrap: str) -> None:
     consumer = AIOKafkaConsumer("bench.paid", bootstrap_servers=bootstrap, group_id="bench-baseline",
                                 auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=1000,
                                 # the embedded broker holds a fetch for its whole wait (streams/embedded.py)
-                                fetch_max_wait_ms=EMBEDDED_FETCH_WAIT_MS)
+                                fetch_max_wait_ms=EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     await consumer.start()
     await producer.start()

@@ -43,6 +43,7 @@ from models.orders import OrderEvent, SupplierOrderCommand
 from models.webhook_routing import SupplierTracking
 from streams import topics
 from streams.codecs import encode
+from streams.embedded import EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -224,10 +225,6 @@ async def run_executor(
     settings: Settings, clients: dict[str, SupplierOrders], stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
     assert settings.database_url, "OPS_DATABASE_URL is required"
-    if settings.embedded_broker:
-        from streams.embedded import install_fetch_wait_fix
-
-        install_fetch_wait_fix()
     pool = await create_pool(settings.database_url, max_size=settings.executor_concurrency + 2, reset=_no_reset)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap,
@@ -243,6 +240,9 @@ async def run_executor(
         session_timeout_ms=int(settings.session_timeout * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
         max_poll_records=500,
+        # The embedded broker holds a fetch for its whole wait (streams/embedded.py):
+        # commands are few and their latency counts, so ask for a short one.
+        fetch_max_wait_ms=EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS if settings.embedded_broker else 500,
     )
     runner = Runner(settings, Executor(pool, clients), producer)
 

@@ -26,7 +26,6 @@ decoding the whole state.
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from datetime import datetime, timezone
@@ -187,17 +186,7 @@ class OrderProcessor:
     # ------------------------------------------------------------------ #
 
     def _dead_record(self, message: Any, reason: DeadLetterReason, detail: str, value: bytes) -> Output:
-        key = message.key
-        record = DeadLetter(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=None if key is None else base64.b64encode(key).decode(),
-            value=base64.b64encode(value).decode(),
-            reason=reason,
-            detail=detail[:2000],
-            refused_at=datetime.now(timezone.utc),
-        )
+        record = DeadLetter.of(message, reason, detail, value)
         metrics.DEADLETTERS.labels(reason.value).inc()
         log.warning(
             "deadletter %s[%s]@%s: %s %s", message.topic, message.partition, message.offset, reason.value,

@@ -21,7 +21,6 @@ and then removed by a timer.
 
 from __future__ import annotations
 
-import base64
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -109,16 +108,7 @@ class WebhookRouter:
         self.dedup.write(message, hook_.dedup_key, entry, outputs)
 
     def _dead(self, message: Any, reason: DeadLetterReason, detail: str) -> Output:
-        record = DeadLetter(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=None if message.key is None else base64.b64encode(message.key).decode(),
-            value=base64.b64encode(message.value or b"").decode(),
-            reason=reason,
-            detail=detail[:2000],
-            refused_at=datetime.now(timezone.utc),
-        )
+        record = DeadLetter.of(message, reason, detail)
         metrics.DEADLETTERS.labels(reason.value).inc()
         # Ids only: the detail says what was wrong, never the body (personal data).
         log.warning("deadletter %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason.value)

@@ -10,6 +10,7 @@ of the state), never fatal. ``docs/events.md`` describes these records and
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
@@ -368,6 +369,22 @@ class DeadLetter(Event):
     detail: str
     item_index: int | None = Field(None, description="index of the refused item in a page")
     refused_at: UtcDatetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def of(cls, record: Any, reason: DeadLetterReason, detail: str, value: bytes | None = None) -> DeadLetter:
+        """The dead letter of a consumed ``record`` (anything with topic, partition,
+        offset, key and value: a Kafka message); ``value`` replaces the record's own
+        (e.g. one refused event out of several)."""
+        key = record.key
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=None if key is None else base64.b64encode(key).decode(),
+            value=base64.b64encode((record.value or b"") if value is None else value).decode(),
+            reason=reason,
+            detail=detail[:2000],
+        )
 
 
 #: Topic name -> the record type a message on it carries (for schema/publish).

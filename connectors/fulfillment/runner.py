@@ -22,7 +22,6 @@ reason.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections import defaultdict
@@ -108,16 +107,7 @@ class Runner:
     async def _dead(
         self, message: Any, detail: str, reason: DeadLetterReason = DeadLetterReason.SCHEMA_VIOLATION
     ) -> None:
-        record = DeadLetter(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=None if message.key is None else base64.b64encode(message.key).decode(),
-            value=base64.b64encode(message.value or b"").decode(),
-            reason=reason,
-            detail=detail[:2000],
-            refused_at=datetime.now(timezone.utc),
-        )
+        record = DeadLetter.of(message, reason, detail)
         await (await self.producer.send(topics.DEADLETTER, key=message.topic.encode(), value=encode(record)))
 
     async def tracked(self, message: Any) -> None:

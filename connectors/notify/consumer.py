@@ -18,7 +18,6 @@ passes or the notifier is stopped.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from typing import Any
 
@@ -121,15 +120,7 @@ class RecordHandler:
         log.warning("refused %s[%s]@%s: %s %s", record.topic, record.partition, record.offset, reason.value, detail)
         if self.producer is None:
             return
-        letter = DeadLetter(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=None if record.key is None else base64.b64encode(record.key).decode(),
-            value=base64.b64encode(record.value or b"").decode(),
-            reason=reason,
-            detail=detail[:2000],
-        )
+        letter = DeadLetter.of(record, reason, detail)
         try:
             await self.producer.send_and_wait(topics.DEADLETTER, key=record.topic.encode(), value=encode(letter))
         except KafkaError:

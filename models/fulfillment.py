@@ -61,6 +61,7 @@ from models.orders import (
     OrderItem,
     PaymentConfirmed,
     PaymentStatus,
+    RedactRequested,
     RefundRequested,
     Retry,
     StorefrontCommand,
@@ -80,6 +81,7 @@ _NS = uuid.UUID("0b7f3c9e-2d41-4f6a-9a57-4c3e1d2b8f10")
 #: The provider of items the storefront could not map to a supplier source
 #: (models/webhook_routing.py): their group needs a person from the start.
 UNMAPPED = "UNMAPPED"
+REDACTED = "[redacted]"
 
 
 class OrderStatus(str, Enum):
@@ -186,6 +188,7 @@ class OrderState(Event):
     total: Decimal | None = None
     groups: tuple[SupplierGroup, ...] = ()
     problem: str | None = None  # order-level reason for intervention
+    redacted: bool = False  # the customer's personal data was removed
     first_seen_at: datetime
     missing_alerted: bool = False
     seen: tuple[str, ...] = ()  # event ids handled (applied or refused)
@@ -606,7 +609,7 @@ class _Step:
         if isinstance(event, Timer) and event.timer is TimerKind.ORDER_MISSING:
             return self._order_missing(event)
         if not state.created:
-            if isinstance(event, Timer):
+            if isinstance(event, (Timer, RedactRequested)):
                 raise _Ignore  # deadlines of an order that does not exist yet are moot
             raise _Park
         if isinstance(event, PaymentConfirmed):
@@ -625,6 +628,8 @@ class _Step:
             return self._refund(event)
         if isinstance(event, Retry):
             return self._retry(event)
+        if isinstance(event, RedactRequested):
+            return self._redact(event)
         if isinstance(event, Timer):
             return self._timer(event)
         raise _Refuse(f"unknown event type {event.type}")  # pragma: no cover
@@ -863,6 +868,21 @@ class _Step:
                 self._set_group(group, problem=None, tracking_due_at=due if group.status is GroupStatus.PLACED else None)
         self._set(problem=None)
         return f"retry by {event.requested_by or 'an operator'}; re-issued {', '.join(reissued) or 'none'}"
+
+    def _redact(self, event: RedactRequested) -> str | None:
+        """Names, e-mail, phone and street go; ids, items, amounts and the country stay."""
+        state = self.state
+        if state.redacted:
+            raise _Ignore
+        address = state.shipping_address
+        self._set(
+            customer=Customer(),
+            shipping_address=None if address is None else Address(
+                name=REDACTED, line1=REDACTED, city=REDACTED, country_code=address.country_code
+            ),
+            redacted=True,
+        )
+        return f"personal data redacted ({event.reason or 'requested'})"
 
     def _timer(self, event: Timer) -> str | None:
         state = self.state

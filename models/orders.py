@@ -85,6 +85,7 @@ class OrderEventType(str, Enum):
     CANCEL_REQUESTED = "CANCEL_REQUESTED"
     REFUND_REQUESTED = "REFUND_REQUESTED"
     RETRY = "RETRY"
+    REDACT_REQUESTED = "REDACT_REQUESTED"
     TIMER = "TIMER"
 
 
@@ -178,6 +179,13 @@ class TimerKind(str, Enum):
     DELIVERY_OVERDUE = "DELIVERY_OVERDUE"  # shipped, never delivered
 
 
+class RedactRequested(_OrderEvent):
+    """Remove the customer's personal data from the order (Shopify customers/redact)."""
+
+    type: Literal[OrderEventType.REDACT_REQUESTED] = OrderEventType.REDACT_REQUESTED
+    reason: Text = ""
+
+
 class Timer(_OrderEvent):
     """Internal: a deadline of the order's state has passed (published by the
     engine's deadline scanner, event_id made from the deadline itself)."""
@@ -199,6 +207,7 @@ OrderEvent = Annotated[
         CancelRequested,
         RefundRequested,
         Retry,
+        RedactRequested,
         Timer,
     ],
     Field(discriminator="type"),

@@ -274,6 +274,15 @@ def route_shopify(
             })
             for group in groups
         ])
+    if topic == "customers/redact":
+        orders = body.get("orders_to_redact") or []
+        return Routed(events=[
+            _event({
+                "type": "REDACT_REQUESTED", "event_id": f"shopify:{shop}:redact:{order}", "order_id":
+                _shopify_order_id(order), "store_id": shop, "occurred_at": at, "reason": "customers/redact",
+            })
+            for order in orders
+        ], ignored=None if orders else "customers/redact names no orders")
     return Routed(ignored=f"no action for Shopify topic {topic}")
 
 

@@ -96,6 +96,7 @@ EVENTS: dict[str, Callable[[], OrderEvent]] = {
     "CANCEL_REQUESTED": lambda: cancel(10, "cancel-2"),
     "REFUND_REQUESTED": lambda: refund(10, "refund-2"),
     "RETRY": lambda: retry(10, "retry-2"),
+    "REDACT_REQUESTED": lambda: event(OrderEventType.REDACT_REQUESTED, "redact-2", 10, reason="customers/redact"),
     "TIMER": lambda: timer(TimerKind.RETRY_DUE, A, at(70), 70),
 }
 
@@ -105,54 +106,54 @@ EXPECTED: dict[str, dict[str, str]] = {
     "NOT_CREATED": {
         "ORDER_CREATED": "PROCESSING",  # the waiting payment applies with it
         "PAYMENT_CONFIRMED": P, "SUPPLIER_ORDER_PLACED": P, "SUPPLIER_ORDER_FAILED": P, "TRACKING_RECEIVED": P,
-        "DELIVERED": P, "CANCEL_REQUESTED": P, "REFUND_REQUESTED": P, "RETRY": P, "TIMER": I,
+        "DELIVERED": P, "CANCEL_REQUESTED": P, "REFUND_REQUESTED": P, "RETRY": P, "TIMER": I, "REDACT_REQUESTED": I,
     },
     "PENDING": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": "PROCESSING", "SUPPLIER_ORDER_PLACED": P,
         "SUPPLIER_ORDER_FAILED": P, "TRACKING_RECEIVED": P, "DELIVERED": P, "CANCEL_REQUESTED": "CANCELLED",
-        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I,
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "PENDING",
     },
     "PROCESSING": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": "PROCESSING",
         "SUPPLIER_ORDER_FAILED": "PROCESSING", "TRACKING_RECEIVED": P, "DELIVERED": P,
-        "CANCEL_REQUESTED": "CANCELLED", "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I,
+        "CANCEL_REQUESTED": "CANCELLED", "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "PROCESSING",
     },
     "AWAITING_SHIPMENT": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
         "TRACKING_RECEIVED": "PARTIALLY_SHIPPED", "DELIVERED": P, "CANCEL_REQUESTED": "CANCELLED",
-        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I,
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "AWAITING_SHIPMENT",
     },
     "PARTIALLY_SHIPPED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
         "TRACKING_RECEIVED": R, "DELIVERED": P, "CANCEL_REQUESTED": R, "REFUND_REQUESTED": "REFUNDED",
-        "RETRY": R, "TIMER": I,
+        "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "PARTIALLY_SHIPPED",
     },
     "SHIPPED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
         "TRACKING_RECEIVED": R, "DELIVERED": "DELIVERED", "CANCEL_REQUESTED": R, "REFUND_REQUESTED": "REFUNDED",
-        "RETRY": R, "TIMER": I,
+        "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "SHIPPED",
     },
     "DELIVERED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
         "TRACKING_RECEIVED": R, "DELIVERED": R, "CANCEL_REQUESTED": R, "REFUND_REQUESTED": "REFUNDED",
-        "RETRY": R, "TIMER": I,
+        "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "DELIVERED",
     },
     "INTERVENTION_REQUIRED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R,
         "SUPPLIER_ORDER_PLACED": "PROCESSING",  # found after all; the other group is still being placed
         "SUPPLIER_ORDER_FAILED": R, "TRACKING_RECEIVED": P, "DELIVERED": P, "CANCEL_REQUESTED": "CANCELLED",
-        "REFUND_REQUESTED": "REFUNDED", "RETRY": "PROCESSING", "TIMER": I,
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": "PROCESSING", "TIMER": I, "REDACT_REQUESTED": "INTERVENTION_REQUIRED",
     },
     "CANCELLED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R,
         "SUPPLIER_ORDER_PLACED": "CANCELLED",  # placed while the cancel was on its way: cancel it there
         "SUPPLIER_ORDER_FAILED": R, "TRACKING_RECEIVED": R, "DELIVERED": R, "CANCEL_REQUESTED": R,
-        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I,
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "CANCELLED",
     },
     "REFUNDED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": "REFUNDED",
         "SUPPLIER_ORDER_FAILED": R, "TRACKING_RECEIVED": R, "DELIVERED": R, "CANCEL_REQUESTED": R,
-        "REFUND_REQUESTED": R, "RETRY": R, "TIMER": I,
+        "REFUND_REQUESTED": R, "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "REFUNDED",
     },
 }
 
@@ -441,3 +442,17 @@ def test_items_without_a_catalogue_mapping_need_a_person_once_paid() -> None:
     assert [a.type for a in ds[-1].alerts] == [AlertType.ORDER_ISSUE]
     # RETRY re-issues the mapped group still in flight, never the one with no supplier.
     assert [c.group_id for c in decide(state, retry(), CONFIG).commands] == [A]
+
+
+def test_redaction_removes_personal_data_and_keeps_the_rest() -> None:
+    state, _ = run([created(), paid(), placed(A)])
+    d = decide(state, event(OrderEventType.REDACT_REQUESTED, "redact", 9, reason="customers/redact"), CONFIG)
+    after = d.state
+    assert after.redacted and after.customer.email is None and after.customer.name is None
+    assert after.shipping_address.line1 == "[redacted]" and after.shipping_address.country_code == "US"
+    assert after.items == state.items and after.groups == state.groups and after.status is state.status
+    dumped = after.model_dump_json()
+    assert "ada@example.com" not in dumped and "1 Main St" not in dumped and "Ada" not in dumped
+    # Shipping later tells nobody by e-mail: there is no address left to tell.
+    t = decide(after, tracking(A, seconds=20), CONFIG)
+    assert [n.recipient for n in t.notifications] == [None]

@@ -162,3 +162,18 @@ def test_supplier_tracking_webhooks_name_the_order_for_the_executor() -> None:
                  provider="CJ_DROPSHIPPING").ignored  # no tracking number yet
     assert "names no order" in (route("SUPPLIER", None, None, {"event": "tracking", "tracking_number": "X123"}, AT,
                                       catalogue, provider="SPOCKET").refused or "")
+
+
+def test_customer_redaction_reaches_each_named_order() -> None:
+    routed = route("SHOPIFY", "customers/redact", SHOP, {
+        "shop_id": 1, "shop_domain": SHOP, "customer": {"id": 77, "email": "ada@example.com"},
+        "orders_to_redact": [5550001, 5550002]}, AT, catalogue)
+    assert [(e.type, e.order_id) for e in routed.events] == [
+        (OrderEventType.REDACT_REQUESTED, "shopify-5550001"), (OrderEventType.REDACT_REQUESTED, "shopify-5550002"),
+    ]
+    created = route("SHOPIFY", "orders/create", SHOP, shopify_order(), AT, catalogue).events
+    state = None
+    for event in [*created, routed.events[0]]:
+        state = decide(state, event).state
+    assert state is not None and state.redacted and "ada@example.com" not in state.model_dump_json()
+    assert route("SHOPIFY", "customers/redact", SHOP, {"orders_to_redact": []}, AT, catalogue).ignored

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from connectors import metrics
 from models.events import DeadLetter, DeadLetterReason
+from models.orders import OrderEventType
 from models.webhook_routing import CatalogueVariant, catalogue_key, route
 from models.webhooks import InboundWebhook
 from streams import topics
@@ -48,6 +49,7 @@ class WebhookRouter:
         self.outputs = engine.outputs
         self.dedup = OutboxTable(engine.tables.webhook_dedup, engine.outputs)
         self.catalogue = OutboxTable(engine.tables.catalogue, engine.outputs)
+        self.shop_orders = OutboxTable(engine.tables.shop_orders, engine.outputs)
         self.keep = timedelta(days=engine.settings.webhook_dedup_days)
 
     def handle(self, event: faust.EventT) -> None:
@@ -60,6 +62,10 @@ class WebhookRouter:
         except Exception as exc:  # one bad record must not stop the worker
             log.exception("failed to route %s[%s]@%s", message.topic, message.partition, message.offset)
             self._send_dead(message, DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def orders_of(self, shop: str) -> list[str]:
+        prefix = f"{shop}|"
+        return sorted(k[len(prefix):] for k in list(self.shop_orders.table.data) if k.startswith(prefix))
 
     def lookup(self, shop: str, variant: str) -> CatalogueVariant | None:
         raw = self.catalogue.table.data.get(catalogue_key(shop, variant))
@@ -90,8 +96,14 @@ class WebhookRouter:
         except orjson.JSONDecodeError:
             body = None
         routed = route(
-            source, hook_.topic, hook_.shop_domain, body, hook_.received_at, self.lookup, provider=hook_.provider
+            source, hook_.topic, hook_.shop_domain, body, hook_.received_at, self.lookup,
+            provider=hook_.provider, orders_of=self.orders_of,
         )
+        if hook_.shop_domain:
+            # Remember the shop's orders (same partition as its webhooks) for shop/redact.
+            for order_event in routed.events:
+                if order_event.type is OrderEventType.ORDER_CREATED:
+                    self.shop_orders.write(message, f"{hook_.shop_domain}|{order_event.order_id}", {}, [])
         outputs: list[Output] = []
         for order_event in routed.events:
             outputs.append((topics.ORDERS_EVENTS, order_event.order_id.encode(), encode(order_event)))
@@ -139,6 +151,7 @@ def register(engine: Engine) -> WebhookRouter:
     app = engine.app
     hook(app, router.dedup.ledger)
     hook(app, router.catalogue.ledger)
+    hook(app, router.shop_orders.ledger)
 
     @app.agent(engine.webhook_inputs, name="webhooks")
     async def webhooks(stream: faust.StreamT) -> None:
@@ -148,7 +161,7 @@ def register(engine: Engine) -> WebhookRouter:
             if outputs.due():
                 await outputs.send()
 
-    for table in (router.dedup, router.catalogue):
+    for table in (router.dedup, router.catalogue, router.shop_orders):
 
         async def on_changelog_event(event: faust.EventT, table: OutboxTable = table) -> None:
             table.on_changelog_record(event.key, event.message.partition, event.message.value)

@@ -227,7 +227,12 @@ def _store_of(shop: str, body: dict[str, Any], catalogue: Catalogue) -> str:
 
 
 def route_shopify(
-    topic: str, shop: str, body: dict[str, Any], at: datetime, catalogue: Catalogue
+    topic: str,
+    shop: str,
+    body: dict[str, Any],
+    at: datetime,
+    catalogue: Catalogue,
+    orders_of: Callable[[str], list[str]] = lambda shop: [],
 ) -> Routed:
     if topic in ("orders/create", "orders/paid", "orders/updated"):
         _, _, events = _shopify_created(shop, body, at, catalogue)
@@ -274,6 +279,16 @@ def route_shopify(
             })
             for group in groups
         ])
+    if topic == "shop/redact":
+        # 48 h after an uninstall: every order of the shop the engine has seen.
+        order_ids = orders_of(shop)
+        return Routed(events=[
+            _event({
+                "type": "REDACT_REQUESTED", "event_id": f"shopify:{shop}:shop-redact:{order_id}",
+                "order_id": order_id, "store_id": shop, "occurred_at": at, "reason": "shop/redact",
+            })
+            for order_id in order_ids
+        ], ignored=None if order_ids else "shop/redact: no orders of this shop seen")
     if topic == "customers/redact":
         orders = body.get("orders_to_redact") or []
         return Routed(events=[
@@ -398,6 +413,7 @@ def route(
     at: datetime,
     catalogue: Catalogue,
     provider: str | None = None,
+    orders_of: Callable[[str], list[str]] = lambda shop: [],
 ) -> Routed:
     """The meaning of one stored webhook; ``refused`` says why when it has none."""
     if not isinstance(body, dict):
@@ -406,7 +422,7 @@ def route(
         if source == "SHOPIFY":
             if not topic or not shop_domain:
                 raise _Unroutable("Shopify webhook without topic or shop domain")
-            return route_shopify(topic, shop_domain, body, at, catalogue)
+            return route_shopify(topic, shop_domain, body, at, catalogue, orders_of)
         if source == "STRIPE":
             return route_stripe(body, at)
         if source == "SUPPLIER":

@@ -19,6 +19,7 @@ STORE_SETTINGS = "store-settings"
 ORDERS = "orders"
 WEBHOOK_DEDUP = "webhook-dedup"
 CATALOGUE = "catalogue"
+SHOP_ORDERS = "shop-orders"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Tables:
     orders: faust.Table
     webhook_dedup: faust.Table
     catalogue: faust.Table
+    shop_orders: faust.Table
 
 
 def define(app: faust.App, partitions: int) -> Tables:
@@ -58,4 +60,5 @@ def define(app: faust.App, partitions: int) -> Tables:
         # Keyed like webhooks.inbound / catalog.variants messages (agents/webhooks.py).
         webhook_dedup=table(WEBHOOK_DEDUP, "dedup key -> {at, p, outbox} JSON"),
         catalogue=table(CATALOGUE, "shop|shopify variant id -> CatalogueVariant JSON"),
+        shop_orders=table(SHOP_ORDERS, "shop|order_id -> {} (the orders of a shop, for shop/redact)"),
     )

@@ -164,3 +164,30 @@ def test_a_supplier_tracking_webhook_ships_the_group_once(broker, spawn, pg_dsn)
                          timeout=60, what="shipped")
     assert state["groups"][0]["tracking"] == {"number": "CJPKL7123456789", "carrier": "CJPacket", "url": None}
     assert [h["event"] for h in state["history"]].count("TRACKING_RECEIVED") == 1
+
+
+def test_shop_redact_removes_personal_data_from_every_order_of_the_shop(broker, spawn) -> None:  # type: ignore[no-untyped-def]
+    worker: Worker = spawn("w1", OPS_SHOPIFY_WEBHOOK_SECRETS=orjson.dumps({SHOP: [SHOPIFY_SECRET]}).decode())
+    worker.wait_ready()
+    assert cli_publish(broker, "catalog.variants", catalogue()).returncode == 0
+    rng = random.Random(5)
+
+    def post(topic: str, body: dict[str, Any], webhook_id: str) -> None:
+        raw = orjson.dumps(body)
+        response = httpx.post(f"{worker.url}/webhooks/shopify", content=raw, headers={
+            "X-Shopify-Topic": topic, "X-Shopify-Shop-Domain": SHOP, "X-Shopify-Webhook-Id": webhook_id,
+            "X-Shopify-Hmac-Sha256": sign_shopify(raw, SHOPIFY_SECRET), "Content-Type": "application/json"})
+        assert response.status_code in (200, 202), response.text
+
+    for n in (1, 2):
+        post("orders/create", shopify_order(n, rng, "paid"), f"create-{n}")
+    order_ids = [f"shopify-{7000000 + n}" for n in (1, 2)]
+    for order_id in order_ids:
+        wait_for(lambda: httpx.get(f"{worker.url}/orders/{order_id}").status_code == 200, what=order_id)
+    assert httpx.get(f"{worker.url}/orders/{order_ids[0]}").json()["customer"]["email"] == "c1@example.com"
+    post("shop/redact", {"shop_id": 1, "shop_domain": SHOP}, "redact-1")
+    for order_id in order_ids:
+        state = wait_for(lambda: (o := httpx.get(f"{worker.url}/orders/{order_id}").json())["redacted"] and o,
+                         what=f"{order_id} redacted")
+        assert state["customer"] == {"name": None, "email": None, "phone": None}
+        assert state["shipping_address"]["line1"] == "[redacted]" and state["status"] == "PROCESSING"

@@ -177,3 +177,13 @@ def test_customer_redaction_reaches_each_named_order() -> None:
         state = decide(state, event).state
     assert state is not None and state.redacted and "ada@example.com" not in state.model_dump_json()
     assert route("SHOPIFY", "customers/redact", SHOP, {"orders_to_redact": []}, AT, catalogue).ignored
+
+
+def test_shop_redaction_reaches_every_order_of_the_shop() -> None:
+    routed = route("SHOPIFY", "shop/redact", SHOP, {"shop_id": 1, "shop_domain": SHOP}, AT, catalogue,
+                   orders_of=lambda shop: ["shopify-1", "shopify-2"] if shop == SHOP else [])
+    assert [(e.type, e.order_id, e.reason) for e in routed.events] == [
+        (OrderEventType.REDACT_REQUESTED, "shopify-1", "shop/redact"),
+        (OrderEventType.REDACT_REQUESTED, "shopify-2", "shop/redact"),
+    ]
+    assert route("SHOPIFY", "shop/redact", "other.myshopify.com", {}, AT, catalogue).ignored

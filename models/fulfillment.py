@@ -60,6 +60,7 @@ from models.orders import (
     OrderEvent,
     OrderItem,
     PaymentConfirmed,
+    DataRequested,
     PaymentStatus,
     RedactRequested,
     RefundRequested,
@@ -543,10 +544,16 @@ class _Step:
         return name_uuid(_NS, "|".join((self.state.order_id, *parts)))
 
     def _notify(
-        self, event: OrderEvent, kind: NotificationKind, *id_parts: str, group: SupplierGroup | None = None
+        self,
+        event: OrderEvent,
+        kind: NotificationKind,
+        *id_parts: str,
+        group: SupplierGroup | None = None,
+        extra: dict[str, str] | None = None,
     ) -> None:
         state = self.state
-        audience = Audience.ADMIN if kind is NotificationKind.ADMIN_INTERVENTION else Audience.CUSTOMER
+        admin = (NotificationKind.ADMIN_INTERVENTION, NotificationKind.ADMIN_DATA_REQUEST)
+        audience = Audience.ADMIN if kind in admin else Audience.CUSTOMER
         data = {
             "order_id": state.order_id,
             "store_id": state.store_id,
@@ -563,6 +570,7 @@ class _Step:
             )
         if kind is NotificationKind.ADMIN_INTERVENTION:
             data["reason"] = state.reason or ""
+        data.update(extra or {})
         self.out.notifications.append(
             Notification(
                 notification_id=self._id("notify", kind.value, *id_parts),
@@ -609,7 +617,7 @@ class _Step:
         if isinstance(event, Timer) and event.timer is TimerKind.ORDER_MISSING:
             return self._order_missing(event)
         if not state.created:
-            if isinstance(event, (Timer, RedactRequested)):
+            if isinstance(event, (Timer, RedactRequested, DataRequested)):
                 raise _Ignore  # deadlines of an order that does not exist yet are moot
             raise _Park
         if isinstance(event, PaymentConfirmed):
@@ -630,6 +638,8 @@ class _Step:
             return self._retry(event)
         if isinstance(event, RedactRequested):
             return self._redact(event)
+        if isinstance(event, DataRequested):
+            return self._data_request(event)
         if isinstance(event, Timer):
             return self._timer(event)
         raise _Refuse(f"unknown event type {event.type}")  # pragma: no cover
@@ -868,6 +878,23 @@ class _Step:
                 self._set_group(group, problem=None, tracking_due_at=due if group.status is GroupStatus.PLACED else None)
         self._set(problem=None)
         return f"retry by {event.requested_by or 'an operator'}; re-issued {', '.join(reissued) or 'none'}"
+
+    def _data_request(self, event: DataRequested) -> str | None:
+        """Tell the store owner what the order holds of the customer (nothing, once redacted)."""
+        state = self.state
+        customer = state.customer or Customer()
+        address = state.shipping_address
+        lines = [] if address is None else [
+            address.name, address.line1, address.line2, address.city, address.province, address.postal_code,
+            address.country_code, address.phone,
+        ]
+        extra = {
+            "customer_email": customer.email or "",
+            "customer_phone": customer.phone or "",
+            "shipping_address": ", ".join(p for p in lines if p),
+        }
+        self._notify(event, NotificationKind.ADMIN_DATA_REQUEST, "data-request", event.event_id, extra=extra)
+        return "customer data sent to the store owner" + (" (already redacted)" if state.redacted else "")
 
     def _redact(self, event: RedactRequested) -> str | None:
         """Names, e-mail, phone and street go; ids, items, amounts and the country stay."""

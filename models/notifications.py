@@ -41,6 +41,9 @@ FIELDS: tuple[str, ...] = (
     "reason",
     "order_id",
     "store_id",
+    "customer_email",
+    "customer_phone",
+    "shipping_address",
 )
 
 MAX_VALUE_CHARS = 500
@@ -107,6 +110,18 @@ _TEMPLATES: dict[NotificationKind, tuple[str, str]] = {
         "Order id: ${order_id}\n"
         "\n"
         "Once it is fixed, send a RETRY event for the order to re-issue its supplier orders.\n",
+    ),
+    NotificationKind.ADMIN_DATA_REQUEST: (
+        "[ops-engine] Customer data held for order ${order_number}",
+        "A customer asked for the personal data held about them (Shopify customers/data_request).\n"
+        "This is what the engine holds for order ${order_number} (${order_id}, store ${store_id}):\n"
+        "\n"
+        "?Name: ${customer_name}\n"
+        "?E-mail: ${customer_email}\n"
+        "?Phone: ${customer_phone}\n"
+        "?Shipping address: ${shipping_address}\n"
+        "\n"
+        "Send it to the customer as Shopify's data request asks.\n",
     ),
     # Digests are rendered by render_digest; this one is for an ALERT_DIGEST
     # notification that arrives on the topic with no alerts attached.

@@ -86,6 +86,7 @@ class OrderEventType(str, Enum):
     REFUND_REQUESTED = "REFUND_REQUESTED"
     RETRY = "RETRY"
     REDACT_REQUESTED = "REDACT_REQUESTED"
+    DATA_REQUESTED = "DATA_REQUESTED"
     TIMER = "TIMER"
 
 
@@ -186,6 +187,14 @@ class RedactRequested(_OrderEvent):
     reason: Text = ""
 
 
+class DataRequested(_OrderEvent):
+    """Send the store owner the customer's data held for this order (Shopify
+    customers/data_request): an ADMIN_DATA_REQUEST notification."""
+
+    type: Literal[OrderEventType.DATA_REQUESTED] = OrderEventType.DATA_REQUESTED
+    request_id: Short = ""
+
+
 class Timer(_OrderEvent):
     """Internal: a deadline of the order's state has passed (published by the
     engine's deadline scanner, event_id made from the deadline itself)."""
@@ -208,6 +217,7 @@ OrderEvent = Annotated[
         RefundRequested,
         Retry,
         RedactRequested,
+        DataRequested,
         Timer,
     ],
     Field(discriminator="type"),
@@ -290,6 +300,7 @@ class NotificationKind(str, Enum):
     CUSTOMER_PARTIALLY_SHIPPED = "CUSTOMER_PARTIALLY_SHIPPED"
     CUSTOMER_DELIVERED = "CUSTOMER_DELIVERED"
     ADMIN_INTERVENTION = "ADMIN_INTERVENTION"
+    ADMIN_DATA_REQUEST = "ADMIN_DATA_REQUEST"
     ALERT_DIGEST = "ALERT_DIGEST"
 
 

@@ -289,6 +289,17 @@ def route_shopify(
             })
             for order_id in order_ids
         ], ignored=None if order_ids else "shop/redact: no orders of this shop seen")
+    if topic == "customers/data_request":
+        requested = body.get("orders_requested") or []
+        request_id = str(_get(body, "data_request", "id") or "")
+        return Routed(events=[
+            _event({
+                "type": "DATA_REQUESTED", "event_id": f"shopify:{shop}:data-request:{request_id}:{order}",
+                "order_id": _shopify_order_id(order), "store_id": shop, "occurred_at": at,
+                "request_id": request_id,
+            })
+            for order in requested
+        ], ignored=None if requested else "customers/data_request names no orders")
     if topic == "customers/redact":
         orders = body.get("orders_to_redact") or []
         return Routed(events=[

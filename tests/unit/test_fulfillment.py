@@ -97,6 +97,7 @@ EVENTS: dict[str, Callable[[], OrderEvent]] = {
     "REFUND_REQUESTED": lambda: refund(10, "refund-2"),
     "RETRY": lambda: retry(10, "retry-2"),
     "REDACT_REQUESTED": lambda: event(OrderEventType.REDACT_REQUESTED, "redact-2", 10, reason="customers/redact"),
+    "DATA_REQUESTED": lambda: event(OrderEventType.DATA_REQUESTED, "data-2", 10, request_id="dr-1"),
     "TIMER": lambda: timer(TimerKind.RETRY_DUE, A, at(70), 70),
 }
 
@@ -106,54 +107,54 @@ EXPECTED: dict[str, dict[str, str]] = {
     "NOT_CREATED": {
         "ORDER_CREATED": "PROCESSING",  # the waiting payment applies with it
         "PAYMENT_CONFIRMED": P, "SUPPLIER_ORDER_PLACED": P, "SUPPLIER_ORDER_FAILED": P, "TRACKING_RECEIVED": P,
-        "DELIVERED": P, "CANCEL_REQUESTED": P, "REFUND_REQUESTED": P, "RETRY": P, "TIMER": I, "REDACT_REQUESTED": I,
+        "DELIVERED": P, "CANCEL_REQUESTED": P, "REFUND_REQUESTED": P, "RETRY": P, "TIMER": I, "REDACT_REQUESTED": I, "DATA_REQUESTED": I,
     },
     "PENDING": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": "PROCESSING", "SUPPLIER_ORDER_PLACED": P,
         "SUPPLIER_ORDER_FAILED": P, "TRACKING_RECEIVED": P, "DELIVERED": P, "CANCEL_REQUESTED": "CANCELLED",
-        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "PENDING",
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "PENDING", "DATA_REQUESTED": "PENDING",
     },
     "PROCESSING": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": "PROCESSING",
         "SUPPLIER_ORDER_FAILED": "PROCESSING", "TRACKING_RECEIVED": P, "DELIVERED": P,
-        "CANCEL_REQUESTED": "CANCELLED", "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "PROCESSING",
+        "CANCEL_REQUESTED": "CANCELLED", "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "PROCESSING", "DATA_REQUESTED": "PROCESSING",
     },
     "AWAITING_SHIPMENT": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
         "TRACKING_RECEIVED": "PARTIALLY_SHIPPED", "DELIVERED": P, "CANCEL_REQUESTED": "CANCELLED",
-        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "AWAITING_SHIPMENT",
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "AWAITING_SHIPMENT", "DATA_REQUESTED": "AWAITING_SHIPMENT",
     },
     "PARTIALLY_SHIPPED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
         "TRACKING_RECEIVED": R, "DELIVERED": P, "CANCEL_REQUESTED": R, "REFUND_REQUESTED": "REFUNDED",
-        "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "PARTIALLY_SHIPPED",
+        "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "PARTIALLY_SHIPPED", "DATA_REQUESTED": "PARTIALLY_SHIPPED",
     },
     "SHIPPED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
         "TRACKING_RECEIVED": R, "DELIVERED": "DELIVERED", "CANCEL_REQUESTED": R, "REFUND_REQUESTED": "REFUNDED",
-        "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "SHIPPED",
+        "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "SHIPPED", "DATA_REQUESTED": "SHIPPED",
     },
     "DELIVERED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": R, "SUPPLIER_ORDER_FAILED": R,
         "TRACKING_RECEIVED": R, "DELIVERED": R, "CANCEL_REQUESTED": R, "REFUND_REQUESTED": "REFUNDED",
-        "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "DELIVERED",
+        "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "DELIVERED", "DATA_REQUESTED": "DELIVERED",
     },
     "INTERVENTION_REQUIRED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R,
         "SUPPLIER_ORDER_PLACED": "PROCESSING",  # found after all; the other group is still being placed
         "SUPPLIER_ORDER_FAILED": R, "TRACKING_RECEIVED": P, "DELIVERED": P, "CANCEL_REQUESTED": "CANCELLED",
-        "REFUND_REQUESTED": "REFUNDED", "RETRY": "PROCESSING", "TIMER": I, "REDACT_REQUESTED": "INTERVENTION_REQUIRED",
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": "PROCESSING", "TIMER": I, "REDACT_REQUESTED": "INTERVENTION_REQUIRED", "DATA_REQUESTED": "INTERVENTION_REQUIRED",
     },
     "CANCELLED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R,
         "SUPPLIER_ORDER_PLACED": "CANCELLED",  # placed while the cancel was on its way: cancel it there
         "SUPPLIER_ORDER_FAILED": R, "TRACKING_RECEIVED": R, "DELIVERED": R, "CANCEL_REQUESTED": R,
-        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "CANCELLED",
+        "REFUND_REQUESTED": "REFUNDED", "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "CANCELLED", "DATA_REQUESTED": "CANCELLED",
     },
     "REFUNDED": {
         "ORDER_CREATED": R, "PAYMENT_CONFIRMED": R, "SUPPLIER_ORDER_PLACED": "REFUNDED",
         "SUPPLIER_ORDER_FAILED": R, "TRACKING_RECEIVED": R, "DELIVERED": R, "CANCEL_REQUESTED": R,
-        "REFUND_REQUESTED": R, "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "REFUNDED",
+        "REFUND_REQUESTED": R, "RETRY": R, "TIMER": I, "REDACT_REQUESTED": "REFUNDED", "DATA_REQUESTED": "REFUNDED",
     },
 }
 
@@ -456,3 +457,12 @@ def test_redaction_removes_personal_data_and_keeps_the_rest() -> None:
     # Shipping later tells nobody by e-mail: there is no address left to tell.
     t = decide(after, tracking(A, seconds=20), CONFIG)
     assert [n.recipient for n in t.notifications] == [None]
+
+
+def test_a_data_request_tells_the_store_owner_what_the_order_holds() -> None:
+    state, _ = run([created(), paid()])
+    d = decide(state, event(OrderEventType.DATA_REQUESTED, "dr", 9, request_id="dr-1"), CONFIG)
+    (note,) = d.notifications
+    assert note.kind is NotificationKind.ADMIN_DATA_REQUEST and note.recipient is None
+    assert note.data["customer_email"] == "ada@example.com" and "1 Main St" in note.data["shipping_address"]
+    assert d.state.status is state.status

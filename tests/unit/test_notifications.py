@@ -132,6 +132,7 @@ def test_allow_list_is_the_documented_one() -> None:
     assert set(FIELDS) == {
         "order_number", "customer_name", "carrier", "tracking_number", "tracking_url",
         "groups_shipped", "groups_total", "reason", "order_id", "store_id",
+        "customer_email", "customer_phone", "shipping_address",  # the data request to the store owner
     }
 
 

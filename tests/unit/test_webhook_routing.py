@@ -187,3 +187,12 @@ def test_shop_redaction_reaches_every_order_of_the_shop() -> None:
         (OrderEventType.REDACT_REQUESTED, "shopify-2", "shop/redact"),
     ]
     assert route("SHOPIFY", "shop/redact", "other.myshopify.com", {}, AT, catalogue).ignored
+
+
+def test_a_customer_data_request_reaches_each_named_order() -> None:
+    routed = route("SHOPIFY", "customers/data_request", SHOP, {
+        "shop_domain": SHOP, "customer": {"id": 77}, "orders_requested": [5550001],
+        "data_request": {"id": 9999}}, AT, catalogue)
+    (request,) = routed.events
+    assert request.type is OrderEventType.DATA_REQUESTED and request.order_id == "shopify-5550001"
+    assert request.event_id == f"shopify:{SHOP}:data-request:9999:5550001"

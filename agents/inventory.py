@@ -38,6 +38,7 @@ from models import alerts as alert_rules
 from models.events import (
     Alert,
     AlertCommand,
+    AlertRecord,
     AlertStatus,
     DeadLetter,
     DeadLetterReason,
@@ -456,7 +457,29 @@ class InventoryProcessor:
     # inventory.commands
     # ------------------------------------------------------------------ #
 
+    def on_alert_record(self, message: Any) -> None:
+        """An alert raised on another partition (an order's, a webhook's): keep it in the
+        store's alert table, unless a newer state of it is there already."""
+        command = self.decode(AlertRecord.model_validate_json, message)
+        if command is None:
+            return
+        alert = command.record
+        key = alert_key(alert.store_id, alert.alert_id)
+        current = self.load_alert(alert.store_id, alert.alert_id)
+        if current is not None and current.updated_at >= alert.updated_at:
+            return
+        value = encode(alert)
+        self.changelog(self.alerts, self._tp.partition, key, value)
+        self.alerts.data[key] = value
+
     def on_command(self, message: Any) -> None:
+        try:
+            parsed = orjson.loads(message.value or b"")
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict) and "record" in parsed:
+            self.on_alert_record(message)
+            return
         command = self.decode(AlertCommand.model_validate_json, message)
         if command is None:
             return

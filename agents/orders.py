@@ -37,7 +37,7 @@ from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from connectors import metrics
-from models.events import DeadLetter, DeadLetterReason
+from models.events import AlertRecord, DeadLetter, DeadLetterReason
 from models.fulfillment import (
     Decision,
     MachineConfig,
@@ -173,6 +173,9 @@ class OrderProcessor:
             out.append((topics.STOREFRONT_COMMANDS, store, encode(show)))
         for alert in decision.alerts:
             out.append((topics.ALERTS, store, encode(alert)))
+            # ...and into the store's alert table (on the store's partition, not the order's).
+            record = AlertRecord(command_id=f"record:{alert.alert_id}", store_id=alert.store_id, record=alert)
+            out.append((topics.INVENTORY_COMMANDS, store, encode(record)))
             metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
         for reason in decision.refused:
             out.append(self._dead_record(message, DeadLetterReason.INVALID_IN_STATE, reason, message.value or b""))

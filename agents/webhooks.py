@@ -30,7 +30,7 @@ import orjson
 from pydantic import ValidationError
 
 from connectors import metrics
-from models.events import DeadLetter, DeadLetterReason
+from models.events import AlertRecord, DeadLetter, DeadLetterReason
 from models.orders import OrderEventType
 from models.webhook_routing import CatalogueVariant, catalogue_key, route
 from models.webhooks import InboundWebhook
@@ -111,6 +111,8 @@ class WebhookRouter:
             outputs.append((topics.SUPPLIER_TRACKING, update.key, encode(update)))
         for alert in routed.alerts:
             outputs.append((topics.ALERTS, alert.store_id.encode(), encode(alert)))
+            record = AlertRecord(command_id=f"record:{alert.alert_id}", store_id=alert.store_id, record=alert)
+            outputs.append((topics.INVENTORY_COMMANDS, alert.store_id.encode(), encode(record)))
             metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
         if routed.refused:
             outputs.append(self._dead(message, DeadLetterReason.UNMAPPABLE, routed.refused))

@@ -338,6 +338,17 @@ class AlertCommand(Event):
     requested_at: UtcDatetime = Field(default_factory=utcnow)
 
 
+class AlertRecord(Event):
+    """Keep an alert raised elsewhere (the orders agent, the webhook router) in the
+    store's alert table, so the store's alert views show it too. Topic
+    ``inventory.commands``, key ``store_id``. The alert itself was already
+    published on ``alerts``; this only records it where the store's alerts live."""
+
+    command_id: str
+    store_id: Ident
+    record: Alert
+
+
 # --------------------------------------------------------------------------- #
 # deadletter
 # --------------------------------------------------------------------------- #

@@ -130,6 +130,12 @@ def test_retryable_failure_is_retried_by_the_deadline_scanner(broker, spawn) -> 
     assert "3 attempts failed" in state["reason"]
     alerts = wait_for(lambda: [a for a in read_json(broker, "alerts") if a["type"] == "ORDER_ISSUE"], what="alert")
     assert alerts[0]["metadata"]["order_id"] == "o3"
+    # The store's alert view shows it too (kept on the store's partition), and it can be acknowledged.
+    listed = wait_for(lambda: worker.get(f"/stores/{STORE}/alerts", type="ORDER_ISSUE").json()["alerts"],
+                      what="alert in the store's view")
+    assert [a["alert_id"] for a in listed] == [alerts[0]["alert_id"]]
+    acked = worker.post(f"/stores/{STORE}/alerts/{alerts[0]['alert_id']}/acknowledge")
+    assert acked.status_code in (200, 202) and acked.json().get("status", "ACKNOWLEDGED") == "ACKNOWLEDGED"
     assert any(n["kind"] == "ADMIN_INTERVENTION" for n in read_json(broker, "notifications"))
     # A person fixed it: RETRY from the web view re-issues the command.
     retried = worker.post("/orders/o3/retry")

@@ -27,11 +27,9 @@ empty secrets are dropped, never used as an HMAC key.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,7 +42,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -53,6 +50,7 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from streams.secrets_file import JsonSecretsFile
 from streams.settings import ENV_PREFIX, SettingsError
 
 log = logging.getLogger(__name__)
@@ -115,50 +113,6 @@ class SupplierWebhook(BaseModel):
     @property
     def keys(self) -> tuple[bytes, ...]:
         return tuple(s.get_secret_value().encode() for s in self.secrets if s.get_secret_value())
-
-
-class _JsonSecretsSource(PydanticBaseSettingsSource):
-    """Settings from the JSON file named by ``OPS_WEBHOOK_SECRETS_FILE``."""
-
-    def __init__(self, settings_cls: type[BaseSettings], path: str | os.PathLike[str] | None) -> None:
-        super().__init__(settings_cls)
-        self.path = Path(path) if path else None
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        if self.path is None:
-            return {}
-        where = f"{SECRETS_FILE_VAR}={str(self.path)!r}"
-        try:
-            raw = self.path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SettingsError(f"{where}: cannot read ({exc.strerror})") from None
-        try:
-            if self.path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                log.warning("%s is readable by others; chmod 600 it", SECRETS_FILE_VAR)
-        except OSError:
-            pass
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise SettingsError(f"{where}: not valid JSON") from None
-        if not isinstance(data, dict):
-            raise SettingsError(f"{where}: must hold a JSON object")
-        fields = self.settings_cls.model_fields
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            name = str(key).lower()
-            if name.startswith("ops_"):
-                name = name[4:]
-            if name == "webhook_secrets_file":
-                continue
-            if name in fields:
-                values[name] = value
-            else:
-                log.warning("%s: unknown key %r ignored", SECRETS_FILE_VAR, name[:100])
-        return values
 
 
 class IngressSettings(BaseSettings):
@@ -236,7 +190,11 @@ class IngressSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
         path = init_kwargs.get("webhook_secrets_file") or os.environ.get(SECRETS_FILE_VAR) or None
-        return (init_settings, env_settings, _JsonSecretsSource(settings_cls, path))
+        return (
+            init_settings,
+            env_settings,
+            JsonSecretsFile(settings_cls, path, variable=SECRETS_FILE_VAR, error=SettingsError),
+        )
 
     @classmethod
     def load(cls, **overrides: Any) -> IngressSettings:

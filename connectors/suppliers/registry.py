@@ -19,21 +19,18 @@ Nothing here runs at import: call ``SupplierAccounts.load()`` then
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import stat
 from pathlib import Path
-from typing import Any
 
 import httpx
 from pydantic import Field, SecretStr, ValidationError
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connectors.suppliers import aliexpress, cj, spocket
 from connectors.suppliers.base import SupplierOrders
 from connectors.suppliers.http import CircuitBreaker
+from streams.secrets_file import JsonSecretsFile
 
 log = logging.getLogger(__name__)
 
@@ -51,50 +48,6 @@ CREDENTIALS: dict[str, list[str]] = {
 class SupplierSettingsError(SystemExit):
     """Raised with a readable message (never a secret's value) when the
     supplier settings are invalid."""
-
-
-class _JsonSecretsSource(PydanticBaseSettingsSource):
-    """Settings from the JSON file named by ``OPS_SUPPLIER_SECRETS_FILE``."""
-
-    def __init__(self, settings_cls: type[BaseSettings], path: str | os.PathLike[str] | None) -> None:
-        super().__init__(settings_cls)
-        self.path = Path(path) if path else None
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        if self.path is None:
-            return {}
-        try:
-            raw = self.path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SupplierSettingsError(f"{SECRETS_FILE_VAR}={str(self.path)!r}: cannot read ({exc.strerror})") from None
-        try:
-            mode = self.path.stat().st_mode
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                log.warning("%s is readable by others (mode %o); chmod 600 it", SECRETS_FILE_VAR, mode & 0o777)
-        except OSError:
-            pass
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise SupplierSettingsError(f"{SECRETS_FILE_VAR}={str(self.path)!r}: not valid JSON") from None
-        if not isinstance(data, dict):
-            raise SupplierSettingsError(f"{SECRETS_FILE_VAR}={str(self.path)!r}: must hold a JSON object")
-        fields = self.settings_cls.model_fields
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            name = str(key).lower()
-            if name.startswith("ops_"):
-                name = name[4:]
-            if name == "supplier_secrets_file":
-                continue
-            if name in fields:
-                values[name] = value
-            else:
-                log.warning("%s: unknown key %r ignored", SECRETS_FILE_VAR, name)
-        return values
 
 
 class SupplierAccounts(BaseSettings):
@@ -136,7 +89,11 @@ class SupplierAccounts(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
         path = init_kwargs.get("supplier_secrets_file") or os.environ.get(SECRETS_FILE_VAR) or None
-        return (init_settings, env_settings, _JsonSecretsSource(settings_cls, path))
+        return (
+            init_settings,
+            env_settings,
+            JsonSecretsFile(settings_cls, path, variable=SECRETS_FILE_VAR, error=SupplierSettingsError),
+        )
 
     @classmethod
     def load(cls) -> SupplierAccounts:

@@ -1,0 +1,76 @@
+"""A settings source for a JSON file of secrets (``OPS_*_SECRETS_FILE``).
+
+The supplier accounts and the webhook secrets both take their secrets from the
+environment or from a JSON file named by a variable; the environment wins. The
+file holds the settings' names, lower case, with or without the ``ops_``
+prefix. A file readable by others is warned about; a file that cannot be read
+or is not a JSON object stops the process with a message naming the variable
+(never a value).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+log = logging.getLogger(__name__)
+
+
+class JsonSecretsFile(PydanticBaseSettingsSource):
+    """Settings of ``settings_cls`` from the JSON file at ``path`` (named by ``variable``)."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        path: str | os.PathLike[str] | None,
+        *,
+        variable: str,
+        error: type[SystemExit],
+    ) -> None:
+        super().__init__(settings_cls)
+        self.path = Path(path) if path else None
+        self.variable = variable
+        self.error = error
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        where = f"{self.variable}={str(self.path)!r}"
+        try:
+            raw = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise self.error(f"{where}: cannot read ({exc.strerror})") from None
+        try:
+            mode = self.path.stat().st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                log.warning("%s is readable by others (mode %o); chmod 600 it", self.variable, mode & 0o777)
+        except OSError:
+            pass
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise self.error(f"{where}: not valid JSON") from None
+        if not isinstance(data, dict):
+            raise self.error(f"{where}: must hold a JSON object")
+        own = self.variable.lower().removeprefix("ops_")  # the file does not name itself
+        fields = self.settings_cls.model_fields
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            name = str(key).lower().removeprefix("ops_")
+            if name == own:
+                continue
+            if name in fields:
+                values[name] = value
+            else:
+                log.warning("%s: unknown key %r ignored", self.variable, name[:100])
+        return values

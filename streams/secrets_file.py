@@ -74,3 +74,19 @@ class JsonSecretsFile(PydanticBaseSettingsSource):
             else:
                 log.warning("%s: unknown key %r ignored", self.variable, name[:100])
         return values
+
+
+def sources(
+    settings_cls: type[BaseSettings],
+    init_settings: PydanticBaseSettingsSource,
+    env_settings: PydanticBaseSettingsSource,
+    *,
+    variable: str,
+    error: type[SystemExit],
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """For ``settings_customise_sources``: arguments, then the environment, then the
+    file named by ``variable`` (or by the matching argument)."""
+    field = variable.lower().removeprefix("ops_")
+    init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
+    path = init_kwargs.get(field) or os.environ.get(variable) or None
+    return (init_settings, env_settings, JsonSecretsFile(settings_cls, path, variable=variable, error=error))

@@ -170,12 +170,29 @@ class Settings(BaseSettings):
         try:
             return cls()
         except ValidationError as exc:
-            lines = ["invalid settings:"]
-            for err in exc.errors():
-                name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
-                value = os.environ.get(name, "<unset>")
-                lines.append(f"  {name}={value!r}: {err['msg']}")
-            raise SettingsError("\n".join(lines)) from None
+            raise SettingsError(invalid_settings(exc, "invalid settings:", show_values=True)) from None
+
+
+def invalid_settings(
+    exc: ValidationError, title: str, *, show_values: bool = False, hidden: tuple[str, ...] = ()
+) -> str:
+    """A readable report of ``exc``: each variable (``OPS_...``) with what is wrong.
+
+    ``show_values`` adds the value the environment holds, except for variables
+    whose name contains one of ``hidden`` (passwords); settings that hold
+    secrets never show values. A nested error says where in the value it is.
+    """
+    lines = [title]
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        name = ENV_PREFIX + loc[0].upper() if loc else "(settings)"
+        where = f" at {'.'.join(loc[1:])}" if len(loc) > 1 else ""
+        shown = ""
+        if show_values:
+            value = "<hidden>" if any(h in name for h in hidden) else os.environ.get(name, "<unset>")
+            shown = f"={value!r}"
+        lines.append(f"  {name}{shown}{where}: {err['msg']}")
+    return "\n".join(lines)
 
 
 def describe() -> list[tuple[str, str, str]]:

@@ -28,7 +28,6 @@ empty secrets are dropped, never used as an HMAC key.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -50,8 +49,8 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as PydanticSettingsError
 
-from streams.secrets_file import JsonSecretsFile
-from streams.settings import ENV_PREFIX, SettingsError
+from streams import secrets_file
+from streams.settings import ENV_PREFIX, SettingsError, invalid_settings
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +187,8 @@ class IngressSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
-        path = init_kwargs.get("webhook_secrets_file") or os.environ.get(SECRETS_FILE_VAR) or None
-        return (
-            init_settings,
-            env_settings,
-            JsonSecretsFile(settings_cls, path, variable=SECRETS_FILE_VAR, error=SettingsError),
+        return secrets_file.sources(
+            settings_cls, init_settings, env_settings, variable=SECRETS_FILE_VAR, error=SettingsError
         )
 
     @classmethod
@@ -203,13 +198,7 @@ class IngressSettings(BaseSettings):
         try:
             return cls(**overrides)
         except ValidationError as exc:
-            lines = ["invalid webhook settings:"]
-            for err in exc.errors():
-                loc = [str(p) for p in err["loc"]]
-                name = ENV_PREFIX + loc[0].upper() if loc else "(settings)"
-                where = f" at {'.'.join(loc[1:])}" if len(loc) > 1 else ""
-                lines.append(f"  {name}{where}: {err['msg']}")
-            raise SettingsError("\n".join(lines)) from None
+            raise SettingsError(invalid_settings(exc, "invalid webhook settings:")) from None
         except PydanticSettingsError as exc:
             # "error parsing value for field ... from source ..." (bad JSON): no value in it.
             raise SettingsError(f"invalid webhook settings: {str(exc).splitlines()[0][:300]}") from None

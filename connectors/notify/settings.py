@@ -6,13 +6,12 @@ must not fail to start over an SMTP setting.
 
 from __future__ import annotations
 
-import os
 import re
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.settings import ENV_PREFIX, SettingsError
+from streams.settings import ENV_PREFIX, SettingsError, invalid_settings
 
 _EMAIL = r"^[^@\s<>,;]+@[^@\s<>,;]+$"
 
@@ -60,11 +59,5 @@ class NotifySettings(BaseSettings):
         try:
             return cls()
         except ValidationError as exc:
-            lines = ["invalid settings:"]
-            for err in exc.errors():
-                name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
-                value = os.environ.get(name, "<unset>")
-                if "PASSWORD" in name:
-                    value = "<hidden>"
-                lines.append(f"  {name}={value!r}: {err['msg']}")
-            raise SettingsError("\n".join(lines)) from None
+            report = invalid_settings(exc, "invalid settings:", show_values=True, hidden=("PASSWORD",))
+            raise SettingsError(report) from None

@@ -20,7 +20,6 @@ Nothing here runs at import: call ``SupplierAccounts.load()`` then
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import httpx
@@ -30,7 +29,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from connectors.suppliers import aliexpress, cj, spocket
 from connectors.suppliers.base import SupplierOrders
 from connectors.suppliers.http import CircuitBreaker
-from streams.secrets_file import JsonSecretsFile
+from streams import secrets_file
+from streams.settings import invalid_settings
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,8 @@ class SupplierAccounts(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
-        path = init_kwargs.get("supplier_secrets_file") or os.environ.get(SECRETS_FILE_VAR) or None
-        return (
-            init_settings,
-            env_settings,
-            JsonSecretsFile(settings_cls, path, variable=SECRETS_FILE_VAR, error=SupplierSettingsError),
+        return secrets_file.sources(
+            settings_cls, init_settings, env_settings, variable=SECRETS_FILE_VAR, error=SupplierSettingsError
         )
 
     @classmethod
@@ -102,11 +98,7 @@ class SupplierAccounts(BaseSettings):
         try:
             return cls()
         except ValidationError as exc:
-            lines = ["invalid supplier settings:"]
-            for err in exc.errors():
-                name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
-                lines.append(f"  {name}: {err['msg']}")
-            raise SupplierSettingsError("\n".join(lines)) from None
+            raise SupplierSettingsError(invalid_settings(exc, "invalid supplier settings:")) from None
 
     @property
     def timeout(self) -> httpx.Timeout:

@@ -37,7 +37,7 @@ from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from connectors import metrics
-from models.events import AlertRecord, DeadLetter, DeadLetterReason
+from models.events import AlertRecord, DeadLetterReason
 from models.fulfillment import (
     Decision,
     MachineConfig,
@@ -51,7 +51,8 @@ from models.orders import OrderEvent, decode_order_event
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
-from streams.outbox import Output, OutboxTable, hook
+from agents.wiring import active_partitions, dead_letter, run_agent
+from streams.outbox import Output, OutboxTable
 
 log = logging.getLogger(__name__)
 
@@ -178,36 +179,26 @@ class OrderProcessor:
             out.append((topics.INVENTORY_COMMANDS, store, encode(record)))
             metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
         for reason in decision.refused:
-            out.append(self._dead_record(message, DeadLetterReason.INVALID_IN_STATE, reason, message.value or b""))
+            out.append(dead_letter(message, DeadLetterReason.INVALID_IN_STATE, reason, log_detail=True))
         for parked, reason in decision.refused_events:
             detail = f"event {parked.event_id} ({parked.type.value}) waited and was refused: {reason}"
-            out.append(self._dead_record(message, DeadLetterReason.INVALID_IN_STATE, detail, encode(parked)))
+            out.append(dead_letter(message, DeadLetterReason.INVALID_IN_STATE, detail, encode(parked), log_detail=True))
         return out
 
     # ------------------------------------------------------------------ #
     # dead letters
     # ------------------------------------------------------------------ #
 
-    def _dead_record(self, message: Any, reason: DeadLetterReason, detail: str, value: bytes) -> Output:
-        record = DeadLetter.of(message, reason, detail, value)
-        metrics.DEADLETTERS.labels(reason.value).inc()
-        log.warning(
-            "deadletter %s[%s]@%s: %s %s", message.topic, message.partition, message.offset, reason.value,
-            detail[:300].replace("\n", " "),
-        )
-        return (topics.DEADLETTER, message.topic.encode(), encode(record))
-
     def dead(self, message: Any, reason: DeadLetterReason, detail: str) -> None:
-        topic, key, value = self._dead_record(message, reason, detail, message.value or b"")
+        topic, key, value = dead_letter(message, reason, detail, log_detail=True)
         self.outputs.add(topic, None, key, value)
 
     # ------------------------------------------------------------------ #
     # the table
     # ------------------------------------------------------------------ #
 
-    def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
-        """Recovery (or a standby) read a record: index its deadline, note its outbox."""
-        body = self.store.on_changelog_record(key, partition, raw)
+    def index_due(self, key: str, body: dict[str, Any] | None) -> None:
+        """Recovery (or a standby) read a record: index its deadline."""
         due = body.get("due") if body else None
         if due:
             self.next_due[key] = datetime.fromisoformat(due)
@@ -215,7 +206,7 @@ class OrderProcessor:
             self.next_due.pop(key, None)
 
     def active_partitions(self) -> set[int]:
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topics.ORDERS_EVENTS}
+        return active_partitions(self.app, topics.ORDERS_EVENTS)
 
     def partition_of(self, order_id: str) -> int:
         return (murmur2(order_id.encode()) & 0x7FFFFFFF) % self.partitions
@@ -279,24 +270,10 @@ class OrderProcessor:
 def register(engine: Engine) -> OrderProcessor:
     processor = OrderProcessor(engine)
     app = engine.app
-    hook(app, processor.store.ledger)
+    processor.store.attach(app, processor.index_due)
+    run_agent(engine, engine.order_events, "orders", processor.handle)
 
-    @app.agent(engine.order_events, name="orders")
-    async def orders(stream: faust.StreamT) -> None:
-        outputs = engine.outputs
-        async for event in stream.events():
-            processor.handle(event)
-            if outputs.due():
-                await outputs.send()
-
-    table = engine.tables.orders
-
-    async def on_changelog_event(event: faust.EventT) -> None:
-        processor.on_changelog_record(event.key, event.message.partition, event.message.value)
-
-    table._on_changelog_event = on_changelog_event
-
-    @table.on_recover
+    @engine.tables.orders.on_recover
     async def resend_recovered() -> None:
         await processor.resend_recovered()
 

@@ -30,14 +30,15 @@ import orjson
 from pydantic import ValidationError
 
 from connectors import metrics
-from models.events import AlertRecord, DeadLetter, DeadLetterReason
+from models.events import AlertRecord, DeadLetterReason
 from models.orders import OrderEventType
 from models.webhook_routing import CatalogueVariant, catalogue_key, route
 from models.webhooks import InboundWebhook
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
-from streams.outbox import Output, OutboxTable, hook
+from agents.wiring import active_partitions, dead_letter, run_agent
+from streams.outbox import Output, OutboxTable
 
 log = logging.getLogger(__name__)
 
@@ -115,25 +116,19 @@ class WebhookRouter:
             outputs.append((topics.INVENTORY_COMMANDS, alert.store_id.encode(), encode(record)))
             metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
         if routed.refused:
-            outputs.append(self._dead(message, DeadLetterReason.UNMAPPABLE, routed.refused))
+            outputs.append(dead_letter(message, DeadLetterReason.UNMAPPABLE, routed.refused))
         result = "REFUSED" if routed.refused else "IGNORED" if routed.ignored else "ROUTED"
         metrics.WEBHOOKS_ROUTED.labels(source, result).inc()
         entry = {"at": hook_.received_at.isoformat(), "p": message.partition}
         self.dedup.write(message, hook_.dedup_key, entry, outputs)
 
-    def _dead(self, message: Any, reason: DeadLetterReason, detail: str) -> Output:
-        record = DeadLetter.of(message, reason, detail)
-        metrics.DEADLETTERS.labels(reason.value).inc()
-        # Ids only: the detail says what was wrong, never the body (personal data).
-        log.warning("deadletter %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason.value)
-        return (topics.DEADLETTER, message.topic.encode(), encode(record))
-
     def _send_dead(self, message: Any, reason: DeadLetterReason, detail: str) -> None:
-        topic, key, value = self._dead(message, reason, detail)
+        # Ids only in the log: a webhook's detail may quote its body.
+        topic, key, value = dead_letter(message, reason, detail)
         self.outputs.add(topic, None, key, value)
 
     def active_partitions(self) -> set[int]:
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topics.WEBHOOKS_INBOUND}
+        return active_partitions(self.app, topics.WEBHOOKS_INBOUND)
 
     def purge(self, now: datetime | None = None) -> int:
         """Remove dedup entries older than the keep period, in the partitions this worker owns."""
@@ -151,24 +146,9 @@ class WebhookRouter:
 def register(engine: Engine) -> WebhookRouter:
     router = WebhookRouter(engine)
     app = engine.app
-    hook(app, router.dedup.ledger)
-    hook(app, router.catalogue.ledger)
-    hook(app, router.shop_orders.ledger)
-
-    @app.agent(engine.webhook_inputs, name="webhooks")
-    async def webhooks(stream: faust.StreamT) -> None:
-        outputs = engine.outputs
-        async for event in stream.events():
-            router.handle(event)
-            if outputs.due():
-                await outputs.send()
-
     for table in (router.dedup, router.catalogue, router.shop_orders):
-
-        async def on_changelog_event(event: faust.EventT, table: OutboxTable = table) -> None:
-            table.on_changelog_record(event.key, event.message.partition, event.message.value)
-
-        table.table._on_changelog_event = on_changelog_event
+        table.attach(app)
+    run_agent(engine, engine.webhook_inputs, "webhooks", router.handle)
 
     @engine.tables.webhook_dedup.on_recover
     async def resend_recovered() -> None:

@@ -149,6 +149,18 @@ class OutboxTable:
         for topic, out_key, value in new:
             self.outputs.add(topic, None, out_key, value)
 
+    def attach(self, app: faust.App, on_record: Callable[[str, dict[str, Any] | None], None] | None = None) -> None:
+        """Follow Faust's commits and rebalances (``hook``) and read the records
+        recovery and standbys apply; ``on_record(key, body)`` sees each one too."""
+        hook(app, self.ledger)
+
+        async def on_changelog_event(event: Any) -> None:
+            body = self.on_changelog_record(event.key, event.message.partition, event.message.value)
+            if on_record is not None:
+                on_record(event.key, body)
+
+        self.table._on_changelog_event = on_changelog_event
+
     def delete(self, partition: int, key: str) -> None:
         """Remove ``key`` (a tombstone in the changelog)."""
         self.table.data.pop(key, None)

@@ -1,0 +1,55 @@
+"""What the orders agent and the webhook router wire the same way.
+
+- ``run_agent``: a Faust agent that hands each event to a handler and sends
+  the buffered outputs when they are due (streams/outputs.py).
+- ``dead_letter``: the ``deadletter`` output of a refused record, counted and
+  logged by ids (never the value: it may hold personal data).
+- ``active_partitions``: the partitions of a topic this worker owns now.
+
+(The inventory agent keeps its own loop: it also times each message.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from connectors import metrics
+from models.events import DeadLetter, DeadLetterReason
+from streams import topics
+from streams.app import Engine
+from streams.codecs import encode
+from streams.outbox import Output
+
+log = logging.getLogger(__name__)
+
+
+def run_agent(engine: Engine, topic: faust.TopicT, name: str, handle: Callable[[faust.EventT], None]) -> Any:
+    outputs = engine.outputs
+
+    async def agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            handle(event)
+            if outputs.due():
+                await outputs.send()
+
+    agent.__name__ = name
+    return engine.app.agent(topic, name=name)(agent)
+
+
+def dead_letter(
+    message: Any, reason: DeadLetterReason, detail: str, value: bytes | None = None, log_detail: bool = False
+) -> Output:
+    """The ``deadletter`` record of ``message`` (``value`` in place of its own, if given)."""
+    record = DeadLetter.of(message, reason, detail, value)
+    metrics.DEADLETTERS.labels(reason.value).inc()
+    extra = detail[:300].replace("\n", " ") if log_detail else ""
+    log.warning("deadletter %s[%s]@%s: %s %s", message.topic, message.partition, message.offset, reason.value, extra)
+    return (topics.DEADLETTER, message.topic.encode(), encode(record))
+
+
+def active_partitions(app: faust.App, topic: str) -> set[int]:
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}

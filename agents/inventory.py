@@ -44,6 +44,7 @@ from models.events import (
     DeadLetterReason,
     StoreSettings,
     SupplierSnapshot,
+    SupplierUpdate,
     default_settings,
 )
 from models.inventory import (
@@ -54,6 +55,7 @@ from models.inventory import (
     apply_unchanged,
     item_product_key,
     reprice,
+    snapshot_of_update,
 )
 from models.product import (
     OutboxItem,
@@ -248,17 +250,8 @@ class InventoryProcessor:
                     item_index=index,
                 )
                 continue
-            pkey = product_key(key, snap.product_id, snap.variant_id)
-            outcome, encoded = apply_snapshot_encoded(data.get(pkey), snap, settings)
-            result = outcome.result
+            result = self.apply_one(snap, settings)
             counts[result] = counts.get(result, 0) + 1
-            if encoded is not None:
-                if outcome.durable:
-                    self.commit_transition(pkey, encoded, self.outbox(key, outcome))
-                else:
-                    # Only the snapshot time moved: keep it in memory, not in the
-                    # changelog (90 % of snapshots; see docs/events.md "Ordering").
-                    data[pkey] = encoded
             newest_us = max(newest_us, to_micros(snap.captured_at))
         for result, n in counts.items():
             self._results[result].inc(n)
@@ -266,6 +259,19 @@ class InventoryProcessor:
             newest_us = max(newest_us, state_fields(last_fast)[11])
         if newest_us:
             metrics.SNAPSHOT_LAG.observe(max(0.0, time.time() - newest_us / 1e6))
+
+    def apply_one(self, snap: SupplierSnapshot, settings: StoreSettings) -> SnapshotResult:
+        """One validated snapshot of the store whose partition this is."""
+        pkey = product_key(snap.store_id, snap.product_id, snap.variant_id)
+        outcome, encoded = apply_snapshot_encoded(self.products.data.get(pkey), snap, settings)
+        if encoded is not None:
+            if outcome.durable:
+                self.commit_transition(pkey, encoded, self.outbox(snap.store_id, outcome))
+            else:
+                # Only the snapshot time moved: keep it in memory, not in the
+                # changelog (90 % of snapshots; see docs/events.md "Ordering").
+                self.products.data[pkey] = encoded
+        return outcome.result
 
     def _validate_item(self, message: Any, index: int | None, item: Any) -> SupplierSnapshot | None:
         """A parsed snapshot validated in full, or None after refusing it to deadletter."""
@@ -472,6 +478,25 @@ class InventoryProcessor:
         self.changelog(self.alerts, self._tp.partition, key, value)
         self.alerts.data[key] = value
 
+    def on_supplier_update(self, message: Any) -> None:
+        """A supplier's webhook news of one product, applied as a snapshot (models.inventory.snapshot_of_update)."""
+        update = self.decode(SupplierUpdate.model_validate_json, message)
+        if update is None:
+            return
+        if (message.key or b"").decode(errors="replace") != update.store_id:
+            self.dead(message, DeadLetterReason.KEY_MISMATCH, f"message key is not the store_id {update.store_id!r}")
+            return
+        raw = self.products.data.get(product_key(update.store_id, update.product_id, update.variant_id))
+        if raw is None:  # not synced yet: the next sync brings it whole
+            metrics.SUPPLIER_UPDATES.labels("UNKNOWN_PRODUCT").inc()
+            return
+        snap = snapshot_of_update(decode_state(raw), update)
+        if snap is None:
+            metrics.SUPPLIER_UPDATES.labels("SOURCE_MISMATCH").inc()
+            return
+        result = self.apply_one(snap, self.store_settings(update.store_id))
+        metrics.SUPPLIER_UPDATES.labels(result.value).inc()
+
     def on_command(self, message: Any) -> None:
         try:
             parsed = orjson.loads(message.value or b"")
@@ -479,6 +504,9 @@ class InventoryProcessor:
             parsed = None
         if isinstance(parsed, dict) and "record" in parsed:
             self.on_alert_record(message)
+            return
+        if isinstance(parsed, dict) and parsed.get("kind") == "SUPPLIER_UPDATE":
+            self.on_supplier_update(message)
             return
         command = self.decode(AlertCommand.model_validate_json, message)
         if command is None:

@@ -17,6 +17,13 @@ not drop anyway (its events' ids are made from what they are about).
 
 Dedup entries are kept ``OPS_WEBHOOK_DEDUP_DAYS`` (7; Stripe retries for 3)
 and then removed by a timer.
+
+Supplier stock and price news takes one more hop. Each catalogue record is
+filed again on ``catalog.sources`` under its supplier product; the router
+keeps that index (``source-index``) on the supplier product's partition, and
+a supplier webhook's news goes to ``supplier.updates`` with the same key, so
+it meets the index there and becomes a ``SupplierUpdate`` command for each
+store product it feeds (``inventory.commands``, applied as a snapshot).
 """
 
 from __future__ import annotations
@@ -30,9 +37,16 @@ import orjson
 from pydantic import ValidationError
 
 from connectors import metrics
-from models.events import AlertRecord, DeadLetterReason
+from models.events import AlertRecord, DeadLetterReason, SupplierUpdate
 from models.orders import OrderEventType
-from models.webhook_routing import CatalogueVariant, catalogue_key, route
+from models.webhook_routing import (
+    CatalogueSource,
+    CatalogueVariant,
+    SupplierProductUpdate,
+    catalogue_key,
+    route,
+    source_records,
+)
 from models.webhooks import InboundWebhook
 from streams import topics
 from streams.app import Engine
@@ -51,6 +65,7 @@ class WebhookRouter:
         self.dedup = OutboxTable(engine.tables.webhook_dedup, engine.outputs)
         self.catalogue = OutboxTable(engine.tables.catalogue, engine.outputs)
         self.shop_orders = OutboxTable(engine.tables.shop_orders, engine.outputs)
+        self.sources = OutboxTable(engine.tables.source_index, engine.outputs)
         self.keep = timedelta(days=engine.settings.webhook_dedup_days)
 
     def handle(self, event: faust.EventT) -> None:
@@ -58,6 +73,10 @@ class WebhookRouter:
         try:
             if message.topic == topics.CATALOG_VARIANTS:
                 self.on_catalogue(message)
+            elif message.topic == topics.CATALOG_SOURCES:
+                self.on_catalogue_source(message)
+            elif message.topic == topics.SUPPLIER_UPDATES:
+                self.on_supplier_update(message)
             else:
                 self.on_webhook(message)
         except Exception as exc:  # one bad record must not stop the worker
@@ -78,9 +97,60 @@ class WebhookRouter:
         except ValidationError as exc:
             self._send_dead(message, DeadLetterReason.SCHEMA_VIOLATION, str(exc)[:2000])
             return
-        body = variant.model_dump(mode="json")
-        self.catalogue.write(message, catalogue_key(variant.shop_domain, variant.shopify_variant_id), body, [])
+        key = catalogue_key(variant.shop_domain, variant.shopify_variant_id)
+        previous = self.lookup(variant.shop_domain, variant.shopify_variant_id)
+        # Keep the turned-around index (on the supplier product's partition) in step.
+        records = source_records(key, variant, removed=False)
+        if previous is not None:
+            now_filed = {record.index for record in records}
+            records += [r for r in source_records(key, previous, removed=True) if r.index not in now_filed]
+        outputs: list[Output] = [(topics.CATALOG_SOURCES, r.key, encode(r)) for r in records]
+        self.catalogue.write(message, key, variant.model_dump(mode="json"), outputs)
         metrics.WEBHOOKS_ROUTED.labels("CATALOGUE", "STORED").inc()
+
+    def on_catalogue_source(self, message: Any) -> None:
+        try:
+            source = CatalogueSource.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            self._send_dead(message, DeadLetterReason.SCHEMA_VIOLATION, str(exc)[:2000])
+            return
+        key = source.index
+        raw = self.sources.table.data.get(key)
+        targets: dict[str, Any] = {} if raw is None else dict(orjson.loads(raw).get("targets") or {})
+        if source.removed:
+            if targets.pop(source.catalogue_key, None) is None:
+                return
+        else:
+            targets[source.catalogue_key] = {
+                "store_id": source.store_id, "product_id": source.product_id, "source_id": source.source_id,
+                "variant_id": source.variant_id, "source_variant_id": source.source_variant_id,
+            }
+        self.sources.write(message, key, {"targets": targets}, [])
+
+    def on_supplier_update(self, message: Any) -> None:
+        """A supplier's stock / price news -> a SupplierUpdate command per store product it feeds."""
+        try:
+            update = SupplierProductUpdate.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            self._send_dead(message, DeadLetterReason.SCHEMA_VIOLATION, str(exc)[:2000])
+            return
+        raw = self.sources.table.data.get(update.key.decode())
+        targets = {} if raw is None else orjson.loads(raw).get("targets") or {}
+        sent = 0
+        for target in sorted(targets.values(), key=lambda t: (t["store_id"], t["product_id"], t["variant_id"] or "")):
+            wanted = update.source_variant_id
+            if wanted is not None and target["source_variant_id"] not in (None, wanted):
+                continue  # another variant of the supplier's product
+            command = SupplierUpdate(
+                command_id=f"{update.update_id}:{target['store_id']}|{target['product_id']}|{target['variant_id'] or ''}",
+                store_id=target["store_id"], product_id=target["product_id"], variant_id=target["variant_id"],
+                provider=update.provider, source_id=target["source_id"], available=update.available,
+                stock=update.stock, cost_price=update.cost_price, currency=update.currency,
+                captured_at=update.captured_at,
+            )
+            self.outputs.add(topics.INVENTORY_COMMANDS, None, command.store_id.encode(), encode(command))
+            sent += 1
+        metrics.WEBHOOKS_ROUTED.labels("SUPPLIER_UPDATE", "ROUTED" if sent else "UNTRACKED").inc()
 
     def on_webhook(self, message: Any) -> None:
         try:
@@ -110,6 +180,8 @@ class WebhookRouter:
             outputs.append((topics.ORDERS_EVENTS, order_event.order_id.encode(), encode(order_event)))
         for update in routed.tracking:
             outputs.append((topics.SUPPLIER_TRACKING, update.key, encode(update)))
+        for news in routed.products:
+            outputs.append((topics.SUPPLIER_UPDATES, news.key, encode(news)))
         for alert in routed.alerts:
             outputs.append((topics.ALERTS, alert.store_id.encode(), encode(alert)))
             record = AlertRecord(command_id=f"record:{alert.alert_id}", store_id=alert.store_id, record=alert)
@@ -146,7 +218,7 @@ class WebhookRouter:
 def register(engine: Engine) -> WebhookRouter:
     router = WebhookRouter(engine)
     app = engine.app
-    for table in (router.dedup, router.catalogue, router.shop_orders):
+    for table in (router.dedup, router.catalogue, router.shop_orders, router.sources):
         table.attach(app)
     run_agent(engine, engine.webhook_inputs, "webhooks", router.handle)
 

@@ -54,6 +54,12 @@ SETTINGS_UPDATES = Counter(
     "store.settings records, by result (APPLIED, STALE)",
     ["result"],
 )
+SUPPLIER_UPDATES = Counter(
+    "ops_supplier_updates_total",
+    "Supplier webhook stock/price news applied to store products, by result"
+    " (NEW, CHANGED, UNCHANGED, STALE, UNKNOWN_PRODUCT, SOURCE_MISMATCH)",
+    ["result"],
+)
 ALERT_COMMANDS = Counter(
     "ops_alert_commands_total",
     "Acknowledge/dismiss commands, by action and result (APPLIED, REFUSED, UNKNOWN_ALERT)",

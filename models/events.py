@@ -14,7 +14,7 @@ import base64
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -98,6 +98,7 @@ KNOWN_PROVIDERS = ("ALIEXPRESS", "CJ_DROPSHIPPING", "SPOCKET")
 
 
 Provider = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, min_length=1, max_length=64)]
+SourceId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class SupplierSnapshot(Event):
@@ -111,7 +112,7 @@ class SupplierSnapshot(Event):
     product_id: Ident
     variant_id: Ident | None = None
     provider: Provider = Field(description="ALIEXPRESS, CJ_DROPSHIPPING, SPOCKET, or another name")
-    source_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    source_id: SourceId
     available: bool = Field(True, description="false when the supplier removed the item")
     stock: int = Field(ge=0)
     cost_price: Money
@@ -347,6 +348,29 @@ class AlertRecord(Event):
     command_id: str
     store_id: Ident
     record: Alert
+
+
+class SupplierUpdate(Event):
+    """A supplier's news of one store product (from its webhook): apply it as a
+    snapshot of that product, keeping what the news does not say from the
+    product's current state. Topic ``inventory.commands``, key ``store_id``.
+
+    A product the engine has not seen yet is left to the next sync (a snapshot
+    needs a price and a stock to start from). A replay applies the same
+    snapshot again, which changes nothing."""
+
+    kind: Literal["SUPPLIER_UPDATE"] = "SUPPLIER_UPDATE"
+    command_id: str
+    store_id: Ident
+    product_id: Ident
+    variant_id: Ident | None = None
+    provider: Provider
+    source_id: SourceId
+    available: bool | None = None
+    stock: int | None = Field(None, ge=0)
+    cost_price: Money | None = None
+    currency: Currency | None = None
+    captured_at: UtcDatetime
 
 
 # --------------------------------------------------------------------------- #

@@ -45,6 +45,7 @@ from models.events import (
     ProductStatus,
     StoreSettings,
     SupplierSnapshot,
+    SupplierUpdate,
     validate_snapshot_tail,
 )
 from models.pricing import PriceQuote, price_change_percent, quote
@@ -379,6 +380,33 @@ def apply_alert_status(state: ProductState | None, alert: Alert) -> ProductState
     else:
         alerts[alert.type] = OpenAlert(alert.alert_id, alert.status)
     return state.with_alerts(alerts)
+
+
+def snapshot_of_update(state: ProductState, update: SupplierUpdate) -> SupplierSnapshot | None:
+    """A supplier's webhook news of one product as a snapshot: what it says, and
+    the rest from the product's current state. None when the product is fed by
+    another supplier product now (the catalogue moved it; the news is not its)."""
+    if update.provider != state.provider or update.source_id != state.source_id:
+        return None
+    cost, currency = state.cost_price, state.currency
+    if update.cost_price is not None:
+        cost, currency = update.cost_price, update.currency or state.currency
+    return SupplierSnapshot.model_construct(
+        store_id=update.store_id,
+        product_id=update.product_id,
+        variant_id=update.variant_id,
+        provider=state.provider,
+        source_id=state.source_id,
+        available=state.available if update.available is None else update.available,
+        stock=state.stock if update.stock is None else update.stock,
+        cost_price=cost,
+        shipping_cost=state.shipping_cost,
+        currency=currency,
+        captured_at=update.captured_at,
+        title=None,
+        images=(),
+        sync_run_id=None,
+    )
 
 
 _STALE = Outcome(SnapshotResult.STALE, None)

@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from models.events import CONTRACT, MESSAGE_KEY, SupplierSnapshot
+from models.events import CONTRACT, MESSAGE_KEY, AlertCommand, AlertRecord, SupplierSnapshot, SupplierUpdate
 from models.orders import ORDER_EVENT, Notification, StorefrontCommand, SupplierOrderCommand
-from models.webhook_routing import CatalogueVariant
+from models.webhook_routing import CatalogueSource, CatalogueVariant, SupplierProductUpdate, SupplierTracking
 from models.webhooks import InboundWebhook
 
 #: The order topics (models/orders.py): topic -> (schema source, message key field).
@@ -18,6 +18,9 @@ ORDER_CONTRACT: dict[str, tuple[Any, str]] = {
     "notifications": (Notification, "store_id"),
     "storefront.commands": (StorefrontCommand, "store_id"),
     "catalog.variants": (CatalogueVariant, "shop_domain"),
+    "catalog.sources": (CatalogueSource, "index"),
+    "supplier.updates": (SupplierProductUpdate, "{PROVIDER}|{source_id}, else {PROVIDER}|variant:{source_variant_id}"),
+    "supplier.tracking": (SupplierTracking, "{provider}:{reference or supplier_order_id}"),
     "webhooks.inbound": (InboundWebhook, "shop_domain (Shopify), else dedup_key"),
 }
 
@@ -30,6 +33,10 @@ def contract_schemas() -> dict[str, dict[str, Any]]:
             adapter: TypeAdapter[Any] = TypeAdapter(SupplierSnapshot | list[SupplierSnapshot])
             body = adapter.json_schema(mode="validation")
             body["title"] = "SupplierSnapshot or a page (array) of one store's snapshots"
+        elif topic == "inventory.commands":
+            commands: TypeAdapter[Any] = TypeAdapter(AlertCommand | AlertRecord | SupplierUpdate)
+            body = commands.json_schema(mode="validation")
+            body["title"] = "AlertCommand, AlertRecord or SupplierUpdate (kind SUPPLIER_UPDATE)"
         else:
             body = model.model_json_schema(mode="validation")
         body["x-topic"] = topic

@@ -29,8 +29,10 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from pydantic import Field, ValidationError, model_validator
+
 from models.alerts import open_alert
-from models.events import Alert, AlertType, Event
+from models.events import Alert, AlertType, Currency, Event, Money, Provider, SourceId
 from models.orders import ORDER_EVENT, OrderEvent
 
 UNMAPPED = "UNMAPPED"
@@ -82,11 +84,90 @@ class SupplierTracking(Event):
         return f"{self.provider}:{self.reference or self.supplier_order_id}".encode()
 
 
+def source_key(provider: str, source_id: str) -> str:
+    """Where the stores fed by a supplier product are filed (``catalog.sources`` key)."""
+    return f"{provider.upper()}|{source_id}"
+
+
+def variant_source_key(provider: str, source_variant_id: str) -> str:
+    """The same, for news that names only the supplier's variant."""
+    return f"{provider.upper()}|variant:{source_variant_id}"
+
+
+class CatalogueSource(Event):
+    """The catalogue turned around: which store products one supplier product
+    feeds. Topic ``catalog.sources``, key ``index``: ``{PROVIDER}|{source_id}``,
+    and ``{PROVIDER}|variant:{source_variant_id}`` for a variant. The router
+    files each ``catalog.variants`` record under both (and ``removed`` ones when
+    a variant moves to another source), so a supplier's stock or price webhook
+    finds the stores it concerns on its own partition."""
+
+    index: str
+    provider: Provider
+    source_id: SourceId
+    catalogue_key: str  # shop|shopify variant id: one storefront variant
+    store_id: str
+    product_id: str
+    variant_id: str | None = None
+    source_variant_id: str | None = None
+    removed: bool = False
+
+    @property
+    def key(self) -> bytes:
+        return self.index.encode()
+
+
+def source_records(catalogue_key: str, variant: CatalogueVariant, removed: bool) -> list[CatalogueSource]:
+    """The index records of one storefront variant (models the router's ``catalog.sources`` output)."""
+    indexes = [source_key(variant.provider, variant.source_id)]
+    if variant.source_variant_id:
+        indexes.append(variant_source_key(variant.provider, variant.source_variant_id))
+    return [
+        CatalogueSource(
+            index=index, provider=variant.provider, source_id=variant.source_id, catalogue_key=catalogue_key,
+            store_id=variant.store_id, product_id=variant.product_id, variant_id=variant.variant_id,
+            source_variant_id=variant.source_variant_id, removed=removed,
+        )
+        for index in indexes
+    ]
+
+
+class SupplierProductUpdate(Event):
+    """A supplier says one of its products' stock, price or availability changed.
+    Topic ``supplier.updates``, key ``{PROVIDER}|{source_id}`` (or
+    ``{PROVIDER}|variant:{source_variant_id}`` when it names only a variant). The
+    router turns it into a ``SupplierUpdate`` command for each store product the
+    catalogue says it feeds; the inventory agent applies it as a snapshot."""
+
+    update_id: str
+    provider: Provider
+    source_id: SourceId | None = None
+    source_variant_id: str | None = None
+    available: bool | None = None
+    stock: int | None = Field(None, ge=0)
+    cost_price: Money | None = None
+    currency: Currency | None = None
+    captured_at: datetime
+
+    @model_validator(mode="after")
+    def _names_a_product(self) -> SupplierProductUpdate:
+        if self.source_id is None and not self.source_variant_id:
+            raise ValueError("names no product (source_id or source_variant_id)")
+        return self
+
+    @property
+    def key(self) -> bytes:
+        if self.source_id is not None:
+            return source_key(self.provider, self.source_id).encode()
+        return variant_source_key(self.provider, self.source_variant_id or "").encode()
+
+
 @dataclass
 class Routed:
     events: list[OrderEvent] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     tracking: list[SupplierTracking] = field(default_factory=list)  # for the executor to resolve
+    products: list[SupplierProductUpdate] = field(default_factory=list)  # stock and price news
     refused: str | None = None  # why it cannot be mapped (dead letter)
     ignored: str | None = None  # a topic we take no action on
 
@@ -380,23 +461,42 @@ def route_stripe(body: dict[str, Any], at: datetime) -> Routed:
 # --------------------------------------------------------------------------- #
 
 _DELIVERED_WORDS = ("delivered", "signed", "received")
+_TRACKING_KINDS = ("ORDER", "LOGISTIC", "LOGISTICS", "TRACKING", "SHIPMENT")
+_PRODUCT_KINDS = ("STOCK", "INVENTORY", "PRICE", "PRODUCT", "VARIANT", "PRODUCT_UPDATE", "PRODUCT_REMOVED")
+_GONE_WORDS = ("removed", "deleted", "delisted", "offline", "off_shelf", "unavailable", "discontinued")
+
+
+def _first(params: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        value = params.get(name)
+        if value not in (None, ""):
+            return value
+    return None
 
 
 def route_supplier(event: str | None, provider: str, body: dict[str, Any], at: datetime) -> Routed:
-    """Tracking from a supplier's webhook.
+    """Tracking, stock and price from a supplier's webhook.
 
-    Shapes (not confirmed from public docs; see connectors/suppliers/*):
-    CJ's ORDER / LOGISTIC messages ``{"type": ..., "params": {"orderNumber"
-    (our reference), "orderId", "trackNumber"|"trackingNumber", "logisticName",
-    "trackingUrl", "orderStatus"|"trackingStatus"}}``; and a generic form any
-    supplier (or an integration in front of it) can send: ``{"event":
-    "tracking", "reference", "supplier_order_id", "tracking_number",
-    "carrier", "tracking_url", "delivered"}``. Stock and price messages are
-    not acted on here yet (the scheduled sync brings them).
+    Shapes (not confirmed from public docs; see connectors/suppliers/*): CJ's
+    messages ``{"type": ..., "params": {...}}``, ORDER / LOGISTIC with
+    ``orderNumber`` (our reference), ``orderId``, ``trackNumber``,
+    ``logisticName``, ``trackingUrl``, ``orderStatus``; STOCK / PRODUCT /
+    VARIANT with ``pid``, ``vid``, ``storageNum``, ``sellPrice``, ``status``.
+    And a generic form any supplier (or an integration in front of it) can
+    send: ``{"event": "tracking", "reference", "supplier_order_id",
+    "tracking_number", "carrier", "tracking_url", "delivered"}`` or ``{"event":
+    "stock"|"price"|"product", "source_id", "source_variant_id", "stock",
+    "price", "currency", "available"}``, the product ones also as a list under
+    ``items``.
     """
     params = body.get("params") if isinstance(body.get("params"), dict) else body
     kind = str(body.get("type") or body.get("event") or event or "").upper()
-    if kind not in ("ORDER", "LOGISTIC", "LOGISTICS", "TRACKING", "SHIPMENT"):
+    if kind in _PRODUCT_KINDS:
+        items = body.get("items") if isinstance(body.get("items"), list) else [params]
+        updates = [_product_update(kind, provider, item, at) for item in items]
+        found = [u for u in updates if u is not None]
+        return Routed(products=found, ignored=None if found else f"{provider} {kind} says no stock, price or status")
+    if kind not in _TRACKING_KINDS:
         return Routed(ignored=f"no action for {provider} webhook {kind or '(no type)'}")
     number = params.get("trackNumber") or params.get("trackingNumber") or params.get("tracking_number")
     if not number:
@@ -414,6 +514,39 @@ def route_supplier(event: str | None, provider: str, body: dict[str, Any], at: d
         tracking_url=params.get("trackingUrl") or params.get("tracking_url") or None,
         delivered=delivered, received_at=at,
     )])
+
+
+def _product_update(kind: str, provider: str, item: Any, at: datetime) -> SupplierProductUpdate | None:
+    """One product's stock / price / status news, None when it says none of them."""
+    if not isinstance(item, dict):
+        raise _Unroutable(f"{provider} {kind}: an item is not a JSON object")
+    source_id = _first(item, "pid", "productId", "product_id", "source_id")
+    variant = _first(item, "vid", "variantId", "variant_id", "source_variant_id")
+    if source_id is None and variant is None:
+        raise _Unroutable(f"{provider} {kind} names no product (pid, vid, source_id or source_variant_id)")
+    stock = _first(item, "storageNum", "inventoryNum", "inventory", "stock", "quantity")
+    price = _first(item, "variantSellPrice", "sellPrice", "cost_price", "price")
+    status = str(_first(item, "status", "productStatus") or "").lower()
+    available = item.get("available")
+    if kind == "PRODUCT_REMOVED" or any(word in status for word in _GONE_WORDS):
+        available = False
+    if stock is None and price is None and available is None:
+        return None
+    try:
+        return SupplierProductUpdate(
+            update_id=f"{provider}:{source_id}:{variant or ''}:{int(at.timestamp() * 1_000_000)}",
+            provider=provider, source_id=None if source_id is None else str(source_id),
+            source_variant_id=None if variant is None else str(variant),
+            available=available, stock=stock, cost_price=None if price is None else str(price),
+            currency=item.get("currency") or None, captured_at=at,
+        )
+    except ValidationError as exc:
+        raise _Unroutable(f"{provider} {kind} {source_id or variant}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
 
 
 def route(

@@ -26,7 +26,7 @@ class Engine:
     deadletter: faust.TopicT
     commands: faust.TopicT
     order_events: faust.TopicT
-    webhook_inputs: faust.TopicT  # webhooks.inbound + catalog.variants, one agent
+    webhook_inputs: faust.TopicT  # webhooks.inbound, catalog.variants, catalog.sources, supplier.updates
     tables: tables.Tables
     outputs: outputs.Outputs
 
@@ -133,6 +133,8 @@ def build(settings: Settings) -> Engine:
         deadletter=topic(topics.DEADLETTER),
         commands=topic(topics.INVENTORY_COMMANDS),
         order_events=topic(topics.ORDERS_EVENTS),
-        webhook_inputs=topic(topics.WEBHOOKS_INBOUND, topics.CATALOG_VARIANTS),
+        webhook_inputs=topic(
+            topics.WEBHOOKS_INBOUND, topics.CATALOG_VARIANTS, topics.CATALOG_SOURCES, topics.SUPPLIER_UPDATES
+        ),
         tables=tables.define(app, settings.partitions),
     )

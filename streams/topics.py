@@ -23,6 +23,10 @@ NOTIFICATIONS = "notifications"
 SUPPLIER_TRACKING = "supplier.tracking"
 #: Storefront variant -> our product and its supplier source, keyed by shop domain.
 CATALOG_VARIANTS = "catalog.variants"
+#: The catalogue turned around: supplier product -> store products, keyed {PROVIDER}|{source_id}.
+CATALOG_SOURCES = "catalog.sources"
+#: A supplier's stock / price news from its webhook, keyed {PROVIDER}|{source_id}.
+SUPPLIER_UPDATES = "supplier.updates"
 #: Raw webhooks as received (connectors/ingress), keyed by their dedup key.
 WEBHOOKS_INBOUND = "webhooks.inbound"
 #: A record holds a body of up to 2 MiB (OPS_WEBHOOK_MAX_BODY) as a JSON string,
@@ -60,6 +64,8 @@ def specs() -> list[TopicSpec]:
         TopicSpec(SUPPLIER_TRACKING, {"retention.ms": _WEEK_MS}),
         # The mapping is state: keep the latest per key.
         TopicSpec(CATALOG_VARIANTS, {"cleanup.policy": "compact"}),
+        TopicSpec(CATALOG_SOURCES, {"cleanup.policy": "compact"}),
+        TopicSpec(SUPPLIER_UPDATES, {"retention.ms": _WEEK_MS}),
         TopicSpec(
             WEBHOOKS_INBOUND,
             {"retention.ms": _WEEK_MS, "max.message.bytes": str(WEBHOOKS_INBOUND_MAX_MESSAGE_BYTES)},

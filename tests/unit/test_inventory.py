@@ -27,6 +27,7 @@ from models.events import (
     Severity,
     StoreSettings,
     SupplierSnapshot,
+    SupplierUpdate,
 )
 from models.inventory import (
     AlertClose,
@@ -36,6 +37,7 @@ from models.inventory import (
     apply_snapshot,
     change_id,
     reprice,
+    snapshot_of_update,
 )
 from models.pricing import PriceEnding, PricingRules, quote
 from models.product import OpenAlert, ProductState, product_key, to_micros
@@ -885,3 +887,52 @@ def test_opened_alert_shape() -> None:
 )
 def test_inventory_alert_severities(alert_type: AlertType, severity: Severity) -> None:
     assert alert_rules.SEVERITY[alert_type] is severity
+
+
+# --------------------------------------------------------------------------- #
+# a supplier's webhook news as a snapshot
+# --------------------------------------------------------------------------- #
+
+
+def news(**overrides: Any) -> SupplierUpdate:
+    data: dict[str, Any] = {"command_id": "n-1", "store_id": STORE, "product_id": PRODUCT, "provider": "ALIEXPRESS",
+                            "source_id": "AE-100", "captured_at": at(5)}
+    data.update(overrides)
+    return SupplierUpdate.model_validate(data)
+
+
+def test_stock_news_keeps_the_price_and_runs_the_usual_rules() -> None:
+    state = baseline()
+    made = snapshot_of_update(state, news(stock=0))
+    assert made is not None
+    assert (made.stock, made.cost_price, made.shipping_cost, made.currency, made.available) == (
+        0, D("10.00"), D("2.00"), "USD", True)
+    out = apply_snapshot(state, made, DEFAULT)
+    assert out.state is not None and out.state.status is OOS
+    assert [a.type for a in out.opened] == [T.STOCK_OUT]
+
+
+def test_price_news_keeps_the_stock_and_takes_the_state_currency_when_it_names_none() -> None:
+    made = snapshot_of_update(baseline(), news(cost_price="14.00"))
+    assert made is not None and (made.stock, made.cost_price, made.currency) == (20, D("14.00"), "USD")
+    priced = snapshot_of_update(baseline(), news(cost_price="14.00", currency="EUR"))
+    assert priced is not None and priced.currency == "EUR"
+    # A currency without a price says nothing of the price.
+    assert snapshot_of_update(baseline(), news(currency="EUR", stock=3)).currency == "USD"  # type: ignore[union-attr]
+
+
+def test_removal_news_and_news_of_another_source() -> None:
+    gone = snapshot_of_update(baseline(), news(available=False))
+    assert gone is not None and gone.available is False and gone.stock == 20
+    assert snapshot_of_update(baseline(), news(source_id="AE-999", stock=1)) is None
+    assert snapshot_of_update(baseline(), news(provider="CJ_DROPSHIPPING", stock=1)) is None
+
+
+def test_the_same_news_twice_changes_nothing_the_second_time() -> None:
+    state = baseline()
+    made = snapshot_of_update(state, news(stock=2))
+    assert made is not None
+    first = apply_snapshot(state, made, DEFAULT)
+    assert first.state is not None and first.result is SnapshotResult.CHANGED
+    again = apply_snapshot(first.state, made, DEFAULT)
+    assert again.result is SnapshotResult.STALE and again.opened == [] and again.change is None

@@ -4,6 +4,7 @@ Shopify's and Stripe's."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from models.events import AlertType
@@ -157,7 +158,7 @@ def test_supplier_tracking_webhooks_name_the_order_for_the_executor() -> None:
                     AT, catalogue, provider="SPOCKET")
     assert generic.tracking[0].delivered and generic.tracking[0].key == b"SPOCKET:S-1"
     assert route("SUPPLIER", None, None, {"type": "STOCK", "params": {"vid": "1"}}, AT, catalogue,
-                 provider="CJ_DROPSHIPPING").ignored
+                 provider="CJ_DROPSHIPPING").ignored  # says no stock, price or status
     assert route("SUPPLIER", None, None, {"type": "ORDER", "params": {"orderStatus": "PAID"}}, AT, catalogue,
                  provider="CJ_DROPSHIPPING").ignored  # no tracking number yet
     assert "names no order" in (route("SUPPLIER", None, None, {"event": "tracking", "tracking_number": "X123"}, AT,
@@ -196,3 +197,40 @@ def test_a_customer_data_request_reaches_each_named_order() -> None:
     (request,) = routed.events
     assert request.type is OrderEventType.DATA_REQUESTED and request.order_id == "shopify-5550001"
     assert request.event_id == f"shopify:{SHOP}:data-request:9999:5550001"
+
+
+def test_supplier_stock_and_price_webhooks_become_product_updates() -> None:
+    cj = route("SUPPLIER", None, None, {"type": "STOCK", "params": {"pid": "P-9", "vid": "V-1", "storageNum": 0}},
+               AT, catalogue, provider="CJ_DROPSHIPPING")
+    (update,) = cj.products
+    assert (update.provider, update.source_id, update.source_variant_id, update.stock) == (
+        "CJ_DROPSHIPPING", "P-9", "V-1", 0)
+    assert update.cost_price is None and update.available is None and update.captured_at == AT
+    assert update.key == b"CJ_DROPSHIPPING|P-9"
+    variant_only = route("SUPPLIER", None, None, {"type": "VARIANT", "params": {"vid": "V-2", "sellPrice": 7.25}},
+                         AT, catalogue, provider="CJ_DROPSHIPPING").products[0]
+    assert variant_only.cost_price == Decimal("7.25") and variant_only.key == b"CJ_DROPSHIPPING|variant:V-2"
+    generic = route("SUPPLIER", None, None, {"event": "price", "items": [
+        {"source_id": "A", "price": "12.50", "currency": "eur"}, {"source_id": "B", "stock": 3}]},
+        AT, catalogue, provider="spocket").products
+    assert [(u.provider, u.source_id, u.cost_price, u.currency, u.stock) for u in generic] == [
+        ("SPOCKET", "A", Decimal("12.50"), "EUR", None), ("SPOCKET", "B", None, None, 3)]
+    gone = route("SUPPLIER", None, None, {"event": "product", "source_id": "A", "status": "Delisted"},
+                 AT, catalogue, provider="SPOCKET").products[0]
+    assert gone.available is False
+    assert route("SUPPLIER", None, None, {"event": "product_removed", "source_id": "A"}, AT, catalogue,
+                 provider="SPOCKET").products[0].available is False
+    # A replay of the same webhook is the same news (same id, same time).
+    assert route("SUPPLIER", None, None, {"type": "STOCK", "params": {"pid": "P-9", "vid": "V-1", "storageNum": 0}},
+                 AT, catalogue, provider="CJ_DROPSHIPPING").products == [update]
+
+
+def test_supplier_product_news_that_cannot_be_read_is_refused_with_a_reason() -> None:
+    def refused(body: dict[str, Any]) -> str:
+        return route("SUPPLIER", None, None, body, AT, catalogue, provider="SPOCKET").refused or ""
+
+    assert "names no product" in refused({"event": "stock", "stock": 3})
+    assert "stock" in refused({"event": "stock", "source_id": "A", "stock": -1})
+    assert "cost_price" in refused({"event": "price", "source_id": "A", "price": "abc"})
+    assert "currency" in refused({"event": "price", "source_id": "A", "price": "1", "currency": "XXZ"})
+    assert "not a JSON object" in refused({"event": "stock", "items": [1]})

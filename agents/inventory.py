@@ -43,6 +43,7 @@ from models.events import (
     DeadLetter,
     DeadLetterReason,
     StoreSettings,
+    StorefrontStock,
     SupplierSnapshot,
     SupplierUpdate,
     default_settings,
@@ -53,6 +54,7 @@ from models.inventory import (
     apply_alert_status,
     apply_snapshot_encoded,
     apply_unchanged,
+    check_storefront_stock,
     item_product_key,
     reprice,
     snapshot_of_update,
@@ -497,6 +499,26 @@ class InventoryProcessor:
         result = self.apply_one(snap, self.store_settings(update.store_id))
         metrics.SUPPLIER_UPDATES.labels(result.value).inc()
 
+    def on_storefront_stock(self, message: Any) -> None:
+        """The storefront's own count of a product against the engine's (models.inventory.check_storefront_stock)."""
+        report = self.decode(StorefrontStock.model_validate_json, message)
+        if report is None:
+            return
+        if (message.key or b"").decode(errors="replace") != report.store_id:
+            self.dead(message, DeadLetterReason.KEY_MISMATCH, f"message key is not the store_id {report.store_id!r}")
+            return
+        key = product_key(report.store_id, report.product_id, report.variant_id)
+        raw = self.products.data.get(key)
+        if raw is None:
+            metrics.STOREFRONT_STOCK.labels("UNKNOWN_PRODUCT").inc()
+            return
+        outcome = check_storefront_stock(key, decode_state(raw), report, self.store_settings(report.store_id))
+        if outcome.state is None:
+            metrics.STOREFRONT_STOCK.labels("UNCHANGED").inc()
+            return
+        self.commit_transition(key, encode_state(outcome.state), self.outbox(report.store_id, outcome))
+        metrics.STOREFRONT_STOCK.labels("DRIFT" if outcome.opened else "AGREES").inc()
+
     def on_command(self, message: Any) -> None:
         try:
             parsed = orjson.loads(message.value or b"")
@@ -505,8 +527,12 @@ class InventoryProcessor:
         if isinstance(parsed, dict) and "record" in parsed:
             self.on_alert_record(message)
             return
-        if isinstance(parsed, dict) and parsed.get("kind") == "SUPPLIER_UPDATE":
+        kind = parsed.get("kind") if isinstance(parsed, dict) else None
+        if kind == "SUPPLIER_UPDATE":
             self.on_supplier_update(message)
+            return
+        if kind == "STOREFRONT_STOCK":
+            self.on_storefront_stock(message)
             return
         command = self.decode(AlertCommand.model_validate_json, message)
         if command is None:

@@ -44,6 +44,7 @@ from models.webhook_routing import (
     CatalogueVariant,
     SupplierProductUpdate,
     catalogue_key,
+    inventory_item_ref,
     route,
     source_records,
 )
@@ -87,6 +88,14 @@ class WebhookRouter:
         prefix = f"{shop}|"
         return sorted(k[len(prefix):] for k in list(self.shop_orders.table.data) if k.startswith(prefix))
 
+    def stores_of(self, shop: str) -> list[str]:
+        """The stores the catalogue maps this shop's variants to (a scan: app/uninstalled only)."""
+        prefix, stores = f"{shop}|", set()
+        for key, raw in list(self.catalogue.table.data.items()):
+            if key.startswith(prefix) and not key.startswith(f"{prefix}item:"):
+                stores.add(CatalogueVariant.model_validate_json(raw).store_id)
+        return sorted(stores)
+
     def lookup(self, shop: str, variant: str) -> CatalogueVariant | None:
         raw = self.catalogue.table.data.get(catalogue_key(shop, variant))
         return None if raw is None else CatalogueVariant.model_validate_json(raw)
@@ -106,6 +115,14 @@ class WebhookRouter:
             records += [r for r in source_records(key, previous, removed=True) if r.index not in now_filed]
         outputs: list[Output] = [(topics.CATALOG_SOURCES, r.key, encode(r)) for r in records]
         self.catalogue.write(message, key, variant.model_dump(mode="json"), outputs)
+        # Filed under its inventory item too, for inventory_levels/update.
+        item = variant.shopify_inventory_item_id
+        old_item = None if previous is None else previous.shopify_inventory_item_id
+        if old_item and old_item != item:
+            self.catalogue.delete(message.partition, catalogue_key(variant.shop_domain, inventory_item_ref(old_item)))
+        if item:
+            item_key = catalogue_key(variant.shop_domain, inventory_item_ref(item))
+            self.catalogue.write(message, item_key, variant.model_dump(mode="json"), [])
         metrics.WEBHOOKS_ROUTED.labels("CATALOGUE", "STORED").inc()
 
     def on_catalogue_source(self, message: Any) -> None:
@@ -168,7 +185,7 @@ class WebhookRouter:
             body = None
         routed = route(
             source, hook_.topic, hook_.shop_domain, body, hook_.received_at, self.lookup,
-            provider=hook_.provider, orders_of=self.orders_of,
+            provider=hook_.provider, orders_of=self.orders_of, stores_of=self.stores_of,
         )
         if hook_.shop_domain:
             # Remember the shop's orders (same partition as its webhooks) for shop/redact.
@@ -182,6 +199,8 @@ class WebhookRouter:
             outputs.append((topics.SUPPLIER_TRACKING, update.key, encode(update)))
         for news in routed.products:
             outputs.append((topics.SUPPLIER_UPDATES, news.key, encode(news)))
+        for report in routed.stock_reports:
+            outputs.append((topics.INVENTORY_COMMANDS, report.store_id.encode(), encode(report)))
         for alert in routed.alerts:
             outputs.append((topics.ALERTS, alert.store_id.encode(), encode(alert)))
             record = AlertRecord(command_id=f"record:{alert.alert_id}", store_id=alert.store_id, record=alert)

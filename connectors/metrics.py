@@ -60,6 +60,12 @@ SUPPLIER_UPDATES = Counter(
     " (NEW, CHANGED, UNCHANGED, STALE, UNKNOWN_PRODUCT, SOURCE_MISMATCH)",
     ["result"],
 )
+STOREFRONT_STOCK = Counter(
+    "ops_storefront_stock_reports_total",
+    "Storefront stock counts (Shopify inventory_levels/update) against the engine's, by result"
+    " (DRIFT: alert opened, AGREES: alert resolved, UNCHANGED, UNKNOWN_PRODUCT)",
+    ["result"],
+)
 ALERT_COMMANDS = Counter(
     "ops_alert_commands_total",
     "Acknowledge/dismiss commands, by action and result (APPLIED, REFUSED, UNKNOWN_ALERT)",

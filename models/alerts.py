@@ -27,6 +27,8 @@ SEVERITY: dict[AlertType, Severity] = {
     AlertType.SYNC_FAILURE: Severity.CRITICAL,
     AlertType.ORDER_ISSUE: Severity.HIGH,
     AlertType.PAYMENT_ISSUE: Severity.HIGH,
+    AlertType.STOCK_DRIFT: Severity.MEDIUM,
+    AlertType.APP_UNINSTALLED: Severity.HIGH,
 }
 
 _TRANSITIONS: dict[AlertStatus, frozenset[AlertStatus]] = {

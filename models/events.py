@@ -186,6 +186,9 @@ class StoreSettings(Event):
     pricing: PricingRules = PricingRules()
     low_stock_threshold: int = Field(5, ge=0)
     price_alert_threshold_pct: Annotated[Decimal, BeforeValidator(_no_float), Field(gt=0)] = Decimal("10")
+    #: Units the storefront's own stock count may differ from the engine's before a STOCK_DRIFT alert
+    #: (sales lower the storefront's count between syncs).
+    stock_drift_tolerance: int = Field(5, ge=0)
     sync_frequency: SyncFrequency = SyncFrequency.STANDARD
     currency: Currency = "USD"
     notification_targets: tuple[NotificationTarget, ...] = ()
@@ -273,6 +276,8 @@ class AlertType(str, Enum):
     SYNC_FAILURE = "SYNC_FAILURE"
     ORDER_ISSUE = "ORDER_ISSUE"
     PAYMENT_ISSUE = "PAYMENT_ISSUE"
+    STOCK_DRIFT = "STOCK_DRIFT"
+    APP_UNINSTALLED = "APP_UNINSTALLED"
 
 
 class Severity(str, Enum):
@@ -371,6 +376,24 @@ class SupplierUpdate(Event):
     cost_price: Money | None = None
     currency: Currency | None = None
     captured_at: UtcDatetime
+
+
+class StorefrontStock(Event):
+    """What the storefront says it has in stock of one product (Shopify
+    ``inventory_levels/update``, resolved through the catalogue). Topic
+    ``inventory.commands``, key ``store_id``. The agent compares it with the
+    stock the engine computed and opens a STOCK_DRIFT alert when they differ
+    by more than the store's ``stock_drift_tolerance``, resolving it when a
+    later report agrees."""
+
+    kind: Literal["STOREFRONT_STOCK"] = "STOREFRONT_STOCK"
+    command_id: str
+    store_id: Ident
+    product_id: Ident
+    variant_id: Ident | None = None
+    available: int  # Shopify's count may be negative (oversold)
+    location_id: str | None = None
+    reported_at: UtcDatetime
 
 
 # --------------------------------------------------------------------------- #

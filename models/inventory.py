@@ -45,6 +45,7 @@ from models.events import (
     ProductStatus,
     StoreSettings,
     SupplierSnapshot,
+    StorefrontStock,
     SupplierUpdate,
     validate_snapshot_tail,
 )
@@ -407,6 +408,54 @@ def snapshot_of_update(state: ProductState, update: SupplierUpdate) -> SupplierS
         images=(),
         sync_run_id=None,
     )
+
+
+def engine_stock(state: ProductState) -> int:
+    """The stock the engine says the storefront should show."""
+    return state.stock if state.available else 0
+
+
+def check_storefront_stock(
+    key: str, state: ProductState, report: StorefrontStock, settings: StoreSettings
+) -> Outcome:
+    """The storefront's own count against the engine's: open a STOCK_DRIFT alert
+    when they differ by more than the store's tolerance (once, while it stays
+    active), resolve it when a report agrees. ``durable`` when the state moved."""
+    expected = engine_stock(state)
+    alerts = dict(state.alerts)
+    current = alerts.get(AlertType.STOCK_DRIFT)
+    opened: list[Alert] = []
+    closed: list[AlertClose] = []
+    if abs(report.available - expected) > settings.stock_drift_tolerance:
+        if current is not None and current.status is AlertStatus.ACTIVE:
+            return Outcome(SnapshotResult.UNCHANGED, None)
+        if current is not None:  # acknowledged: superseded by the new one
+            closed.append(AlertClose(current.alert_id, AlertStatus.RESOLVED))
+        where = f" at location {report.location_id}" if report.location_id else ""
+        alert = alert_rules.open_alert(
+            subject_key=key,
+            store_id=report.store_id,
+            product_id=report.product_id,
+            variant_id=report.variant_id,
+            alert_type=AlertType.STOCK_DRIFT,
+            title=f"Storefront stock differs: {report.product_id}",
+            message=(
+                f"The storefront shows {report.available}{where}; the engine computed {expected} "
+                f"from {state.provider} (tolerance {settings.stock_drift_tolerance})."
+            ),
+            metadata={"storefront": str(report.available), "engine": str(expected),
+                      "location_id": report.location_id or ""},
+            at=report.reported_at,
+            trigger_micros=int(report.reported_at.timestamp() * 1_000_000),
+        )
+        alerts[AlertType.STOCK_DRIFT] = OpenAlert(alert.alert_id, AlertStatus.ACTIVE)
+        opened.append(alert)
+    elif current is not None:
+        del alerts[AlertType.STOCK_DRIFT]
+        closed.append(AlertClose(current.alert_id, AlertStatus.RESOLVED))
+    else:
+        return Outcome(SnapshotResult.UNCHANGED, None)
+    return Outcome(SnapshotResult.CHANGED, state.with_alerts(alerts), durable=True, opened=opened, closed=closed)
 
 
 _STALE = Outcome(SnapshotResult.STALE, None)

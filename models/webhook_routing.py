@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 
 from models.alerts import open_alert
-from models.events import Alert, AlertType, Currency, Event, Money, Provider, SourceId
+from models.events import Alert, AlertType, Currency, Event, Money, Provider, SourceId, StorefrontStock
 from models.orders import ORDER_EVENT, OrderEvent
 
 UNMAPPED = "UNMAPPED"
@@ -51,10 +51,17 @@ class CatalogueVariant(Event):
     source_id: str
     source_variant_id: str | None = None
     title: str | None = None
+    shopify_inventory_item_id: str | None = None
 
 
 def catalogue_key(shop_domain: str, shopify_variant_id: str | int) -> str:
     return f"{shop_domain}|{shopify_variant_id}"
+
+
+def inventory_item_ref(inventory_item_id: str | int) -> str:
+    """The catalogue also files a variant under its Shopify inventory item
+    (``inventory_levels/update`` names only that): ``catalogue(shop, ref)``."""
+    return f"item:{inventory_item_id}"
 
 
 Catalogue = Callable[[str, str], CatalogueVariant | None]  # (shop, variant id) -> mapping
@@ -168,6 +175,7 @@ class Routed:
     alerts: list[Alert] = field(default_factory=list)
     tracking: list[SupplierTracking] = field(default_factory=list)  # for the executor to resolve
     products: list[SupplierProductUpdate] = field(default_factory=list)  # stock and price news
+    stock_reports: list[StorefrontStock] = field(default_factory=list)  # the storefront's own counts
     refused: str | None = None  # why it cannot be mapped (dead letter)
     ignored: str | None = None  # a topic we take no action on
 
@@ -314,6 +322,7 @@ def route_shopify(
     at: datetime,
     catalogue: Catalogue,
     orders_of: Callable[[str], list[str]] = lambda shop: [],
+    stores_of: Callable[[str], list[str]] = lambda shop: [],
 ) -> Routed:
     if topic in ("orders/create", "orders/paid", "orders/updated"):
         _, _, events = _shopify_created(shop, body, at, catalogue)
@@ -360,6 +369,21 @@ def route_shopify(
             })
             for group in groups
         ])
+    if topic == "inventory_levels/update":
+        return _storefront_stock(shop, body, at, catalogue)
+    if topic == "app/uninstalled":
+        micros = int(at.timestamp() * 1_000_000)
+        return Routed(alerts=[
+            open_alert(
+                subject_key=f"shopify|{shop}|app", store_id=store_id, product_id=None, variant_id=None,
+                alert_type=AlertType.APP_UNINSTALLED, title=f"App uninstalled from {shop}",
+                message=(f"Shopify says the app was uninstalled from {shop}: the storefront no longer takes the "
+                         "engine's writes. Paid orders are still placed at the suppliers; Shopify sends shop/redact "
+                         "48 hours later, and the engine then removes the customers' personal data."),
+                metadata={"shop_domain": shop}, at=at, trigger_micros=micros,
+            )
+            for store_id in (stores_of(shop) or [shop])
+        ])
     if topic == "shop/redact":
         # 48 h after an uninstall: every order of the shop the engine has seen.
         order_ids = orders_of(shop)
@@ -391,6 +415,34 @@ def route_shopify(
             for order in orders
         ], ignored=None if orders else "customers/redact names no orders")
     return Routed(ignored=f"no action for Shopify topic {topic}")
+
+
+def _storefront_stock(shop: str, body: dict[str, Any], at: datetime, catalogue: Catalogue) -> Routed:
+    item = body.get("inventory_item_id")
+    if item in (None, ""):
+        raise _Unroutable("inventory_levels/update names no inventory_item_id")
+    mapped = catalogue(shop, inventory_item_ref(item))
+    if mapped is None:
+        return Routed(ignored=f"inventory item {item} is not in the catalogue")
+    available = body.get("available")
+    if available is None:  # Shopify does not track this item's stock
+        return Routed(ignored=f"inventory item {item}: stock not tracked")
+    if isinstance(available, bool) or not isinstance(available, int):
+        raise _Unroutable(f"inventory_levels/update: available is not an integer: {available!r}")
+    reported = at
+    if isinstance(body.get("updated_at"), str):
+        try:
+            reported = datetime.fromisoformat(body["updated_at"].replace("Z", "+00:00"))
+        except ValueError:
+            raise _Unroutable(f"inventory_levels/update: updated_at is not a time: {body['updated_at']!r}") from None
+        if reported.tzinfo is None:
+            raise _Unroutable("inventory_levels/update: updated_at has no offset")
+    location = body.get("location_id")
+    return Routed(stock_reports=[StorefrontStock(
+        command_id=f"shopify:{shop}:inventory:{item}:{location}:{int(reported.timestamp() * 1_000_000)}",
+        store_id=mapped.store_id, product_id=mapped.product_id, variant_id=mapped.variant_id,
+        available=available, location_id=None if location is None else str(location), reported_at=reported,
+    )])
 
 
 # --------------------------------------------------------------------------- #
@@ -558,6 +610,7 @@ def route(
     catalogue: Catalogue,
     provider: str | None = None,
     orders_of: Callable[[str], list[str]] = lambda shop: [],
+    stores_of: Callable[[str], list[str]] = lambda shop: [],
 ) -> Routed:
     """The meaning of one stored webhook; ``refused`` says why when it has none."""
     if not isinstance(body, dict):
@@ -566,7 +619,7 @@ def route(
         if source == "SHOPIFY":
             if not topic or not shop_domain:
                 raise _Unroutable("Shopify webhook without topic or shop domain")
-            return route_shopify(topic, shop_domain, body, at, catalogue, orders_of)
+            return route_shopify(topic, shop_domain, body, at, catalogue, orders_of, stores_of)
         if source == "STRIPE":
             return route_stripe(body, at)
         if source == "SUPPLIER":

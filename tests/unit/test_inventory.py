@@ -28,6 +28,7 @@ from models.events import (
     StoreSettings,
     SupplierSnapshot,
     SupplierUpdate,
+    StorefrontStock,
 )
 from models.inventory import (
     AlertClose,
@@ -38,6 +39,7 @@ from models.inventory import (
     change_id,
     reprice,
     snapshot_of_update,
+    check_storefront_stock,
 )
 from models.pricing import PriceEnding, PricingRules, quote
 from models.product import OpenAlert, ProductState, product_key, to_micros
@@ -936,3 +938,39 @@ def test_the_same_news_twice_changes_nothing_the_second_time() -> None:
     assert first.state is not None and first.result is SnapshotResult.CHANGED
     again = apply_snapshot(first.state, made, DEFAULT)
     assert again.result is SnapshotResult.STALE and again.opened == [] and again.change is None
+
+
+# --------------------------------------------------------------------------- #
+# the storefront's own count (Shopify inventory_levels/update)
+# --------------------------------------------------------------------------- #
+
+
+def shelf(available: int, minutes: float = 5) -> StorefrontStock:
+    return StorefrontStock(command_id=f"r-{available}-{minutes}", store_id=STORE, product_id=PRODUCT,
+                           available=available, location_id="6001", reported_at=at(minutes))
+
+
+def test_storefront_count_within_tolerance_changes_nothing() -> None:
+    state = baseline()  # 20 in stock
+    for available in (20, 15, 25):
+        assert check_storefront_stock(KEY, state, shelf(available), settings(stock_drift_tolerance=5)).state is None
+
+
+def test_storefront_drift_opens_one_alert_until_a_count_agrees() -> None:
+    state = baseline()
+    drift = check_storefront_stock(KEY, state, shelf(3), DEFAULT)
+    assert drift.durable and drift.state is not None
+    (alert,) = drift.opened
+    assert alert.type is T.STOCK_DRIFT and alert.metadata["storefront"] == "3" and alert.metadata["engine"] == "20"
+    # Drift again while the alert is active: no second alert.
+    assert check_storefront_stock(KEY, drift.state, shelf(2, 6), DEFAULT).state is None
+    agreed = check_storefront_stock(KEY, drift.state, shelf(19, 7), DEFAULT)
+    assert agreed.state is not None and T.STOCK_DRIFT not in agreed.state.alerts
+    assert [(c.alert_id, c.status) for c in agreed.closed] == [(alert.alert_id, AlertStatus.RESOLVED)]
+
+
+def test_a_removed_product_should_show_nothing_on_the_shelf() -> None:
+    gone = apply_snapshot(baseline(), snap(available=False, captured_at=at(1)), DEFAULT).state
+    assert gone is not None
+    assert check_storefront_stock(KEY, gone, shelf(0), settings(stock_drift_tolerance=0)).state is None
+    assert check_storefront_stock(KEY, gone, shelf(20), DEFAULT).opened[0].metadata["engine"] == "0"

@@ -234,3 +234,37 @@ def test_supplier_product_news_that_cannot_be_read_is_refused_with_a_reason() ->
     assert "cost_price" in refused({"event": "price", "source_id": "A", "price": "abc"})
     assert "currency" in refused({"event": "price", "source_id": "A", "price": "1", "currency": "XXZ"})
     assert "not a JSON object" in refused({"event": "stock", "items": [1]})
+
+
+def test_inventory_levels_update_is_the_storefront_count_of_the_mapped_product() -> None:
+    item_catalogue = {(SHOP, "item:808"): CATALOGUE[(SHOP, "4001")]}
+
+    def lookup(shop: str, ref: str) -> CatalogueVariant | None:
+        return item_catalogue.get((shop, ref))
+
+    body = {"inventory_item_id": 808, "location_id": 6001, "available": -2, "updated_at": "2026-11-24T06:59:00-05:00"}
+    (report,) = route("SHOPIFY", "inventory_levels/update", SHOP, body, AT, lookup).stock_reports
+    assert (report.store_id, report.product_id, report.variant_id, report.available, report.location_id) == (
+        "store-1", "p-1", "v-1", -2, "6001")
+    assert report.reported_at == datetime(2026, 11, 24, 11, 59, tzinfo=timezone.utc)
+    # The same report again is the same command.
+    assert route("SHOPIFY", "inventory_levels/update", SHOP, body, AT, lookup).stock_reports == [report]
+    assert route("SHOPIFY", "inventory_levels/update", SHOP, {**body, "inventory_item_id": 9}, AT, lookup).ignored
+    assert route("SHOPIFY", "inventory_levels/update", SHOP, {**body, "available": None}, AT, lookup).ignored
+    assert "available" in (route("SHOPIFY", "inventory_levels/update", SHOP, {**body, "available": "7"}, AT,
+                                 lookup).refused or "")
+    assert "inventory_item_id" in (route("SHOPIFY", "inventory_levels/update", SHOP, {"available": 1}, AT,
+                                         lookup).refused or "")
+    assert "updated_at" in (route("SHOPIFY", "inventory_levels/update", SHOP, {**body, "updated_at": "soon"}, AT,
+                                  lookup).refused or "")
+
+
+def test_app_uninstalled_alerts_every_store_of_the_shop() -> None:
+    routed = route("SHOPIFY", "app/uninstalled", SHOP, {"id": 1, "domain": SHOP}, AT, catalogue,
+                   stores_of=lambda shop: ["store-1", "store-2"] if shop == SHOP else [])
+    assert [(a.type, a.store_id) for a in routed.alerts] == [
+        (AlertType.APP_UNINSTALLED, "store-1"), (AlertType.APP_UNINSTALLED, "store-2")]
+    assert routed.alerts[0].metadata == {"shop_domain": SHOP} and not routed.events
+    # A shop the catalogue does not know is its own store.
+    (alone,) = route("SHOPIFY", "app/uninstalled", "new.myshopify.com", {}, AT, catalogue).alerts
+    assert alone.store_id == "new.myshopify.com"

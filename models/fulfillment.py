@@ -552,7 +552,7 @@ class _Step:
         extra: dict[str, str] | None = None,
     ) -> None:
         state = self.state
-        admin = (NotificationKind.ADMIN_INTERVENTION, NotificationKind.ADMIN_DATA_REQUEST)
+        admin = (NotificationKind.ADMIN_INTERVENTION, NotificationKind.ADMIN_DATA_REQUEST, NotificationKind.ADMIN_REDACTED)
         audience = Audience.ADMIN if kind in admin else Audience.CUSTOMER
         data = {
             "order_id": state.order_id,
@@ -909,6 +909,8 @@ class _Step:
             ),
             redacted=True,
         )
+        # After the change: the notice carries no name (the notifier redacts its records on it).
+        self._notify(event, NotificationKind.ADMIN_REDACTED, "redacted", extra={"reason": event.reason or "requested"})
         return f"personal data redacted ({event.reason or 'requested'})"
 
     def _timer(self, event: Timer) -> str | None:

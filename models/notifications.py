@@ -46,6 +46,9 @@ FIELDS: tuple[str, ...] = (
     "shipping_address",
 )
 
+#: The kinds sent to a customer: their records hold the customer's address.
+CUSTOMER_KINDS: tuple[str, ...] = tuple(k.value for k in NotificationKind if k.value.startswith("CUSTOMER_"))
+
 MAX_VALUE_CHARS = 500
 MAX_SUBJECT_CHARS = 200
 #: Alert lines listed in a digest; the rest are counted ("... and N more").
@@ -122,6 +125,13 @@ _TEMPLATES: dict[NotificationKind, tuple[str, str]] = {
         "?Shipping address: ${shipping_address}\n"
         "\n"
         "Send it to the customer as Shopify's data request asks.\n",
+    ),
+    NotificationKind.ADMIN_REDACTED: (
+        "[ops-engine] Personal data removed from order ${order_number}",
+        "The customer's personal data was removed from order ${order_number} (${order_id}, store ${store_id}):\n"
+        "the order table, the notification records and the e-mail addresses in them.\n"
+        "\n"
+        "?Why: ${reason}\n",
     ),
     # Digests are rendered by render_digest; this one is for an ALERT_DIGEST
     # notification that arrives on the topic with no alerts attached.

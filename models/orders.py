@@ -301,6 +301,9 @@ class NotificationKind(str, Enum):
     CUSTOMER_DELIVERED = "CUSTOMER_DELIVERED"
     ADMIN_INTERVENTION = "ADMIN_INTERVENTION"
     ADMIN_DATA_REQUEST = "ADMIN_DATA_REQUEST"
+    #: The customer's personal data was removed from an order (Shopify customers/redact,
+    #: shop/redact). The notifier removes it from its own records too, then tells the owner.
+    ADMIN_REDACTED = "ADMIN_REDACTED"
     ALERT_DIGEST = "ALERT_DIGEST"
 
 

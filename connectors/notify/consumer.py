@@ -32,7 +32,7 @@ from connectors.notify.digest import record_alert, record_store_settings, send_d
 from connectors.notify.sender import NotificationSender, TransientDeliveryError
 from connectors.notify.settings import NotifySettings
 from models.events import Alert, DeadLetter, DeadLetterReason, StoreSettings, utcnow
-from models.orders import Notification
+from models.orders import Notification, NotificationKind
 from streams import topics
 from streams.codecs import encode
 from streams.settings import Settings
@@ -92,6 +92,9 @@ class RecordHandler:
             return "INVALID"
         try:
             if isinstance(event, Notification):
+                if event.kind is NotificationKind.ADMIN_REDACTED and event.order_id:
+                    # Our own records first: the notice is sent only once they hold no address.
+                    await self.sender.redact_order(event.order_id)
                 return await self.sender.deliver(event)
             if isinstance(event, Alert):
                 kept = await record_alert(

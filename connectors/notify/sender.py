@@ -37,7 +37,8 @@ from connectors.notify.smtp import (
     build_message,
     valid_email,
 )
-from models.notifications import render_notification
+from models.fulfillment import REDACTED
+from models.notifications import CUSTOMER_KINDS, render_notification
 from models.orders import Audience, Notification
 
 log = logging.getLogger(__name__)
@@ -59,15 +60,19 @@ TRANSIENT = Counter(
 
 Render = Callable[[], Awaitable[tuple[str, str]]]
 
+_REDACT = """
+UPDATE notifications_sent SET recipient = $2, error = CASE WHEN error IS NULL THEN NULL ELSE $2 END
+WHERE order_id = $1 AND kind = ANY($3::text[]) AND recipient <> $2
+"""
 _CLAIM = """
-INSERT INTO notifications_sent (notification_id, kind, store_id, recipient, status)
-VALUES ($1, $2, $3, $4, 'SENDING')
+INSERT INTO notifications_sent (notification_id, kind, store_id, recipient, order_id, status)
+VALUES ($1, $2, $3, $4, $5, 'SENDING')
 ON CONFLICT (notification_id) DO NOTHING
 RETURNING notification_id
 """
 _FAIL_UNSENT = """
-INSERT INTO notifications_sent (notification_id, kind, store_id, recipient, status, error)
-VALUES ($1, $2, $3, $4, 'FAILED', $5)
+INSERT INTO notifications_sent (notification_id, kind, store_id, recipient, order_id, status, error)
+VALUES ($1, $2, $3, $4, $5, 'FAILED', $6)
 ON CONFLICT (notification_id) DO NOTHING
 RETURNING notification_id
 """
@@ -97,6 +102,12 @@ class NotificationSender:
         self.pool = pool
         self.settings = settings
         self.smtp = smtp if smtp is not None else SmtpClient(settings)
+
+    async def redact_order(self, order_id: str) -> int:
+        """Remove the customer's address from the records of an order's notifications
+        (the owner's own addresses stay): a redaction. Idempotent; returns the rows changed."""
+        done = await self.pool.execute(_REDACT, order_id, REDACTED, list(CUSTOMER_KINDS))
+        return int(done.split()[-1])
 
     async def deliver(self, notification: Notification) -> str:
         """Send ``notification`` unless its id was claimed before.
@@ -147,7 +158,9 @@ class NotificationSender:
         kind = notification.kind.value
         recipients, problem = await self.recipients(notification)
         if problem is not None:
-            row = await self.pool.fetchrow(_FAIL_UNSENT, nid, kind, notification.store_id, "", problem)
+            row = await self.pool.fetchrow(
+                _FAIL_UNSENT, nid, kind, notification.store_id, "", notification.order_id, problem
+            )
             if row is not None:
                 log.warning("notification %s (%s) not sent: %s", nid, kind, problem)
                 return FAILED
@@ -207,7 +220,10 @@ class NotificationSender:
         return SENT
 
     async def _claim(self, notification: Notification, recipients: list[str], lock: bool) -> bool:
-        args = (notification.notification_id, notification.kind.value, notification.store_id, ", ".join(recipients))
+        args = (
+            notification.notification_id, notification.kind.value, notification.store_id, ", ".join(recipients),
+            notification.order_id,
+        )
         if not lock:
             return await self.pool.fetchrow(_CLAIM, *args) is not None
         async with self.pool.acquire() as conn, conn.transaction():

@@ -557,3 +557,42 @@ def test_the_record_handler_routes_and_refuses(pg_dsn: str, smtp: tuple[Inbox, i
     assert [t for t, _, _ in producer.sent] == [topics.DEADLETTER, topics.DEADLETTER]
     assert b'"INVALID_JSON"' in producer.sent[0][2] and b'"SCHEMA_VIOLATION"' in producer.sent[1][2]
     assert len(inbox.mails) == 1
+
+
+def test_a_redaction_notice_removes_the_customer_address_from_the_records_first(
+    pg_dsn: str, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+
+    def redacted(nid: str, order_id: str) -> Notification:
+        return Notification(
+            notification_id=nid, kind=NotificationKind.ADMIN_REDACTED, audience=Audience.ADMIN, store_id="s-1",
+            order_id=order_id, data={"order_number": "#1001", "order_id": order_id, "reason": "customers/redact"},
+        )
+
+    async def body(pool: Any) -> list[str]:
+        settings = notify_settings(port, admin_email="platform@ops.example")
+        handler = RecordHandler(pool, NotificationSender(pool, settings), settings, FakeProducer())
+        results = [
+            await handler.handle(Record(topics.NOTIFICATIONS, encode(shipped("n-r1")))),
+            await handler.handle(Record(topics.NOTIFICATIONS, encode(shipped("n-r2", order_id="o-2")), offset=1)),
+            await handler.handle(Record(topics.NOTIFICATIONS, encode(intervention("n-r3")), offset=2)),
+        ]
+        assert (await row(pool, "n-r1"))["recipient"] == "ada@example.com"
+        results.append(await handler.handle(Record(topics.NOTIFICATIONS, encode(redacted("n-rx", "o-1")), offset=3)))
+        # Delivered again (at least once): nothing more is sent, the records stay redacted.
+        results.append(await handler.handle(Record(topics.NOTIFICATIONS, encode(redacted("n-rx", "o-1")), offset=4)))
+        assert (await row(pool, "n-r1"))["recipient"] == "[redacted]"
+        assert (await row(pool, "n-r1"))["order_id"] == "o-1"
+        assert (await row(pool, "n-r2"))["recipient"] == "ada@example.com"  # another order
+        assert (await row(pool, "n-r3"))["recipient"] == "platform@ops.example"  # the owner's address stays
+        leftover = await pool.fetchval(
+            "SELECT count(*) FROM notifications_sent WHERE order_id = 'o-1' AND recipient LIKE '%ada@%'")
+        assert leftover == 0
+        return results
+
+    assert run(pg_dsn, body) == ["SENT", "SENT", "SENT", "SENT", "ALREADY"]
+    notice = inbox.mails[-1].message
+    assert notice["Subject"] == "[ops-engine] Personal data removed from order #1001"
+    assert "customers/redact" in notice.get_payload(decode=True).decode()
+    assert "ada@example.com" not in notice.as_string()

@@ -454,6 +454,13 @@ def test_redaction_removes_personal_data_and_keeps_the_rest() -> None:
     assert after.items == state.items and after.groups == state.groups and after.status is state.status
     dumped = after.model_dump_json()
     assert "ada@example.com" not in dumped and "1 Main St" not in dumped and "Ada" not in dumped
+    # The store owner is told, and the notifier redacts its own records on that notice.
+    (notice,) = d.notifications
+    assert notice.kind is NotificationKind.ADMIN_REDACTED and notice.order_id == state.order_id
+    assert notice.recipient is None and notice.data["reason"] == "customers/redact"
+    assert "Ada" not in notice.model_dump_json() and "ada@example.com" not in notice.model_dump_json()
+    # A second request changes nothing and tells nobody again.
+    assert decide(after, event(OrderEventType.REDACT_REQUESTED, "redact-b", 10), CONFIG).notifications == []
     # Shipping later tells nobody by e-mail: there is no address left to tell.
     t = decide(after, tracking(A, seconds=20), CONFIG)
     assert [n.recipient for n in t.notifications] == [None]

@@ -195,8 +195,8 @@ def db_migrate() -> None:
 @main.command()
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path(".run"), show_default=True)
 def up(run_dir: Path) -> None:
-    """Start PostgreSQL, the embedded broker, a worker, the executor (and the notifier when
-    OPS_SMTP_HOST is set): what `make run` does. Ctrl-C stops them all.
+    """Start PostgreSQL, the embedded broker, a worker, the executor, the recorder (and the
+    notifier when OPS_SMTP_HOST is set): what `make run` does. Ctrl-C stops them all.
 
     With OPS_DATABASE_URL set, that database is migrated and used and no local
     server starts; unset, a local one runs in RUN_DIR/postgres.
@@ -264,7 +264,7 @@ def up(run_dir: Path) -> None:
             click.echo(f"{name} pid {proc.pid} (log {run_dir / f'{name}.log'})", err=True)
             return proc
 
-        children = {"worker": child("worker"), "executor": child("executor")}
+        children = {"worker": child("worker"), "executor": child("executor"), "recorder": child("recorder")}
         if os.environ.get("OPS_SMTP_HOST"):
             children["notifier"] = child("notifier")
         else:
@@ -460,6 +460,48 @@ def notifier() -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await run_notifier(settings, notify_settings, stop)
+
+    asyncio.run(_run())
+
+
+@main.command()
+def recorder() -> None:
+    """Record the topics in PostgreSQL (products, alerts, orders, order history, webhooks)
+    until SIGTERM or Ctrl-C: batches upserted, offsets committed after the write.
+
+    Needs OPS_DATABASE_URL (migrated at start); /metrics on OPS_RECORDER_METRICS_PORT.
+    """
+    from prometheus_client import start_http_server
+
+    from connectors.broker import create_topics
+    from connectors.postgres.record import changelog_topic
+    from connectors.postgres.recorder import run_recorder
+    from streams import tables
+
+    settings = _settings()
+    if not settings.database_url:
+        raise click.ClickException("OPS_DATABASE_URL is not set: the recorder writes there")
+    logging.basicConfig(level=settings.log_level.upper())
+    _migrate(settings.database_url)
+    asyncio.run(ensure_topics(settings))
+    # The orders changelog is Faust's; made here too (as Faust makes it) so the recorder need not wait for a worker.
+    orders_changelog = changelog_topic(settings.app_id, tables.ORDERS)
+    asyncio.run(create_topics(
+        settings.bootstrap, {orders_changelog: settings.partitions},
+        configs={orders_changelog: {"cleanup.policy": "compact"}}, replication_factor=settings.replication,
+    ))
+    if settings.recorder_metrics_port:
+        try:
+            start_http_server(settings.recorder_metrics_port, addr=settings.web_host)
+        except OSError as exc:
+            click.echo(f"recorder metrics not served on port {settings.recorder_metrics_port}: {exc}", err=True)
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_recorder(settings, stop)
 
     asyncio.run(_run())
 

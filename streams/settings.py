@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     executor_metrics_port: int = Field(
         6068, ge=0, le=65535, description="port of the executor's /metrics (Prometheus); 0: none"
     )
+    recorder_metrics_port: int = Field(
+        6069, ge=0, le=65535, description="port of the recorder's /metrics (Prometheus); 0: none"
+    )
 
     gc_threshold: str = Field(
         "50000,20,100",

@@ -1,0 +1,195 @@
+"""The PostgreSQL record: what each topic's record becomes in the database.
+
+``rows_of(topic, value)`` maps one consumed record to rows (pure; raises
+``Unrecordable`` with the reason when the value cannot be read), and
+``write_rows`` writes a batch of them in one transaction, one
+``executemany`` per statement. Every statement is an idempotent upsert on
+the row's natural key (migration 005), so replaying records writes nothing
+twice:
+
+- ``inventory.changes`` -> ``products``: the change's ``after`` state,
+  unless the row holds a later snapshot;
+- ``alerts`` -> ``alerts``: the record with the newest ``updated_at`` wins;
+- the ``orders`` table's changelog -> ``orders`` (newest ``updated_at`` wins)
+  and ``order_history`` (append-only, by place; ``DO NOTHING``);
+- ``webhooks.inbound`` -> ``processed_webhook_events`` (ids and times only,
+  never the body).
+
+Only parameterised SQL; identifiers are fixed here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from models.events import Alert, InventoryChange
+from models.fulfillment import OrderState
+from models.webhooks import InboundWebhook
+from streams import tables, topics
+
+
+class Unrecordable(ValueError):
+    """A record whose value cannot be read: refused to ``deadletter`` with this reason."""
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's name for a table's changelog topic."""
+    return f"{app_id}-{table}-changelog"
+
+
+_PRODUCT = """
+INSERT INTO products (store_id, product_id, variant_id, provider, source_id, status, available, stock,
+  cost_price, shipping_cost, currency, selling_price, compare_at_price, captured_at, last_change_id, sync_run_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+ON CONFLICT (store_id, product_id, variant_id) DO UPDATE SET
+  provider = EXCLUDED.provider, source_id = EXCLUDED.source_id, status = EXCLUDED.status,
+  available = EXCLUDED.available, stock = EXCLUDED.stock, cost_price = EXCLUDED.cost_price,
+  shipping_cost = EXCLUDED.shipping_cost, currency = EXCLUDED.currency, selling_price = EXCLUDED.selling_price,
+  compare_at_price = EXCLUDED.compare_at_price, captured_at = EXCLUDED.captured_at,
+  last_change_id = EXCLUDED.last_change_id, sync_run_id = EXCLUDED.sync_run_id, recorded_at = now()
+WHERE products.captured_at <= EXCLUDED.captured_at
+"""
+_ALERT = """
+INSERT INTO alerts (alert_id, store_id, product_id, variant_id, type, severity, status, title, message, metadata,
+  created_at, updated_at, acknowledged_at, resolved_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)
+ON CONFLICT (alert_id) DO UPDATE SET
+  status = EXCLUDED.status, severity = EXCLUDED.severity, title = EXCLUDED.title, message = EXCLUDED.message,
+  metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at, acknowledged_at = EXCLUDED.acknowledged_at,
+  resolved_at = EXCLUDED.resolved_at
+WHERE alerts.updated_at <= EXCLUDED.updated_at
+"""
+_ORDER = """
+INSERT INTO orders (order_id, store_id, status, order_number, paid, currency, total, redacted, created_at,
+  updated_at, state)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)
+ON CONFLICT (order_id) DO UPDATE SET
+  store_id = EXCLUDED.store_id, status = EXCLUDED.status, order_number = EXCLUDED.order_number,
+  paid = EXCLUDED.paid, currency = EXCLUDED.currency, total = EXCLUDED.total, redacted = EXCLUDED.redacted,
+  created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, state = EXCLUDED.state
+WHERE orders.updated_at <= EXCLUDED.updated_at
+"""
+_HISTORY = """
+INSERT INTO order_history (order_id, seq, at, event_id, event, from_status, to_status, note)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (order_id, seq) DO NOTHING
+"""
+_WEBHOOK = """
+INSERT INTO processed_webhook_events (dedup_key, source, provider, topic, shop_domain, delivery_id, received_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (dedup_key) DO NOTHING
+"""
+
+#: The database table each statement writes (for the metrics), in the order a batch writes them.
+STATEMENTS: dict[str, str] = {
+    _PRODUCT: "products",
+    _ALERT: "alerts",
+    _ORDER: "orders",
+    _HISTORY: "order_history",
+    _WEBHOOK: "processed_webhook_events",
+}
+
+Row = tuple[str, tuple[Any, ...]]  # (statement, arguments)
+
+
+def recorded_topics(app_id: str) -> tuple[str, ...]:
+    return (
+        topics.INVENTORY_CHANGES,
+        topics.ALERTS,
+        changelog_topic(app_id, tables.ORDERS),
+        topics.WEBHOOKS_INBOUND,
+    )
+
+
+def _validate(model: Any, value: bytes) -> Any:
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise Unrecordable(f"{'.'.join(str(p) for p in error['loc']) or '(value)'}: {error['msg']}") from None
+
+
+def rows_of(topic: str, value: bytes | None) -> list[Row]:
+    """The rows one record of ``topic`` becomes (a tombstone: none)."""
+    if value is None:
+        return []
+    if topic == topics.INVENTORY_CHANGES:
+        change: InventoryChange = _validate(InventoryChange, value)
+        after = change.after
+        return [(_PRODUCT, (
+            change.store_id, change.product_id, change.variant_id or "", change.provider, change.source_id,
+            after.status.value, after.available, after.stock, after.cost_price, after.shipping_cost, after.currency,
+            after.selling_price, after.compare_at_price, change.captured_at, change.change_id, change.sync_run_id,
+        ))]
+    if topic == topics.ALERTS:
+        alert: Alert = _validate(Alert, value)
+        return [(_ALERT, (
+            alert.alert_id, alert.store_id, alert.product_id, alert.variant_id, alert.type.value,
+            alert.severity.value, alert.status.value, alert.title, alert.message,
+            orjson.dumps(alert.metadata).decode(), alert.created_at, alert.updated_at, alert.acknowledged_at,
+            alert.resolved_at,
+        ))]
+    if topic == topics.WEBHOOKS_INBOUND:
+        hook: InboundWebhook = _validate(InboundWebhook, value)
+        return [(_WEBHOOK, (
+            hook.dedup_key, hook.source.value, hook.provider, hook.topic, hook.shop_domain, hook.delivery_id,
+            hook.received_at,
+        ))]
+    if topic.endswith(f"-{tables.ORDERS}-changelog"):
+        return _order_rows(value)
+    raise Unrecordable(f"topic {topic!r} is not recorded")
+
+
+def _order_rows(value: bytes) -> list[Row]:
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise Unrecordable(f"not JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("state"), dict):
+        raise Unrecordable("an orders changelog record without a state")
+    try:
+        state = OrderState.model_validate(body["state"])
+    except ValidationError as exc:
+        raise Unrecordable(f"state: {exc.errors()[0]['msg']}") from None
+    if not state.created:  # events that came before their order: nothing to record yet
+        return []
+    view = state.model_dump(mode="json", by_alias=True, exclude={"seen", "parked"})
+    rows: list[Row] = [(_ORDER, (
+        state.order_id, state.store_id, state.status.value, state.order_number, state.paid, state.currency,
+        state.total, state.redacted, state.created_at, state.updated_at, orjson.dumps(view).decode(),
+    ))]
+    for seq, line in enumerate(state.history):
+        rows.append((_HISTORY, (
+            state.order_id, seq, line.at, line.event_id, line.event,
+            line.from_status.value if line.from_status else None,
+            line.to_status.value if line.to_status else None, line.note,
+        )))
+    return rows
+
+
+@dataclass
+class Written:
+    rows: dict[str, int]  # database table -> rows sent (an upsert that changed nothing counts too)
+
+
+async def write_rows(pool: Any, rows: Iterable[Row]) -> Written:
+    """Write ``rows`` in one transaction, one executemany per statement, in record order per statement."""
+    by_statement: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for statement, args in rows:
+        by_statement[statement].append(args)
+    counts: dict[str, int] = {}
+    if not by_statement:
+        return Written(counts)
+    async with pool.acquire() as conn, conn.transaction():
+        for statement in STATEMENTS:  # a fixed order: concurrent recorders lock rows alike
+            batch = by_statement.get(statement)
+            if batch:
+                await conn.executemany(statement, batch)
+                counts[STATEMENTS[statement]] = len(batch)
+    return Written(counts)

@@ -1,0 +1,153 @@
+"""``ops-engine recorder``: the topics into PostgreSQL, in batches, offsets after the write.
+
+One consumer group (``{app_id}-recorder``) reads ``inventory.changes``,
+``alerts``, the ``orders`` table's changelog and ``webhooks.inbound``. Each
+``getmany`` batch becomes rows (``record.rows_of``) written in one
+transaction (``record.write_rows``); only then are the batch's offsets
+committed. So:
+
+- a crash or a rebalance replays at most the uncommitted batch, and the
+  upserts make the replay write nothing twice;
+- PostgreSQL down (or any database error) means the batch is tried again
+  with a growing pause (1 s .. 30 s), nothing is committed and nothing is
+  skipped; the consumer keeps its group membership meanwhile (aiokafka
+  heartbeats from its own task) and catches up when the database is back;
+- a record that cannot be read goes to ``deadletter`` with the reason and
+  the rest of the batch is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+from prometheus_client import Counter, Histogram
+
+from connectors.postgres.record import Row, Unrecordable, recorded_topics, rows_of, write_rows
+from models.events import DeadLetter, DeadLetterReason
+from streams import topics
+from streams.codecs import encode
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+BATCH_RECORDS = 2000
+
+ROWS = Counter("ops_record_rows_total", "Rows the recorder upserted into PostgreSQL, by table", ["table"])
+REFUSED = Counter("ops_record_refused_total", "Records the recorder could not read (sent to deadletter)")
+RETRIES = Counter("ops_record_write_retries_total", "Batch writes that failed and were tried again")
+BATCH_SECONDS = Histogram(
+    "ops_record_batch_seconds", "Time to write one batch into PostgreSQL",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+#: Database errors that a later attempt may get past: the server down or restarting, a timeout.
+_RETRYABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+class Recorder:
+    def __init__(self, pool: Any, producer: Any) -> None:
+        self.pool = pool
+        self.producer = producer
+
+    async def rows(self, records: list[Any]) -> list[Row]:
+        """The rows of ``records``; what cannot be read goes to deadletter."""
+        out: list[Row] = []
+        for record in records:
+            try:
+                out.extend(rows_of(record.topic, record.value))
+            except Unrecordable as exc:
+                await self._refuse(record, str(exc))
+        return out
+
+    async def write_until_done(self, rows: list[Row], stop: asyncio.Event) -> bool:
+        """Write ``rows``, trying again while the database fails; False if stopped first."""
+        backoff = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                written = await write_rows(self.pool, rows)
+            except _RETRYABLE as exc:
+                RETRIES.inc()
+                log.warning("writing %d row(s) failed (%s: %s); again in %.0f s",
+                            len(rows), type(exc).__name__, exc, backoff)
+            else:
+                BATCH_SECONDS.observe(time.monotonic() - started)
+                for table, n in written.rows.items():
+                    ROWS.labels(table).inc(n)
+                return True
+            if stop.is_set():
+                return False
+            await _pause(stop, backoff)
+            if stop.is_set():
+                return False
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _refuse(self, record: Any, detail: str) -> None:
+        REFUSED.inc()
+        log.warning("%s[%s]@%s not recorded: %s", record.topic, record.partition, record.offset, detail[:300])
+        letter = DeadLetter.of(record, DeadLetterReason.SCHEMA_VIOLATION, detail)
+        await self.producer.send_and_wait(topics.DEADLETTER, key=record.topic.encode(), value=encode(letter))
+
+
+async def run_recorder(settings: Settings, stop: asyncio.Event) -> None:
+    """Record until ``stop`` is set; needs ``settings.database_url`` (migrated)."""
+    from connectors.postgres.pool import create_pool
+
+    if not settings.database_url:
+        raise ValueError("the recorder needs OPS_DATABASE_URL")
+    pool = await create_pool(settings.database_url, command_timeout=60.0)
+    wanted = recorded_topics(settings.app_id)
+    consumer = AIOKafkaConsumer(
+        *wanted,
+        bootstrap_servers=settings.bootstrap,
+        group_id=f"{settings.app_id}-recorder",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(settings.session_timeout * 1000),
+        heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
+        # A batch may wait long for the database: stay in the group meanwhile.
+        max_poll_interval_ms=3_600_000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    recorder = Recorder(pool, producer)
+    try:
+        await producer.start()
+        await consumer.start()
+        log.info("recorder consuming %s as group %s-recorder", ", ".join(wanted), settings.app_id)
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=1000, max_records=BATCH_RECORDS)
+            if not batches:
+                continue
+            records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
+            if not await recorder.write_until_done(await recorder.rows(records), stop):
+                break  # stopped before the write: nothing of this batch is committed
+            done = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items() if rs}
+            try:
+                await consumer.commit(done)
+            except KafkaError as exc:
+                # A rebalance took the partitions: their new owner replays the batch, which the upserts make harmless.
+                log.warning("commit failed (%s); the batch will be replayed", exc)
+    finally:
+        stop.set()
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+        log.info("recorder stopped")
+
+
+__all__ = ["Recorder", "run_recorder"]

@@ -73,6 +73,7 @@ from models.product import (
     to_micros,
     with_outbox,
 )
+from agents.wiring import run_agent
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
@@ -591,17 +592,7 @@ def register(engine: Engine) -> InventoryProcessor:
     processor = InventoryProcessor(engine)
     app = engine.app
 
-    @app.agent(engine.inputs, name="inventory")
-    async def inventory(stream: faust.StreamT) -> None:
-        observe = metrics.PROCESSING_SECONDS.observe
-        clock = time.perf_counter
-        outputs = engine.outputs
-        async for event in stream.events():
-            started = clock()
-            processor.handle(event)
-            observe(clock() - started)
-            if outputs.due():
-                await outputs.send()
+    run_agent(engine, engine.inputs, "inventory", processor.handle, observe=metrics.PROCESSING_SECONDS.observe)
 
     @app.timer(interval=0.1)
     async def send_outputs() -> None:

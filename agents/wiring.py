@@ -6,12 +6,15 @@
   logged by ids (never the value: it may hold personal data).
 - ``active_partitions``: the partitions of a topic this worker owns now.
 
-(The inventory agent keeps its own loop: it also times each message.)
+Each agent lets the loop run other tasks (the web server's requests) at least
+every ``YIELD_AFTER_S`` of handling.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,14 +30,39 @@ from streams.outbox import Output
 log = logging.getLogger(__name__)
 
 
-def run_agent(engine: Engine, topic: faust.TopicT, name: str, handle: Callable[[faust.EventT], None]) -> Any:
+#: Longest stretch of handling before the agent lets the loop run other tasks, s.
+YIELD_AFTER_S = 0.005
+
+
+def run_agent(
+    engine: Engine,
+    topic: faust.TopicT,
+    name: str,
+    handle: Callable[[faust.EventT], None],
+    observe: Callable[[float], None] | None = None,
+) -> Any:
+    """An agent on ``topic`` calling ``handle`` for each event (``observe``: each one's seconds)."""
     outputs = engine.outputs
 
     async def agent(stream: faust.StreamT) -> None:
+        # A buffered stream hands its events over without ever yielding to the
+        # loop: a fetched batch of a few hundred would hold the web server's
+        # requests (the webhook ingress) for tens of milliseconds.
+        clock = time.perf_counter
+        since = clock()
         async for event in stream.events():
-            handle(event)
+            if observe is None:
+                handle(event)
+            else:
+                started = clock()
+                handle(event)
+                observe(clock() - started)
             if outputs.due():
                 await outputs.send()
+                since = clock()
+            elif clock() - since > YIELD_AFTER_S:
+                await asyncio.sleep(0)
+                since = clock()
 
     agent.__name__ = name
     return engine.app.agent(topic, name=name)(agent)

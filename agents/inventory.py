@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 
 _PAGE = TypeAdapter(list[SupplierSnapshot])
 T = TypeVar("T")
+C = TypeVar("C", SupplierUpdate, StorefrontStock)
 _ITEM = TypeAdapter(SupplierSnapshot)
 
 
@@ -481,15 +482,25 @@ class InventoryProcessor:
         self.changelog(self.alerts, self._tp.partition, key, value)
         self.alerts.data[key] = value
 
+    def product_command(self, message: Any, validate: Callable[[bytes], C]) -> tuple[C, str, bytes | None] | None:
+        """A command about one store product: (command, product key, its state or None),
+        or None after refusing it (unreadable, or keyed by another store)."""
+        command = self.decode(validate, message)
+        if command is None:
+            return None
+        store_id = command.store_id
+        if (message.key or b"").decode(errors="replace") != store_id:
+            self.dead(message, DeadLetterReason.KEY_MISMATCH, f"message key is not the store_id {store_id!r}")
+            return None
+        key = product_key(store_id, command.product_id, command.variant_id)
+        return command, key, self.products.data.get(key)
+
     def on_supplier_update(self, message: Any) -> None:
         """A supplier's webhook news of one product, applied as a snapshot (models.inventory.snapshot_of_update)."""
-        update = self.decode(SupplierUpdate.model_validate_json, message)
-        if update is None:
+        found = self.product_command(message, SupplierUpdate.model_validate_json)
+        if found is None:
             return
-        if (message.key or b"").decode(errors="replace") != update.store_id:
-            self.dead(message, DeadLetterReason.KEY_MISMATCH, f"message key is not the store_id {update.store_id!r}")
-            return
-        raw = self.products.data.get(product_key(update.store_id, update.product_id, update.variant_id))
+        update, _, raw = found
         if raw is None:  # not synced yet: the next sync brings it whole
             metrics.SUPPLIER_UPDATES.labels("UNKNOWN_PRODUCT").inc()
             return
@@ -502,14 +513,10 @@ class InventoryProcessor:
 
     def on_storefront_stock(self, message: Any) -> None:
         """The storefront's own count of a product against the engine's (models.inventory.check_storefront_stock)."""
-        report = self.decode(StorefrontStock.model_validate_json, message)
-        if report is None:
+        found = self.product_command(message, StorefrontStock.model_validate_json)
+        if found is None:
             return
-        if (message.key or b"").decode(errors="replace") != report.store_id:
-            self.dead(message, DeadLetterReason.KEY_MISMATCH, f"message key is not the store_id {report.store_id!r}")
-            return
-        key = product_key(report.store_id, report.product_id, report.variant_id)
-        raw = self.products.data.get(key)
+        report, key, raw = found
         if raw is None:
             metrics.STOREFRONT_STOCK.labels("UNKNOWN_PRODUCT").inc()
             return

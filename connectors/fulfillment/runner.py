@@ -28,9 +28,10 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
+from connectors.consumers import commit, group_consumer
 from connectors.fulfillment.executor import Executor
 from connectors.fulfillment.metrics import COMMAND_SECONDS, COMMANDS
 from connectors.fulfillment import records
@@ -222,13 +223,9 @@ async def run_executor(
         enable_idempotence=settings.producer_idempotence,
         linger_ms=2,
     )
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
-        group_id=f"{settings.app_id}-executor",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=int(settings.session_timeout * 1000),
-        heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
+    consumer = group_consumer(
+        settings,
+        "executor",
         max_poll_records=500,
         # The embedded broker holds a fetch for its whole wait (streams/embedded.py):
         # commands are few and their latency counts, so ask for a short one.
@@ -268,12 +265,7 @@ async def run_executor(
                         runner.submit(message)
             if time.monotonic() - last_commit >= COMMIT_EVERY_S:
                 last_commit = time.monotonic()
-                done = runner.offsets.committable()
-                if done:
-                    try:
-                        await consumer.commit(done)
-                    except Exception as exc:  # a rebalance took them: their new owner repeats them
-                        log.warning("commit failed (%s); the new owner handles those commands again", exc)
+                await commit(consumer, runner.offsets.committable())
     finally:
         stop.set()
         for task in list(runner.tasks):

@@ -22,12 +22,13 @@ import logging
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from connectors.consumers import backoff, commit, group_consumer, pause
 from connectors.notify.digest import record_alert, record_store_settings, send_due_digests
 from connectors.notify.sender import NotificationSender, TransientDeliveryError
 from connectors.notify.settings import NotifySettings
@@ -130,31 +131,20 @@ class RecordHandler:
             log.exception("could not publish the refused record to %s", topics.DEADLETTER)
 
 
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
-
-
 async def handle_until_done(handler: RecordHandler, record: Any, stop: asyncio.Event) -> bool:
     """Handle ``record``, retrying what may pass; False if stopped before it was done."""
-    backoff = 1.0
-    while True:
+    wait: float | None = 1.0
+    while wait is not None:
         try:
             await handler.handle(record)
             return True
         except TRANSIENT_ERRORS as exc:
-            log.warning("%s[%s]@%s: %s; again in %.0f s", record.topic, record.partition, record.offset, exc, backoff)
+            log.warning("%s[%s]@%s: %s; again in %.0f s", record.topic, record.partition, record.offset, exc, wait)
         except asyncpg.PostgresError as exc:  # the schema missing, permissions, ...: wait for the operator
             log.error("%s[%s]@%s: database error %s; again in %.0f s", record.topic, record.partition, record.offset,
-                      exc, backoff)
-        if stop.is_set():
-            return False
-        await _pause(stop, backoff)
-        if stop.is_set():
-            return False
-        backoff = min(backoff * 2, MAX_BACKOFF_S)
+                      exc, wait)
+        wait = await backoff(stop, wait, MAX_BACKOFF_S)
+    return False
 
 
 async def digest_loop(pool: Any, sender: NotificationSender, notify: NotifySettings, stop: asyncio.Event) -> None:
@@ -168,7 +158,7 @@ async def digest_loop(pool: Any, sender: NotificationSender, notify: NotifySetti
                 log.info("sent %d alert digest(s)", sent)
         except Exception:
             log.exception("sending the due digests failed; again in %s s", notify.digest_interval_s)
-        await _pause(stop, notify.digest_interval_s)
+        await pause(stop, notify.digest_interval_s)
 
 
 async def run_notifier(settings: Settings, notify_settings: NotifySettings, stop: asyncio.Event) -> None:
@@ -178,15 +168,7 @@ async def run_notifier(settings: Settings, notify_settings: NotifySettings, stop
     if not settings.database_url:
         raise ValueError("the notifier needs OPS_DATABASE_URL")
     pool = await create_pool(settings.database_url)
-    consumer = AIOKafkaConsumer(
-        *TOPICS,
-        bootstrap_servers=settings.bootstrap,
-        group_id=f"{settings.app_id}-notifier",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=int(settings.session_timeout * 1000),
-        heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
-    )
+    consumer = group_consumer(settings, "notifier", *TOPICS)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
     sender = NotificationSender(pool, notify_settings)
     handler = RecordHandler(pool, sender, notify_settings, producer)
@@ -206,13 +188,7 @@ async def run_notifier(settings: Settings, notify_settings: NotifySettings, stop
                     done[tp] = OffsetAndMetadata(record.offset + 1, "")
                 if stop.is_set():
                     break
-            if done:
-                try:
-                    await consumer.commit(done)
-                except KafkaError as exc:
-                    # A rebalance took the partitions: their new owner replays the
-                    # tail, which the handlers make harmless.
-                    log.warning("commit failed (%s); the uncommitted records will be replayed", exc)
+            await commit(consumer, done)
     finally:
         stop.set()
         if digests is not None:

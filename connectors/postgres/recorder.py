@@ -24,11 +24,11 @@ import time
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Histogram
 
+from connectors.consumers import backoff, commit, group_consumer
 from connectors.postgres.record import Row, Unrecordable, recorded_topics, rows_of, write_rows
 from models.events import DeadLetter, DeadLetterReason
 from streams import topics
@@ -52,13 +52,6 @@ BATCH_SECONDS = Histogram(
 _RETRYABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
-
-
 class Recorder:
     def __init__(self, pool: Any, producer: Any) -> None:
         self.pool = pool
@@ -76,26 +69,22 @@ class Recorder:
 
     async def write_until_done(self, rows: list[Row], stop: asyncio.Event) -> bool:
         """Write ``rows``, trying again while the database fails; False if stopped first."""
-        backoff = 1.0
-        while True:
+        wait: float | None = 1.0
+        while wait is not None:
             started = time.monotonic()
             try:
                 written = await write_rows(self.pool, rows)
             except _RETRYABLE as exc:
                 RETRIES.inc()
                 log.warning("writing %d row(s) failed (%s: %s); again in %.0f s",
-                            len(rows), type(exc).__name__, exc, backoff)
+                            len(rows), type(exc).__name__, exc, wait)
             else:
                 BATCH_SECONDS.observe(time.monotonic() - started)
                 for table, n in written.rows.items():
                     ROWS.labels(table).inc(n)
                 return True
-            if stop.is_set():
-                return False
-            await _pause(stop, backoff)
-            if stop.is_set():
-                return False
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            wait = await backoff(stop, wait, MAX_BACKOFF_S)
+        return False
 
     async def _refuse(self, record: Any, detail: str) -> None:
         REFUSED.inc()
@@ -112,17 +101,8 @@ async def run_recorder(settings: Settings, stop: asyncio.Event) -> None:
         raise ValueError("the recorder needs OPS_DATABASE_URL")
     pool = await create_pool(settings.database_url, command_timeout=60.0)
     wanted = recorded_topics(settings.app_id)
-    consumer = AIOKafkaConsumer(
-        *wanted,
-        bootstrap_servers=settings.bootstrap,
-        group_id=f"{settings.app_id}-recorder",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=int(settings.session_timeout * 1000),
-        heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
-        # A batch may wait long for the database: stay in the group meanwhile.
-        max_poll_interval_ms=3_600_000,
-    )
+    # A batch may wait long for the database: stay in the group meanwhile.
+    consumer = group_consumer(settings, "recorder", *wanted, max_poll_interval_ms=3_600_000)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
     recorder = Recorder(pool, producer)
     try:
@@ -136,12 +116,7 @@ async def run_recorder(settings: Settings, stop: asyncio.Event) -> None:
             records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
             if not await recorder.write_until_done(await recorder.rows(records), stop):
                 break  # stopped before the write: nothing of this batch is committed
-            done = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items() if rs}
-            try:
-                await consumer.commit(done)
-            except KafkaError as exc:
-                # A rebalance took the partitions: their new owner replays the batch, which the upserts make harmless.
-                log.warning("commit failed (%s); the batch will be replayed", exc)
+            await commit(consumer, {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items() if rs})
     finally:
         stop.set()
         await consumer.stop()

@@ -71,11 +71,18 @@ async def fetch_batched(
         async with gate:
             return await fetch_batch(batch)
 
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(one(batch)) for batch in batches]
+    # Not a TaskGroup: it would wrap the port's error in an ExceptionGroup.
+    tasks = [asyncio.ensure_future(one(batch)) for batch in batches]
+    try:
+        results = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     by_id: dict[str, list[SupplierProduct]] = {}
-    for task in tasks:
-        for product in task.result():
+    for result in results:
+        for product in result:
             by_id.setdefault(product.source_id, []).append(product)
     return [product for source_id in ids for product in by_id.get(source_id, [])]
 

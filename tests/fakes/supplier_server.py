@@ -1,4 +1,4 @@
-"""A fake supplier: one real HTTP server on loopback speaking the order APIs of
+"""A fake supplier: one real HTTP server on loopback speaking the order and product APIs of
 AliExpress (``/aliexpress/sync``), CJ Dropshipping (``/cj/api2.0/v1/...``) and
 Spocket (``/spocket/api/v1/...``), as the adapters in ``connectors/suppliers``
 expect them.
@@ -20,6 +20,21 @@ can no longer be cancelled. With ``delivered_after_s`` it is delivered that long
 after creation. Numbers look real: Cainiao ``LP…CN``, Yanwen ``YT…``, CJPacket
 ``CJPKL…``, USPS ``9400…``.
 
+Products (what ``fetch_products`` reads): AliExpress ``aliexpress.ds.product.get``,
+CJ ``GET /product/query?pid=`` and ``GET /product/list?pids=a,b`` (at most 20),
+Spocket ``GET /products?ids=a,b`` (at most 50). A product is generated from
+(seed, provider, id) by ``product_spec``: 1-3 variants, stock, prices as
+decimal strings (AliExpress, Spocket) or JSON numbers (CJ), USD. Config
+``removed_products`` (ids) makes the supplier no longer have them, shown
+either as not found or as delisted (``gone_style``, fixed per id);
+``product_overrides`` (``{id: {"stock", "price", "shipping"}}``) changes a
+product. Reads fail on purpose with ``next_read_failures`` / ``read_failure_rate``
+(``500``, ``timeout``, ``429`` as above; they record nothing). Every request
+of a provider is counted in the whole second it arrived: ``GET
+/_admin/requests`` -> ``{"per_second": {provider: {epoch second: n}},
+"product_requests": {provider: n}}``; ``GET /_admin/products?provider=&id=`` is
+the fake's truth about a product (null: removed).
+
 In a test (in-process, a background thread)::
 
     with FakeSupplierServer(seed=1) as fake:
@@ -33,7 +48,8 @@ As a process::
 
 prints ``READY http://127.0.0.1:PORT`` once listening (``SupplierServerProcess``
 does this for a test). Admin (JSON): ``GET /_admin/orders``, ``GET|POST
-/_admin/config``, ``POST /_admin/reset``, ``GET /_admin/health``.
+/_admin/config``, ``POST /_admin/reset``, ``GET /_admin/health``,
+``GET /_admin/requests``, ``GET /_admin/products``.
 """
 
 from __future__ import annotations

@@ -535,3 +535,21 @@ def test_fake_as_a_process_keeps_orders_across_restarts(tmp_path: Path) -> None:
         assert snapshot["by_reference"][0]["count"] == 1
         again.reset()
         assert again.orders()["orders"] == []
+
+
+def test_fake_products_are_seeded_and_its_admin_speaks_http() -> None:
+    first = SupplierState(FakeConfig(seed=5)).product("SPOCKET", "sp-1")
+    assert first == SupplierState(FakeConfig(seed=5)).product("SPOCKET", "sp-1")
+    assert first != SupplierState(FakeConfig(seed=6)).product("SPOCKET", "sp-1")
+    assert first is not None and 1 <= len(first["variants"]) <= 3
+    with SupplierServerProcess(seed=5) as proc:
+        assert proc.product("SPOCKET", "sp-1") == first
+        proc.configure(removed_products=["sp-1"], product_overrides={"sp-2": {"stock": 3}})
+        assert proc.product("SPOCKET", "sp-1") is None
+        got = fetch("SPOCKET", proc, ["sp-1", "sp-2"])
+        assert [p.stock for p in got if p.source_id == "sp-2"] == [3] * len(proc.product("SPOCKET", "sp-2")["variants"])
+        seen = proc.requests()
+        assert seen["product_requests"]["SPOCKET"] == 1
+        assert sum(seen["per_second"]["SPOCKET"].values()) == 1
+        with pytest.raises(RuntimeError, match="unknown keys"):
+            proc.configure(product_overrides={"sp-3": {"colour": "red"}})

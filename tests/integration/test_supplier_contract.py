@@ -470,8 +470,11 @@ def test_rate_limit_holds_at_the_server(provider: str, fake: FakeSupplierServer)
 
 
 def test_circuit_breaker_opens_on_fetch_failures_and_closes(provider: str, fake: FakeSupplierServer) -> None:
+    """The breaker's own clock is stepped (no sleeping, nothing timing-fragile);
+    the calls and the server are real."""
     fake.configure(next_read_failures=["500", "500", "500"])
-    breaker = CircuitBreaker(provider, failure_threshold=3, cooldown_s=0.3)
+    now = [1000.0]
+    breaker = CircuitBreaker(provider, failure_threshold=3, cooldown_s=30.0, clock=lambda: now[0])
 
     async def body(adapter: SupplierOrders) -> list[SupplierProduct]:
         catalog: Any = adapter
@@ -479,12 +482,13 @@ def test_circuit_breaker_opens_on_fetch_failures_and_closes(provider: str, fake:
             with pytest.raises(OutcomeUnknown):
                 await catalog.fetch_products([IDS[10]])
         assert breaker.state == "open"
+        now[0] += 29.0
         with pytest.raises(Unavailable, match="circuit open"):
             await catalog.fetch_products([IDS[10]])
         with pytest.raises(Unavailable, match="circuit open"):
             await adapter.find_order("ops-breaker-fetch")  # one breaker per account
         assert product_requests(fake, provider) == 3  # fail fast: the server saw none of those
-        await asyncio.sleep(0.35)
+        now[0] += 1.0  # the cooldown is over
         assert breaker.state == "half-open"
         got = await catalog.fetch_products([IDS[10]])  # the probe
         assert breaker.state == "closed"

@@ -41,6 +41,30 @@ public SDK models where possible):
 * Delivered: ``order_status`` ``FINISH`` or a tracking event with status
   ``DELIVERED``/``SIGNIN``.
 
+Products (``SupplierCatalog``): ``aliexpress.ds.product.get`` with
+``product_id``, ``ship_to_country``, ``target_currency``, ``target_language``,
+one product per call (``max_batch = 1``: no batch product API is known for
+dropshippers), at most ``fetch_concurrency`` calls at once behind the same
+token bucket as the order calls. Assumed answer (checked only against
+third-party code that parses it, not against AliExpress's docs)::
+
+    {"aliexpress_ds_product_get_response": {"rsp_code": 200, "result": {
+        "ae_item_base_info_dto": {"product_id", "subject", "product_status_type",
+                                  "currency_code"},
+        "ae_item_sku_info_dtos": {"ae_item_sku_info_d_t_o": [
+            {"sku_id", "sku_attr", "sku_price", "offer_sale_price",
+             "sku_available_stock", "currency_code"}]},
+        "ae_multimedia_info_dto": {"image_urls": "url1;url2"}}}}
+
+* cost = ``offer_sale_price`` (the price we would pay) else ``sku_price``,
+  decimal strings read as ``Decimal``; variant id = ``sku_attr`` (what an
+  order's ``sku_attr`` takes), else ``sku_id``.
+* Gone: an error whose code/message says the product does not exist / was
+  removed, or ``product_status_type`` other than ``onSelling`` (e.g.
+  ``offline``), or a product answered without SKUs.
+* Shipping is not in this answer (it is ``aliexpress.ds.freight.query``, not
+  called): ``shipping_cost`` is 0 here.
+
 ``find_order`` answers None only on the supplier's word that there is no such
 order (``rsp_code`` 404 or an "order not found/not exist" error); any other
 odd answer raises, since None lets the executor place the order again.
@@ -54,11 +78,29 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from connectors.suppliers.base import OutcomeUnknown, PlacedOrder, RateLimited, Rejected, SupplierError, TrackingInfo
+from connectors.suppliers.base import (
+    OutcomeUnknown,
+    PlacedOrder,
+    RateLimited,
+    Rejected,
+    SupplierError,
+    SupplierProduct,
+    TrackingInfo,
+)
+from connectors.suppliers.catalog import (
+    DEFAULT_FETCH_CONCURRENCY,
+    PRODUCT_GONE,
+    fetch_batched,
+    image_list,
+    money,
+    stock,
+    text_or_none,
+)
 from connectors.suppliers.http import (
     BusinessRejected,
     CircuitBreaker,
@@ -80,6 +122,7 @@ M_PLACE = "aliexpress.trade.buy.placeorder"
 M_GET = "aliexpress.trade.ds.order.get"
 M_TRACK = "aliexpress.logistics.ds.trackinginfo.query"
 M_CANCEL = "aliexpress.trade.ds.order.cancel"  # assumed, see the module docstring
+M_PRODUCT = "aliexpress.ds.product.get"
 
 _THROTTLE_CODES = {"apicalllimit", "appcalllimit", "accesscontrollimit", "7", "ratelimit"}
 _BUSY_CODES = {"serviceunavailable", "internalerror", "servicetimeout", "systemerror", "system_error", "15", "isp"}
@@ -106,9 +149,10 @@ def sign_request(params: Mapping[str, str], app_secret: str, api_path: str | Non
 
 
 class AliExpressOrders:
-    """``SupplierOrders`` over the AliExpress dropshipping API."""
+    """``SupplierOrders`` and ``SupplierCatalog`` over the AliExpress dropshipping API."""
 
     provider = PROVIDER
+    max_batch = 1
 
     def __init__(
         self,
@@ -124,6 +168,9 @@ class AliExpressOrders:
         transport: httpx.AsyncBaseTransport | None = None,
         read_attempts: int = 3,
         logistics_service_name: str | None = None,
+        ship_to_country: str = "US",
+        currency: str = "USD",
+        fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY,
     ) -> None:
         if not (app_key and app_secret and access_token):
             raise ValueError("AliExpress needs app_key, app_secret and access_token")
@@ -132,6 +179,9 @@ class AliExpressOrders:
         self._access_token = access_token
         self.read_attempts = read_attempts
         self.logistics_service_name = logistics_service_name
+        self.ship_to_country = ship_to_country
+        self.currency = currency
+        self.fetch_concurrency = fetch_concurrency
         self.http = SupplierHttp(
             PROVIDER,
             base_url,
@@ -260,6 +310,38 @@ class AliExpressOrders:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    # --------------------------------------------------------------- catalog
+
+    async def fetch_products(self, source_ids: Sequence[str]) -> list[SupplierProduct]:
+        return await fetch_batched(source_ids, self.max_batch, self._fetch_batch, concurrency=self.fetch_concurrency)
+
+    async def _fetch_batch(self, ids: list[str]) -> list[SupplierProduct]:
+        products: list[SupplierProduct] = []
+        for source_id in ids:
+            products += await read_with_retries(lambda: self._product(source_id), attempts=self.read_attempts)
+        return products
+
+    async def _product(self, source_id: str) -> list[SupplierProduct]:
+        params = {
+            "product_id": source_id,
+            "ship_to_country": self.ship_to_country,
+            "target_currency": self.currency,
+            "target_language": "en",
+        }
+        try:
+            inner = await self._call(M_PRODUCT, params)
+        except Rejected as err:
+            if PRODUCT_GONE.search(err.reason):
+                return [SupplierProduct.gone(source_id, self.currency)]
+            raise
+        result = inner.get("result")
+        if not isinstance(result, dict):
+            rsp_msg = str(inner.get("rsp_msg") or "")
+            if PRODUCT_GONE.search(rsp_msg):
+                return [SupplierProduct.gone(source_id, self.currency)]
+            raise supplier_busy(f"product get answered without a result ({inner.get('rsp_code')}: {rsp_msg})")
+        return _products_of(source_id, result, self.currency)
+
     # ---------------------------------------------------------------- helpers
 
     async def _get(self, query: dict[str, str]) -> dict[str, Any] | None:
@@ -357,6 +439,38 @@ def _delivered(detail: Mapping[str, Any]) -> bool:
         if isinstance(event, dict) and str(event.get("status", "")).upper() in ("DELIVERED", "SIGNIN", "SIGNED"):
             return True
     return False
+
+
+def _products_of(source_id: str, result: Mapping[str, Any], currency: str) -> list[SupplierProduct]:
+    base = result.get("ae_item_base_info_dto")
+    base = base if isinstance(base, dict) else {}
+    title = text_or_none(base.get("subject"))
+    status = str(base.get("product_status_type") or "onSelling")
+    skus = _logistics(result.get("ae_item_sku_info_dtos"))  # same {"wrapper": [...]} shape
+    if status.lower() != "onselling" or not skus:
+        return [SupplierProduct.gone(source_id, currency, title)]
+    media = result.get("ae_multimedia_info_dto")
+    images = image_list(media.get("image_urls")) if isinstance(media, dict) else ()
+    products = []
+    for sku in skus:
+        price = sku.get("offer_sale_price")
+        if price in (None, ""):
+            price = sku.get("sku_price")
+        variant = sku.get("sku_attr") or sku.get("id") or sku.get("sku_id")
+        products.append(
+            SupplierProduct(
+                source_id=source_id,
+                source_variant_id=str(variant) if variant not in (None, "") else None,
+                available=True,
+                stock=stock(sku.get("sku_available_stock", 0), "sku_available_stock"),
+                cost_price=money(price, "offer_sale_price"),
+                shipping_cost=Decimal("0"),
+                currency=str(sku.get("currency_code") or base.get("currency_code") or currency).upper(),
+                title=title,
+                images=images,
+            )
+        )
+    return products
 
 
 def _retry_after_of(message: str) -> float | None:

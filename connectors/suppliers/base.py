@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Protocol
 
 from models.orders import Address, Customer, SupplierLine
@@ -29,6 +30,42 @@ class TrackingInfo:
     carrier: str | None = None
     url: str | None = None
     delivered: bool = False
+
+
+@dataclass(frozen=True)
+class SupplierProduct:
+    """What a supplier says of one product variant now (``fetch_products``).
+
+    Money is ``Decimal`` (parsed at the edge from the supplier's string or
+    number, never through a float). A product the supplier no longer has
+    (not found, delisted, offline) is ONE entry with ``available=False``,
+    ``stock=0``, ``source_variant_id=None``; its ``cost_price`` is None when
+    the supplier gives no price for it (the only case it is None).
+    """
+
+    source_id: str
+    source_variant_id: str | None
+    available: bool
+    stock: int
+    cost_price: Decimal | None
+    shipping_cost: Decimal
+    currency: str
+    title: str | None = None
+    images: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.stock < 0:
+            raise ValueError("stock must be >= 0")
+        if self.cost_price is None and self.available:
+            raise ValueError("an available product needs a cost price")
+        for value in (self.cost_price, self.shipping_cost):
+            if value is not None and (not isinstance(value, Decimal) or not value.is_finite() or value < 0):
+                raise ValueError(f"money must be a finite, non-negative Decimal, not {value!r}")
+
+    @classmethod
+    def gone(cls, source_id: str, currency: str, title: str | None = None) -> SupplierProduct:
+        """The entry of a product the supplier no longer has."""
+        return cls(source_id, None, False, 0, None, Decimal("0"), currency, title)
 
 
 class SupplierError(Exception):
@@ -84,6 +121,25 @@ class SupplierOrders(Protocol):
 
     async def cancel_order(self, order: PlacedOrder) -> bool:
         """Cancel an order not yet shipped; False when the supplier refuses (already shipped)."""
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+
+
+class SupplierCatalog(Protocol):
+    """The products of one supplier account (read only)."""
+
+    provider: str
+    #: ids per call: the API's batch size; 1 where the API has no batch.
+    max_batch: int
+
+    async def fetch_products(self, source_ids: Sequence[str]) -> list[SupplierProduct]:
+        """One entry per variant of each product found; ONE ``available=False,
+        stock=0`` entry for a product the supplier no longer has. Duplicates in
+        ``source_ids`` are fetched once; the adapter splits the ids into calls
+        of ``max_batch`` with bounded concurrency. Raises the port's errors
+        (``Rejected``, ``RateLimited``, ``Unavailable``, ``OutcomeUnknown``)
+        after the read retries; a failure fails the whole fetch."""
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

@@ -29,18 +29,59 @@ Assumptions (CJ's docs were not available to check):
   ``source_id``.
 * Delivered: ``trackingStatus`` containing "delivered". The tracking URL is a
   generic tracker (17track), CJ's own page not being known.
+
+Products (``SupplierCatalog``). CJ's default limit is 1 request/s, so ids go
+in batches:
+
+* ``GET /product/list?pids=<id,id,...>&pageSize=<n>`` (the batch list query,
+  ``max_batch`` = 20 ids a call): ``data = {pageNum, pageSize, total, list:
+  [product]}``; a product absent from ``list`` is gone. **Assumed**: CJ's list
+  query is documented (third-party code) with ``pageNum``/``pageSize``/
+  ``keyword`` filters; a filter on a list of ``pids`` is an assumption to
+  confirm. With ``batch_size=1`` the adapter uses only the documented
+  per-product query below.
+* ``GET /product/query?pid=``: ``data = product``; an error whose message says
+  the product does not exist / was removed means gone.
+
+A product: ``{pid, productNameEn, productImageSet: [url], sellPrice,
+variants: [{vid, variantNameEn, variantSellPrice, inventories: [{areaEn,
+totalInventory}]}]}`` (field names as seen in third-party clients of API 2.0;
+not checked against CJ's docs). Cost = ``variantSellPrice`` (a JSON number,
+read through ``str`` into a ``Decimal``); stock = the sum of
+``totalInventory`` over the warehouses (``variantStock``/``inventoryNum`` when
+there are no ``inventories``); currency USD. A product with no variants is
+gone. Shipping is not in the answer (CJ's freight calculation is another
+call, not made): ``shipping_cost`` is 0 here.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from connectors.suppliers.base import OutcomeUnknown, PlacedOrder, RateLimited, Rejected, SupplierError, TrackingInfo
+from connectors.suppliers.base import (
+    OutcomeUnknown,
+    PlacedOrder,
+    RateLimited,
+    Rejected,
+    SupplierError,
+    SupplierProduct,
+    TrackingInfo,
+)
+from connectors.suppliers.catalog import (
+    DEFAULT_FETCH_CONCURRENCY,
+    PRODUCT_GONE,
+    fetch_batched,
+    image_list,
+    money,
+    stock,
+    text_or_none,
+)
 from connectors.suppliers.http import (
     BusinessRejected,
     CircuitBreaker,
@@ -57,6 +98,9 @@ log = logging.getLogger(__name__)
 PROVIDER = "CJ_DROPSHIPPING"
 DEFAULT_BASE_URL = "https://developers.cjdropshipping.com"
 API = "/api2.0/v1"
+#: ids per batch list query (assumed; see the module docstring)
+LIST_BATCH = 20
+CURRENCY = "USD"
 
 AUTH_CODES = {1600001, 1600002, 1600003}
 THROTTLE_CODES = {1600200, 429}
@@ -68,7 +112,7 @@ _THROTTLE = re.compile(r"too many|rate limit|qps|frequen", re.I)
 
 
 class CJOrders:
-    """``SupplierOrders`` over the CJ Dropshipping API 2.0."""
+    """``SupplierOrders`` and ``SupplierCatalog`` over the CJ Dropshipping API 2.0."""
 
     provider = PROVIDER
 
@@ -86,9 +130,16 @@ class CJOrders:
         logistic_name: str = "CJPacket Ordinary",
         from_country_code: str = "CN",
         pay_type: int | None = None,
+        batch_size: int = LIST_BATCH,
+        fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY,
     ) -> None:
         if not access_token:
             raise ValueError("CJ needs an access token")
+        if not 1 <= batch_size <= LIST_BATCH:
+            raise ValueError(f"batch_size must be in 1..{LIST_BATCH}")
+        #: ids per call: the batch list query's size, or 1 (the per-product query)
+        self.max_batch = batch_size
+        self.fetch_concurrency = fetch_concurrency
         self.read_attempts = read_attempts
         self.logistic_name = logistic_name
         self.from_country_code = from_country_code
@@ -193,6 +244,43 @@ class CJOrders:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    # --------------------------------------------------------------- catalog
+
+    async def fetch_products(self, source_ids: Sequence[str]) -> list[SupplierProduct]:
+        return await fetch_batched(source_ids, self.max_batch, self._fetch_batch, concurrency=self.fetch_concurrency)
+
+    async def _fetch_batch(self, ids: list[str]) -> list[SupplierProduct]:
+        if self.max_batch == 1:
+            return await read_with_retries(lambda: self._query(ids[0]), attempts=self.read_attempts)
+        return await read_with_retries(lambda: self._list(ids), attempts=self.read_attempts)
+
+    async def _query(self, pid: str) -> list[SupplierProduct]:
+        try:
+            data = await self._call("GET", "/product/query", params={"pid": pid})
+        except BusinessRejected as err:
+            if PRODUCT_GONE.search(err.reason):
+                return [SupplierProduct.gone(pid, CURRENCY)]
+            raise
+        if data is None:
+            return [SupplierProduct.gone(pid, CURRENCY)]
+        if not isinstance(data, dict):
+            raise OutcomeUnknown("product query answer without a product")
+        return _products_of(pid, data)
+
+    async def _list(self, pids: list[str]) -> list[SupplierProduct]:
+        data = await self._call(
+            "GET", "/product/list", params={"pids": ",".join(pids), "pageNum": 1, "pageSize": len(pids)}
+        )
+        rows = data.get("list") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise OutcomeUnknown("product list answer without a list")
+        found = {str(row.get("pid")): row for row in rows if isinstance(row, dict) and row.get("pid")}
+        products: list[SupplierProduct] = []
+        for pid in pids:
+            row = found.get(pid)
+            products += _products_of(pid, row) if row is not None else [SupplierProduct.gone(pid, CURRENCY)]
+        return products
+
     async def _detail(self, **query: str) -> dict[str, Any] | None:
         try:
             data = await self._call("GET", "/shopping/order/getOrderDetail", params=query)
@@ -201,6 +289,46 @@ class CJOrders:
                 return None
             raise
         return data if isinstance(data, dict) and data else None
+
+
+def _products_of(pid: str, data: Mapping[str, Any]) -> list[SupplierProduct]:
+    title = text_or_none(data.get("productNameEn") or data.get("productName"))
+    images = image_list(data.get("productImageSet") or data.get("productImage"))
+    variants = [v for v in data.get("variants") or [] if isinstance(v, dict)]
+    if not variants:
+        return [SupplierProduct.gone(pid, CURRENCY, title)]
+    products = []
+    for variant in variants:
+        vid = variant.get("vid")
+        images_v = images or image_list(variant.get("variantImage"))
+        products.append(
+            SupplierProduct(
+                source_id=pid,
+                source_variant_id=str(vid) if vid not in (None, "") else None,
+                available=True,
+                stock=_variant_stock(variant),
+                cost_price=money(variant.get("variantSellPrice"), "variantSellPrice"),
+                shipping_cost=Decimal("0"),
+                currency=CURRENCY,
+                title=title,
+                images=images_v,
+            )
+        )
+    return products
+
+
+def _variant_stock(variant: Mapping[str, Any]) -> int:
+    inventories = variant.get("inventories")
+    if isinstance(inventories, list) and inventories:
+        return sum(
+            stock(i.get("totalInventory", i.get("totalInventoryNum", 0)), "totalInventory")
+            for i in inventories
+            if isinstance(i, dict)
+        )
+    for key in ("variantStock", "inventoryNum", "totalInventoryNum"):
+        if variant.get(key) is not None:
+            return stock(variant[key], key)
+    return 0
 
 
 def _int(value: Any) -> int | None:

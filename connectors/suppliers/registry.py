@@ -6,7 +6,10 @@ Variables (prefix ``OPS_``): ``ALIEXPRESS_BASE_URL``, ``ALIEXPRESS_APP_KEY``,
 ``CJ_ACCESS_TOKEN``, ``SPOCKET_BASE_URL``, ``SPOCKET_API_KEY``, the rates
 ``ALIEXPRESS_RATE_PER_S`` (10), ``CJ_RATE_PER_S`` (1), ``SPOCKET_RATE_PER_S`` (5),
 the timeouts ``SUPPLIER_{CONNECT,READ,WRITE,POOL}_TIMEOUT`` and the breaker's
-``SUPPLIER_BREAKER_FAILURES`` / ``SUPPLIER_BREAKER_COOLDOWN_S``.
+``SUPPLIER_BREAKER_FAILURES`` / ``SUPPLIER_BREAKER_COOLDOWN_S``, and for the
+product fetch ``SUPPLIER_FETCH_CONCURRENCY`` (4 calls of one fetch at once),
+``ALIEXPRESS_SHIP_TO_COUNTRY`` (US), ``CJ_PRODUCT_BATCH`` (20 ids per list
+query; 1: the per-product query only) and ``SPOCKET_PRODUCT_BATCH`` (50).
 
 ``OPS_SUPPLIER_SECRETS_FILE`` names a JSON file holding any of the same
 settings, keys lowercased without the prefix (``{"cj_access_token": "..."}``);
@@ -14,7 +17,11 @@ a variable set in the environment wins over the file. Secrets are
 ``SecretStr``: they print as ``**********``.
 
 Nothing here runs at import: call ``SupplierAccounts.load()`` then
-``build_clients(accounts)`` when the process starts.
+``build_clients(accounts)`` when the process starts. Each adapter is both the
+account's ``SupplierOrders`` and its ``SupplierCatalog``; ``catalogs_of(clients)``
+gives the catalogs of those same objects, so an account keeps ONE token
+bucket and ONE circuit breaker whether it places orders or fetches products.
+``build_catalogs(accounts)`` builds both at once for a process that only reads.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connectors.suppliers import aliexpress, cj, spocket
-from connectors.suppliers.base import SupplierOrders
+from collections.abc import Mapping
+
+from connectors.suppliers.base import SupplierCatalog, SupplierOrders
 from connectors.suppliers.http import CircuitBreaker
 from streams import secrets_file
 from streams.settings import invalid_settings
@@ -77,6 +86,12 @@ class SupplierAccounts(BaseSettings):
     supplier_pool_timeout: float = Field(5.0, gt=0, description="wait for a free connection, s")
     supplier_breaker_failures: int = Field(5, ge=1, description="consecutive transport failures that open a circuit")
     supplier_breaker_cooldown_s: float = Field(30.0, gt=0, description="how long an open circuit stays open, s")
+    supplier_fetch_concurrency: int = Field(4, ge=1, le=64, description="calls of one product fetch at once")
+    aliexpress_ship_to_country: str = Field("US", min_length=2, max_length=2, description="AliExpress ship_to_country")
+    cj_product_batch: int = Field(cj.LIST_BATCH, ge=1, le=cj.LIST_BATCH, description="ids per CJ list query")
+    spocket_product_batch: int = Field(
+        spocket.LIST_BATCH, ge=1, le=spocket.LIST_BATCH, description="ids per Spocket products call"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -153,6 +168,8 @@ def build_clients(accounts: SupplierAccounts) -> dict[str, SupplierOrders]:
             timeout=accounts.timeout,
             rate_per_s=accounts.aliexpress_rate_per_s,
             breaker=breaker(aliexpress.PROVIDER),
+            ship_to_country=accounts.aliexpress_ship_to_country.upper(),
+            fetch_concurrency=accounts.supplier_fetch_concurrency,
         )
     if cj.PROVIDER in configured:
         clients[cj.PROVIDER] = cj.CJOrders(
@@ -161,6 +178,8 @@ def build_clients(accounts: SupplierAccounts) -> dict[str, SupplierOrders]:
             timeout=accounts.timeout,
             rate_per_s=accounts.cj_rate_per_s,
             breaker=breaker(cj.PROVIDER),
+            batch_size=accounts.cj_product_batch,
+            fetch_concurrency=accounts.supplier_fetch_concurrency,
         )
     if spocket.PROVIDER in configured:
         clients[spocket.PROVIDER] = spocket.SpocketOrders(
@@ -169,6 +188,27 @@ def build_clients(accounts: SupplierAccounts) -> dict[str, SupplierOrders]:
             timeout=accounts.timeout,
             rate_per_s=accounts.spocket_rate_per_s,
             breaker=breaker(spocket.PROVIDER),
+            batch_size=accounts.spocket_product_batch,
+            fetch_concurrency=accounts.supplier_fetch_concurrency,
         )
     log.info("supplier clients: %s", ", ".join(sorted(clients)) or "none")
     return clients
+
+
+def catalogs_of(clients: Mapping[str, SupplierOrders]) -> dict[str, SupplierCatalog]:
+    """The product catalogs of the adapters ``build_clients`` made: the same
+    objects (one HTTP client, token bucket and breaker per account)."""
+    catalogs: dict[str, SupplierCatalog] = {}
+    for provider, client in clients.items():
+        if not callable(getattr(client, "fetch_products", None)):
+            raise TypeError(f"the {provider} adapter has no product fetch")
+        catalogs[provider] = client  # type: ignore[assignment]
+    return catalogs
+
+
+def build_catalogs(accounts: SupplierAccounts) -> dict[str, SupplierCatalog]:
+    """One catalog per configured provider, from the same settings as
+    ``build_clients``. A process that also places orders must call
+    ``catalogs_of(build_clients(accounts))`` instead: building twice would give
+    an account two rate limits."""
+    return catalogs_of(build_clients(accounts))

@@ -19,18 +19,34 @@ against the account's API documentation. Errors are HTTP statuses: 401/403
 credentials, 404 unknown order, 409/422 business refusals, 429 with
 ``Retry-After``, 5xx. When several orders carry one ``external_id`` (the
 supplier does not dedupe), ``find_order`` returns the oldest not cancelled.
+
+Products (``SupplierCatalog``), equally assumed: ``GET /products?ids=<id,...>``
+(``max_batch`` = 50 ids a call) -> ``{"products": [{id, title, status
+("active" | "inactive"), currency, images: [{src}], shipping: {cost},
+variants: [{id, title, price, inventory_quantity}]}]}``, prices as decimal
+strings. A product absent from the answer, or not ``active``, or without
+variants, is gone. ``shipping.cost`` is the product's shipping cost.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from connectors.suppliers.base import OutcomeUnknown, PlacedOrder, TrackingInfo
+from connectors.suppliers.base import OutcomeUnknown, PlacedOrder, SupplierProduct, TrackingInfo
+from connectors.suppliers.catalog import (
+    DEFAULT_FETCH_CONCURRENCY,
+    fetch_batched,
+    image_list,
+    money,
+    stock,
+    text_or_none,
+)
 from connectors.suppliers.http import BusinessRejected, CircuitBreaker, SupplierHttp, json_body, read_with_retries
 from models.orders import Address, Customer, SupplierLine
 
@@ -39,10 +55,13 @@ log = logging.getLogger(__name__)
 PROVIDER = "SPOCKET"
 DEFAULT_BASE_URL = "https://api.spocket.co"
 API = "/api/v1"
+#: ids per products call (assumed)
+LIST_BATCH = 50
+CURRENCY = "USD"
 
 
 class SpocketOrders:
-    """``SupplierOrders`` over Spocket's REST API."""
+    """``SupplierOrders`` and ``SupplierCatalog`` over Spocket's REST API."""
 
     provider = PROVIDER
 
@@ -57,9 +76,15 @@ class SpocketOrders:
         breaker: CircuitBreaker | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         read_attempts: int = 3,
+        batch_size: int = LIST_BATCH,
+        fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY,
     ) -> None:
         if not api_key:
             raise ValueError("Spocket needs an API key")
+        if not 1 <= batch_size <= LIST_BATCH:
+            raise ValueError(f"batch_size must be in 1..{LIST_BATCH}")
+        self.max_batch = batch_size
+        self.fetch_concurrency = fetch_concurrency
         self.read_attempts = read_attempts
         self.http = SupplierHttp(
             PROVIDER,
@@ -149,6 +174,51 @@ class SpocketOrders:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    async def fetch_products(self, source_ids: Sequence[str]) -> list[SupplierProduct]:
+        return await fetch_batched(source_ids, self.max_batch, self._fetch_batch, concurrency=self.fetch_concurrency)
+
+    async def _fetch_batch(self, ids: list[str]) -> list[SupplierProduct]:
+        async def lookup() -> Any:
+            response = await self.http.request("GET", f"{API}/products", params={"ids": ",".join(ids)})
+            return json_body(response)
+
+        body = await read_with_retries(lookup, attempts=self.read_attempts)
+        rows = body.get("products") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise OutcomeUnknown("products answer without products")
+        found = {str(row.get("id")): row for row in rows if isinstance(row, dict) and row.get("id") is not None}
+        products: list[SupplierProduct] = []
+        for source_id in ids:
+            row = found.get(source_id)
+            products += _products_of(source_id, row) if row is not None else [SupplierProduct.gone(source_id, CURRENCY)]
+        return products
+
+
+def _products_of(source_id: str, row: Mapping[str, Any]) -> list[SupplierProduct]:
+    title = text_or_none(row.get("title"))
+    currency = str(row.get("currency") or CURRENCY).upper()
+    variants = [v for v in row.get("variants") or [] if isinstance(v, dict)]
+    if str(row.get("status") or "active").lower() != "active" or not variants:
+        return [SupplierProduct.gone(source_id, currency, title)]
+    shipping = row.get("shipping")
+    cost = shipping.get("cost") if isinstance(shipping, dict) else None
+    shipping_cost = money(cost, "shipping.cost") if cost not in (None, "") else Decimal("0")
+    images = image_list(row.get("images"))
+    return [
+        SupplierProduct(
+            source_id=source_id,
+            source_variant_id=str(v["id"]) if v.get("id") not in (None, "") else None,
+            available=True,
+            stock=stock(v.get("inventory_quantity", 0), "inventory_quantity"),
+            cost_price=money(v.get("price"), "price"),
+            shipping_cost=shipping_cost,
+            currency=currency,
+            title=title,
+            images=images,
+        )
+        for v in variants
+    ]
 
 
 def _order_of(body: Any) -> dict[str, Any] | None:

@@ -24,9 +24,17 @@ def make_adapter(
     creds: FakeCredentials = CREDS,
     breaker: CircuitBreaker | None = None,
     timeout: httpx.Timeout = TIMEOUT,
+    rate_per_s: float = 1000,
+    burst: float | None = None,
+    read_attempts: int = 2,
+    **extra: Any,
 ) -> SupplierOrders:
-    """An adapter of ``provider`` talking to ``fake`` (anything with ``base_url(provider)``)."""
-    common: dict[str, Any] = {"timeout": timeout, "rate_per_s": 1000, "breaker": breaker, "read_attempts": 2}
+    """An adapter of ``provider`` talking to ``fake`` (anything with ``base_url(provider)``);
+    ``extra``: the adapter's own keyword arguments (e.g. ``batch_size``)."""
+    common: dict[str, Any] = {
+        "timeout": timeout, "rate_per_s": rate_per_s, "burst": burst, "breaker": breaker,
+        "read_attempts": read_attempts, **extra,
+    }
     base_url = fake.base_url(provider)
     if provider == "ALIEXPRESS":
         return AliExpressOrders(

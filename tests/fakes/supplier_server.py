@@ -1,4 +1,4 @@
-"""A fake supplier: one real HTTP server on loopback speaking the order APIs of
+"""A fake supplier: one real HTTP server on loopback speaking the order and product APIs of
 AliExpress (``/aliexpress/sync``), CJ Dropshipping (``/cj/api2.0/v1/...``) and
 Spocket (``/spocket/api/v1/...``), as the adapters in ``connectors/suppliers``
 expect them.
@@ -20,6 +20,21 @@ can no longer be cancelled. With ``delivered_after_s`` it is delivered that long
 after creation. Numbers look real: Cainiao ``LP…CN``, Yanwen ``YT…``, CJPacket
 ``CJPKL…``, USPS ``9400…``.
 
+Products (what ``fetch_products`` reads): AliExpress ``aliexpress.ds.product.get``,
+CJ ``GET /product/query?pid=`` and ``GET /product/list?pids=a,b`` (at most 20),
+Spocket ``GET /products?ids=a,b`` (at most 50). A product is generated from
+(seed, provider, id) by ``product_spec``: 1-3 variants, stock, prices as
+decimal strings (AliExpress, Spocket) or JSON numbers (CJ), USD. Config
+``removed_products`` (ids) makes the supplier no longer have them, shown
+either as not found or as delisted (``gone_style``, fixed per id);
+``product_overrides`` (``{id: {"stock", "price", "shipping"}}``) changes a
+product. Reads fail on purpose with ``next_read_failures`` / ``read_failure_rate``
+(``500``, ``timeout``, ``429`` as above; they record nothing). Every request
+of a provider is counted in the whole second it arrived: ``GET
+/_admin/requests`` -> ``{"per_second": {provider: {epoch second: n}},
+"product_requests": {provider: n}}``; ``GET /_admin/products?provider=&id=`` is
+the fake's truth about a product (null: removed).
+
 In a test (in-process, a background thread)::
 
     with FakeSupplierServer(seed=1) as fake:
@@ -33,7 +48,8 @@ As a process::
 
 prints ``READY http://127.0.0.1:PORT`` once listening (``SupplierServerProcess``
 does this for a test). Admin (JSON): ``GET /_admin/orders``, ``GET|POST
-/_admin/config``, ``POST /_admin/reset``, ``GET /_admin/health``.
+/_admin/config``, ``POST /_admin/reset``, ``GET /_admin/health``,
+``GET /_admin/requests``, ``GET /_admin/products``.
 """
 
 from __future__ import annotations
@@ -50,9 +66,11 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -61,6 +79,7 @@ from urllib.parse import parse_qsl, urlsplit
 ALIEXPRESS, CJ, SPOCKET = "ALIEXPRESS", "CJ_DROPSHIPPING", "SPOCKET"
 PREFIXES = {ALIEXPRESS: "/aliexpress", CJ: "/cj", SPOCKET: "/spocket"}
 KINDS = ("500", "timeout", "429", "500_after_record")
+READ_KINDS = ("500", "timeout", "429")
 _KIND_ALIASES = {
     "500-after-record": "500_after_record",
     "500 after recording": "500_after_record",
@@ -96,12 +115,28 @@ class FakeConfig:
     next_failures: list[str] = field(default_factory=list)
     #: providers whose creates may fail (None: all)
     failure_providers: list[str] | None = None
+    #: product reads: forced failures for the next reads (500, timeout, 429), then this rate
+    next_read_failures: list[str] = field(default_factory=list)
+    read_failure_rate: float = 0.0
+    #: product ids the supplier no longer has (any provider)
+    removed_products: list[str] = field(default_factory=list)
+    #: per product id, values replacing the generated ones for every variant:
+    #: ``{"stock": 3, "price": "9.99", "shipping": "0.50"}``
+    product_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not 0.0 <= self.failure_rate <= 1.0:
             raise ValueError("failure_rate must be in [0, 1]")
         self.kinds = [_kind(k) for k in self.kinds]
         self.next_failures = [_kind(k) for k in self.next_failures]
+        self.next_read_failures = [_read_kind(k) for k in self.next_read_failures]
+        if not 0.0 <= self.read_failure_rate <= 1.0:
+            raise ValueError("read_failure_rate must be in [0, 1]")
+        self.removed_products = [str(p) for p in self.removed_products]
+        for pid, override in self.product_overrides.items():
+            unknown = set(override) - {"stock", "price", "shipping"}
+            if unknown:
+                raise ValueError(f"product_overrides[{pid!r}]: unknown keys {sorted(unknown)}")
         if self.failure_providers is not None:
             unknown = set(self.failure_providers) - set(PREFIXES)
             if unknown:
@@ -109,6 +144,11 @@ class FakeConfig:
         for name in ("retry_after", "timeout_sleep_s", "tracking_delay_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+
+
+def _read_kind(value: str) -> str:
+    kind = _kind(value)
+    return "500" if kind == "500_after_record" else kind  # a read records nothing
 
 
 def _kind(value: str) -> str:
@@ -146,7 +186,45 @@ class SupplierState:
             "creates_recorded": 0,
             "failures_injected": {k: 0 for k in KINDS},
             "auth_failures": 0,
+            "product_requests": {p: 0 for p in PREFIXES},
+            "read_failures_injected": {k: 0 for k in READ_KINDS},
         }
+        #: provider -> whole second (int(time.time())) -> requests that arrived in it
+        self.per_second: dict[str, dict[int, int]] = {p: {} for p in PREFIXES}
+
+    def arrived(self, provider: str) -> None:
+        """Count one request of ``provider`` in the second it arrived."""
+        with self.lock:
+            second = int(time.time())
+            counts = self.per_second[provider]
+            counts[second] = counts.get(second, 0) + 1
+
+    def requests_per_second(self) -> dict[str, dict[str, int]]:
+        with self.lock:
+            return {p: {str(sec): n for sec, n in sorted(c.items())} for p, c in self.per_second.items()}
+
+    def next_read_failure(self, provider: str) -> str | None:
+        with self.lock:
+            cfg = self.config
+            self.stats["product_requests"][provider] += 1
+            if cfg.next_read_failures:
+                kind: str | None = cfg.next_read_failures.pop(0)
+            elif cfg.failure_providers is not None and provider not in cfg.failure_providers:
+                kind = None
+            elif cfg.read_failure_rate > 0 and self.rng.random() < cfg.read_failure_rate:
+                kind = self.rng.choice(READ_KINDS)
+            else:
+                kind = None
+            if kind:
+                self.stats["read_failures_injected"][kind] += 1
+            return kind
+
+    def product(self, provider: str, source_id: str) -> dict[str, Any] | None:
+        """The product as this fake's supplier has it now (None: removed)."""
+        with self.lock:
+            if source_id in self.config.removed_products:
+                return None
+            return product_spec(provider, source_id, self.config.seed, self.config.product_overrides.get(source_id))
 
     def count(self, name: str) -> None:
         with self.lock:
@@ -315,6 +393,65 @@ def _tracking_for(provider: str, order_id: str, seed: Any) -> tuple[str, str, st
     return number, "USPS", "USPS", f"https://tools.usps.com/go/TrackConfirmAction?tLabels={number}"
 
 
+_COLOURS = ("Red", "Blue", "Black", "White", "Green")
+
+
+def _h(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def _cents(value: int) -> str:
+    return f"{value // 100}.{value % 100:02d}"
+
+
+def product_spec(
+    provider: str, source_id: str, seed: Any, override: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The product ``source_id`` of ``provider``, generated from (seed, provider,
+    id): 1-3 variants, stock 0-199, prices as decimal strings (cents), USD.
+    ``override`` replaces stock/price/shipping of every variant. This is the
+    provider-neutral truth the fake's three API shapes render."""
+    override = override or {}
+    h = _h(seed, provider, source_id)
+    n_variants = 1 + h % 3
+    shipping = _cents(h // 7 % 500) if provider == SPOCKET else "0.00"
+    variants = []
+    for i in range(n_variants):
+        hv = _h(seed, provider, source_id, i)
+        colour = _COLOURS[(h + i) % len(_COLOURS)]
+        if provider == ALIEXPRESS:
+            vid = str(12000000000000 + hv % 10**12)
+        elif provider == CJ:
+            vid = f"{source_id[-8:].upper()}-V{i + 1}{hv % 10**6:06d}"
+        else:
+            vid = f"var_{hv % 10**9:09d}"
+        price = str(override.get("price", _cents(150 + hv // 13 % 9850)))
+        variants.append(
+            {
+                "id": vid,
+                "attr": f"14:{193 + i}#{colour}",
+                "name": colour,
+                "stock": int(override.get("stock", 0 if hv % 11 == 0 else hv % 200)),
+                "price": price,
+                "list_price": _cents(int(Decimal(price) * 100) + 300),  # before the discount
+            }
+        )
+    return {
+        "id": source_id,
+        "title": f"Fake product {source_id}",
+        "images": [f"https://img.fake-supplier.test/{provider.lower()}/{source_id}/{k}.jpg" for k in range(1 + h % 2)],
+        "currency": "USD",
+        "shipping": str(override.get("shipping", shipping)),
+        "variants": variants,
+    }
+
+
+def gone_style(source_id: str) -> str:
+    """How a removed product shows: ``missing`` (not found / absent from a list)
+    or ``delisted`` (still answered, with an offline/inactive status)."""
+    return "missing" if _h("gone", source_id) % 2 == 0 else "delisted"
+
+
 def shipped(order: dict[str, Any]) -> bool:
     return not order["cancelled"] and time.time() - order["created_at"] >= order["tracking_delay_s"]
 
@@ -390,6 +527,9 @@ class _Handler(BaseHTTPRequestHandler):
             if length > MAX_BODY:
                 raise _Reply(413, {"error": "body too large"})
             self.raw = self.rfile.read(length) if length > 0 else b""
+            for provider, prefix in PREFIXES.items():
+                if path.startswith(prefix + "/"):
+                    state.arrived(provider)
             if path.startswith("/_admin/"):
                 self._admin(method, path)
             elif path == "/aliexpress/sync" and method == "POST":
@@ -440,6 +580,20 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(504, error_body)
         return kind
 
+    def _inject_read(self, provider: str, error_body: Any) -> None:
+        """Apply the read failure plan to a product read (raises for a failure)."""
+        state = self.server.state
+        kind = state.next_read_failure(provider)
+        if kind == "500":
+            raise _Reply(500, error_body)
+        if kind == "429":
+            after = state.config.retry_after
+            seconds = str(int(after)) if float(after).is_integer() else str(after)
+            raise _Reply(429, {"error": "too_many_requests", "message": "Too Many Requests"}, {"Retry-After": seconds})
+        if kind == "timeout":
+            time.sleep(state.config.timeout_sleep_s)
+            raise _Reply(504, error_body)
+
     # --------------------------------------------------------------- admin
 
     def _admin(self, method: str, path: str) -> None:
@@ -448,6 +602,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(200, {"ok": True})
         if path == "/_admin/orders" and method == "GET":
             raise _Reply(200, state.snapshot())
+        if path == "/_admin/requests" and method == "GET":
+            raise _Reply(200, {"per_second": state.requests_per_second(),
+                               "product_requests": dict(state.stats["product_requests"])})
+        if path == "/_admin/products" and method == "GET":
+            query = dict(parse_qsl(urlsplit(self.path).query))
+            raise _Reply(200, {"product": state.product(query.get("provider", ""), query.get("id", ""))})
         if path == "/_admin/config" and method == "GET":
             raise _Reply(200, asdict(state.config))
         if path == "/_admin/config" and method == "POST":
@@ -500,6 +660,16 @@ class _Handler(BaseHTTPRequestHandler):
         key = method.replace(".", "_") + "_response"
         if method == "aliexpress.trade.buy.placeorder":
             raise _Reply(200, {key: {"result": self._ae_place(params), "request_id": request_id}})
+        if method == "aliexpress.ds.product.get":
+            self._inject_read(ALIEXPRESS, {"error": "internal", "message": "Internal Server Error"})
+            pid = params.get("product_id", "")
+            if not pid:
+                raise error("MissingParameter", "product_id is required")
+            product = state.product(ALIEXPRESS, pid)
+            if product is None and gone_style(pid) == "missing":
+                raise error("isv.product-not-exist", "The product does not exist or has been removed")
+            raise _Reply(200, {key: {"result": _ae_product(pid, product), "rsp_code": 200,
+                                     "rsp_msg": "Call succeeds", "request_id": request_id}})
         if method == "aliexpress.trade.ds.order.get":
             raw_query = params.get("single_order_query") or "{}"
             try:
@@ -611,6 +781,25 @@ class _Handler(BaseHTTPRequestHandler):
             if kind == "500_after_record":
                 raise _Reply(500, _cj_body(500, "Internal Server Error", None))
             raise _Reply(200, _cj_body(200, "Success", _cj_order(order, full=False)))
+        if path == "/product/query" and method == "GET":
+            self._inject_read(CJ, _cj_body(500, "Internal Server Error", None))
+            pid = query.get("pid", "")
+            if not pid:
+                raise _Reply(200, _cj_body(1600100, "Param error: pid is required", None))
+            product = state.product(CJ, pid)
+            if product is None:
+                raise _Reply(200, _cj_body(1605001, "Product does not exist or has been removed", None))
+            raise _Reply(200, _cj_body(200, "Success", _cj_product(product)))
+        if path == "/product/list" and method == "GET":
+            self._inject_read(CJ, _cj_body(500, "Internal Server Error", None))
+            pids = [p for p in query.get("pids", "").split(",") if p]
+            if not pids:
+                raise _Reply(200, _cj_body(1600100, "Param error: pids is required", None))
+            if len(pids) > CJ_LIST_MAX:
+                raise _Reply(200, _cj_body(1600100, f"Param error: at most {CJ_LIST_MAX} pids", None))
+            found = [p for p in (state.product(CJ, pid) for pid in pids) if p is not None]
+            data = {"pageNum": 1, "pageSize": len(pids), "total": len(found), "list": [_cj_product(p) for p in found]}
+            raise _Reply(200, _cj_body(200, "Success", data))
         if path == "/shopping/order/getOrderDetail" and method == "GET":
             if query.get("orderId"):
                 order = state.by_id(CJ, query["orderId"])
@@ -656,6 +845,21 @@ class _Handler(BaseHTTPRequestHandler):
             state.count("auth_failures")
             raise _Reply(401, {"error": "unauthorized", "message": "invalid or missing API key"})
         segments = [s for s in path.split("/") if s]
+        if segments == ["products"] and method == "GET":
+            self._inject_read(SPOCKET, {"error": "internal", "message": "Internal Server Error"})
+            ids = [p for p in query.get("ids", "").split(",") if p]
+            if not ids:
+                raise _Reply(422, {"error": "validation_failed", "message": "ids is required"})
+            if len(ids) > SPOCKET_LIST_MAX:
+                raise _Reply(422, {"error": "validation_failed", "message": f"at most {SPOCKET_LIST_MAX} ids"})
+            products = []
+            for pid in ids:
+                product = state.product(SPOCKET, pid)
+                if product is not None:
+                    products.append(_spocket_product(product, active=True))
+                elif gone_style(pid) == "delisted":
+                    products.append(_spocket_product(product_spec(SPOCKET, pid, state.config.seed), active=False))
+            raise _Reply(200, {"products": products})
         if segments == ["orders"] and method == "POST":
             body = self._json()
             if not isinstance(body, dict):
@@ -695,6 +899,81 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Reply(422, {"error": "order_shipped", "message": "the order has shipped"})
             raise _Reply(200, {"order": _spocket_order(order)})
         raise _Reply(404, {"error": "not_found", "message": f"no route {method} {path}"})
+
+
+CJ_LIST_MAX = 20
+SPOCKET_LIST_MAX = 50
+
+
+def _ae_product(pid: str, product: dict[str, Any] | None) -> dict[str, Any]:
+    """``aliexpress.ds.product.get``'s result; a delisted product (None) keeps
+    its id and an ``offline`` status, without SKUs."""
+    if product is None:
+        return {"ae_item_base_info_dto": {"product_id": int(pid) if pid.isdigit() else pid,
+                                          "product_status_type": "offline"},
+                "ae_item_sku_info_dtos": {"ae_item_sku_info_d_t_o": []}}
+    skus = [
+        {
+            "sku_id": v["id"],
+            "id": v["attr"],
+            "sku_attr": v["attr"],
+            "sku_price": v["list_price"],
+            "offer_sale_price": v["price"],
+            "sku_available_stock": v["stock"],
+            "currency_code": product["currency"],
+        }
+        for v in product["variants"]
+    ]
+    return {
+        "ae_item_base_info_dto": {
+            "product_id": int(pid) if pid.isdigit() else pid,
+            "subject": product["title"],
+            "product_status_type": "onSelling",
+            "currency_code": product["currency"],
+        },
+        "ae_item_sku_info_dtos": {"ae_item_sku_info_d_t_o": skus},
+        "ae_multimedia_info_dto": {"image_urls": ";".join(product["images"])},
+    }
+
+
+def _cj_product(product: dict[str, Any]) -> dict[str, Any]:
+    """CJ's product object: prices as JSON numbers, stock per warehouse."""
+    variants = []
+    for v in product["variants"]:
+        china = v["stock"] // 2
+        variants.append(
+            {
+                "vid": v["id"],
+                "pid": product["id"],
+                "variantNameEn": v["name"],
+                "variantSellPrice": float(v["price"]),  # a JSON number, as CJ sends
+                "inventories": [{"areaEn": "China", "totalInventory": china},
+                                {"areaEn": "US", "totalInventory": v["stock"] - china}],
+            }
+        )
+    prices = [float(v["price"]) for v in product["variants"]]
+    return {
+        "pid": product["id"],
+        "productNameEn": product["title"],
+        "productImageSet": product["images"],
+        "sellPrice": f"{min(prices):.2f} -- {max(prices):.2f}" if len(prices) > 1 else f"{prices[0]:.2f}",
+        "variants": variants,
+    }
+
+
+def _spocket_product(product: dict[str, Any], *, active: bool) -> dict[str, Any]:
+    return {
+        "id": product["id"],
+        "title": product["title"],
+        "status": "active" if active else "inactive",
+        "currency": product["currency"],
+        "images": [{"src": url} for url in product["images"]],
+        "shipping": {"cost": product["shipping"]},
+        "variants": [
+            {"id": v["id"], "title": v["name"], "price": v["price"], "inventory_quantity": v["stock"] if active else 0}
+            for v in product["variants"]
+        ],
+    }
 
 
 def _cj_body(code: int, message: str, data: Any) -> dict[str, Any]:
@@ -790,6 +1069,15 @@ class _Admin:
     def reset(self, keep_config: bool = False) -> None:
         self._call("POST", "/_admin/reset", {"keep_config": keep_config})
 
+    def requests(self) -> dict[str, Any]:
+        """``{"per_second": {provider: {epoch second: count}}, "product_requests": {provider: n}}``."""
+        return self._call("GET", "/_admin/requests")
+
+    def product(self, provider: str, source_id: str) -> dict[str, Any] | None:
+        """The fake's truth about a product (None: removed)."""
+        query = urllib.parse.urlencode({"provider": provider, "id": source_id})
+        return self._call("GET", f"/_admin/products?{query}")["product"]
+
 
 class FakeSupplierServer(_Admin):
     """The fake in this process, served from a background thread."""
@@ -853,6 +1141,13 @@ class FakeSupplierServer(_Admin):
 
     def reset(self, keep_config: bool = False) -> None:
         self.state.reset(keep_config)
+
+    def requests(self) -> dict[str, Any]:
+        return {"per_second": self.state.requests_per_second(),
+                "product_requests": dict(self.state.stats["product_requests"])}
+
+    def product(self, provider: str, source_id: str) -> dict[str, Any] | None:
+        return self.state.product(provider, source_id)
 
 
 class SupplierServerProcess(_Admin):

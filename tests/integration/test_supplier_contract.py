@@ -5,10 +5,12 @@ supplier it talks to."""
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import pytest
@@ -18,7 +20,9 @@ from connectors.suppliers.base import (
     PlacedOrder,
     RateLimited,
     Rejected,
+    SupplierCatalog,
     SupplierOrders,
+    SupplierProduct,
     Unavailable,
 )
 from connectors.suppliers.http import CircuitBreaker
@@ -30,6 +34,7 @@ from tests.fakes.supplier_server import (
     FakeSupplierServer,
     SupplierServerProcess,
     SupplierState,
+    gone_style,
 )
 
 T = TypeVar("T")
@@ -285,6 +290,226 @@ def test_circuit_breaker_opens_and_recovers(provider: str, fake: FakeSupplierSer
 
 
 # --------------------------------------------------------------------------- #
+# The contract: product fetch (SupplierCatalog)
+# --------------------------------------------------------------------------- #
+
+#: the fake's variant field each adapter reports as ``source_variant_id``
+VARIANT_KEY = {"ALIEXPRESS": "attr", "CJ_DROPSHIPPING": "id", "SPOCKET": "id"}
+IDS = [f"100500{n:04d}" for n in range(1, 40)]
+
+
+def removed_pair() -> list[str]:
+    """Two ids the fake removes in its two ways (not found; delisted)."""
+    missing = next(i for i in IDS[20:] if gone_style(i) == "missing")
+    delisted = next(i for i in IDS[20:] if gone_style(i) == "delisted")
+    return [missing, delisted]
+
+
+def catalog_run(
+    provider: str, fake: Any, body: Callable[[SupplierCatalog], Awaitable[T]], **kw: Any
+) -> T:
+    return run(provider, fake, body, **kw)  # type: ignore[arg-type]
+
+
+def fetch(provider: str, fake: Any, ids: list[str], **kw: Any) -> list[SupplierProduct]:
+    return catalog_run(provider, fake, lambda a: a.fetch_products(ids), **kw)
+
+
+def product_requests(fake: FakeSupplierServer, provider: str) -> int:
+    return int(fake.requests()["product_requests"][provider])
+
+
+def assert_matches_fake(provider: str, fake: FakeSupplierServer, source_id: str, got: list[SupplierProduct]) -> None:
+    """``got`` (the adapter's entries for ``source_id``) says what the fake's supplier has."""
+    truth = fake.product(provider, source_id)
+    if truth is None:
+        assert len(got) == 1, got
+        gone = got[0]
+        assert (gone.available, gone.stock, gone.source_variant_id, gone.cost_price) == (False, 0, None, None)
+        return
+    assert [p.source_variant_id for p in got] == [v[VARIANT_KEY[provider]] for v in truth["variants"]]
+    for product, variant in zip(got, truth["variants"]):
+        assert product.available is True
+        assert product.stock == variant["stock"]
+        assert isinstance(product.cost_price, Decimal) and isinstance(product.shipping_cost, Decimal)
+        assert product.cost_price == Decimal(variant["price"])
+        assert product.cost_price.as_tuple().exponent >= -2  # cents exactly: no float on the way
+        assert product.shipping_cost == Decimal(truth["shipping"])
+        assert product.currency == truth["currency"]
+        assert product.title == truth["title"]
+        assert product.images == tuple(truth["images"])
+
+
+def test_fetch_batch_with_removed_and_duplicate(provider: str, fake: FakeSupplierServer) -> None:
+    removed = removed_pair()
+    fake.configure(removed_products=removed)
+    ids = [IDS[0], removed[0], IDS[1], IDS[0], removed[1], IDS[2], IDS[1]]
+    unique = list(dict.fromkeys(ids))
+
+    async def body(adapter: SupplierCatalog) -> tuple[int, list[SupplierProduct]]:
+        return adapter.max_batch, await adapter.fetch_products(ids)
+
+    max_batch, got = catalog_run(provider, fake, body)
+    assert [p.source_id for p in got] == [i for i in unique for p in got if p.source_id == i]  # grouped, in order
+    assert {p.source_id for p in got} == set(unique)
+    for source_id in unique:
+        assert_matches_fake(provider, fake, source_id, [p for p in got if p.source_id == source_id])
+    assert any(len([p for p in got if p.source_id == i]) > 1 for i in unique)  # variants came back
+    # each unique id asked once, in calls of max_batch ids
+    assert product_requests(fake, provider) == math.ceil(len(unique) / max_batch)
+
+
+def test_fetch_splits_ids_into_batches(provider: str, fake: FakeSupplierServer) -> None:
+    async def body(adapter: SupplierCatalog) -> tuple[int, list[SupplierProduct]]:
+        ids = [f"9{n:08d}" for n in range(2 * adapter.max_batch + 1)]
+        return adapter.max_batch, await adapter.fetch_products(ids)
+
+    max_batch, got = catalog_run(provider, fake, body)
+    ids = [f"9{n:08d}" for n in range(2 * max_batch + 1)]
+    assert list(dict.fromkeys(p.source_id for p in got)) == ids
+    assert all(p.available for p in got)
+    assert product_requests(fake, provider) == 3
+
+
+def test_fetch_sees_stock_price_changes_and_removal(provider: str, fake: FakeSupplierServer) -> None:
+    source_id = IDS[3]
+    before = fetch(provider, fake, [source_id])
+    assert_matches_fake(provider, fake, source_id, before)
+    fake.configure(product_overrides={source_id: {"stock": 0, "price": "9.99"}})
+    changed = fetch(provider, fake, [source_id])
+    assert_matches_fake(provider, fake, source_id, changed)
+    assert {(p.available, p.stock, p.cost_price) for p in changed} == {(True, 0, Decimal("9.99"))}
+    assert [p.source_variant_id for p in changed] == [p.source_variant_id for p in before]
+    fake.configure(removed_products=[source_id])
+    [gone] = fetch(provider, fake, [source_id])
+    assert (gone.source_id, gone.available, gone.stock) == (source_id, False, 0)
+
+
+def test_fetch_of_nothing_calls_nothing(provider: str, fake: FakeSupplierServer) -> None:
+    assert fetch(provider, fake, []) == []
+    assert product_requests(fake, provider) == 0
+
+
+def test_fetch_retries_429_honouring_retry_after(provider: str, fake: FakeSupplierServer) -> None:
+    fake.configure(next_read_failures=["429"], retry_after=1)
+    start = time.monotonic()
+    got = fetch(provider, fake, [IDS[4]])
+    elapsed = time.monotonic() - start
+    assert_matches_fake(provider, fake, IDS[4], got)
+    assert elapsed >= 1.0  # waited the Retry-After before the second attempt
+    assert product_requests(fake, provider) == 2
+    assert fake.orders()["stats"]["read_failures_injected"]["429"] == 1
+
+
+def test_fetch_retries_500_then_gives_up(provider: str, fake: FakeSupplierServer) -> None:
+    fake.configure(next_read_failures=["500"])
+    got = fetch(provider, fake, [IDS[5]])
+    assert_matches_fake(provider, fake, IDS[5], got)
+    assert product_requests(fake, provider) == 2
+
+    fake.reset()
+    fake.configure(next_read_failures=["500", "500"])
+    with pytest.raises(OutcomeUnknown) as info:
+        fetch(provider, fake, [IDS[5]])  # read_attempts=2: both failed
+    assert info.value.retryable and getattr(info.value, "http_status", None) == 500
+    assert product_requests(fake, provider) == 2
+
+
+def test_fetch_429_past_the_attempts_is_rate_limited(provider: str, fake: FakeSupplierServer) -> None:
+    fake.configure(next_read_failures=["429", "429"], retry_after=0.2)
+    with pytest.raises(RateLimited) as info:
+        fetch(provider, fake, [IDS[6]])
+    assert info.value.retry_after == pytest.approx(0.2)
+    assert product_requests(fake, provider) == 2
+
+
+def test_fetch_timeout_is_unknown_and_not_retried(provider: str, fake: FakeSupplierServer) -> None:
+    fake.configure(next_read_failures=["timeout"], timeout_sleep_s=1.5)
+    start = time.monotonic()
+    with pytest.raises(OutcomeUnknown):
+        fetch(provider, fake, [IDS[7]])
+    assert time.monotonic() - start < 1.4  # the client's read timeout, not the server's sleep
+    assert product_requests(fake, provider) == 1
+
+
+def test_fetch_with_bad_credentials_is_rejected(provider: str, fake: FakeSupplierServer) -> None:
+    with pytest.raises(Rejected) as info:
+        fetch(provider, fake, [IDS[8]], creds=BAD)
+    assert not info.value.retryable
+    assert fake.orders()["stats"]["auth_failures"] == 1
+
+
+def test_fetch_from_a_stopped_server_is_unavailable(provider: str) -> None:
+    stopped = FakeSupplierServer().start()
+    stopped.stop()
+    with pytest.raises(Unavailable):
+        fetch(provider, stopped, [IDS[9]])
+
+
+def test_rate_limit_holds_at_the_server(provider: str, fake: FakeSupplierServer) -> None:
+    """5 requests/s, burst 1, about 3 s of load from fetches and an order lookup
+    sharing the account's bucket: no whole second at the fake sees more than
+    the rate plus the burst (arrival jitter can move one request across a
+    second's edge), and the load took the time the rate implies."""
+    rate, burst, calls = 5, 1, 16
+
+    async def body(adapter: SupplierOrders) -> float:
+        catalog: Any = adapter
+        start = time.monotonic()
+        work = [catalog.fetch_products([f"7{n:08d}"]) for n in range(calls - 2)]
+        work += [adapter.find_order("ops-rate-1"), adapter.find_order("ops-rate-2")]
+        await asyncio.gather(*work)
+        return time.monotonic() - start
+
+    elapsed = run(provider, fake, body, rate_per_s=rate, burst=burst)
+    per_second = fake.requests()["per_second"][provider]
+    assert sum(per_second.values()) == calls
+    assert max(per_second.values()) <= rate + burst, per_second
+    assert len(per_second) >= 3, per_second  # the load spread over at least 3 seconds
+    assert elapsed >= (calls - burst) / rate - 0.05
+
+
+def test_circuit_breaker_opens_on_fetch_failures_and_closes(provider: str, fake: FakeSupplierServer) -> None:
+    """The breaker's own clock is stepped (no sleeping, nothing timing-fragile);
+    the calls and the server are real."""
+    fake.configure(next_read_failures=["500", "500", "500"])
+    now = [1000.0]
+    breaker = CircuitBreaker(provider, failure_threshold=3, cooldown_s=30.0, clock=lambda: now[0])
+
+    async def body(adapter: SupplierOrders) -> list[SupplierProduct]:
+        catalog: Any = adapter
+        for _ in range(3):
+            with pytest.raises(OutcomeUnknown):
+                await catalog.fetch_products([IDS[10]])
+        assert breaker.state == "open"
+        now[0] += 29.0
+        with pytest.raises(Unavailable, match="circuit open"):
+            await catalog.fetch_products([IDS[10]])
+        with pytest.raises(Unavailable, match="circuit open"):
+            await adapter.find_order("ops-breaker-fetch")  # one breaker per account
+        assert product_requests(fake, provider) == 3  # fail fast: the server saw none of those
+        now[0] += 1.0  # the cooldown is over
+        assert breaker.state == "half-open"
+        got = await catalog.fetch_products([IDS[10]])  # the probe
+        assert breaker.state == "closed"
+        return got
+
+    got = run(provider, fake, body, breaker=breaker, read_attempts=1)
+    assert_matches_fake(provider, fake, IDS[10], got)
+    assert product_requests(fake, provider) == 4
+
+
+def test_cj_per_product_query_when_batches_are_off(fake: FakeSupplierServer) -> None:
+    removed = removed_pair()
+    fake.configure(removed_products=removed)
+    ids = [IDS[11], removed[0], IDS[12], removed[1]]
+    got = fetch("CJ_DROPSHIPPING", fake, ids, batch_size=1)
+    for source_id in ids:
+        assert_matches_fake("CJ_DROPSHIPPING", fake, source_id, [p for p in got if p.source_id == source_id])
+    assert product_requests(fake, "CJ_DROPSHIPPING") == len(ids)
+
+
+# --------------------------------------------------------------------------- #
 # The fake itself
 # --------------------------------------------------------------------------- #
 
@@ -314,3 +539,21 @@ def test_fake_as_a_process_keeps_orders_across_restarts(tmp_path: Path) -> None:
         assert snapshot["by_reference"][0]["count"] == 1
         again.reset()
         assert again.orders()["orders"] == []
+
+
+def test_fake_products_are_seeded_and_its_admin_speaks_http() -> None:
+    first = SupplierState(FakeConfig(seed=5)).product("SPOCKET", "sp-1")
+    assert first == SupplierState(FakeConfig(seed=5)).product("SPOCKET", "sp-1")
+    assert first != SupplierState(FakeConfig(seed=6)).product("SPOCKET", "sp-1")
+    assert first is not None and 1 <= len(first["variants"]) <= 3
+    with SupplierServerProcess(seed=5) as proc:
+        assert proc.product("SPOCKET", "sp-1") == first
+        proc.configure(removed_products=["sp-1"], product_overrides={"sp-2": {"stock": 3}})
+        assert proc.product("SPOCKET", "sp-1") is None
+        got = fetch("SPOCKET", proc, ["sp-1", "sp-2"])
+        assert [p.stock for p in got if p.source_id == "sp-2"] == [3] * len(proc.product("SPOCKET", "sp-2")["variants"])
+        seen = proc.requests()
+        assert seen["product_requests"]["SPOCKET"] == 1
+        assert sum(seen["per_second"]["SPOCKET"].values()) == 1
+        with pytest.raises(RuntimeError, match="unknown keys"):
+            proc.configure(product_overrides={"sp-3": {"colour": "red"}})

@@ -290,6 +290,28 @@ class OrderProcessor:
             metrics.ORDER_STATUS_AGE.labels(status).set(age)
         metrics.TABLE_ENTRIES.labels("orders").set(len(self.table.data))
 
+    def owned_orders(self, status: str | None, min_age_s: float = 0.0) -> list[dict[str, Any]]:
+        """Orders of the partitions this worker owns (in ``status``, in it for ``min_age_s`` or more)."""
+        active = self.active_partitions()
+        now = time.time()
+        found = []
+        for key, raw in list(self.table.data.items()):
+            if self.partition_of(key) not in active:
+                continue
+            body = orjson.loads(raw)
+            current = body.get("status")
+            if current is None or (status is not None and current != status):
+                continue
+            since = body.get("since")
+            if since is None:
+                since = status_since(decode_record(raw)[1]).timestamp()
+            age = max(0.0, now - since)
+            if age < min_age_s:
+                continue
+            found.append({"order_id": key, "status": current, "in_status_s": round(age, 3)})
+        found.sort(key=lambda o: -o["in_status_s"])
+        return found
+
     def load(self, order_id: str) -> OrderState | None:
         raw = self.table.data.get(order_id)
         return None if raw is None else decode_record(raw)[1]

@@ -43,7 +43,9 @@ def exposition_names(text: str) -> set[str]:
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(None, 3)
             if kind == "counter":
-                names.update({f"{name}_total", f"{name}_created"})
+                # "x" with samples, "x_total" for a labelled counter that has none yet
+                base = name.removesuffix("_total")
+                names.update({f"{base}_total", f"{base}_created"})
             elif kind in ("histogram", "summary"):
                 names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count", f"{name}_created"})
             else:

@@ -237,6 +237,17 @@ def test_two_workers_report_their_own_partitions(broker, spawn) -> None:  # type
     assert [o["order_id"] for o in orders] == ["obs-o1"]
     assert orders[0]["in_status_s"] >= 2 * 3600 - 60
     assert all(w.get("/orders", status="PENDING", min_age_s=3 * 3600).json()["count"] == 0 for w in workers)
+
+    def lag_of_orders_events() -> float:
+        return sum(
+            value
+            for w in workers
+            for labels, value in samples(metrics_text(w.url), "ops_consumer_lag").items()
+            if 'topic="orders.events"' in labels
+        )
+
+    # The order's event was handled and committed: nothing left behind on any partition.
+    wait_for(lambda: lag_of_orders_events() == 0, timeout=30, what="orders.events lag back to 0")
     assert workers[0].get("/orders", status="NOPE").status_code == 400
 
     def ages() -> list[float] | None:

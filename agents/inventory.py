@@ -539,7 +539,7 @@ def register(engine: Engine) -> InventoryProcessor:
 
     @app.agent(engine.inputs, name="inventory")
     async def inventory(stream: faust.StreamT) -> None:
-        observe = metrics.PROCESSING_SECONDS.observe
+        observe = metrics.PROCESSING_SECONDS.labels("inventory").observe
         clock = time.perf_counter
         outputs = engine.outputs
         async for event in stream.events():

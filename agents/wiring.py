@@ -1,17 +1,19 @@
 """What the orders agent and the webhook router wire the same way.
 
-- ``run_agent``: a Faust agent that hands each event to a handler and sends
-  the buffered outputs when they are due (streams/outputs.py).
+- ``run_agent``: a Faust agent that hands each event to a handler, times it
+  (``ops_event_processing_seconds{agent}``) and sends the buffered outputs
+  when they are due (streams/outputs.py).
 - ``dead_letter``: the ``deadletter`` output of a refused record, counted and
   logged by ids (never the value: it may hold personal data).
 - ``active_partitions``: the partitions of a topic this worker owns now.
 
-(The inventory agent keeps its own loop: it also times each message.)
+(The inventory agent keeps its own loop, timed the same way.)
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,10 +31,14 @@ log = logging.getLogger(__name__)
 
 def run_agent(engine: Engine, topic: faust.TopicT, name: str, handle: Callable[[faust.EventT], None]) -> Any:
     outputs = engine.outputs
+    observe = metrics.PROCESSING_SECONDS.labels(name).observe
+    clock = time.perf_counter
 
     async def agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
+            started = clock()
             handle(event)
+            observe(clock() - started)
             if outputs.due():
                 await outputs.send()
 

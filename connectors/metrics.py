@@ -66,7 +66,8 @@ TABLE_ENTRIES = Gauge(
 )
 PROCESSING_SECONDS = Histogram(
     "ops_event_processing_seconds",
-    "Time to handle one consumed message in the inventory agent",
+    "Time to handle one consumed message, by agent (inventory, orders, webhooks)",
+    ["agent"],
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
 )
 

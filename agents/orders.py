@@ -77,9 +77,13 @@ def machine_config(engine: Engine) -> MachineConfig:
 
 
 def status_since(state: OrderState) -> datetime:
-    """When the order entered its current status (its last transition there)."""
+    """When the order entered its current status.
+
+    The history also holds events that kept the status (from X to X): the time
+    is that of the latest entry that came from another status into this one.
+    """
     for transition in reversed(state.history):
-        if transition.to_status is state.status:
+        if transition.to_status is state.status and transition.from_status is not state.status:
             return transition.at
     return state.created_at or state.first_seen_at
 

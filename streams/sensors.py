@@ -13,7 +13,9 @@ received per topic, events per stream, commit and send latencies,
 rebalances, per-partition committed and end offsets) are exported as
 ``faust_*`` metrics in the same registry the engine's ``/metrics`` view
 serves. Faust's ``setup_prometheus_sensors`` would also add a second
-``/metrics`` page; ``install_faust_monitor`` only installs the monitor.
+``/metrics`` page; ``install_faust_monitor`` only installs the monitor. Its
+cost, measured with bench/inventory.py (100,000 single snapshots): 2.6 s of the
+worker's CPU without it, 5.8 s with it (docs/metrics.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 # Debian packages the engine and its tests need (installed with apt-get when missing).
 # postgresql: the server binaries make run and the tests start a private cluster with.
-DEB_PACKAGES ?= python3-venv procps curl postgresql
+# prometheus: promtool checks deploy/prometheus, and a test scrapes a worker with the real server.
+DEB_PACKAGES ?= python3-venv procps curl postgresql prometheus
 PYTEST_ARGS ?=
 
 .PHONY: install deb run test unit integration bench schema clean

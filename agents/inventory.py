@@ -599,7 +599,7 @@ def register(engine: Engine) -> InventoryProcessor:
     processor = InventoryProcessor(engine)
     app = engine.app
 
-    run_agent(engine, engine.inputs, "inventory", processor.handle, observe=metrics.PROCESSING_SECONDS.observe)
+    run_agent(engine, engine.inputs, "inventory", processor.handle)
 
     @app.timer(interval=0.1)
     async def send_outputs() -> None:

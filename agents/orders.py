@@ -19,9 +19,10 @@ every worker over the orders of the partitions it owns, and published as
 ``TIMER`` events on the order's own partition: a deadline is handled in order
 with the order's other events, by the same pure function.
 
-A table value is JSON: ``{"status", "due", "state", "outbox"}``; ``status``
-and ``due`` are there so gauges and the deadline index read them without
-decoding the whole state.
+A table value is JSON: ``{"status", "since", "due", "state", "outbox"}``;
+``status``, ``since`` (when the order entered its status, epoch seconds) and
+``due`` are there so gauges and the deadline index read them without decoding
+the whole state.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from models.fulfillment import (
     MachineConfig,
     OrderState,
     OrderStatus,
+    TERMINAL,
     deadlines,
     decide,
     next_deadline,
@@ -55,6 +57,10 @@ from agents.wiring import active_partitions, dead_letter, run_agent
 from streams.outbox import Output, OutboxTable
 
 log = logging.getLogger(__name__)
+
+TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
+#: Statuses an order can be stuck in (ops_order_status_age_seconds).
+OPEN_STATUSES = tuple(s.value for s in OrderStatus if s not in TERMINAL)
 
 
 
@@ -70,9 +76,22 @@ def machine_config(engine: Engine) -> MachineConfig:
     )
 
 
+def status_since(state: OrderState) -> datetime:
+    """When the order entered its current status.
+
+    The history also holds events that kept the status (from X to X): the time
+    is that of the latest entry that came from another status into this one.
+    """
+    for transition in reversed(state.history):
+        if transition.to_status is state.status and transition.from_status is not state.status:
+            return transition.at
+    return state.created_at or state.first_seen_at
+
+
 def record_body(state: OrderState, due: datetime | None) -> dict[str, Any]:
     return {
         "status": state.status.value if state.created else None,
+        "since": status_since(state).timestamp() if state.created else None,
         "due": due.isoformat() if due else None,
         "state": orjson.Fragment(state.model_dump_json(by_alias=True)),
     }
@@ -252,15 +271,50 @@ class OrderProcessor:
     def refresh_gauges(self) -> None:
         active = self.active_partitions()
         counts = {s.value: 0 for s in OrderStatus}
+        oldest: dict[str, float] = {}  # open status -> earliest "since" (epoch seconds)
         for key, raw in list(self.table.data.items()):
             if self.partition_of(key) not in active:
                 continue
-            status = orjson.loads(raw).get("status")
+            body = orjson.loads(raw)
+            status = body.get("status")
             if status in counts:
                 counts[status] += 1
+                since = body.get("since")
+                if status not in TERMINAL_VALUES:
+                    if since is None:  # written before "since" existed
+                        since = status_since(decode_record(raw)[1]).timestamp()
+                    if status not in oldest or since < oldest[status]:
+                        oldest[status] = since
         for status, count in counts.items():
             metrics.ORDERS_BY_STATUS.labels(status).set(count)
+        now = time.time()
+        for status in OPEN_STATUSES:
+            since = oldest.get(status)
+            age = max(0.0, now - since) if since is not None else 0.0
+            metrics.ORDER_STATUS_AGE.labels(status).set(age)
         metrics.TABLE_ENTRIES.labels("orders").set(len(self.table.data))
+
+    def owned_orders(self, status: str | None, min_age_s: float = 0.0) -> list[dict[str, Any]]:
+        """Orders of the partitions this worker owns (in ``status``, in it for ``min_age_s`` or more)."""
+        active = self.active_partitions()
+        now = time.time()
+        found = []
+        for key, raw in list(self.table.data.items()):
+            if self.partition_of(key) not in active:
+                continue
+            body = orjson.loads(raw)
+            current = body.get("status")
+            if current is None or (status is not None and current != status):
+                continue
+            since = body.get("since")
+            if since is None:
+                since = status_since(decode_record(raw)[1]).timestamp()
+            age = max(0.0, now - since)
+            if age < min_age_s:
+                continue
+            found.append({"order_id": key, "status": current, "in_status_s": round(age, 3)})
+        found.sort(key=lambda o: -o["in_status_s"])
+        return found
 
     def load(self, order_id: str) -> OrderState | None:
         raw = self.table.data.get(order_id)

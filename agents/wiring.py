@@ -1,13 +1,15 @@
 """What the orders agent and the webhook router wire the same way.
 
-- ``run_agent``: a Faust agent that hands each event to a handler and sends
-  the buffered outputs when they are due (streams/outputs.py).
+- ``run_agent``: a Faust agent that hands each event to a handler, times it
+  (``ops_event_processing_seconds{agent}``) and sends the buffered outputs
+  when they are due (streams/outputs.py).
 - ``dead_letter``: the ``deadletter`` output of a refused record, counted and
   logged by ids (never the value: it may hold personal data).
 - ``active_partitions``: the partitions of a topic this worker owns now.
 
-Each agent lets the loop run other tasks (the web server's requests) at least
-every ``YIELD_AFTER_S`` of handling.
+Each agent's handling is timed (``ops_event_processing_seconds{agent}``) and
+lets the loop run other tasks (the web server's requests) at least every
+``YIELD_AFTER_S`` of handling.
 """
 
 from __future__ import annotations
@@ -34,15 +36,10 @@ log = logging.getLogger(__name__)
 YIELD_AFTER_S = 0.005
 
 
-def run_agent(
-    engine: Engine,
-    topic: faust.TopicT,
-    name: str,
-    handle: Callable[[faust.EventT], None],
-    observe: Callable[[float], None] | None = None,
-) -> Any:
-    """An agent on ``topic`` calling ``handle`` for each event (``observe``: each one's seconds)."""
+def run_agent(engine: Engine, topic: faust.TopicT, name: str, handle: Callable[[faust.EventT], None]) -> Any:
+    """An agent ``name`` on ``topic`` calling ``handle`` for each event."""
     outputs = engine.outputs
+    observe = metrics.PROCESSING_SECONDS.labels(name).observe
 
     async def agent(stream: faust.StreamT) -> None:
         # A buffered stream hands its events over without ever yielding to the
@@ -51,12 +48,9 @@ def run_agent(
         clock = time.perf_counter
         since = clock()
         async for event in stream.events():
-            if observe is None:
-                handle(event)
-            else:
-                started = clock()
-                handle(event)
-                observe(clock() - started)
+            started = clock()
+            handle(event)
+            observe(clock() - started)
             if outputs.due():
                 await outputs.send()
                 since = clock()

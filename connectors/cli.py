@@ -79,6 +79,18 @@ def _migrate(database_url: str) -> list[str]:
         raise click.ClickException(f"migrating the database failed: {exc}") from exc
 
 
+def _serve_metrics(process: str, port: int, host: str) -> None:
+    """Serve this process's Prometheus metrics at http://HOST:PORT/metrics (port 0: none)."""
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        click.echo(f"{process} metrics not served on port {port}: {exc}", err=True)
+
+
 @click.group(epilog=_settings_help())
 def main() -> None:
     """ops-engine: inventory, pricing and fulfilment stream processors."""
@@ -337,8 +349,6 @@ def executor() -> None:
     suppliers for tracking. Supplier accounts: OPS_ALIEXPRESS_*, OPS_CJ_*,
     OPS_SPOCKET_* or OPS_SUPPLIER_SECRETS_FILE.
     """
-    from prometheus_client import start_http_server
-
     from connectors.fulfillment.runner import run_executor
     from connectors.suppliers.registry import SupplierAccounts, build_clients
 
@@ -347,11 +357,7 @@ def executor() -> None:
     if not settings.database_url:
         raise click.ClickException("OPS_DATABASE_URL is not set: the executor records each supplier order there")
     clients = build_clients(SupplierAccounts.load())
-    if settings.executor_metrics_port:
-        try:
-            start_http_server(settings.executor_metrics_port, addr=settings.web_host)
-        except OSError as exc:
-            click.echo(f"executor metrics not served on port {settings.executor_metrics_port}: {exc}", err=True)
+    _serve_metrics("executor", settings.executor_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
     async def _run() -> None:
@@ -452,6 +458,7 @@ def notifier() -> None:
         )
     logging.basicConfig(level=settings.log_level.upper())
     _migrate(settings.database_url)
+    _serve_metrics("notifier", settings.notifier_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
     async def _run() -> None:

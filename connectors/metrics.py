@@ -78,7 +78,8 @@ TABLE_ENTRIES = Gauge(
 )
 PROCESSING_SECONDS = Histogram(
     "ops_event_processing_seconds",
-    "Time to handle one consumed message in the inventory agent",
+    "Time to handle one consumed message, by agent (inventory, orders, webhooks)",
+    ["agent"],
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
 )
 
@@ -111,6 +112,29 @@ PAYMENT_TO_SUPPLIER_ORDER = Histogram(
     "ops_payment_to_supplier_order_seconds",
     "From payment confirmed to the supplier order placed (event times), per supplier group",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
+)
+
+ORDER_STATUS_AGE = Gauge(
+    "ops_order_status_age_seconds",
+    "Age of the oldest order in each open status (time since it entered that status), "
+    "in the partitions this worker owns; 0 when none",
+    ["status"],
+)
+
+CONSUMER_LAG = Gauge(
+    "ops_consumer_lag",
+    "Messages not yet committed by this worker's consumer group, per input topic and partition it owns "
+    "(high watermark minus committed offset)",
+    ["topic", "partition"],
+)
+STREAM_BUFFER = Gauge(
+    "ops_stream_buffer_events",
+    "Events fetched and waiting in this worker's agent streams, by agent",
+    ["agent"],
+)
+OUTPUTS_PENDING = Gauge(
+    "ops_outputs_pending",
+    "Output records buffered by this worker and not yet handed to the producer",
 )
 
 WEBHOOKS_ROUTED = Counter(

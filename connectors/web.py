@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import faust
+import asyncpg
 import orjson
+from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
 from agents.inventory import InventoryProcessor, alert_key
@@ -31,6 +33,7 @@ from models.events import (
     ProductStatus,
 )
 from models.product import decode_state, product_key, store_prefix
+from streams import probes
 from streams.app import Engine
 from streams.codecs import encode
 
@@ -57,50 +60,122 @@ def _enum_param(request: Request, name: str, enum: Any) -> tuple[Any, str | None
         return None, f"{name} must be one of {allowed}, not {value!r}"
 
 
-def health_report(app: faust.App) -> tuple[int, dict[str, Any]]:
-    """healthy / degraded / unhealthy, with each component and its check time."""
+#: The components that say whether a worker is ready (``ready`` in /health).
+READINESS = ("broker", "rebalance", "tables")
+#: A stream buffer this full (of its capacity) makes /health say degraded.
+BUFFER_DEGRADED_FRACTION = 0.9
+
+Check = Callable[[], Awaitable[tuple[str, str, dict[str, Any] | None]]]
+
+
+async def health_report(engine: Engine) -> tuple[int, dict[str, Any]]:
+    """healthy / degraded / unhealthy, with each component and its check time.
+
+    - ``broker``: the consumer and producer services run, and the broker answers
+      a metadata request (within ``OPS_HEALTH_CHECK_TIMEOUT``); else unhealthy;
+    - ``rebalance``, ``tables``: degraded while the group rebalances or the
+      tables recover;
+    - ``database`` (only when ``OPS_DATABASE_URL`` is set): ``SELECT 1`` within
+      the timeout; else degraded (the worker's streams go on without it; the
+      executor and the notifier, which need it, wait);
+    - ``consumer_lag``: degraded when an owned input partition lags by more
+      than ``OPS_HEALTH_MAX_LAG`` messages;
+    - ``queues``: degraded when an agent's stream buffer is 90 % full.
+    """
+    app = engine.app
+    settings = engine.settings
+    timeout = settings.health_check_timeout
     components: dict[str, dict[str, Any]] = {}
 
-    def check(name: str, fn: Any) -> None:
+    async def check(name: str, fn: Check) -> None:
         started = time.perf_counter()
+        data: dict[str, Any] | None = None
         try:
-            status, detail = fn()
+            status, detail, data = await fn()
         except Exception as exc:  # a failing check is a finding, not a crash
             status, detail = "unhealthy", f"{type(exc).__name__}: {exc}"
         components[name] = {
             "status": status,
             "detail": detail,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            **({"data": data} if data is not None else {}),
         }
 
-    def broker() -> tuple[str, str]:
+    async def broker() -> tuple[str, str, dict[str, Any] | None]:
         consumer, producer = app.consumer, app.producer
         for service, label in ((consumer, "consumer"), (producer, "producer")):
             if service.crashed:
-                return "unhealthy", f"{label} crashed: {service.crash_reason!r}"
+                return "unhealthy", f"{label} crashed: {service.crash_reason!r}", None
             if service.state != "running":
-                return "unhealthy", f"{label} is {service.state}"
-        return "healthy", "consumer and producer running"
+                return "unhealthy", f"{label} is {service.state}", None
+        client = producer._ensure_producer().client  # type: ignore[attr-defined]
+        try:
+            cluster = await asyncio.wait_for(client.fetch_all_metadata(), timeout)
+        except (asyncio.TimeoutError, KafkaError) as exc:
+            return "unhealthy", f"the broker did not answer a metadata request: {type(exc).__name__}: {exc}", None
+        brokers = len(cluster.brokers())
+        return "healthy", f"consumer and producer running; {brokers} broker(s) answer", {"brokers": brokers}
 
-    def rebalance() -> tuple[str, str]:
+    async def rebalance() -> tuple[str, str, dict[str, Any] | None]:
         if app.rebalancing:
-            return "degraded", "rebalancing"
-        return "healthy", f"{len(app.assignor.assigned_actives())} active partitions"
+            return "degraded", "rebalancing", None
+        return "healthy", f"{len(app.assignor.assigned_actives())} active partitions", None
 
-    def tables() -> tuple[str, str]:
+    async def tables() -> tuple[str, str, dict[str, Any] | None]:
         recovery = app.tables.recovery
         if app.in_recovery or not recovery.completed.is_set():
-            return "degraded", "recovering tables from their changelogs"
-        return "healthy", "tables recovered"
+            return "degraded", "recovering tables from their changelogs", None
+        return "healthy", "tables recovered", None
 
-    check("broker", broker)
-    check("rebalance", rebalance)
-    check("tables", tables)
+    async def database() -> tuple[str, str, dict[str, Any] | None]:
+        assert settings.database_url is not None
+        try:
+            conn = await asyncpg.connect(settings.database_url, timeout=timeout)
+            try:
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout)
+            finally:
+                await conn.close(timeout=timeout)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return "degraded", f"the database does not answer: {type(exc).__name__}: {exc}", None
+        return "healthy", "SELECT 1 answered", None
+
+    async def consumer_lag() -> tuple[str, str, dict[str, Any] | None]:
+        lag = await probes.consumer_lag(app)
+        total = sum(lag.values())
+        worst = max(lag.items(), key=lambda item: item[1], default=None)
+        data = {"total": total, "max": worst[1] if worst else 0, "partitions": len(lag)}
+        if worst is not None and worst[1] > settings.health_max_lag:
+            (topic, partition), value = worst
+            return "degraded", f"{topic}[{partition}] lags by {value} messages (over {settings.health_max_lag})", data
+        return "healthy", f"{total} message(s) behind over {len(lag)} owned input partition(s)", data
+
+    async def queues() -> tuple[str, str, dict[str, Any] | None]:
+        buffers = probes.stream_buffers(app)
+        data: dict[str, Any] = {
+            "streams": {b.agent: {"events": b.events, "capacity": b.capacity} for b in buffers},
+            "outputs_pending": engine.outputs.pending,
+        }
+        full = [b for b in buffers if b.capacity and b.events >= BUFFER_DEGRADED_FRACTION * b.capacity]
+        if full:
+            names = ", ".join(f"{b.agent} {b.events}/{b.capacity}" for b in full)
+            return "degraded", f"stream buffers nearly full: {names}", data
+        waiting = sum(b.events for b in buffers)
+        return "healthy", f"{waiting} event(s) buffered, {engine.outputs.pending} output(s) pending", data
+
+    await check("broker", broker)
+    await check("rebalance", rebalance)
+    await check("tables", tables)
+    if settings.database_url:
+        await check("database", database)
+    await check("consumer_lag", consumer_lag)
+    await check("queues", queues)
     states = {c["status"] for c in components.values()}
     overall = "unhealthy" if "unhealthy" in states else "degraded" if "degraded" in states else "healthy"
     body = {
         "status": overall,
-        "ready": overall == "healthy",
+        # Ready to serve its partitions: joined, recovered, connected. Lag, full buffers or the
+        # database make the worker degraded, not unready (a worker catching up is working).
+        "ready": all(components[name]["status"] == "healthy" for name in READINESS),
         "worker": app.conf.canonical_url.human_repr() if app.conf.canonical_url else None,
         "components": components,
     }
@@ -114,7 +189,7 @@ def register(engine: Engine, processor: InventoryProcessor) -> None:
 
     class Health(View):
         async def get(self, request: Request) -> Response:
-            status, body = health_report(app)
+            status, body = await health_report(engine)
             return _json(self, body, status=status)
 
     class Metrics(View):

@@ -1,6 +1,8 @@
 """HTTP views of orders, served by every worker.
 
-``GET /orders/{order_id}`` reads the ``orders`` table on the worker that owns
+``GET /orders?status=PROCESSING&min_age_s=86400`` lists the orders of the
+partitions the worker that answers owns (oldest in their status first): ask
+each worker (docs/runbook.md). ``GET /orders/{order_id}`` reads the ``orders`` table on the worker that owns
 the order's partition (``app.table_route``: any worker answers). ``POST
 /orders/{order_id}/retry`` and ``/cancel`` publish a RETRY or CANCEL_REQUESTED
 event on ``orders.events``; the agent that owns the order applies it. The view
@@ -25,7 +27,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from agents.orders import OrderProcessor
-from models.fulfillment import OrderState, decide, next_deadline
+from models.fulfillment import OrderState, OrderStatus, decide, next_deadline
 from models.orders import CancelRequested, OrderEvent, Retry
 from streams.app import Engine
 from streams.codecs import encode
@@ -111,6 +113,33 @@ def register(engine: Engine, processor: OrderProcessor) -> None:
         kw.pop("reason", None)
         return Retry(requested_by="web", **kw)
 
+    class OrderList(View):
+        """The orders of the partitions this worker owns: ask each worker (no routing by id)."""
+
+        async def get(self, request: Request) -> Response:
+            status = request.query.get("status") or None
+            if status is not None:
+                status = status.upper()
+                if status not in OrderStatus.__members__:
+                    allowed = ", ".join(OrderStatus.__members__)
+                    return _error(self, 400, f"status must be one of {allowed}, not {status!r}")
+            try:
+                min_age_s = float(request.query.get("min_age_s") or 0)
+            except ValueError:
+                return _error(self, 400, "min_age_s must be seconds")
+            found = processor.owned_orders(status, min_age_s)
+            limit = 1000
+            return _json(
+                self,
+                {
+                    "served_by": str(app.conf.canonical_url),
+                    "partitions": sorted(processor.active_partitions()),
+                    "count": len(found),
+                    "orders": found[:limit],
+                },
+            )
+
+    app.page("/orders")(OrderList)
     app.page("/orders/{order_id}")(OrderDetail)
     app.page("/orders/{order_id}/retry")(action(retry, "retry"))
     app.page("/orders/{order_id}/cancel")(action(lambda **kw: CancelRequested(**kw), "cancel"))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import faust
 
 from streams import codecs, fastdrain, outputs, tables, topics
-from streams.sensors import QuietSensors
+from streams.sensors import QuietSensors, install_faust_monitor
 from streams.settings import Settings
 
 
@@ -107,7 +107,10 @@ def build(settings: Settings) -> Engine:
     if settings.fast_drain:
         fastdrain.install(settings.stream_buffer_bytes)
     app = faust.App(settings.app_id, **faust_settings(settings))  # type: ignore[arg-type]
-    app.sensors = QuietSensors(app)  # no per-event Monitor (streams/sensors.py)
+    if settings.faust_metrics:
+        install_faust_monitor(app)  # Faust's own sensors, exported as faust_* (costs per event)
+    else:
+        app.sensors = QuietSensors(app)  # no per-event Monitor (streams/sensors.py)
     keep_buffered_events_on_resume(app)
 
     def topic(*names: str) -> faust.TopicT:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import agents
-from connectors import ingress, web, web_orders
+from connectors import gauges, ingress, web, web_orders
 from streams.app import Engine, build
 from streams.settings import Settings
 
@@ -14,4 +14,5 @@ def bootstrap(settings: Settings) -> Engine:
     web.register(engine, wired.inventory)
     web_orders.register(engine, wired.orders)
     ingress.register(engine)
+    gauges.register(engine)
     return engine

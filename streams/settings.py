@@ -53,7 +53,22 @@ class Settings(BaseSettings):
     commit_interval: float = Field(1.0, gt=0, description="offset commit interval, s")
     standby_replicas: int = Field(1, ge=0, description="standby replicas of each table")
     log_level: str = Field("info", description="worker log level")
-    gauge_interval: float = Field(5.0, gt=0, description="how often the active-alert and table-size gauges refresh, s")
+    gauge_interval: float = Field(
+        5.0, gt=0, description="how often the alert, order, table-size, lag and buffer gauges refresh, s"
+    )
+    faust_metrics: bool = Field(
+        False,
+        description=(
+            "also export Faust's own Prometheus monitor (faust_* metrics); costs per event "
+            "(streams/sensors.py: about 2.2 times the worker's CPU per snapshot), so off unless asked"
+        ),
+    )
+    health_max_lag: int = Field(
+        10000, ge=1, description="/health says degraded when an owned input partition lags by more messages"
+    )
+    health_check_timeout: float = Field(
+        2.0, gt=0, description="s /health waits for the broker's metadata or the database before calling it failed"
+    )
     fast_drain: bool = Field(
         True, description="Faust's consumer loop without per-message Tasks (streams/fastdrain.py); false: Faust's own"
     )
@@ -101,7 +116,11 @@ class Settings(BaseSettings):
         6068, ge=0, le=65535, description="port of the executor's /metrics (Prometheus); 0: none"
     )
     recorder_metrics_port: int = Field(
-        6069, ge=0, le=65535, description="port of the recorder's /metrics (Prometheus); 0: none"
+        6070, ge=0, le=65535, description="port of the recorder's /metrics (Prometheus); 0: none"
+    )
+
+    notifier_metrics_port: int = Field(
+        6069, ge=0, le=65535, description="port of the notifier's /metrics (Prometheus); 0: none"
     )
 
     gc_threshold: str = Field(

@@ -38,7 +38,7 @@ def test_worker_ready_within_10_seconds(spawn) -> None:  # type: ignore[no-untyp
     assert worker.wait_ready(timeout=10.0) < 10.0
     health = worker.health()
     assert health is not None and health["status"] == "healthy"
-    assert set(health["components"]) == {"broker", "rebalance", "tables"}
+    assert set(health["components"]) == {"broker", "rebalance", "tables", "consumer_lag", "queues"}
 
 
 def test_pipeline_end_to_end(broker, spawn) -> None:  # type: ignore[no-untyped-def]

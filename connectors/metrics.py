@@ -107,6 +107,26 @@ WEBHOOKS_ROUTED = Counter(
     ["source", "result"],
 )
 
+VIDEO_EVENTS = Counter(
+    "ops_video_events_total",
+    "video.requests / video.events records handled, by kind (REQUEST, STARTED, PROGRESS, COMPLETED, FAILED, "
+    "RETRY, CANCEL, TIMER) and result (APPLIED, DUPLICATE, REFUSED, INVALID)",
+    ["kind", "result"],
+)
+VIDEO_JOBS = Counter(
+    "ops_video_jobs_total",
+    "Video jobs that reached a final status (COMPLETED, FAILED, CANCELLED); a retried job counts again",
+    ["status"],
+)
+VIDEO_QUEUE_DEPTH = Gauge(
+    "ops_video_queue_depth",
+    "Video jobs QUEUED (waiting for a renderer) in the partitions this worker owns",
+)
+VIDEO_PROCESSING = Gauge(
+    "ops_video_jobs_processing",
+    "Video jobs PROCESSING (a renderer reported it started) in the partitions this worker owns",
+)
+
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
     return generate_latest(registry)

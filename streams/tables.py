@@ -20,6 +20,7 @@ ORDERS = "orders"
 WEBHOOK_DEDUP = "webhook-dedup"
 CATALOGUE = "catalogue"
 SHOP_ORDERS = "shop-orders"
+VIDEO_JOBS = "video-jobs"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Tables:
     webhook_dedup: faust.Table
     catalogue: faust.Table
     shop_orders: faust.Table
+    video_jobs: faust.Table
 
 
 def define(app: faust.App, partitions: int) -> Tables:
@@ -61,4 +63,6 @@ def define(app: faust.App, partitions: int) -> Tables:
         webhook_dedup=table(WEBHOOK_DEDUP, "dedup key -> {at, p, outbox} JSON"),
         catalogue=table(CATALOGUE, "shop|shopify variant id -> CatalogueVariant JSON"),
         shop_orders=table(SHOP_ORDERS, "shop|order_id -> {} (the orders of a shop, for shop/redact)"),
+        # Keyed like video.requests / video.events (video_id): agents/video.py.
+        video_jobs=table(VIDEO_JOBS, "video_id -> {status, due, job, outbox} JSON (agents/video.py)"),
     )

@@ -126,7 +126,9 @@ def _safe(path: Path) -> str:
 
 def _scene(index: int, plan: Plan, frames: int, look: StyleLook, scene_no: int) -> str:
     w, h, fps = plan.width, plan.height, plan.fps
-    hold = f"loop=loop={frames - 1}:size=1:start=0,setpts=N/{fps}/TB"
+    # One decoded, scaled frame held for the scene: timestamps and frame rate of
+    # the output (xfade refuses inputs whose frame rates differ).
+    hold = f"loop=loop={frames - 1}:size=1:start=0,settb=1/{fps},setpts=N,fps={fps}"
     if look.motion in ("pan", "panup"):
         big_w, big_h = _even(w * 1.12), _even(h * 1.12)
         if look.motion == "pan":

@@ -1,0 +1,192 @@
+"""The renderer process (``ops-engine renderer``): consume ``video.renders``,
+render each command (renderer.py), publish STARTED / PROGRESS and the final
+outcome on ``video.events``, and commit an input offset only after the
+outcome of its command (and of every command before it) is acknowledged.
+
+A plain aiokafka consumer group (``{app_id}-renderer``): renderers scale out
+like the executor. At most ``OPS_RENDER_CONCURRENCY`` renders run at once
+(default: one per core); the commands fetched beyond that wait in the
+process (``ops_video_render_queue_depth``), and fetching pauses when enough
+are in hand. A crash repeats unfinished commands: the renderer reports a
+finished attempt again from its files, and the job machine drops repeated
+outcomes. A record that is not a render command goes to ``deadletter``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from pydantic import ValidationError
+
+from connectors.fulfillment.runner import Offsets
+from connectors.render.fetch import ImageFetcher
+from connectors.render.metrics import GENERATION_SECONDS, RENDER_QUEUE, RENDERING, RENDERS
+from connectors.render.providers import voice_provider
+from connectors.render.renderer import Renderer
+from connectors.render.settings import RenderSettings
+from connectors.render.storage import Storage
+from models.events import DeadLetter, DeadLetterReason
+from models.video import RenderCommand, RenderCompleted, RenderFailed, VideoEvent
+from streams import topics
+from streams.codecs import encode
+from streams.embedded import EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+COMMIT_EVERY_S = 0.5
+RETRY_PAUSE_S = 1.0
+
+
+class RenderRunner:
+    def __init__(self, renderer: Renderer, producer: AIOKafkaProducer, concurrency: int) -> None:
+        self.renderer = renderer
+        self.producer = producer
+        self.concurrency = concurrency
+        self.slots = asyncio.Semaphore(concurrency)
+        self.offsets = Offsets()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.waiting = 0
+
+    async def publish(self, event: VideoEvent) -> None:
+        await (await self.producer.send(topics.VIDEO_EVENTS, key=event.video_id.encode(), value=encode(event)))
+
+    async def handle(self, message: Any) -> None:
+        try:
+            command = RenderCommand.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            RENDERS.labels("INVALID").inc()
+            record = DeadLetter.of(message, DeadLetterReason.SCHEMA_VIOLATION, f"not a render command: {exc.errors()[:3]}")
+            await (await self.producer.send(topics.DEADLETTER, key=message.topic.encode(), value=encode(record)))
+            return
+        self.waiting += 1
+        RENDER_QUEUE.set(self.waiting)
+        try:
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+            RENDER_QUEUE.set(self.waiting)
+        RENDERING.inc()
+        try:
+            outcome: RenderCompleted | RenderFailed = await self.renderer.render(command, self.publish)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or the disk: FAILED (retryable) with why, never a stuck offset
+            log.exception("render of %s crashed", command.command_id)
+            outcome = RenderFailed(
+                event_id=f"{command.video_id}:{command.attempt}:failed", video_id=command.video_id,
+                attempt=command.attempt, occurred_at=datetime.now(timezone.utc),
+                reason=f"renderer error: {type(exc).__name__}: {exc}"[:500], retryable=True,
+            )
+        finally:
+            RENDERING.dec()
+            self.slots.release()
+        if isinstance(outcome, RenderCompleted):
+            if outcome.render_seconds is None:
+                RENDERS.labels("REPORTED_AGAIN").inc()
+            else:
+                RENDERS.labels("COMPLETED").inc()
+                GENERATION_SECONDS.observe(outcome.render_seconds)
+        else:
+            RENDERS.labels("FAILED").inc()
+        # Publishing is retried until it succeeds: the offset waits for it.
+        while True:
+            try:
+                await self.publish(outcome)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("publishing the outcome of %s failed; trying again", command.command_id)
+                await asyncio.sleep(RETRY_PAUSE_S)
+
+    async def _run(self, message: Any) -> None:
+        try:
+            await self.handle(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in one render must not stop the others; the offset stays uncommitted
+            log.exception("render of %s[%s]@%s crashed", message.topic, message.partition, message.offset)
+            return
+        self.offsets.done(TopicPartition(message.topic, message.partition), message.offset)
+
+    def submit(self, message: Any) -> None:
+        self.offsets.start(TopicPartition(message.topic, message.partition), message.offset)
+        task = asyncio.create_task(self._run(message))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+async def run_renderer(
+    settings: Settings, render_settings: RenderSettings, stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    storage = Storage(render_settings.render_output_dir, render_settings.public_base(settings.web_url))
+    fetcher = ImageFetcher(render_settings)
+    voice = voice_provider(render_settings)
+    renderer = Renderer(render_settings, storage, fetcher, voice)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=settings.producer_idempotence, linger_ms=2
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        group_id=f"{settings.app_id}-renderer",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(settings.session_timeout * 1000),
+        heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
+        max_poll_records=render_settings.render_concurrency,
+        fetch_max_wait_ms=EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS if settings.embedded_broker else 500,
+    )
+    runner = RenderRunner(renderer, producer, render_settings.render_concurrency)
+
+    class Rebalance(ConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            done = {tp: o for tp, o in runner.offsets.committable().items() if tp in revoked}
+            if done:
+                try:
+                    await consumer.commit(done)
+                except Exception as exc:
+                    log.warning("commit at revocation failed: %s", exc)
+            runner.offsets.forget(revoked)
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            pass
+
+    await producer.start()
+    await consumer.start()
+    consumer.subscribe([topics.VIDEO_RENDERS], listener=Rebalance())
+    if ready is not None:
+        ready.set()
+    log.info("renderer running: %d at once, files in %s", render_settings.render_concurrency, storage.root)
+    last_commit = time.monotonic()
+    try:
+        while not stop.is_set():
+            if runner.offsets.in_flight() >= 2 * render_settings.render_concurrency:
+                await asyncio.sleep(0.05)  # enough in hand: let them finish first
+            else:
+                batch = await consumer.getmany(timeout_ms=100, max_records=render_settings.render_concurrency)
+                for messages in batch.values():
+                    for message in messages:
+                        runner.submit(message)
+            if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                last_commit = time.monotonic()
+                done = runner.offsets.committable()
+                if done:
+                    try:
+                        await consumer.commit(done)
+                    except Exception as exc:
+                        log.warning("commit failed (%s); the new owner renders those commands again", exc)
+    finally:
+        stop.set()
+        for task in list(runner.tasks):
+            task.cancel()
+        await asyncio.gather(*runner.tasks, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+        await fetcher.aclose()
+        if voice is not None:
+            await voice.aclose()

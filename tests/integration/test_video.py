@@ -1,0 +1,171 @@
+"""Video renders end to end: the embedded broker, a worker (agent, table, views)
+and the renderer process with real ffmpeg, images from a real HTTP server on
+loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.broker import EmbeddedBroker
+from tests.fakes.media_server import MediaServer
+from tests.harness import Worker, read_json, wait_for
+
+
+def make_image(path: Path, size: str) -> bytes:
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s={size}:d=1", "-frames:v", "1", str(path)],
+        check=True,
+    )
+    return path.read_bytes()
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Iterator[MediaServer]:
+    with MediaServer() as server:
+        server.file("/a.jpg", make_image(tmp_path / "a.jpg", "800x600"))
+        server.file("/b.jpg", make_image(tmp_path / "b.jpg", "600x800"))
+        server.file("/broken.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 64)
+        yield server
+
+
+def render_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "OPS_RENDER_OUTPUT_DIR": str(tmp_path / "videos"),
+        "OPS_RENDER_WORK_DIR": str(tmp_path / "render-work"),
+        "OPS_RENDER_ALLOWED_NETWORKS": "127.0.0.1/32",  # the test's image server, nothing else private
+        "OPS_RENDER_PRESET": "ultrafast",
+        "OPS_RENDER_CONCURRENCY": "1",
+        "OPS_RENDER_METRICS_PORT": "0",
+    }
+
+
+def job(worker: Worker, video_id: str) -> dict[str, Any] | None:
+    response = worker.get(f"/videos/{video_id}")
+    return response.json() if response.status_code == 200 else None
+
+
+def wait_status(worker: Worker, video_id: str, *statuses: str, timeout: float = 90.0) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        body = job(worker, video_id)
+        return body if body and body["status"] in statuses else None
+
+    return wait_for(check, timeout=timeout, what=f"video {video_id} in {statuses}")  # type: ignore[no-any-return]
+
+
+def post(worker: Worker, path: str, body: Any = None, **headers: str) -> httpx.Response:
+    return httpx.post(f"{worker.url}{path}", json=body, headers=headers, timeout=15.0)
+
+
+def test_requests_are_rendered_served_retried_and_refused(
+    broker: EmbeddedBroker, tmp_path: Path, spawn: Any, media: MediaServer
+) -> None:
+    env = render_env(tmp_path)
+    worker = spawn("w1", **env)
+    # The files are served by the worker: the renderer names them by its URL.
+    spawn("renderer", command="renderer", OPS_RENDER_PUBLIC_URL=f"{worker.url}/video-files", **env)
+    worker.wait_ready()
+    # invalid requests: 400 with the reason, nothing queued
+    bad = post(worker, "/videos", {"store_id": "s1", "image_urls": [media.base + "/a.jpg"], "duration": 90})
+    assert bad.status_code == 400 and "duration" in bad.json()["error"]
+    assert post(worker, "/videos", {"store_id": "s1", "aspect_ratio": "4:3"}).status_code == 400
+    assert httpx.post(f"{worker.url}/videos", content=b"{not json", timeout=5).status_code == 400
+    assert worker.get("/videos/nope").status_code == 404
+
+    good = post(worker, "/videos", {
+        "store_id": "s1", "product_id": "p1", "image_urls": [media.base + "/a.jpg", media.base + "/b.jpg"],
+        "title": "Mug", "duration": 5, "aspect_ratio": "1:1", "style": "LIFESTYLE",
+        "text_overlays": [{"text": "New!", "start": 1, "end": 3}],
+    }, **{"Idempotency-Key": "req-1"})
+    assert good.status_code == 202, good.text
+    video_id = good.json()["video_id"]
+    # the same request again (same key): the same id, still one job
+    again = post(worker, "/videos", {"store_id": "s1", "image_urls": [media.base + "/a.jpg"], "duration": 5},
+                 **{"Idempotency-Key": "req-1"})
+    assert again.json()["video_id"] == video_id
+    none = post(worker, "/videos", {"store_id": "s1", "product_id": "p2", "duration": 5}).json()["video_id"]
+    broken = post(worker, "/videos", {"store_id": "s1", "duration": 5,
+                                      "image_urls": [media.base + "/a.jpg", media.base + "/broken.jpg"]}).json()["video_id"]
+    refused = post(worker, "/videos", {"store_id": "s1", "duration": 5,
+                                       "image_urls": ["http://169.254.169.254/latest/meta-data"]}).json()["video_id"]
+    batch = post(worker, "/videos/batch", {
+        "store_id": "s2", "defaults": {"duration": 5, "aspect_ratio": "16:9", "style": "SOCIAL_MEDIA"},
+        "products": [{"product_id": "p1", "image_urls": [media.base + "/a.jpg"], "title": "One"},
+                     {"product_id": "p2", "image_urls": [media.base + "/b.jpg"], "title": "Two"}],
+    })
+    assert batch.status_code == 202, batch.text
+    batch_ids = [v["video_id"] for v in batch.json()["videos"]]
+    assert len(set(batch_ids)) == 2
+    bad_batch = post(worker, "/videos/batch", {"store_id": "s2", "products": [{"product_id": "p1"}, {"duration": 5}]})
+    assert bad_batch.status_code == 400 and bad_batch.json()["error"].startswith("products[1]")
+
+    done = wait_status(worker, video_id, "COMPLETED", "FAILED")
+    assert done["status"] == "COMPLETED", (done["reason"], done["attempt"])
+    assert done["attempt"] == 1 and done["progress"] == 100 and done["request"]["title"] == "Mug"
+    result = done["result"]
+    assert (result["width"], result["height"]) == (1080, 1080) and abs(result["duration"] - 5) <= 0.1
+    assert result["video_url"] == f"{worker.url}/video-files/{video_id}.1.mp4"
+    # the files, from the worker
+    video = httpx.get(result["video_url"], timeout=15)
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    (tmp_path / "got.mp4").write_bytes(video.content)
+    probe = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", str(tmp_path / "got.mp4")],
+        check=True, capture_output=True).stdout)
+    assert [(s["codec_name"], s["width"], s["height"]) for s in probe["streams"]] == [("h264", 1080, 1080)]
+    thumb = httpx.get(result["thumbnail_url"], timeout=15)
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    for name in ("..%2F..%2Fetc%2Fpasswd", "x.1.mp4", f"{video_id}.9.mp4", "secret.txt"):
+        assert worker.get(f"/video-files/{name}").status_code == 404
+
+    for vid, reason in ((none, "the request has no images"),
+                        (broken, "image 2 is broken or not an image"),
+                        (refused, "image 1: refused: 169.254.169.254 resolves to a link-local address")):
+        failed = wait_status(worker, vid, "FAILED", "COMPLETED")
+        assert failed["status"] == "FAILED" and failed["reason"].startswith(reason), failed
+        assert failed["attempt"] == 1  # not retryable: not retried
+    for vid in batch_ids:
+        body = wait_status(worker, vid, "COMPLETED", "FAILED")
+        assert body["status"] == "COMPLETED" and body["result"]["width"] == 1920, body
+        assert body["request"]["source"] == "batch" and body["store_id"] == "s2"
+
+    # retry by hand: a failed job runs again as attempt 2; a completed one is refused
+    retry = post(worker, f"/videos/{none}/retry", **{"Idempotency-Key": "r1"})
+    assert retry.status_code in (200, 202), retry.text
+    wait_for(lambda: (j := job(worker, none)) and j["attempt"] == 2 and j["status"] == "FAILED", timeout=60,
+             what="the retried job failed again as attempt 2")
+    refused_retry = post(worker, f"/videos/{video_id}/retry")
+    assert refused_retry.status_code == 409 and "COMPLETED" in refused_retry.json()["error"]
+    assert post(worker, "/videos/unknown/retry").status_code == 404
+
+    statuses = [s for s in read_json(broker, "video.status") if s["video_id"] == video_id]
+    seen = [s["status"] for s in statuses]
+    assert seen[0] == "QUEUED" and seen[-1] == "COMPLETED" and "PROCESSING" in seen
+    assert len({s["event_id"] for s in statuses}) == len(statuses)
+    metrics = worker.get("/metrics").text
+    assert 'ops_video_jobs_total{status="COMPLETED"}' in metrics
+    assert 'ops_video_jobs_total{status="FAILED"}' in metrics
+
+
+def test_a_job_without_renderer_outcome_times_out_and_is_retried_twice(
+    broker: EmbeddedBroker, tmp_path: Path, spawn: Any
+) -> None:
+    worker = spawn("w1", OPS_VIDEO_ACTIVE_TIMEOUT="2", OPS_VIDEO_SCAN_INTERVAL="0.5", **render_env(tmp_path))
+    worker.wait_ready()
+    response = post(worker, "/videos", {"store_id": "s1", "image_urls": ["https://cdn.example.com/a.jpg"], "duration": 5})
+    video_id = response.json()["video_id"]
+    final = wait_for(lambda: (j := job(worker, video_id)) and j["status"] == "FAILED" and j, timeout=60,
+                     what="the job failed after its retries")
+    assert final["attempt"] == 3 and final["auto_retries"] == 2
+    assert final["reason"].startswith("no outcome from the renderer within 2 s")
+    commands = [c for c in read_json(broker, "video.renders") if c["video_id"] == video_id]
+    assert sorted({c["attempt"] for c in commands}) == [1, 2, 3]
+    # cancelling a job that ended is refused with the reason
+    cancel = post(worker, f"/videos/{video_id}/cancel")
+    assert cancel.status_code == 409 and "FAILED" in cancel.json()["error"]

@@ -47,7 +47,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, StringConstraints, TypeAdapter, model_validator
 
-from models.events import Event, Ident, UtcDatetime
+from models.events import Event, Ident, StoreSettings, SupplierSnapshot, UtcDatetime
 from models.ids import name_uuid
 
 # --------------------------------------------------------------------------- #
@@ -154,6 +154,19 @@ def auto_request(
         source="auto",
         requested_at=at,
     )
+
+
+def auto_request_for(snapshot: SupplierSnapshot, settings: StoreSettings) -> VideoRequest | None:
+    """The automatic video request of a product seen for the first time (a NEW
+    change), or None: the store's ``auto_video`` is off, or there are no images
+    to show. Every variant of a product asks with the same id, so the product
+    gets one video, however often and wherever it is asked."""
+    if not settings.auto_video:
+        return None
+    images = tuple(url for url in snapshot.images if url.startswith(("http://", "https://")))
+    if not images:
+        return None
+    return auto_request(snapshot.store_id, snapshot.product_id, snapshot.title, images, snapshot.captured_at)
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

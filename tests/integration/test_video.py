@@ -169,3 +169,46 @@ def test_a_job_without_renderer_outcome_times_out_and_is_retried_twice(
     # cancelling a job that ended is refused with the reason
     cancel = post(worker, f"/videos/{video_id}/cancel")
     assert cancel.status_code == 409 and "FAILED" in cancel.json()["error"]
+
+
+def test_auto_video_asks_once_per_new_product_of_stores_that_want_it(
+    broker: EmbeddedBroker, tmp_path: Path, spawn: Any
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from models.video import auto_video_id
+    from tests.harness import cli_publish
+
+    worker = spawn("w1", **render_env(tmp_path))
+    worker.wait_ready()
+    now = datetime.now(timezone.utc)
+    settings = [{"store_id": "auto", "auto_video": True, "updated_at": now.isoformat()},
+                {"store_id": "manual", "updated_at": now.isoformat()}]
+    assert cli_publish(broker, "store.settings", settings).returncode == 0
+
+    def snap(store: str, product: str, variant: str, at: datetime, stock: int = 5) -> dict[str, Any]:
+        return {"store_id": store, "product_id": product, "variant_id": variant, "provider": "CJ_DROPSHIPPING",
+                "source_id": f"{product}-{variant}", "stock": stock, "cost_price": "3.00", "currency": "USD",
+                "captured_at": at.isoformat(), "title": "Mug", "images": ["https://cdn.example.com/mug.jpg"]}
+
+    # Settings first: a store with settings and no product lists no products (404 before).
+    for store in ("auto", "manual"):
+        wait_for(lambda: worker.get(f"/stores/{store}/products").status_code == 200, timeout=30,
+                 what=f"settings of {store} applied")
+    first = [snap("auto", "p1", "red", now), snap("auto", "p1", "blue", now), snap("manual", "p1", "red", now)]
+    later = [snap("auto", "p1", "red", now + timedelta(seconds=5), stock=2)]  # CHANGED, not NEW
+    assert cli_publish(broker, "supplier.snapshots", first).returncode == 0
+    assert cli_publish(broker, "supplier.snapshots", first + later).returncode == 0  # replayed, plus a change
+    video_id = auto_video_id("auto", "p1")
+    body = wait_for(lambda: job(worker, video_id), timeout=30, what="the automatic video job")
+    assert body["status"] == "QUEUED" and body["request"]["source"] == "auto"
+    assert body["request"]["style"] == "PRODUCT_SHOWCASE" and body["product_id"] == "p1"
+    assert body["request"]["image_urls"] == ["https://cdn.example.com/mug.jpg"]
+    wait_for(lambda: worker.get("/stores/auto/products/p1", variant_id="red").json().get("stock") == 2, timeout=30,
+             what="the later snapshot applied")
+    requests = [r for r in read_json(broker, "video.requests")]
+    assert {r["video_id"] for r in requests} == {video_id}  # none for the store without auto_video
+    assert len(requests) == 2  # one per NEW variant; the replay and the change asked nothing
+    commands = [c for c in read_json(broker, "video.renders") if c["video_id"] == video_id]
+    assert [c["attempt"] for c in commands] == [1]  # one job, one render
+    assert worker.get(f"/videos/{auto_video_id('manual', 'p1')}").status_code == 404

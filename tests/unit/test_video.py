@@ -22,6 +22,7 @@ from models.video import (
     VideoResult,
     VideoStatus,
     auto_request,
+    auto_request_for,
     auto_video_id,
     clean_text,
     decide,
@@ -272,3 +273,22 @@ def test_events_round_trip_through_their_json() -> None:
         assert decode_video_event(encode(event)) == event
     with pytest.raises(ValidationError):
         decode_video_event(b'{"type": "EXPLODED", "video_id": "v1"}')
+
+
+def test_auto_request_for_a_new_product_follows_the_store_setting() -> None:
+    from models.events import StoreSettings, SupplierSnapshot
+
+    snap = SupplierSnapshot(
+        store_id="s1", product_id="p1", variant_id="v-red", provider="CJ_DROPSHIPPING", source_id="S1", stock=3,
+        cost_price="2.50", currency="USD", captured_at=T0, title="Mug",
+        images=("https://cdn.example.com/a.jpg", "data:image/png;base64,AAAA"),
+    )
+    off = StoreSettings(store_id="s1")
+    on = StoreSettings(store_id="s1", auto_video=True)
+    assert auto_request_for(snap, off) is None
+    video = auto_request_for(snap, on)
+    assert video is not None and video.video_id == auto_video_id("s1", "p1")
+    assert video.image_urls == ("https://cdn.example.com/a.jpg",) and video.title == "Mug"
+    blue = snap.model_copy(update={"variant_id": "v-blue"})
+    assert auto_request_for(blue, on).video_id == video.video_id  # type: ignore[union-attr]
+    assert auto_request_for(snap.model_copy(update={"images": ()}), on) is None

@@ -28,6 +28,9 @@ import httpx
 from connectors.render.settings import RenderSettings
 
 IMAGE_TYPES = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/png": "png", "image/webp": "webp"}
+#: A hosted provider's clip (connectors/render/providers.py): MP4 only.
+VIDEO_TYPES = {"video/mp4": "mp4"}
+MAX_CLIP_BYTES = 100 * 1024 * 1024
 MAX_REDIRECTS = 3
 
 
@@ -46,6 +49,8 @@ def sniff(head: bytes) -> str | None:
         return "png"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
+    if head[4:8] == b"ftyp":
+        return "mp4"
     return None
 
 
@@ -76,19 +81,22 @@ class ImageFetcher:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def fetch(self, url: str, dest: Path) -> Path:
-        """Fetch ``url`` into ``dest`` + its format's suffix; the path written."""
+    async def fetch(self, url: str, dest: Path, video: bool = False) -> Path:
+        """Fetch ``url`` into ``dest`` + its format's suffix; the path written.
+        ``video``: an MP4 clip (a provider's output) instead of an image."""
         try:
-            return await asyncio.wait_for(self._fetch(url, dest), timeout=self.settings.render_fetch_timeout)
+            return await asyncio.wait_for(self._fetch(url, dest, video), timeout=self.settings.render_fetch_timeout)
         except asyncio.TimeoutError:
             raise FetchError(f"timed out after {self.settings.render_fetch_timeout:g} s", retryable=True) from None
 
-    async def _fetch(self, url: str, dest: Path) -> Path:
+    async def _fetch(self, url: str, dest: Path, video: bool = False) -> Path:
         parts = urlsplit(url)
         if parts.scheme == "file":
+            if video:
+                raise FetchError("refused: a clip must come over http(s)")
             return self._local(parts.path, dest)
         for _ in range(MAX_REDIRECTS + 1):
-            location = await self._get(url, dest)
+            location = await self._get(url, dest, video)
             if isinstance(location, Path):
                 return location
             url = urljoin(url, location)
@@ -115,7 +123,7 @@ class ImageFetcher:
                     raise FetchError(f"refused: {host} resolves to a {why} address ({ip})")
         return str(addresses[0])
 
-    async def _get(self, url: str, dest: Path) -> Path | str:
+    async def _get(self, url: str, dest: Path, video: bool = False) -> Path | str:
         """One hop: the file written, or the redirect's Location."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
@@ -134,10 +142,12 @@ class ImageFetcher:
         target = parts._replace(netloc=f"{netloc}:{port}").geturl()
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-        limit = self.settings.render_max_image_bytes
+        limit = MAX_CLIP_BYTES if video else self.settings.render_max_image_bytes
+        types = VIDEO_TYPES if video else IMAGE_TYPES
+        accept = "video/mp4" if video else "image/jpeg, image/png, image/webp"
         try:
             async with self.client.stream(
-                "GET", target, headers={"Host": host_header, "Accept": "image/jpeg, image/png, image/webp"},
+                "GET", target, headers={"Host": host_header, "Accept": accept},
                 extensions=extensions,
             ) as response:
                 if response.status_code in (301, 302, 303, 307, 308):
@@ -150,8 +160,9 @@ class ImageFetcher:
                 if response.status_code != 200:
                     raise FetchError(f"HTTP {response.status_code}")
                 ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                if ctype not in IMAGE_TYPES:
-                    raise FetchError(f"not an image (content-type {ctype or 'missing'!r})")
+                if ctype not in types:
+                    what = "an MP4 clip" if video else "an image"
+                    raise FetchError(f"not {what} (content-type {ctype or 'missing'!r})")
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > limit:
                     raise FetchError(f"larger than {limit} bytes ({declared})")
@@ -164,7 +175,7 @@ class ImageFetcher:
             raise FetchError("timed out", retryable=True) from None
         except httpx.HTTPError as exc:
             raise FetchError(f"{type(exc).__name__}: {exc}"[:300], retryable=True) from None
-        return self._write(bytes(body), dest)
+        return self._write(bytes(body), dest, video)
 
     def _local(self, raw_path: str, dest: Path) -> Path:
         base = self.settings.render_local_dir
@@ -181,9 +192,11 @@ class ImageFetcher:
         return self._write(path.read_bytes(), dest)
 
     @staticmethod
-    def _write(body: bytes, dest: Path) -> Path:
+    def _write(body: bytes, dest: Path, video: bool = False) -> Path:
         kind = sniff(body[:16])
-        if kind is None:
+        if video and kind != "mp4":
+            raise FetchError("not an MP4 clip (content does not match)")
+        if kind is None or (kind == "mp4" and not video):
             raise FetchError("not a JPEG, PNG or WebP image (content does not match)")
         path = dest.with_suffix("." + kind)
         path.write_bytes(body)

@@ -66,7 +66,7 @@ class Plan:
     height: int
     fps: int
     duration: float
-    images: tuple[Path, ...]
+    images: tuple[Path, ...]  # a still (jpg/png/webp) or a provider's clip (mp4) per scene
     style: VideoStyle
     font: Path
     output: Path
@@ -124,8 +124,19 @@ def _safe(path: Path) -> str:
     return text
 
 
+def _is_clip(path: Path) -> bool:
+    return path.suffix == ".mp4"
+
+
 def _scene(index: int, plan: Plan, frames: int, look: StyleLook, scene_no: int) -> str:
     w, h, fps = plan.width, plan.height, plan.fps
+    if _is_clip(plan.images[index]):
+        # A clip: its own motion, at our rate; its last frame held if it is shorter than the scene.
+        return (
+            f"[{index}:v]scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1,format=yuv420p,"
+            f"fps={fps},tpad=stop_mode=clone:stop={frames},trim=end_frame={frames},settb=1/{fps},setpts=N,"
+            f"setsar=1,format=yuv420p"
+        )
     # One decoded, scaled frame held for the scene: timestamps and frame rate of
     # the output (xfade refuses inputs whose frame rates differ).
     hold = f"loop=loop={frames - 1}:size=1:start=0,settb=1/{fps},setpts=N,fps={fps}"
@@ -211,7 +222,7 @@ def filter_graph(plan: Plan) -> tuple[str, str | None]:
 def build_argv(plan: Plan, ffmpeg: str = "ffmpeg") -> list[str]:
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-nostats", "-progress", "pipe:1"]
     for image in plan.images:
-        argv += ["-protocol_whitelist", "file", "-f", "image2", "-i", _safe(image)]
+        argv += ["-protocol_whitelist", "file", "-f", "mp4" if _is_clip(image) else "image2", "-i", _safe(image)]
     if plan.voice is not None:
         argv += ["-protocol_whitelist", "file", "-f", "wav", "-i", _safe(plan.voice)]
     graph, audio = filter_graph(plan)

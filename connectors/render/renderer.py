@@ -15,6 +15,7 @@ the same however often the command is handled.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from connectors.render import ffmpeg
 from connectors.render.fetch import FetchError, ImageFetcher
-from connectors.render.providers import VoiceProvider
+from connectors.render.providers import ClipProvider, VoiceProvider
 from connectors.render.settings import RenderSettings
 from connectors.render.storage import Storage
 from models.video import (
@@ -95,11 +96,13 @@ class Renderer:
         storage: Storage,
         fetcher: ImageFetcher,
         voice: VoiceProvider | None = None,
+        clips: ClipProvider | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.fetcher = fetcher
         self.voice = voice
+        self.clips = clips
         storage.ensure()
         settings.render_work_dir.mkdir(parents=True, exist_ok=True)
 
@@ -149,6 +152,14 @@ class Renderer:
                 raise FetchError(f"image {i}: {exc.reason}", exc.retryable) from None
             await ffmpeg.check_image(path, i)
             images.append(path)
+        if self.clips is not None:
+            # Each image becomes a hosted provider's clip (at once; each clip checked as a video).
+            prompt = clean_text(f"{request.title}. {request.description}".strip(" ."), 1000)
+            clips = self.clips
+            images = list(await asyncio.gather(*(
+                clips.clip(path, prompt, request.aspect_ratio, work / f"clip{i}")
+                for i, path in enumerate(images, start=1)
+            )))
         width, height = request.resolution
         short = min(width, height)
         title_file = None

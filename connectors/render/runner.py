@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from connectors.fulfillment.runner import Offsets
 from connectors.render.fetch import ImageFetcher
 from connectors.render.metrics import GENERATION_SECONDS, RENDER_QUEUE, RENDERING, RENDERS
-from connectors.render.providers import voice_provider
+from connectors.render.providers import clip_provider, voice_provider
 from connectors.render.renderer import Renderer
 from connectors.render.settings import RenderSettings
 from connectors.render.storage import Storage
@@ -127,7 +127,8 @@ async def run_renderer(
     storage = Storage(render_settings.render_output_dir, render_settings.public_base(settings.web_url))
     fetcher = ImageFetcher(render_settings)
     voice = voice_provider(render_settings)
-    renderer = Renderer(render_settings, storage, fetcher, voice)
+    clips = clip_provider(render_settings, fetcher)
+    renderer = Renderer(render_settings, storage, fetcher, voice, clips)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=settings.producer_idempotence, linger_ms=2
     )
@@ -188,5 +189,6 @@ async def run_renderer(
         await consumer.stop()
         await producer.stop()
         await fetcher.aclose()
-        if voice is not None:
-            await voice.aclose()
+        for provider in (voice, clips):
+            if provider is not None:
+                await provider.aclose()

@@ -55,6 +55,9 @@ class RenderSettings(BaseSettings):
 
     runway_api_key: SecretStr | None = Field(None, description="Runway key: image-to-video clips (unset: off)")
     runway_base_url: str = Field("https://api.dev.runwayml.com", description="Runway API base URL")
+    runway_model: str = Field("gen4_turbo", pattern=r"^[a-z0-9_.-]{1,64}$", description="Runway image-to-video model")
+    runway_poll_interval: float = Field(2.0, gt=0, description="s between polls of a Runway task")
+    runway_timeout: float = Field(300.0, gt=0, description="s a Runway clip may take before the render fails (retryable)")
     elevenlabs_api_key: SecretStr | None = Field(None, description="ElevenLabs key: voice-over (unset: espeak-ng)")
     elevenlabs_base_url: str = Field("https://api.elevenlabs.io", description="ElevenLabs API base URL")
     elevenlabs_voice_id: str = Field("21m00Tcm4TlvDq8EAfMR", pattern=r"^[A-Za-z0-9]{1,64}$", description="ElevenLabs voice")

@@ -302,3 +302,95 @@ def test_local_files_only_under_the_configured_folder(tmp_path: Path, images: di
         with pytest.raises(FetchError) as err:
             fetch(s, url, tmp_path / "x")
         assert err.value.reason == "refused: the file is outside the allowed folder", url
+
+
+# --------------------------------------------------------------------------- #
+# Runway image-to-video (a fake Runway API on loopback)
+
+
+class FakeRunway:
+    """POST /v1/image_to_video -> a task; GET /v1/tasks/{id}: RUNNING once, then the outcome."""
+
+    def __init__(self, server: MediaServer, clip: bytes, fail: dict[str, str] | None = None) -> None:
+        self.server = server
+        self.tasks: dict[str, int] = {}
+        self.fail = fail
+        server.file("/clips/out.mp4", clip, "video/mp4")
+        server.routes["/v1/image_to_video"] = self.create
+
+    def create(self, handler: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        task = f"task-{len(self.tasks) + 1}"
+        self.tasks[task] = 0
+        self.server.routes[f"/v1/tasks/{task}"] = lambda h, b, t=task: self.poll(t)
+        return 200, {"content-type": "application/json"}, json.dumps({"id": task}).encode()
+
+    def poll(self, task: str) -> tuple[int, dict[str, str], bytes]:
+        self.tasks[task] += 1
+        if self.tasks[task] == 1:
+            body: dict[str, Any] = {"id": task, "status": "RUNNING"}
+        elif self.fail:
+            body = {"id": task, "status": "FAILED", **self.fail}
+        else:
+            body = {"id": task, "status": "SUCCEEDED", "output": [self.server.base + "/clips/out.mp4"]}
+        return 200, {"content-type": "application/json"}, json.dumps(body).encode()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=720x1280:d=2:r=24",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path.read_bytes()
+
+
+def render_with_runway(s: RenderSettings, cmd: RenderCommand, base: str) -> tuple[Any, list[Any]]:
+    from connectors.render.providers import RunwayClips
+
+    async def go() -> tuple[Any, list[Any]]:
+        fetcher = ImageFetcher(s)
+        clips = RunwayClips(base, "rw-key", "gen4_turbo", fetcher, poll_interval=0.05, timeout=10)
+        reports: list[Any] = []
+
+        async def report(event: Any) -> None:
+            reports.append(event)
+
+        try:
+            renderer = Renderer(s, Storage(s.render_output_dir, "http://x"), fetcher, None, clips)
+            return await renderer.render(cmd, report), reports
+        finally:
+            await clips.aclose()
+            await fetcher.aclose()
+
+    return asyncio.run(go())
+
+
+def test_runway_clips_become_the_scenes(
+    tmp_path: Path, server: MediaServer, images: dict[str, bytes], clip: bytes
+) -> None:
+    runway = FakeRunway(server, clip)
+    s = settings(tmp_path, render_allow_private=False, render_allowed_networks="127.0.0.1/32")
+    urls = [server.file("/a.jpg", images["a.jpg"]), server.file("/b.png", images["b.png"], "image/png")]
+    outcome, _ = render_with_runway(s, command(image_urls=urls, duration=6, description="A mug"), server.base)
+    assert isinstance(outcome, RenderCompleted), outcome
+    info = ffprobe(s.render_output_dir / "v1.1.mp4")
+    (v,) = streams(info, "video")
+    assert (v["width"], v["height"]) == (1080, 1920) and abs(float(info["format"]["duration"]) - 6) <= 0.1
+    assert len(runway.tasks) == 2 and all(polls == 2 for polls in runway.tasks.values())
+    creates = [r for r in server.requests if r["path"] == "/v1/image_to_video"]
+    assert all(r["headers"]["Authorization"] == "Bearer rw-key" for r in creates)
+    assert all(r["headers"]["X-Runway-Version"] == "2024-11-06" for r in creates)
+    bodies = [json.loads(r["body"]) for r in creates]
+    assert {b["ratio"] for b in bodies} == {"720:1280"} and bodies[0]["promptText"] == "Mug. A mug"
+    assert sorted(b["promptImage"].split(";")[0] for b in bodies) == ["data:image/jpeg", "data:image/png"]
+    assert len([r for r in server.requests if r["path"] == "/clips/out.mp4"]) == 2
+
+
+def test_a_failed_runway_task_fails_the_render_with_its_reason(
+    tmp_path: Path, server: MediaServer, images: dict[str, bytes], clip: bytes
+) -> None:
+    FakeRunway(server, clip, fail={"failure": "The image was flagged", "failureCode": "SAFETY.INPUT.IMAGE"})
+    s = settings(tmp_path)
+    outcome, _ = render_with_runway(s, command(image_urls=[server.file("/a.jpg", images["a.jpg"])], duration=5),
+                                    server.base)
+    assert isinstance(outcome, RenderFailed)
+    assert outcome.reason == "Runway: The image was flagged" and not outcome.retryable

@@ -23,8 +23,9 @@ Events, in the order of the checks:
   FAILED with the reason.
 - ``RETRY`` (by hand, the retry view): a FAILED or CANCELLED job is queued
   again as a new attempt, with its automatic retries counted afresh.
-- ``CANCEL``: a QUEUED or PROCESSING job is CANCELLED (a later outcome of its
-  attempt is stale).
+- ``CANCEL``: a QUEUED or PROCESSING job is CANCELLED, and a cancel command
+  for its attempt goes to the renderer (which stops that render if it runs or
+  waits); a later outcome of the attempt is stale.
 - ``TIMER``: published by each worker's deadline scanner for jobs it owns
   whose ``due_at`` passed; a job still active in the same attempt after
   ``active_timeout_s`` fails ("no outcome in time") and is retried like any
@@ -186,12 +187,14 @@ def clean_text(text: str, limit: int) -> str:
 
 
 class RenderCommand(Event):
-    """Render ``request`` as attempt ``attempt``. Topic ``video.renders``, key ``video_id``."""
+    """Render ``request`` as attempt ``attempt`` (``cancel``: stop that render if
+    it runs). Topic ``video.renders``, key ``video_id``."""
 
     command_id: str
     video_id: VideoId
     attempt: int = Field(ge=1)
     request: VideoRequest
+    cancel: bool = False
     issued_at: UtcDatetime
 
 
@@ -449,7 +452,12 @@ def decide(
         cancelled = job.model_copy(
             update={"status": VideoStatus.CANCELLED, "due_at": None, "updated_at": at, "control_seen": seen}
         )
-        return VideoDecision(cancelled, changed=True, status=[_status(cancelled, at)], final=VideoStatus.CANCELLED)
+        stop = _command(cancelled, at).model_copy(
+            update={"command_id": f"{job.video_id}:{job.attempt}:cancel", "cancel": True}
+        )
+        return VideoDecision(
+            cancelled, changed=True, status=[_status(cancelled, at)], commands=[stop], final=VideoStatus.CANCELLED
+        )
     # Renderer outcomes and timers: of the current attempt of an active job only.
     if job is None or event.attempt != job.attempt or job.status not in ACTIVE:
         return VideoDecision(job, duplicate=True)

@@ -241,7 +241,7 @@ def build_argv(plan: Plan, ffmpeg: str = "ffmpeg") -> list[str]:
 async def _communicate_limited(proc: asyncio.subprocess.Process, timeout: float) -> tuple[bytes, bytes]:
     try:
         return await asyncio.wait_for(proc.communicate(), timeout=timeout)
-    except asyncio.TimeoutError:
+    except BaseException:  # a timeout, or the render was cancelled: the process goes too
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()

@@ -7,7 +7,9 @@ A plain aiokafka consumer group (``{app_id}-renderer``): renderers scale out
 like the executor. At most ``OPS_RENDER_CONCURRENCY`` renders run at once
 (default: one per core); the commands fetched beyond that wait in the
 process (``ops_video_render_queue_depth``), and fetching pauses when enough
-are in hand. A crash repeats unfinished commands: the renderer reports a
+are in hand. A cancel command (the job was cancelled) stops its attempt's
+render if it runs or waits in this process: ffmpeg is killed, the temporary
+files removed, and no outcome is published. A crash repeats unfinished commands: the renderer reports a
 finished attempt again from its files, and the job machine drops repeated
 outcomes. A record that is not a render command goes to ``deadletter``.
 """
@@ -50,19 +52,22 @@ class RenderRunner:
         self.slots = asyncio.Semaphore(concurrency)
         self.offsets = Offsets()
         self.tasks: set[asyncio.Task[None]] = set()
+        #: (video_id, attempt) -> its render task, while it runs or waits here.
+        self.renders: dict[tuple[str, int], asyncio.Task[None]] = {}
+        #: renders cancelled by a cancel command (their offsets are done).
+        self.stopped: set[tuple[str, int]] = set()
         self.waiting = 0
 
     async def publish(self, event: VideoEvent) -> None:
         await (await self.producer.send(topics.VIDEO_EVENTS, key=event.video_id.encode(), value=encode(event)))
 
-    async def handle(self, message: Any) -> None:
-        try:
-            command = RenderCommand.model_validate_json(message.value or b"")
-        except ValidationError as exc:
-            RENDERS.labels("INVALID").inc()
-            record = DeadLetter.of(message, DeadLetterReason.SCHEMA_VIOLATION, f"not a render command: {exc.errors()[:3]}")
-            await (await self.producer.send(topics.DEADLETTER, key=message.topic.encode(), value=encode(record)))
-            return
+    async def dead(self, message: Any, detail: str) -> None:
+        RENDERS.labels("INVALID").inc()
+        record = DeadLetter.of(message, DeadLetterReason.SCHEMA_VIOLATION, detail)
+        await (await self.producer.send(topics.DEADLETTER, key=message.topic.encode(), value=encode(record)))
+
+    async def handle(self, command: RenderCommand) -> None:
+        """One render to its published outcome."""
         self.waiting += 1
         RENDER_QUEUE.set(self.waiting)
         try:
@@ -104,21 +109,48 @@ class RenderRunner:
                 log.exception("publishing the outcome of %s failed; trying again", command.command_id)
                 await asyncio.sleep(RETRY_PAUSE_S)
 
-    async def _run(self, message: Any) -> None:
+    async def _run(self, message: Any, command: RenderCommand | None, problem: str | None) -> None:
+        key = None if command is None else (command.video_id, command.attempt)
         try:
-            await self.handle(message)
+            if command is None:
+                await self.dead(message, problem or "not a render command")
+            else:
+                await self.handle(command)
         except asyncio.CancelledError:
-            raise
+            if key is None or key not in self.stopped:
+                raise  # the process stops: the offset stays uncommitted
+            self.stopped.discard(key)
+            RENDERS.labels("CANCELLED").inc()
+            log.info("render of %s attempt %d stopped: the video was cancelled", *key)
         except Exception:  # a bug in one render must not stop the others; the offset stays uncommitted
             log.exception("render of %s[%s]@%s crashed", message.topic, message.partition, message.offset)
             return
         self.offsets.done(TopicPartition(message.topic, message.partition), message.offset)
 
     def submit(self, message: Any) -> None:
-        self.offsets.start(TopicPartition(message.topic, message.partition), message.offset)
-        task = asyncio.create_task(self._run(message))
+        tp = TopicPartition(message.topic, message.partition)
+        self.offsets.start(tp, message.offset)
+        try:
+            command: RenderCommand | None = RenderCommand.model_validate_json(message.value or b"")
+            problem = None
+        except ValidationError as exc:
+            command, problem = None, f"not a render command: {exc.errors()[:3]}"
+        if command is not None and command.cancel:
+            # Stop that attempt's render if it runs (or waits for a slot) here.
+            key = (command.video_id, command.attempt)
+            running = self.renders.get(key)
+            if running is not None and not running.done():
+                self.stopped.add(key)
+                running.cancel()
+            self.offsets.done(tp, message.offset)
+            return
+        task = asyncio.create_task(self._run(message, command, problem))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if command is not None:
+            key = (command.video_id, command.attempt)
+            self.renders[key] = task
+            task.add_done_callback(lambda _t, k=key: self.renders.pop(k, None) if self.renders.get(k) is _t else None)
 
 
 async def run_renderer(

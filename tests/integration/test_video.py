@@ -212,3 +212,37 @@ def test_auto_video_asks_once_per_new_product_of_stores_that_want_it(
     commands = [c for c in read_json(broker, "video.renders") if c["video_id"] == video_id]
     assert [c["attempt"] for c in commands] == [1]  # one job, one render
     assert worker.get(f"/videos/{auto_video_id('manual', 'p1')}").status_code == 404
+
+
+def test_cancel_stops_a_running_render(broker: EmbeddedBroker, tmp_path: Path, spawn: Any, media: MediaServer) -> None:
+    from connectors.broker import free_port
+
+    env = render_env(tmp_path)
+    worker = spawn("w1", **env)
+    metrics_port = free_port()
+    spawn("renderer", command="renderer", OPS_RENDER_PUBLIC_URL=f"{worker.url}/video-files",
+          **{**env, "OPS_RENDER_METRICS_PORT": str(metrics_port), "OPS_RENDER_PRESET": "medium"})
+    worker.wait_ready()
+    # A long render (60 s at 1080x1920, a slow preset): still running when cancelled.
+    response = post(worker, "/videos", {"store_id": "s1", "duration": 60, "title": "Long",
+                                        "image_urls": [media.base + "/a.jpg", media.base + "/b.jpg"] * 3})
+    video_id = response.json()["video_id"]
+    wait_status(worker, video_id, "PROCESSING", timeout=60)
+    cancel = post(worker, f"/videos/{video_id}/cancel", **{"Idempotency-Key": "c1"})
+    assert cancel.status_code == 200, cancel.text
+    assert cancel.json()["status"] == "CANCELLED"
+
+    def cancelled_in_renderer() -> bool:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return False
+        return 'ops_video_renders_total{outcome="CANCELLED"} 1.0' in text
+
+    wait_for(cancelled_in_renderer, timeout=30, what="the renderer stopped the render")
+    out = tmp_path / "videos"
+    assert not any(p.name.startswith(video_id) for p in out.iterdir())  # no file, not even a temporary one
+    assert list((tmp_path / "render-work").iterdir()) == []
+    assert job(worker, video_id)["status"] == "CANCELLED"  # type: ignore[index]
+    outcomes = [e for e in read_json(broker, "video.events") if e["video_id"] == video_id]
+    assert {e["type"] for e in outcomes} <= {"STARTED", "PROGRESS", "CANCEL"}

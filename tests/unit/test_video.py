@@ -242,6 +242,7 @@ def test_cancel_then_late_outcomes_change_nothing_and_retry_requeues() -> None:
     d = decide(fold(queued(), [started()]), cancel, CONFIG)
     job = d.job
     assert job is not None and job.status is VideoStatus.CANCELLED and d.final is VideoStatus.CANCELLED
+    assert [(c.command_id, c.attempt, c.cancel) for c in d.commands] == [("v1:1:cancel", 1, True)]
     assert decide(job, completed(), CONFIG).duplicate
     assert decide(job, cancel, CONFIG).duplicate
     assert decide(job, CancelRequested(event_id="other", video_id="v1", occurred_at=at(4)), CONFIG).refused

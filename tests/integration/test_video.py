@@ -153,21 +153,32 @@ def test_requests_are_rendered_served_retried_and_refused(
     assert 'ops_video_jobs_total{status="FAILED"}' in metrics
 
 
-def test_a_job_without_renderer_outcome_times_out_and_is_retried_twice(
+def test_jobs_without_renderer_outcome_time_out_and_are_retried_twice_on_two_workers(
     broker: EmbeddedBroker, tmp_path: Path, spawn: Any
 ) -> None:
-    worker = spawn("w1", OPS_VIDEO_ACTIVE_TIMEOUT="2", OPS_VIDEO_SCAN_INTERVAL="0.5", **render_env(tmp_path))
-    worker.wait_ready()
-    response = post(worker, "/videos", {"store_id": "s1", "image_urls": ["https://cdn.example.com/a.jpg"], "duration": 5})
-    video_id = response.json()["video_id"]
-    final = wait_for(lambda: (j := job(worker, video_id)) and j["status"] == "FAILED" and j, timeout=60,
-                     what="the job failed after its retries")
-    assert final["attempt"] == 3 and final["auto_retries"] == 2
-    assert final["reason"].startswith("no outcome from the renderer within 2 s")
-    commands = [c for c in read_json(broker, "video.renders") if c["video_id"] == video_id]
-    assert sorted({c["attempt"] for c in commands}) == [1, 2, 3]
+    env = {"OPS_VIDEO_ACTIVE_TIMEOUT": "2", "OPS_VIDEO_SCAN_INTERVAL": "0.5", **render_env(tmp_path)}
+    w1 = spawn("w1", **env)
+    w1.wait_ready()
+    w2 = spawn("w2", **env)
+    w2.wait_ready()
+    ids = []
+    for i in range(6):  # spread over the partitions of both workers
+        response = post(w1 if i % 2 else w2, "/videos",
+                        {"store_id": "s1", "image_urls": ["https://cdn.example.com/a.jpg"], "duration": 5})
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["video_id"])
+    for video_id in ids:
+        final = wait_for(lambda v=video_id: (j := job(w1, v)) and j["status"] == "FAILED" and j, timeout=90,
+                         what=f"{video_id} failed after its retries")
+        assert final["attempt"] == 3 and final["auto_retries"] == 2
+        assert final["reason"].startswith("no outcome from the renderer within 2 s")
+        assert job(w2, video_id) == final  # either worker answers (routed to the owner)
+    commands = read_json(broker, "video.renders")
+    for video_id in ids:
+        # a command per attempt (a re-sent one has the same id), none after the job failed
+        assert {c["attempt"] for c in commands if c["video_id"] == video_id} == {1, 2, 3}
     # cancelling a job that ended is refused with the reason
-    cancel = post(worker, f"/videos/{video_id}/cancel")
+    cancel = post(w2, f"/videos/{ids[0]}/cancel")
     assert cancel.status_code == 409 and "FAILED" in cancel.json()["error"]
 
 

@@ -273,6 +273,21 @@ def test_fetch_rules_with_loopback_allowed(tmp_path: Path, server: MediaServer, 
         assert err.value.reason.startswith(reason), (url, err.value.reason)
         assert err.value.retryable is retryable, url
 
+    # A provider's clip: an MP4 by content type and by its bytes, nothing else.
+    async def clip(url: str) -> Path:
+        fetcher = ImageFetcher(s)
+        try:
+            return await fetcher.fetch(url, tmp_path / "clip", video=True)
+        finally:
+            await fetcher.aclose()
+
+    for url, reason in ((server.file("/img-as-clip", images["a.jpg"], "video/mp4"), "not an MP4 clip"),
+                        (server.file("/clip.jpg", images["a.jpg"]), "not an MP4 clip (content-type 'image/jpeg')"),
+                        ("file:///etc/passwd", "refused: a clip must come over http(s)")):
+        with pytest.raises(FetchError) as err:
+            asyncio.run(clip(url))
+        assert err.value.reason.startswith(reason), (url, err.value.reason)
+
 
 def test_each_redirect_hop_is_checked_again(tmp_path: Path, server: MediaServer, images: dict[str, bytes]) -> None:
     # Only the test server's own address is allowed; a redirect elsewhere private is refused.

@@ -293,3 +293,18 @@ def test_auto_request_for_a_new_product_follows_the_store_setting() -> None:
     blue = snap.model_copy(update={"variant_id": "v-blue"})
     assert auto_request_for(blue, on).video_id == video.video_id  # type: ignore[union-attr]
     assert auto_request_for(snap.model_copy(update={"images": ()}), on) is None
+
+
+def test_video_requests_can_be_published_by_upstream_producers_with_their_key() -> None:
+    from connectors.publisher import PublishError, prepare
+
+    line = encode(request(video_id="promo-7"))
+    assert prepare("video.requests", line).key == b"promo-7"
+    with pytest.raises(PublishError, match="duration"):
+        prepare("video.requests", encode({**orjson_loads(line), "duration": 600}))
+
+
+def orjson_loads(raw: bytes) -> dict[str, object]:
+    import orjson
+
+    return orjson.loads(raw)  # type: ignore[no-any-return]

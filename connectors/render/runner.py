@@ -31,7 +31,7 @@ from connectors.render.metrics import GENERATION_SECONDS, RENDER_QUEUE, RENDERIN
 from connectors.render.providers import clip_provider, voice_provider
 from connectors.render.renderer import Renderer
 from connectors.render.settings import RenderSettings
-from connectors.render.storage import Storage
+from connectors.render.storage import Storage, sweep
 from models.events import DeadLetter, DeadLetterReason
 from models.video import RenderCommand, RenderCompleted, RenderFailed, VideoEvent
 from streams import topics
@@ -158,6 +158,10 @@ async def run_renderer(
 ) -> None:
     storage = Storage(render_settings.render_output_dir, render_settings.public_base(settings.web_url))
     fetcher = ImageFetcher(render_settings)
+    # Leftovers of renders killed before they could clean up (older than any render may run).
+    swept = sweep(render_settings.render_output_dir, render_settings.render_work_dir, 2 * render_settings.render_timeout)
+    if swept:
+        log.warning("removed %d leftovers of interrupted renders", swept)
     voice = voice_provider(render_settings)
     clips = clip_provider(render_settings, fetcher)
     renderer = Renderer(render_settings, storage, fetcher, voice, clips)

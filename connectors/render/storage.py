@@ -5,16 +5,20 @@ A video id is ``[A-Za-z0-9][A-Za-z0-9_-]{0,63}`` (models/video.py), so a name
 can never leave the folder; ``path_of`` checks it again for names that come
 from a URL. Files are written under a temporary name in the same folder and
 renamed (atomic), the thumbnail first: an ``.mp4`` present means the attempt
-is complete.
+is complete. ``sweep`` removes what a killed render left behind.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import time
 import uuid
 from pathlib import Path
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[0-9]{1,4}\.(mp4|jpg)$")
+PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[0-9]{1,4}\.part-[0-9a-f]{12}\.(mp4|jpg)$")
+WORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[0-9]{1,4}\.[0-9a-f]{12}$")
 CONTENT_TYPES = {"mp4": "video/mp4", "jpg": "image/jpeg"}
 
 
@@ -48,3 +52,28 @@ class Storage:
 
     def url(self, name: str) -> str:
         return f"{self.public_base}/{name}"
+
+
+def sweep(output_dir: Path, work_dir: Path, older_than_s: float) -> int:
+    """Remove what killed renders left: temporary outputs and work folders not
+    touched for ``older_than_s`` (a render still running elsewhere, in another
+    renderer sharing the folders, is younger than that). Finished files stay."""
+    limit = time.time() - older_than_s
+    removed = 0
+    for folder, pattern in ((output_dir, PART), (work_dir, WORK)):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if not pattern.match(entry.name) or entry.is_symlink():
+                continue
+            try:
+                if entry.stat().st_mtime >= limit:
+                    continue
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                removed += 1
+            except FileNotFoundError:
+                continue
+    return removed

@@ -409,3 +409,29 @@ def test_a_failed_runway_task_fails_the_render_with_its_reason(
                                     server.base)
     assert isinstance(outcome, RenderFailed)
     assert outcome.reason == "Runway: The image was flagged" and not outcome.retryable
+
+
+def test_sweep_removes_only_old_leftovers_of_killed_renders(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from connectors.render.storage import sweep
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    work.mkdir()
+    storage = Storage(out, "http://x")
+    old_part, new_part = storage.temp("v1.1.mp4"), storage.temp("v2.1.jpg")
+    old_work, new_work = work / "v1.1.0123456789ab", work / "v2.1.ba9876543210"
+    finished, other = out / "v1.1.mp4", out / "notes.txt"
+    for path in (old_part, new_part, finished, other):
+        path.write_bytes(b"x")
+    for folder in (old_work, new_work):
+        folder.mkdir()
+        (folder / "img1.jpg").write_bytes(b"x")
+    hour_ago = time.time() - 3600
+    for path in (old_part, old_work, finished, other):
+        os.utime(path, (hour_ago, hour_ago))
+    assert sweep(out, work, older_than_s=600) == 2
+    assert sorted(p.name for p in out.iterdir()) == sorted([new_part.name, "v1.1.mp4", "notes.txt"])
+    assert [p.name for p in work.iterdir()] == [new_work.name]

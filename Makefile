@@ -8,7 +8,8 @@ STAMP       := $(VENV)/.installed
 # Debian packages the engine and its tests need (installed with apt-get when missing).
 # postgresql: the server binaries make run and the tests start a private cluster with.
 # prometheus: promtool checks deploy/prometheus, and a test scrapes a worker with the real server.
-DEB_PACKAGES ?= python3-venv procps curl postgresql prometheus
+# ffmpeg (with ffprobe), espeak-ng, fonts-dejavu-core: the video renderer (connectors/render).
+DEB_PACKAGES ?= python3-venv procps curl postgresql prometheus ffmpeg espeak-ng fonts-dejavu-core
 PYTEST_ARGS ?=
 
 .PHONY: install deb run test unit integration bench schema clean
@@ -47,6 +48,7 @@ bench: install
 	$(BIN)/python bench/inventory.py
 	$(BIN)/python bench/fulfillment.py
 	$(BIN)/python bench/ingress.py
+	$(BIN)/python bench/video.py
 
 schema: install
 	$(BIN)/ops-engine schema --out docs/schema

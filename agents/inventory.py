@@ -17,6 +17,11 @@ recovers a record still carrying its outbox -- the crash came between -- sends
 the outputs again; their ids are deterministic, so a reader sees at worst a
 duplicate with the same id, never a gap. Messages replayed after a crash find
 the state already applied (STALE) and emit nothing twice.
+
+A store with ``auto_video`` on asks for a product's video when the product is
+first seen (a NEW change with images): the request (``video.requests``, with
+an id made from the store and the product) rides in the same outbox, and the
+video agent keeps the first request of an id.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ from models.product import (
     with_outbox,
 )
 from agents.wiring import run_agent
+from models.video import auto_request_for
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
@@ -270,7 +276,12 @@ class InventoryProcessor:
         outcome, encoded = apply_snapshot_encoded(self.products.data.get(pkey), snap, settings)
         if encoded is not None:
             if outcome.durable:
-                self.commit_transition(pkey, encoded, self.outbox(snap.store_id, outcome))
+                outbox = self.outbox(snap.store_id, outcome)
+                if outcome.result is SnapshotResult.NEW:
+                    video = auto_request_for(snap, settings)
+                    if video is not None:  # the store's auto_video (agents/video.py dedupes by id)
+                        outbox.append(("v", encode(video)))
+                self.commit_transition(pkey, encoded, outbox)
             else:
                 # Only the snapshot time moved: keep it in memory, not in the
                 # changelog (90 % of snapshots; see docs/events.md "Ordering").
@@ -348,6 +359,9 @@ class InventoryProcessor:
                 if change["reason"] != "NEW":
                     for kind in change["changed"]:
                         metrics.CHANGES.labels(kind).inc()
+            elif code == "v":
+                video_id = orjson.loads(value)["video_id"]
+                self.outputs.add(topics.VIDEO_REQUESTS, None, video_id.encode(), value)
             else:
                 alert = orjson.loads(value)
                 self.changelog(self.alerts, partition, alert_key(store_id, alert["alert_id"]), value)

@@ -207,8 +207,8 @@ def db_migrate() -> None:
 @main.command()
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path(".run"), show_default=True)
 def up(run_dir: Path) -> None:
-    """Start PostgreSQL, the embedded broker, a worker, the executor, the recorder (and the
-    notifier when OPS_SMTP_HOST is set): what `make run` does. Ctrl-C stops them all.
+    """Start PostgreSQL, the embedded broker, a worker, the executor, the recorder, the renderer
+    (and the notifier when OPS_SMTP_HOST is set): what `make run` does. Ctrl-C stops them all.
 
     With OPS_DATABASE_URL set, that database is migrated and used and no local
     server starts; unset, a local one runs in RUN_DIR/postgres.
@@ -255,6 +255,8 @@ def up(run_dir: Path) -> None:
             "OPS_EMBEDDED_BROKER": "true",
             "OPS_DATA_DIR": os.environ.get("OPS_DATA_DIR", str(run_dir / "data")),
             "OPS_DATABASE_URL": database_url,
+            "OPS_RENDER_OUTPUT_DIR": os.environ.get("OPS_RENDER_OUTPUT_DIR", str(run_dir / "videos")),
+            "OPS_RENDER_WORK_DIR": os.environ.get("OPS_RENDER_WORK_DIR", str(run_dir / "render-work")),
         }
         def child(name: str) -> subprocess.Popen[bytes]:
             """Start ``ops-engine NAME`` with its log in RUN_DIR; stopped (SIGTERM) on the way out."""
@@ -276,7 +278,8 @@ def up(run_dir: Path) -> None:
             click.echo(f"{name} pid {proc.pid} (log {run_dir / f'{name}.log'})", err=True)
             return proc
 
-        children = {"worker": child("worker"), "executor": child("executor"), "recorder": child("recorder")}
+        children = {"worker": child("worker"), "executor": child("executor"), "recorder": child("recorder"),
+                    "renderer": child("renderer")}
         if os.environ.get("OPS_SMTP_HOST"):
             children["notifier"] = child("notifier")
         else:
@@ -370,6 +373,40 @@ def executor() -> None:
     import uvloop  # the worker's event loop too; socket writes are a large part of the executor's time
 
     uvloop.run(_run())
+
+
+@main.command()
+def renderer() -> None:
+    """Render videos (video.renders) with ffmpeg until SIGTERM or Ctrl-C.
+
+    Publishes each render's progress and outcome on video.events; files go to
+    OPS_RENDER_OUTPUT_DIR, served at OPS_RENDER_PUBLIC_URL (default: the
+    worker's /video-files). OPS_RENDER_* and OPS_ELEVENLABS_* settings:
+    connectors/render/settings.py.
+    """
+    from prometheus_client import start_http_server
+
+    from connectors.render.runner import run_renderer
+    from connectors.render.settings import RenderSettings
+
+    settings = _settings()
+    render_settings = RenderSettings.load()
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    if render_settings.render_metrics_port:
+        try:
+            start_http_server(render_settings.render_metrics_port, addr=settings.web_host)
+        except OSError as exc:
+            click.echo(f"renderer metrics not served on port {render_settings.render_metrics_port}: {exc}", err=True)
+    asyncio.run(ensure_topics(settings))
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_renderer(settings, render_settings, stop)
+
+    asyncio.run(_run())
 
 
 @main.command()

@@ -78,7 +78,7 @@ TABLE_ENTRIES = Gauge(
 )
 PROCESSING_SECONDS = Histogram(
     "ops_event_processing_seconds",
-    "Time to handle one consumed message, by agent (inventory, orders, webhooks)",
+    "Time to handle one consumed message, by agent (inventory, orders, webhooks, videos)",
     ["agent"],
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
 )
@@ -141,6 +141,26 @@ WEBHOOKS_ROUTED = Counter(
     "ops_webhooks_routed_total",
     "Stored webhooks handled by the router, by source and result (ROUTED, DUPLICATE, REFUSED, IGNORED)",
     ["source", "result"],
+)
+
+VIDEO_EVENTS = Counter(
+    "ops_video_events_total",
+    "video.requests / video.events records handled, by kind (REQUEST, STARTED, PROGRESS, COMPLETED, FAILED, "
+    "RETRY, CANCEL, TIMER) and result (APPLIED, DUPLICATE, REFUSED, INVALID)",
+    ["kind", "result"],
+)
+VIDEO_JOBS = Counter(
+    "ops_video_jobs_total",
+    "Video jobs that reached a final status (COMPLETED, FAILED, CANCELLED); a retried job counts again",
+    ["status"],
+)
+VIDEO_QUEUE_DEPTH = Gauge(
+    "ops_video_queue_depth",
+    "Video jobs QUEUED (waiting for a renderer) in the partitions this worker owns",
+)
+VIDEO_PROCESSING = Gauge(
+    "ops_video_jobs_processing",
+    "Video jobs PROCESSING (a renderer reported it started) in the partitions this worker owns",
 )
 
 

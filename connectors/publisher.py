@@ -16,12 +16,16 @@ from pydantic import TypeAdapter, ValidationError
 
 from models.events import CONTRACT, MESSAGE_KEY, Event, SupplierSnapshot
 from models.orders import ORDER_EVENT
+from models.video import VideoRequest
 from models.webhook_routing import CatalogueVariant
 from streams import topics
 from streams.settings import Settings
 
 #: Topics an upstream producer may publish to.
-PUBLISHABLE = (topics.SUPPLIER_SNAPSHOTS, topics.STORE_SETTINGS, topics.ORDERS_EVENTS, topics.CATALOG_VARIANTS)
+PUBLISHABLE = (
+    topics.SUPPLIER_SNAPSHOTS, topics.STORE_SETTINGS, topics.ORDERS_EVENTS, topics.CATALOG_VARIANTS,
+    topics.VIDEO_REQUESTS,
+)
 _PAGE = TypeAdapter(list[SupplierSnapshot])
 
 
@@ -45,6 +49,8 @@ def prepare(topic: str, line: bytes) -> Outgoing:
             key = ORDER_EVENT.validate_json(line).order_id
         elif topic == topics.CATALOG_VARIANTS:
             key = CatalogueVariant.model_validate_json(line).shop_domain
+        elif topic == topics.VIDEO_REQUESTS:
+            key = VideoRequest.model_validate_json(line).video_id
         elif topic == topics.SUPPLIER_SNAPSHOTS and line[:1] == b"[":
             page = _PAGE.validate_json(line)
             if not page:

@@ -192,6 +192,9 @@ class StoreSettings(Event):
     sync_frequency: SyncFrequency = SyncFrequency.STANDARD
     currency: Currency = "USD"
     notification_targets: tuple[NotificationTarget, ...] = ()
+    auto_video: bool = Field(
+        False, description="a product seen for the first time (with images) gets a PRODUCT_SHOWCASE video, once"
+    )
     updated_at: UtcDatetime = Field(default_factory=utcnow)
 
 

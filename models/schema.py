@@ -9,6 +9,7 @@ from pydantic import TypeAdapter
 from models.events import CONTRACT, MESSAGE_KEY, AlertCommand, AlertRecord, SupplierSnapshot, SupplierUpdate
 from models.orders import ORDER_EVENT, Notification, StorefrontCommand, SupplierOrderCommand
 from models.webhook_routing import CatalogueSource, CatalogueVariant, SupplierProductUpdate, SupplierTracking
+from models.video import VIDEO_EVENT, RenderCommand, VideoRequest, VideoStatusRecord
 from models.webhooks import InboundWebhook
 
 #: The order topics (models/orders.py): topic -> (schema source, message key field).
@@ -22,6 +23,13 @@ ORDER_CONTRACT: dict[str, tuple[Any, str]] = {
     "supplier.updates": (SupplierProductUpdate, "{PROVIDER}|{source_id}, else {PROVIDER}|variant:{source_variant_id}"),
     "supplier.tracking": (SupplierTracking, "{provider}:{reference or supplier_order_id}"),
     "webhooks.inbound": (InboundWebhook, "shop_domain (Shopify), else dedup_key"),
+}
+#: The video topics (models/video.py).
+VIDEO_CONTRACT: dict[str, tuple[Any, str]] = {
+    "video.requests": (VideoRequest, "video_id"),
+    "video.status": (VideoStatusRecord, "video_id"),
+    "video.renders": (RenderCommand, "video_id"),
+    "video.events": (VIDEO_EVENT, "video_id"),
 }
 
 
@@ -42,10 +50,11 @@ def contract_schemas() -> dict[str, dict[str, Any]]:
         body["x-topic"] = topic
         body["x-message-key"] = MESSAGE_KEY[topic]
         out[topic] = body
-    for topic, (source, key) in ORDER_CONTRACT.items():
+    for topic, (source, key) in {**ORDER_CONTRACT, **VIDEO_CONTRACT}.items():
         if isinstance(source, TypeAdapter):
             body = source.json_schema(mode="validation")
-            body["title"] = "OrderEvent (one of the types, by its type field)"
+            name = "VideoEvent" if topic == "video.events" else "OrderEvent"
+            body["title"] = f"{name} (one of the types, by its type field)"
         else:
             body = source.model_json_schema(mode="validation")
         body["x-topic"] = topic

@@ -27,6 +27,9 @@ class Engine:
     commands: faust.TopicT
     order_events: faust.TopicT
     webhook_inputs: faust.TopicT  # webhooks.inbound, catalog.variants, catalog.sources, supplier.updates
+    video_inputs: faust.TopicT  # video.requests + video.events, one agent (agents/video.py)
+    video_requests: faust.TopicT  # video.requests alone (the views publish on it)
+    video_events: faust.TopicT  # video.events alone (the views' retry/cancel)
     tables: tables.Tables
     outputs: outputs.Outputs
 
@@ -139,5 +142,8 @@ def build(settings: Settings) -> Engine:
         webhook_inputs=topic(
             topics.WEBHOOKS_INBOUND, topics.CATALOG_VARIANTS, topics.CATALOG_SOURCES, topics.SUPPLIER_UPDATES
         ),
+        video_inputs=topic(topics.VIDEO_REQUESTS, topics.VIDEO_EVENTS),
+        video_requests=topic(topics.VIDEO_REQUESTS),
+        video_events=topic(topics.VIDEO_EVENTS),
         tables=tables.define(app, settings.partitions),
     )

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         6 * 3600.0, gt=0, description="how often the executor asks suppliers for tracking of placed orders, s"
     )
 
+    video_active_timeout: float = Field(
+        900.0, gt=0, description="s a video job may stay QUEUED or PROCESSING in one attempt before it is failed (and retried)"
+    )
+    video_max_retries: int = Field(2, ge=0, le=10, description="automatic retries of a failed video render")
+    video_scan_interval: float = Field(5.0, gt=0, description="how often each worker looks for overdue video jobs, s")
+
     webhook_dedup_days: float = Field(
         7.0, gt=0, description="days a webhook's delivery id is remembered (Stripe retries for 3, Shopify for 4 h)"
     )

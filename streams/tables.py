@@ -21,6 +21,7 @@ WEBHOOK_DEDUP = "webhook-dedup"
 CATALOGUE = "catalogue"
 SHOP_ORDERS = "shop-orders"
 SOURCE_INDEX = "source-index"
+VIDEO_JOBS = "video-jobs"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Tables:
     catalogue: faust.Table
     shop_orders: faust.Table
     source_index: faust.Table
+    video_jobs: faust.Table
 
 
 def define(app: faust.App, partitions: int) -> Tables:
@@ -65,4 +67,6 @@ def define(app: faust.App, partitions: int) -> Tables:
         shop_orders=table(SHOP_ORDERS, "shop|order_id -> {} (the orders of a shop, for shop/redact)"),
         # Keyed like catalog.sources / supplier.updates ({PROVIDER}|{source_id}).
         source_index=table(SOURCE_INDEX, "PROVIDER|source_id -> {targets: {shop|variant: store product}} JSON"),
+        # Keyed like video.requests / video.events (video_id): agents/video.py.
+        video_jobs=table(VIDEO_JOBS, "video_id -> {status, due, job, outbox} JSON (agents/video.py)"),
     )

@@ -27,6 +27,12 @@ CATALOG_VARIANTS = "catalog.variants"
 CATALOG_SOURCES = "catalog.sources"
 #: A supplier's stock / price news from its webhook, keyed {PROVIDER}|{source_id}.
 SUPPLIER_UPDATES = "supplier.updates"
+#: Video renders (models/video.py), all keyed by video_id: requests, what readers
+#: watch, the renderer's commands, and the renderer's outcomes plus retry/cancel/timer.
+VIDEO_REQUESTS = "video.requests"
+VIDEO_STATUS = "video.status"
+VIDEO_RENDERS = "video.renders"
+VIDEO_EVENTS = "video.events"
 #: Raw webhooks as received (connectors/ingress), keyed by their dedup key.
 WEBHOOKS_INBOUND = "webhooks.inbound"
 #: A record holds a body of up to 2 MiB (OPS_WEBHOOK_MAX_BODY) as a JSON string,
@@ -66,6 +72,10 @@ def specs() -> list[TopicSpec]:
         TopicSpec(CATALOG_VARIANTS, {"cleanup.policy": "compact"}),
         TopicSpec(CATALOG_SOURCES, {"cleanup.policy": "compact"}),
         TopicSpec(SUPPLIER_UPDATES, {"retention.ms": _WEEK_MS}),
+        TopicSpec(VIDEO_REQUESTS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(VIDEO_STATUS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(VIDEO_RENDERS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(VIDEO_EVENTS, {"retention.ms": _WEEK_MS}),
         TopicSpec(
             WEBHOOKS_INBOUND,
             {"retention.ms": _WEEK_MS, "max.message.bytes": str(WEBHOOKS_INBOUND_MAX_MESSAGE_BYTES)},

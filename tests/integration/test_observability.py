@@ -279,7 +279,7 @@ def test_health_reports_the_database_and_each_checks_latency(spawn, pg_dsn: str)
         timeout=30, what="lag of the owned partitions in /health",
     )
     assert lag["status"] == "healthy" and lag["data"]["max"] <= lag["data"]["total"]
-    assert set(body["components"]["queues"]["data"]["streams"]) == {"inventory", "orders", "webhooks"}
+    assert set(body["components"]["queues"]["data"]["streams"]) == {"inventory", "orders", "webhooks", "videos"}
 
 
 def test_health_degraded_without_the_database(spawn) -> None:  # type: ignore[no-untyped-def]

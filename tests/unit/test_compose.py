@@ -24,13 +24,14 @@ import yaml
 
 from connectors.ingress.settings import IngressSettings
 from connectors.notify.settings import NotifySettings
+from connectors.render.settings import RenderSettings
 from connectors.suppliers.registry import SupplierAccounts
 from streams.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.kafka.yml"
 SCHEMA = ROOT / "tests" / "fixtures" / "compose-spec.json"
-SETTINGS_CLASSES = (Settings, IngressSettings, NotifySettings, SupplierAccounts)
+SETTINGS_CLASSES = (Settings, IngressSettings, NotifySettings, SupplierAccounts, RenderSettings)
 
 #: Variables whose default is wrong in a container, by engine command, and why.
 REQUIRED: dict[str, dict[str, str]] = {
@@ -63,6 +64,12 @@ REQUIRED: dict[str, dict[str, str]] = {
     "recorder": {
         "OPS_WEB_HOST": "the metrics server binds it",
         "OPS_RECORDER_METRICS_PORT": "Prometheus scrapes it",
+    },
+    "renderer": {
+        "OPS_WEB_HOST": "the metrics server binds it",
+        "OPS_RENDER_METRICS_PORT": "Prometheus scrapes it",
+        "OPS_RENDER_OUTPUT_DIR": "the shared videos volume the workers serve",
+        "OPS_RENDER_WORK_DIR": "the default .run/ is in the read-only image",
     },
     "db": {},
 }
@@ -114,7 +121,7 @@ def test_the_schema_refuses_a_broken_file() -> None:
 
 def test_the_engine_processes(engine: dict[str, dict[str, Any]]) -> None:
     commands = sorted(command_of(s) for s in engine.values())
-    assert commands == ["db", "executor", "notifier", "recorder", "worker", "worker"]
+    assert commands == ["db", "executor", "notifier", "recorder", "renderer", "worker", "worker"]
     assert engine["migrate"]["command"] == ["db", "migrate"]
     assert engine["migrate"]["restart"] == "no"
     images = {s["image"] for s in engine.values()}
@@ -165,6 +172,8 @@ def test_the_engine_services_settings_load(
             SupplierAccounts.load()
         if command == "notifier":
             NotifySettings.load()
+        if command == "renderer":
+            assert str(RenderSettings.load().render_output_dir) == "/videos"
     partitions = {s["environment"]["OPS_PARTITIONS"] for s in engine.values()}
     assert len(partitions) == 1, "every engine process must use one partition count"
 
@@ -226,7 +235,7 @@ def test_prometheus_scrapes_every_engine_process(compose: dict[str, Any], engine
     }
     port_setting = {
         "worker": "OPS_WEB_PORT", "executor": "OPS_EXECUTOR_METRICS_PORT", "notifier": "OPS_NOTIFIER_METRICS_PORT",
-        "recorder": "OPS_RECORDER_METRICS_PORT",
+        "recorder": "OPS_RECORDER_METRICS_PORT", "renderer": "OPS_RENDER_METRICS_PORT",
     }
     expected = {
         f"{service['hostname']}:{service['environment'][port_setting[command_of(service)]]}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents import inventory, orders, webhooks
+from agents import inventory, orders, sync, webhooks
 from streams.app import Engine
 
 
@@ -13,10 +13,14 @@ class Agents:
     inventory: inventory.InventoryProcessor
     orders: orders.OrderProcessor
     webhooks: webhooks.WebhookRouter
+    sync: sync.SyncScheduler
 
 
 def register(engine: Engine) -> Agents:
     """Wire every agent onto the engine's app (called once, by the bootstrap)."""
     return Agents(
-        inventory=inventory.register(engine), orders=orders.register(engine), webhooks=webhooks.register(engine)
+        inventory=inventory.register(engine),
+        orders=orders.register(engine),
+        webhooks=webhooks.register(engine),
+        sync=sync.register(engine),
     )

@@ -21,6 +21,7 @@ WEBHOOK_DEDUP = "webhook-dedup"
 CATALOGUE = "catalogue"
 SHOP_ORDERS = "shop-orders"
 SOURCE_INDEX = "source-index"
+SYNC_RUNS = "sync-runs"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Tables:
     catalogue: faust.Table
     shop_orders: faust.Table
     source_index: faust.Table
+    sync_runs: faust.Table
 
 
 def define(app: faust.App, partitions: int) -> Tables:
@@ -65,4 +67,6 @@ def define(app: faust.App, partitions: int) -> Tables:
         shop_orders=table(SHOP_ORDERS, "shop|order_id -> {} (the orders of a shop, for shop/redact)"),
         # Keyed like catalog.sources / supplier.updates ({PROVIDER}|{source_id}).
         source_index=table(SOURCE_INDEX, "PROVIDER|source_id -> {targets: {shop|variant: store product}} JSON"),
+        # Keyed like sync.requests / sync.progress (store_id), next to the store's products.
+        sync_runs=table(SYNC_RUNS, "store_id -> StoreRuns JSON: the current run and the last 10 (models/sync.py)"),
     )

@@ -195,7 +195,7 @@ def db_migrate() -> None:
 @main.command()
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path(".run"), show_default=True)
 def up(run_dir: Path) -> None:
-    """Start PostgreSQL, the embedded broker, a worker, the executor, the recorder (and the
+    """Start PostgreSQL, the embedded broker, a worker, the executor, the recorder, the syncer (and the
     notifier when OPS_SMTP_HOST is set): what `make run` does. Ctrl-C stops them all.
 
     With OPS_DATABASE_URL set, that database is migrated and used and no local
@@ -264,7 +264,10 @@ def up(run_dir: Path) -> None:
             click.echo(f"{name} pid {proc.pid} (log {run_dir / f'{name}.log'})", err=True)
             return proc
 
-        children = {"worker": child("worker"), "executor": child("executor"), "recorder": child("recorder")}
+        children = {
+            "worker": child("worker"), "executor": child("executor"), "recorder": child("recorder"),
+            "syncer": child("syncer"),
+        }
         if os.environ.get("OPS_SMTP_HOST"):
             children["notifier"] = child("notifier")
         else:
@@ -364,6 +367,104 @@ def executor() -> None:
     import uvloop  # the worker's event loop too; socket writes are a large part of the executor's time
 
     uvloop.run(_run())
+
+
+@main.command()
+def syncer() -> None:
+    """Fetch the pages of supplier sync runs (sync.jobs) until SIGTERM or Ctrl-C.
+
+    Publishes each page's snapshots on supplier.snapshots and its outcome on
+    sync.progress, then commits. Supplier accounts as for the executor:
+    OPS_ALIEXPRESS_*, OPS_CJ_*, OPS_SPOCKET_* or OPS_SUPPLIER_SECRETS_FILE;
+    /metrics on OPS_SYNCER_METRICS_PORT.
+    """
+    from prometheus_client import start_http_server
+
+    from connectors.suppliers.registry import SupplierAccounts, build_catalogs
+    from connectors.sync.runner import run_syncer
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    catalogs = build_catalogs(SupplierAccounts.load())
+    if settings.syncer_metrics_port:
+        try:
+            start_http_server(settings.syncer_metrics_port, addr=settings.web_host)
+        except OSError as exc:
+            click.echo(f"syncer metrics not served on port {settings.syncer_metrics_port}: {exc}", err=True)
+    asyncio.run(ensure_topics(settings))
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_syncer(settings, catalogs, stop)
+
+    asyncio.run(_run())
+
+
+def progress_bar(run: dict[str, object], width: int = 30) -> str:
+    """``[#####.....]  50/100  50.0%  RUNNING  3 failed, 7 changed`` for a run of GET /stores/{id}/sync."""
+    total = int(run.get("total") or 0)  # type: ignore[call-overload]
+    done = int(run.get("done") or 0)  # type: ignore[call-overload]
+    filled = width if total == 0 else min(width, width * done // total)
+    percent = 100.0 if total == 0 else 100.0 * done / total
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {percent:5.1f}% {run.get('status')} "
+        f" {run.get('failed', 0)} failed, {run.get('changed', 0)} changed"
+    )
+
+
+@main.command()
+@click.argument("store_id")
+@click.option("--url", default=None, help="a worker's web URL (default: OPS_WEB_PORT on this host)")
+@click.option("--timeout", default=3600.0, show_default=True, help="give up waiting after this many seconds")
+def sync(store_id: str, url: str | None, timeout: float) -> None:
+    """Sync STORE_ID now: request a run and show its progress until it ends.
+
+    Exit code 0 when the run COMPLETED, 1 when it FAILED (or was refused: a run
+    is RUNNING), 2 when the engine could not be asked.
+    """
+    import httpx
+
+    base = (url or _settings().web_url).rstrip("/")
+    try:
+        response = httpx.post(f"{base}/stores/{store_id}/sync", timeout=30.0)
+    except httpx.HTTPError as exc:
+        click.echo(f"could not reach {base}: {exc}", err=True)
+        sys.exit(2)
+    body = response.json()
+    if response.status_code != 202:
+        click.echo(f"refused ({response.status_code}): {body.get('error')}", err=True)
+        sys.exit(1 if response.status_code == 409 else 2)
+    run_id = body["run_id"]
+    click.echo(f"sync run {run_id} of {store_id} requested", err=True)
+    deadline = time.monotonic() + timeout
+    run: dict[str, object] | None = None
+    tty = sys.stderr.isatty()
+    last_line = ""
+    while time.monotonic() < deadline:
+        try:
+            state = httpx.get(f"{base}/stores/{store_id}/sync", timeout=30.0).json()
+        except (httpx.HTTPError, ValueError):
+            state = {}
+        candidates = [state.get("current")] + list(state.get("runs") or [])
+        run = next((r for r in candidates if r and r.get("run_id") == run_id), None)
+        if run is not None:
+            line = progress_bar(run)
+            if line != last_line:
+                click.echo(("\r" + line) if tty else line, err=True, nl=not tty)
+                last_line = line
+            if run.get("status") != "RUNNING":
+                break
+        time.sleep(0.5)
+    if tty:
+        click.echo("", err=True)
+    if run is None or run.get("status") == "RUNNING":
+        click.echo(f"run {run_id} not finished after {timeout:g}s", err=True)
+        sys.exit(2)
+    click.echo(orjson.dumps(run).decode())
+    sys.exit(0 if run.get("status") == "COMPLETED" else 1)
 
 
 @main.command()

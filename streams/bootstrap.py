@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import agents
-from connectors import ingress, web, web_orders
+from connectors import ingress, web, web_orders, web_sync
 from streams.app import Engine, build
 from streams.settings import Settings
 
@@ -13,5 +13,6 @@ def bootstrap(settings: Settings) -> Engine:
     wired = agents.register(engine)
     web.register(engine, wired.inventory)
     web_orders.register(engine, wired.orders)
+    web_sync.register(engine)
     ingress.register(engine)
     return engine

@@ -168,3 +168,37 @@ def test_failed_supplier_fails_the_run_with_an_alert_and_a_busy_store_refuses(  
     )
     assert cli.returncode == 0, cli.stderr.decode()
     assert b"[##############################] 4/4 100.0% COMPLETED" in cli.stderr
+
+
+def test_the_schedule_requests_a_sync_and_a_run_without_outcome_fails_at_its_deadline(  # type: ignore[no-untyped-def]
+    broker, spawn
+) -> None:
+    # No syncer: the scheduled run's pages are never fetched, so it ends at its deadline.
+    worker: Worker = spawn("w1", OPS_SYNC_SCAN_INTERVAL="1", OPS_SYNC_RUN_TIMEOUT="3", OPS_SYNC_HIGH_INTERVAL="5")
+    worker.wait_ready(timeout=60)
+    assert cli_publish(broker, "supplier.snapshots", seed_snapshots()).returncode == 0
+    wait_for(lambda: worker.get(f"/stores/{STORE}/products").json().get("count") == len(TRACKED),
+             timeout=30, what="seeded products")
+    # A store is scheduled once its settings are published.
+    settings = {"store_id": STORE, "sync_frequency": "HIGH", "updated_at": now()}
+    assert cli_publish(broker, "store.settings", [settings]).returncode == 0
+
+    def current() -> dict[str, Any]:
+        response = worker.get(f"/stores/{STORE}/sync")
+        return dict(response.json().get("current") or {}) if response.status_code == 200 else {}
+
+    # Never synced: the last 03:00 UTC FULL slot is due.
+    first = wait_for(lambda: current().get("tier") == "FULL" and current(), timeout=20, what="scheduled FULL run")
+    assert first["status"] in ("RUNNING", "FAILED") and first["total"] == len(TRACKED)
+    failed = wait_for(lambda: current().get("status") == "FAILED" and current(), timeout=20, what="timed out")
+    assert failed["run_id"] == first["run_id"] and "timed out" in failed["error"]
+    alerts = wait_for(lambda: worker.get(f"/stores/{STORE}/alerts", type="SYNC_FAILURE").json()["alerts"],
+                      timeout=20, what="SYNC_FAILURE alert")
+    assert alerts[0]["metadata"]["run_id"] == first["run_id"]
+    # The FULL slot is done; the store's next HIGH slot (every 5 s here) brings a HIGH run,
+    # its id naming the slot (the same from any worker).
+    high = wait_for(lambda: current().get("tier") == "HIGH" and current(), timeout=20, what="scheduled HIGH run")
+    store, tier, slot = high["request_id"].split(":")
+    assert (store, tier) == (STORE, "HIGH") and int(slot) % 5 == 0 and abs(int(slot) - time.time()) < 30
+    requests = read_json(broker, "sync.requests")
+    assert [r["tier"] for r in requests][:2] == ["FULL", "HIGH"]

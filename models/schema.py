@@ -9,6 +9,7 @@ from pydantic import TypeAdapter
 from models.events import CONTRACT, MESSAGE_KEY, AlertCommand, AlertRecord, SupplierSnapshot, SupplierUpdate
 from models.orders import ORDER_EVENT, Notification, StorefrontCommand, SupplierOrderCommand
 from models.webhook_routing import CatalogueSource, CatalogueVariant, SupplierProductUpdate, SupplierTracking
+from models.sync import SyncDeadline, SyncJob, SyncProgress, SyncRequest, SyncRun
 from models.webhooks import InboundWebhook
 
 #: The order topics (models/orders.py): topic -> (schema source, message key field).
@@ -22,6 +23,14 @@ ORDER_CONTRACT: dict[str, tuple[Any, str]] = {
     "supplier.updates": (SupplierProductUpdate, "{PROVIDER}|{source_id}, else {PROVIDER}|variant:{source_variant_id}"),
     "supplier.tracking": (SupplierTracking, "{provider}:{reference or supplier_order_id}"),
     "webhooks.inbound": (InboundWebhook, "shop_domain (Shopify), else dedup_key"),
+}
+
+#: The sync topics (models/sync.py): topic -> (schema source, title or None).
+SYNC_CONTRACT: dict[str, tuple[Any, str | None]] = {
+    "sync.requests": (SyncRequest, None),
+    "sync.progress": (TypeAdapter(SyncProgress | SyncDeadline), "SyncProgress (kind PROGRESS) or SyncDeadline (kind DEADLINE)"),
+    "sync.jobs": (SyncJob, None),
+    "sync.runs": (SyncRun, None),
 }
 
 
@@ -50,5 +59,14 @@ def contract_schemas() -> dict[str, dict[str, Any]]:
             body = source.model_json_schema(mode="validation")
         body["x-topic"] = topic
         body["x-message-key"] = key
+        out[topic] = body
+    for topic, (source, title) in SYNC_CONTRACT.items():
+        if isinstance(source, TypeAdapter):
+            body = source.json_schema(mode="validation")
+            body["title"] = title
+        else:
+            body = source.model_json_schema(mode="validation")
+        body["x-topic"] = topic
+        body["x-message-key"] = "store_id"
         out[topic] = body
     return out

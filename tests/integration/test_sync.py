@@ -202,3 +202,46 @@ def test_the_schedule_requests_a_sync_and_a_run_without_outcome_fails_at_its_dea
     assert (store, tier) == (STORE, "HIGH") and int(slot) % 5 == 0 and abs(int(slot) - time.time()) < 30
     requests = read_json(broker, "sync.requests")
     assert [r["tier"] for r in requests][:2] == ["FULL", "HIGH"]
+
+
+def test_two_workers_and_the_syncer_sync_many_stores_each_on_its_owner(  # type: ignore[no-untyped-def]
+    broker, tmp_path, spawn, workers, fake
+) -> None:
+    stores = [f"store-{i}" for i in range(6)]
+    first: Worker = spawn("w1", OPS_SYNC_SCHEDULE="false")
+    first.wait_ready(timeout=60)
+    second: Worker = spawn("w2", OPS_SYNC_SCHEDULE="false")
+    syncer = Worker(broker, tmp_path, name="syncer", command="syncer", OPS_SYNCER_METRICS_PORT="0",
+                    OPS_SYNC_PAGE_SIZE="2", **supplier_env(fake, read_timeout=0.5)).start()
+    workers.append(syncer)
+    wait_for(lambda: all((w.health() or {}).get("ready") for w in (first, second)), timeout=60, what="both ready")
+    seeds = [
+        {**snap, "store_id": store} for store in stores for snap in seed_snapshots()
+    ]
+    assert cli_publish(broker, "supplier.snapshots", seeds).returncode == 0
+    wait_for(lambda: all(second.get(f"/stores/{s}/products").json().get("count") == len(TRACKED) for s in stores),
+             timeout=60, what="seeded products")
+    # Requested through one worker, run by each store's owner; read through the other.
+    run_ids = {}
+    for store in stores:
+        response = second.post(f"/stores/{store}/sync")
+        assert response.status_code == 202, response.text
+        run_ids[store] = response.json()["run_id"]
+
+    def all_done() -> dict[str, dict[str, Any]] | None:
+        found = {s: first.get(f"/stores/{s}/sync").json()["current"] for s in stores}
+        if all(r and r["run_id"] == run_ids[s] and r["status"] != "RUNNING" for s, r in found.items()):
+            return found
+        return None
+
+    runs = wait_for(all_done, timeout=60, what="every store's run finished")
+    for store, run in runs.items():
+        assert (run["status"], run["total"], run["done"], run["failed"], run["changed"]) == (
+            "COMPLETED", 4, 4, 0, 4), run
+    synced = [s for page in read_json(broker, "supplier.snapshots") if isinstance(page, list) for s in page
+              if s.get("sync_run_id")]
+    assert sorted((s["store_id"], s["sync_run_id"]) for s in synced) == sorted(
+        (store, run_ids[store]) for store in stores for _ in TRACKED)
+    # Both workers own some stores' partitions.
+    counts = [int(w.health()["components"]["rebalance"]["detail"].split()[0]) for w in (first, second)]
+    assert all(c > 0 for c in counts), counts

@@ -57,10 +57,12 @@ def fake() -> Any:
         yield server
 
 
-def start(broker: Any, tmp_path: Path, spawn: Any, workers: list[Worker], fake: FakeSupplierServer) -> Worker:
-    worker: Worker = spawn("w1", OPS_SYNC_SCHEDULE="false", OPS_SYNC_SCAN_INTERVAL="1")
+def start(broker: Any, tmp_path: Path, spawn: Any, workers: list[Worker], fake: FakeSupplierServer,
+          worker_env: dict[str, str] | None = None, syncer_env: dict[str, str] | None = None) -> Worker:
+    """A worker (no schedule) and a syncer against ``fake``; the store's products seeded."""
+    worker: Worker = spawn("w1", OPS_SYNC_SCHEDULE="false", OPS_SYNC_SCAN_INTERVAL="1", **(worker_env or {}))
     syncer = Worker(broker, tmp_path, name="syncer", command="syncer", OPS_SYNCER_METRICS_PORT="0",
-                    **supplier_env(fake, read_timeout=0.5)).start()
+                    **{**supplier_env(fake, read_timeout=0.5), **(syncer_env or {})}).start()
     workers.append(syncer)
     worker.wait_ready(timeout=60)
     assert cli_publish(broker, "supplier.snapshots", seed_snapshots()).returncode == 0
@@ -208,11 +210,11 @@ def test_two_workers_and_the_syncer_sync_many_stores_each_on_its_owner(  # type:
     broker, tmp_path, spawn, workers, fake
 ) -> None:
     stores = [f"store-{i}" for i in range(6)]
-    first: Worker = spawn("w1", OPS_SYNC_SCHEDULE="false")
+    first: Worker = spawn("w1", OPS_SYNC_SCHEDULE="false", OPS_SYNC_PAGE_SIZE="2")
     first.wait_ready(timeout=60)
-    second: Worker = spawn("w2", OPS_SYNC_SCHEDULE="false")
+    second: Worker = spawn("w2", OPS_SYNC_SCHEDULE="false", OPS_SYNC_PAGE_SIZE="2")
     syncer = Worker(broker, tmp_path, name="syncer", command="syncer", OPS_SYNCER_METRICS_PORT="0",
-                    OPS_SYNC_PAGE_SIZE="2", **supplier_env(fake, read_timeout=0.5)).start()
+                    **supplier_env(fake, read_timeout=0.5)).start()
     workers.append(syncer)
     wait_for(lambda: all((w.health() or {}).get("ready") for w in (first, second)), timeout=60, what="both ready")
     seeds = [
@@ -236,8 +238,8 @@ def test_two_workers_and_the_syncer_sync_many_stores_each_on_its_owner(  # type:
 
     runs = wait_for(all_done, timeout=60, what="every store's run finished")
     for store, run in runs.items():
-        assert (run["status"], run["total"], run["done"], run["failed"], run["changed"]) == (
-            "COMPLETED", 4, 4, 0, 4), run
+        assert (run["status"], run["total"], run["done"], run["failed"], run["changed"], run["pages"]) == (
+            "COMPLETED", 4, 4, 0, 4, 2), run
     synced = [s for page in read_json(broker, "supplier.snapshots") if isinstance(page, list) for s in page
               if s.get("sync_run_id")]
     assert sorted((s["store_id"], s["sync_run_id"]) for s in synced) == sorted(
@@ -245,3 +247,32 @@ def test_two_workers_and_the_syncer_sync_many_stores_each_on_its_owner(  # type:
     # Both workers own some stores' partitions.
     counts = [int(w.health()["components"]["rebalance"]["detail"].split()[0]) for w in (first, second)]
     assert all(c > 0 for c in counts), counts
+
+
+def test_a_syncer_killed_mid_run_is_replaced_and_the_run_counts_each_page_once(  # type: ignore[no-untyped-def]
+    broker, tmp_path, spawn, workers, fake
+) -> None:
+    # One product a page, each supplier answering slowly (0.5 requests/s): the run takes seconds.
+    slow = {"OPS_SPOCKET_RATE_PER_S": "0.5", "OPS_CJ_RATE_PER_S": "0.5", "OPS_ALIEXPRESS_RATE_PER_S": "0.5",
+            "OPS_SYNCER_CONCURRENCY": "1"}
+    worker = start(broker, tmp_path, spawn, workers, fake, worker_env={"OPS_SYNC_PAGE_SIZE": "1"}, syncer_env=slow)
+    syncer = workers[-1]
+    response = worker.post(f"/stores/{STORE}/sync")
+    assert response.status_code == 202
+    run_id = response.json()["run_id"]
+    first_page = wait_for(lambda: (worker.get(f"/stores/{STORE}/sync").json()["current"] or {}).get("done", 0) >= 1,
+                          timeout=30, what="a first page in")
+    assert first_page
+    syncer.kill()  # mid-run: some pages done, the others not committed
+    assert worker.get(f"/stores/{STORE}/sync").json()["current"]["status"] == "RUNNING"
+    replacement = Worker(broker, tmp_path, name="syncer-2", command="syncer", OPS_SYNCER_METRICS_PORT="0",
+                         **supplier_env(fake, read_timeout=0.5)).start()
+    workers.append(replacement)
+
+    def finished() -> dict[str, Any] | None:
+        current = worker.get(f"/stores/{STORE}/sync").json()["current"]
+        return dict(current) if current["run_id"] == run_id and current["status"] != "RUNNING" else None
+
+    run = wait_for(finished, timeout=60, what="run finished after the syncer's replacement")
+    assert (run["status"], run["total"], run["done"], run["failed"], run["changed"]) == ("COMPLETED", 4, 4, 0, 4)
+    assert run["pages"] == 4

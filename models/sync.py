@@ -324,7 +324,7 @@ def apply_progress(runs: StoreRuns | None, progress: SyncProgress) -> Outcome:
         return Outcome(None, result="LATE")  # a page after the deadline failed the run
     error = run.error
     if progress.error and not error:
-        error = f"page {progress.page}: {progress.error}"
+        error = f"page {progress.page}: {progress.error}"[:2000]  # the record's Text limit
     moved = run.model_copy(
         update={
             "done": run.done + progress.fetched + progress.failed,

@@ -117,6 +117,15 @@ def test_a_failed_page_fails_the_run_with_its_reason_and_a_critical_alert() -> N
     assert [a.alert_id for a in replay.alerts] == [alert.alert_id]
 
 
+def test_a_long_supplier_error_is_cut_to_what_the_run_record_holds() -> None:
+    runs = started(n=1, page_size=1)
+    run_id = runs.current.run_id  # type: ignore[union-attr]
+    end = apply_progress(runs, progress(run_id, 0, 0, failed=1, error="x" * 2000))
+    assert end.runs is not None
+    again = StoreRuns.model_validate_json(end.runs.model_dump_json())  # the table value reads back
+    assert again.current.status is RunStatus.FAILED and len(again.current.error or "") == 2000  # type: ignore[union-attr]
+
+
 def test_a_run_past_its_deadline_fails_and_a_late_page_changes_nothing() -> None:
     runs = started()
     run_id = runs.current.run_id  # type: ignore[union-attr]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents import inventory, orders, video, webhooks
+from agents import inventory, orders, sync, video, webhooks
 from streams.app import Engine
 
 
@@ -14,6 +14,7 @@ class Agents:
     orders: orders.OrderProcessor
     webhooks: webhooks.WebhookRouter
     video: video.VideoProcessor
+    sync: sync.SyncScheduler
 
 
 def register(engine: Engine) -> Agents:
@@ -23,4 +24,5 @@ def register(engine: Engine) -> Agents:
         orders=orders.register(engine),
         webhooks=webhooks.register(engine),
         video=video.register(engine),
+        sync=sync.register(engine),
     )

@@ -1,7 +1,8 @@
 """The inventory agent: thin wiring from the store-keyed topics to the pure diff.
 
-One agent consumes ``supplier.snapshots``, ``store.settings`` and
-``inventory.commands`` (all keyed by ``store_id``, co-partitioned), so every
+One agent consumes ``supplier.snapshots``, ``store.settings``,
+``inventory.commands``, ``sync.requests`` and ``sync.progress`` (all keyed by
+``store_id``, co-partitioned; the sync topics are handed to agents/sync.py), so every
 write to a store's table entries happens on that store's partition, inside
 stream iteration, in the order the store's messages arrived. For each message:
 decode (pydantic), call ``models.inventory``, write the tables, send the
@@ -137,6 +138,10 @@ class InventoryProcessor:
         # Input partitions this worker owns: assigned at a rebalance, dropped as
         # soon as a revocation or a stop begins (before Faust's last commit).
         self.owned: set[Any] = set()
+        # Sync requests and progress of the stores of these partitions (agents/sync.py).
+        from agents.sync import SyncRuns
+
+        self.sync = SyncRuns(engine, self)
 
     # ------------------------------------------------------------------ #
     # dispatch
@@ -157,6 +162,10 @@ class InventoryProcessor:
                 self.on_settings(message)
             elif topic == topics.INVENTORY_COMMANDS:
                 self.on_command(message)
+            elif topic == topics.SYNC_REQUESTS:
+                self.sync.on_request(message)
+            elif topic == topics.SYNC_PROGRESS:
+                self.sync.on_progress(message)
             else:  # pragma: no cover - the agent subscribes to these three only
                 self.dead(message, DeadLetterReason.UNKNOWN_TOPIC, f"no handler for topic {topic}")
         except Exception as exc:  # one bad message must not stop the worker
@@ -604,7 +613,11 @@ class InventoryProcessor:
                 counts[alert.type.value] = counts.get(alert.type.value, 0) + 1
         for alert_type in (a.value for a in alert_rules.SEVERITY):
             metrics.ALERTS_ACTIVE.labels(alert_type).set(counts.get(alert_type, 0))
-        for name, table in (("products", self.products), ("alerts", self.alerts), ("settings", self.settings)):
+        tables = (
+            ("products", self.products), ("alerts", self.alerts), ("settings", self.settings),
+            ("sync-runs", self.sync.table),
+        )
+        for name, table in tables:
             metrics.TABLE_ENTRIES.labels(name).set(len(table.data))
 
 

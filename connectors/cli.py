@@ -207,8 +207,8 @@ def db_migrate() -> None:
 @main.command()
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path(".run"), show_default=True)
 def up(run_dir: Path) -> None:
-    """Start PostgreSQL, the embedded broker, a worker, the executor, the recorder, the renderer
-    (and the notifier when OPS_SMTP_HOST is set): what `make run` does. Ctrl-C stops them all.
+    """Start PostgreSQL, the embedded broker, a worker, the executor, the recorder, the renderer,
+    the syncer (and the notifier when OPS_SMTP_HOST is set): what `make run` does. Ctrl-C stops them all.
 
     With OPS_DATABASE_URL set, that database is migrated and used and no local
     server starts; unset, a local one runs in RUN_DIR/postgres.
@@ -278,8 +278,10 @@ def up(run_dir: Path) -> None:
             click.echo(f"{name} pid {proc.pid} (log {run_dir / f'{name}.log'})", err=True)
             return proc
 
-        children = {"worker": child("worker"), "executor": child("executor"), "recorder": child("recorder"),
-                    "renderer": child("renderer")}
+        children = {
+            "worker": child("worker"), "executor": child("executor"), "recorder": child("recorder"),
+            "renderer": child("renderer"), "syncer": child("syncer"),
+        }
         if os.environ.get("OPS_SMTP_HOST"):
             children["notifier"] = child("notifier")
         else:
@@ -384,19 +386,13 @@ def renderer() -> None:
     worker's /video-files). OPS_RENDER_* and OPS_ELEVENLABS_* settings:
     connectors/render/settings.py.
     """
-    from prometheus_client import start_http_server
-
     from connectors.render.runner import run_renderer
     from connectors.render.settings import RenderSettings
 
     settings = _settings()
     render_settings = RenderSettings.load()
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
-    if render_settings.render_metrics_port:
-        try:
-            start_http_server(render_settings.render_metrics_port, addr=settings.web_host)
-        except OSError as exc:
-            click.echo(f"renderer metrics not served on port {render_settings.render_metrics_port}: {exc}", err=True)
+    _serve_metrics("renderer", render_settings.render_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
     async def _run() -> None:
@@ -515,8 +511,6 @@ def recorder() -> None:
 
     Needs OPS_DATABASE_URL (migrated at start); /metrics on OPS_RECORDER_METRICS_PORT.
     """
-    from prometheus_client import start_http_server
-
     from connectors.broker import create_topics
     from connectors.postgres.record import changelog_topic
     from connectors.postgres.recorder import run_recorder
@@ -534,11 +528,7 @@ def recorder() -> None:
         settings.bootstrap, {orders_changelog: settings.partitions},
         configs={orders_changelog: {"cleanup.policy": "compact"}}, replication_factor=settings.replication,
     ))
-    if settings.recorder_metrics_port:
-        try:
-            start_http_server(settings.recorder_metrics_port, addr=settings.web_host)
-        except OSError as exc:
-            click.echo(f"recorder metrics not served on port {settings.recorder_metrics_port}: {exc}", err=True)
+    _serve_metrics("recorder", settings.recorder_metrics_port, settings.web_host)
 
     async def _run() -> None:
         stop = asyncio.Event()
@@ -548,6 +538,98 @@ def recorder() -> None:
         await run_recorder(settings, stop)
 
     asyncio.run(_run())
+
+
+@main.command()
+def syncer() -> None:
+    """Fetch the pages of supplier sync runs (sync.jobs) until SIGTERM or Ctrl-C.
+
+    Publishes each page's snapshots on supplier.snapshots and its outcome on
+    sync.progress, then commits. Supplier accounts as for the executor:
+    OPS_ALIEXPRESS_*, OPS_CJ_*, OPS_SPOCKET_* or OPS_SUPPLIER_SECRETS_FILE;
+    /metrics on OPS_SYNCER_METRICS_PORT.
+    """
+    from connectors.suppliers.registry import SupplierAccounts, build_catalogs
+    from connectors.sync.runner import run_syncer
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    catalogs = build_catalogs(SupplierAccounts.load())
+    _serve_metrics("syncer", settings.syncer_metrics_port, settings.web_host)
+    asyncio.run(ensure_topics(settings))
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_syncer(settings, catalogs, stop)
+
+    asyncio.run(_run())
+
+
+def progress_bar(run: dict[str, object], width: int = 30) -> str:
+    """``[#####.....]  50/100  50.0%  RUNNING  3 failed, 7 changed`` for a run of GET /stores/{id}/sync."""
+    total = int(run.get("total") or 0)  # type: ignore[call-overload]
+    done = int(run.get("done") or 0)  # type: ignore[call-overload]
+    filled = width if total == 0 else min(width, width * done // total)
+    percent = 100.0 if total == 0 else 100.0 * done / total
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {percent:5.1f}% {run.get('status')} "
+        f" {run.get('failed', 0)} failed, {run.get('changed', 0)} changed"
+    )
+
+
+@main.command()
+@click.argument("store_id")
+@click.option("--url", default=None, help="a worker's web URL (default: OPS_WEB_PORT on this host)")
+@click.option("--timeout", default=3600.0, show_default=True, help="give up waiting after this many seconds")
+def sync(store_id: str, url: str | None, timeout: float) -> None:
+    """Sync STORE_ID now: request a run and show its progress until it ends.
+
+    Exit code 0 when the run COMPLETED, 1 when it FAILED (or was refused: a run
+    is RUNNING), 2 when the engine could not be asked.
+    """
+    import httpx
+
+    base = (url or _settings().web_url).rstrip("/")
+    try:
+        response = httpx.post(f"{base}/stores/{store_id}/sync", timeout=30.0)
+    except httpx.HTTPError as exc:
+        click.echo(f"could not reach {base}: {exc}", err=True)
+        sys.exit(2)
+    body = response.json()
+    if response.status_code != 202:
+        click.echo(f"refused ({response.status_code}): {body.get('error')}", err=True)
+        sys.exit(1 if response.status_code == 409 else 2)
+    run_id = body["run_id"]
+    click.echo(f"sync run {run_id} of {store_id} requested", err=True)
+    deadline = time.monotonic() + timeout
+    run: dict[str, object] | None = None
+    tty = sys.stderr.isatty()
+    last_line = ""
+    while time.monotonic() < deadline:
+        try:
+            state = httpx.get(f"{base}/stores/{store_id}/sync", timeout=30.0).json()
+        except (httpx.HTTPError, ValueError):
+            state = {}
+        candidates = [state.get("current")] + list(state.get("runs") or [])
+        run = next((r for r in candidates if r and r.get("run_id") == run_id), None)
+        if run is not None:
+            line = progress_bar(run)
+            if line != last_line:
+                click.echo(("\r" + line) if tty else line, err=True, nl=not tty)
+                last_line = line
+            if run.get("status") != "RUNNING":
+                break
+        time.sleep(0.5)
+    if tty:
+        click.echo("", err=True)
+    if run is None or run.get("status") == "RUNNING":
+        click.echo(f"run {run_id} not finished after {timeout:g}s", err=True)
+        sys.exit(2)
+    click.echo(orjson.dumps(run).decode())
+    sys.exit(0 if run.get("status") == "COMPLETED" else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

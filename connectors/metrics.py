@@ -162,6 +162,26 @@ VIDEO_PROCESSING = Gauge(
     "ops_video_jobs_processing",
     "Video jobs PROCESSING (a renderer reported it started) in the partitions this worker owns",
 )
+SYNC_REQUESTS = Counter(
+    "ops_sync_requests_total",
+    "Sync requests handled, by tier and result (STARTED, REFUSED: a run is RUNNING, DUPLICATE, EXPIRED)",
+    ["tier", "result"],
+)
+SYNC_RUNS = Counter(
+    "ops_sync_runs_total",
+    "Sync runs finished, by result (completed, failed)",
+    ["result"],
+)
+SYNC_DURATION = Histogram(
+    "ops_sync_duration_seconds",
+    "From a sync run's start to its end (completed or failed)",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600),
+)
+SYNC_PROGRESS = Counter(
+    "ops_sync_progress_total",
+    "sync.progress records handled, by result (PROGRESS, COMPLETED, FAILED, DUPLICATE, STALE, ...)",
+    ["result"],
+)
 
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:

@@ -10,6 +10,7 @@ from models.events import CONTRACT, MESSAGE_KEY, AlertCommand, AlertRecord, Supp
 from models.orders import ORDER_EVENT, Notification, StorefrontCommand, SupplierOrderCommand
 from models.webhook_routing import CatalogueSource, CatalogueVariant, SupplierProductUpdate, SupplierTracking
 from models.video import VIDEO_EVENT, RenderCommand, VideoRequest, VideoStatusRecord
+from models.sync import SyncDeadline, SyncJob, SyncProgress, SyncRequest, SyncRun
 from models.webhooks import InboundWebhook
 
 #: The order topics (models/orders.py): topic -> (schema source, message key field).
@@ -30,6 +31,14 @@ VIDEO_CONTRACT: dict[str, tuple[Any, str]] = {
     "video.status": (VideoStatusRecord, "video_id"),
     "video.renders": (RenderCommand, "video_id"),
     "video.events": (VIDEO_EVENT, "video_id"),
+}
+
+#: The sync topics (models/sync.py): topic -> (schema source, title or None).
+SYNC_CONTRACT: dict[str, tuple[Any, str | None]] = {
+    "sync.requests": (SyncRequest, None),
+    "sync.progress": (TypeAdapter(SyncProgress | SyncDeadline), "SyncProgress (kind PROGRESS) or SyncDeadline (kind DEADLINE)"),
+    "sync.jobs": (SyncJob, None),
+    "sync.runs": (SyncRun, None),
 }
 
 
@@ -59,5 +68,14 @@ def contract_schemas() -> dict[str, dict[str, Any]]:
             body = source.model_json_schema(mode="validation")
         body["x-topic"] = topic
         body["x-message-key"] = key
+        out[topic] = body
+    for topic, (source, title) in SYNC_CONTRACT.items():
+        if isinstance(source, TypeAdapter):
+            body = source.json_schema(mode="validation")
+            body["title"] = title
+        else:
+            body = source.model_json_schema(mode="validation")
+        body["x-topic"] = topic
+        body["x-message-key"] = "store_id"
         out[topic] = body
     return out

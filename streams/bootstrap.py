@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import agents
-from connectors import gauges, ingress, web, web_orders, web_video
+from connectors import gauges, ingress, web, web_orders, web_sync, web_video
 from streams.app import Engine, build
 from streams.settings import Settings
 
@@ -14,6 +14,7 @@ def bootstrap(settings: Settings) -> Engine:
     web.register(engine, wired.inventory)
     web_orders.register(engine, wired.orders)
     web_video.register(engine, wired.video)
+    web_sync.register(engine)
     ingress.register(engine)
     gauges.register(engine)
     return engine

@@ -129,6 +129,18 @@ class Settings(BaseSettings):
         6069, ge=0, le=65535, description="port of the notifier's /metrics (Prometheus); 0: none"
     )
 
+    sync_schedule: bool = Field(True, description="each worker requests the due syncs of the stores it owns (false: only by hand)")
+    sync_high_interval: int = Field(900, ge=1, description="s between syncs of a HIGH-frequency store")
+    sync_standard_interval: int = Field(3600, ge=1, description="s between syncs of a STANDARD-frequency store")
+    sync_full_at: str = Field("03:00", pattern=r"^([01]?[0-9]|2[0-3]):[0-5][0-9]$", description="daily FULL sync of every store, HH:MM UTC")
+    sync_run_timeout: float = Field(1800.0, gt=0, description="s a sync run may stay RUNNING before it is marked FAILED")
+    sync_scan_interval: float = Field(30.0, gt=0, description="how often each worker looks for due syncs and overdue runs, s")
+    sync_page_size: int = Field(200, ge=1, le=5000, description="tracked products per sync.jobs page")
+    syncer_concurrency: int = Field(8, ge=1, le=256, description="sync.jobs pages the syncer fetches at once")
+    syncer_metrics_port: int = Field(
+        6072, ge=0, le=65535, description="port of the syncer's /metrics (Prometheus); 0: none"
+    )
+
     gc_threshold: str = Field(
         "50000,20,100",
         description="the worker's gc.set_threshold (comma list; empty: Python's 700,10,10); start-up objects are frozen",

@@ -22,6 +22,7 @@ CATALOGUE = "catalogue"
 SHOP_ORDERS = "shop-orders"
 SOURCE_INDEX = "source-index"
 VIDEO_JOBS = "video-jobs"
+SYNC_RUNS = "sync-runs"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Tables:
     shop_orders: faust.Table
     source_index: faust.Table
     video_jobs: faust.Table
+    sync_runs: faust.Table
 
 
 def define(app: faust.App, partitions: int) -> Tables:
@@ -69,4 +71,6 @@ def define(app: faust.App, partitions: int) -> Tables:
         source_index=table(SOURCE_INDEX, "PROVIDER|source_id -> {targets: {shop|variant: store product}} JSON"),
         # Keyed like video.requests / video.events (video_id): agents/video.py.
         video_jobs=table(VIDEO_JOBS, "video_id -> {status, due, job, outbox} JSON (agents/video.py)"),
+        # Keyed like sync.requests / sync.progress (store_id), next to the store's products.
+        sync_runs=table(SYNC_RUNS, "store_id -> StoreRuns JSON: the current run and the last 10 (models/sync.py)"),
     )

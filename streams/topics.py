@@ -39,8 +39,19 @@ WEBHOOKS_INBOUND = "webhooks.inbound"
 #: at most twice as long escaped: above Kafka's 1 MB default.
 WEBHOOKS_INBOUND_MAX_MESSAGE_BYTES = 5 * 1024 * 1024
 
+#: Sync requests (scheduled or by hand), keyed by store_id (models/sync.py).
+SYNC_REQUESTS = "sync.requests"
+#: The syncer's outcome of each page, and the timers' deadlines, keyed by store_id.
+SYNC_PROGRESS = "sync.progress"
+#: Pages of a run for the syncer process, keyed by store_id.
+SYNC_JOBS = "sync.jobs"
+#: Run records (started, progress, completed/failed), keyed by store_id: what readers watch.
+SYNC_RUNS = "sync.runs"
+
 #: Topics whose messages are keyed by store_id and consumed together.
-STORE_KEYED_INPUTS = (SUPPLIER_SNAPSHOTS, STORE_SETTINGS, INVENTORY_COMMANDS)
+STORE_KEYED_INPUTS = (
+    SUPPLIER_SNAPSHOTS, STORE_SETTINGS, INVENTORY_COMMANDS, SYNC_REQUESTS, SYNC_PROGRESS
+)
 OUTPUTS = (INVENTORY_CHANGES, ALERTS, DEADLETTER)
 
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
@@ -76,6 +87,10 @@ def specs() -> list[TopicSpec]:
         TopicSpec(VIDEO_STATUS, {"retention.ms": _WEEK_MS}),
         TopicSpec(VIDEO_RENDERS, {"retention.ms": _WEEK_MS}),
         TopicSpec(VIDEO_EVENTS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(SYNC_REQUESTS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(SYNC_PROGRESS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(SYNC_JOBS, {"retention.ms": _WEEK_MS}),
+        TopicSpec(SYNC_RUNS, {"retention.ms": _MONTH_MS}),
         TopicSpec(
             WEBHOOKS_INBOUND,
             {"retention.ms": _WEEK_MS, "max.message.bytes": str(WEBHOOKS_INBOUND_MAX_MESSAGE_BYTES)},

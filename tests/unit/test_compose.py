@@ -71,6 +71,11 @@ REQUIRED: dict[str, dict[str, str]] = {
         "OPS_RENDER_OUTPUT_DIR": "the shared videos volume the workers serve",
         "OPS_RENDER_WORK_DIR": "the default .run/ is in the read-only image",
     },
+    "syncer": {
+        "OPS_WEB_HOST": "the metrics server binds it",
+        "OPS_SYNCER_METRICS_PORT": "Prometheus scrapes it",
+        "OPS_SUPPLIER_SECRETS_FILE": "the supplier accounts",
+    },
     "db": {},
 }
 
@@ -121,7 +126,7 @@ def test_the_schema_refuses_a_broken_file() -> None:
 
 def test_the_engine_processes(engine: dict[str, dict[str, Any]]) -> None:
     commands = sorted(command_of(s) for s in engine.values())
-    assert commands == ["db", "executor", "notifier", "recorder", "renderer", "worker", "worker"]
+    assert commands == ["db", "executor", "notifier", "recorder", "renderer", "syncer", "worker", "worker"]
     assert engine["migrate"]["command"] == ["db", "migrate"]
     assert engine["migrate"]["restart"] == "no"
     images = {s["image"] for s in engine.values()}
@@ -168,7 +173,7 @@ def test_the_engine_services_settings_load(
             IngressSettings.load()
             assert settings.canonical_url == f"http://{service['hostname']}:{settings.web_port}"
             assert settings.store == "rocksdb://"
-        if command == "executor":
+        if command in ("executor", "syncer"):
             SupplierAccounts.load()
         if command == "notifier":
             NotifySettings.load()
@@ -236,6 +241,7 @@ def test_prometheus_scrapes_every_engine_process(compose: dict[str, Any], engine
     port_setting = {
         "worker": "OPS_WEB_PORT", "executor": "OPS_EXECUTOR_METRICS_PORT", "notifier": "OPS_NOTIFIER_METRICS_PORT",
         "recorder": "OPS_RECORDER_METRICS_PORT", "renderer": "OPS_RENDER_METRICS_PORT",
+        "syncer": "OPS_SYNCER_METRICS_PORT",
     }
     expected = {
         f"{service['hostname']}:{service['environment'][port_setting[command_of(service)]]}"

@@ -1,0 +1,1 @@
+"""The syncer process: fetches the pages of sync runs from the suppliers (runner.py)."""

@@ -1,0 +1,21 @@
+"""The syncer's Prometheus metrics (served by the syncer process at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+PAGES = Counter(
+    "ops_syncer_pages_total",
+    "sync.jobs pages handled by the syncer, by result (OK, FAILED: a supplier error, INVALID)",
+    ["result"],
+)
+PRODUCTS = Counter(
+    "ops_syncer_products_total",
+    "Tracked products the syncer fetched, by supplier and result (FETCHED, CHANGED, FAILED)",
+    ["supplier", "result"],
+)
+PAGE_SECONDS = Histogram(
+    "ops_syncer_page_seconds",
+    "Time to fetch and publish one sync page",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)

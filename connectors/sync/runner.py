@@ -1,0 +1,165 @@
+"""The syncer process (``ops-engine syncer``): consume ``sync.jobs``, fetch each page's
+products from its suppliers, publish the snapshots, then the page's progress, then
+commit.
+
+A plain aiokafka consumer group (``{app_id}-syncer``), modelled on the executor
+(connectors/fulfillment/runner.py): syncers scale out like workers. A fetched
+batch of pages is worked at most ``OPS_SYNCER_CONCURRENCY`` at once; its
+offsets are committed once every page of the batch has its snapshots and its
+progress acknowledged (acks=all). A crash repeats the uncommitted pages: the
+snapshots are the same facts again (STALE or UNCHANGED for the engine) and a
+page's progress counts once (models/sync.py).
+
+For each page: the items are grouped by provider, each provider's source ids
+fetched in one ``fetch_products`` call (the adapter batches and rate-limits);
+a supplier error after the adapter's retries fails that provider's items of the
+page (``failed``, with the error text: the run is FAILED). A provider with no
+account configured fails the same way. Snapshots go out as one
+``supplier.snapshots`` message per page (a JSON array, key ``store_id``,
+``captured_at`` = fetch time, ``sync_run_id`` = the run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
+
+from connectors.consumers import commit, group_consumer
+from connectors.suppliers.base import SupplierCatalog, SupplierError, SupplierProduct
+from connectors.sync.metrics import PAGE_SECONDS, PAGES, PRODUCTS
+from connectors.sync.pages import snapshots_of_page
+from models.events import DeadLetter, DeadLetterReason
+from models.sync import SyncJob, SyncProgress
+from streams import topics
+from streams.codecs import encode
+from streams.embedded import EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+RETRY_PAUSE_S = 1.0
+
+
+class Syncer:
+    def __init__(self, catalogs: dict[str, SupplierCatalog], producer: AIOKafkaProducer, concurrency: int) -> None:
+        self.catalogs = catalogs
+        self.producer = producer
+        self.limit = asyncio.Semaphore(concurrency)
+
+    async def fetch(
+        self, job: SyncJob
+    ) -> tuple[dict[str, dict[str, list[SupplierProduct]]], dict[str, str]]:
+        """provider -> source id -> entries, and provider -> error for those that failed."""
+        wanted: dict[str, list[str]] = defaultdict(list)
+        for item in job.items:
+            wanted[item.provider].append(item.source_id)
+        fetched: dict[str, dict[str, list[SupplierProduct]]] = {}
+        failed: dict[str, str] = {}
+        for provider, ids in wanted.items():
+            catalog = self.catalogs.get(provider)
+            if catalog is None:
+                failed[provider] = "no supplier account configured"
+                continue
+            try:
+                products = await catalog.fetch_products(ids)
+            except SupplierError as exc:
+                failed[provider] = f"{type(exc).__name__}: {exc.reason}"[:500]
+                continue
+            by_source: dict[str, list[SupplierProduct]] = defaultdict(list)
+            for product in products:
+                by_source[product.source_id].append(product)
+            fetched[provider] = by_source
+        return fetched, failed
+
+    async def run_page(self, message: Any) -> None:
+        """One page to its acknowledged snapshots and progress (tried again until it gets there)."""
+        try:
+            job = SyncJob.model_validate_json(message.value or b"")
+        except ValidationError as exc:
+            PAGES.labels("INVALID").inc()
+            record = DeadLetter.of(message, DeadLetterReason.SCHEMA_VIOLATION, f"not a sync job: {exc.errors()[:3]}")
+            await (await self.producer.send(topics.DEADLETTER, key=message.topic.encode(), value=encode(record)))
+            return
+        while True:
+            try:
+                async with self.limit:
+                    await self._run(job)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the broker down, say: the page must not be skipped
+                log.exception("sync page %s/%s of run %s failed; trying it again", job.page, job.pages, job.run_id)
+                await asyncio.sleep(RETRY_PAUSE_S)
+
+    async def _run(self, job: SyncJob) -> None:
+        started = time.perf_counter()
+        fetched, failed = await self.fetch(job)
+        result = snapshots_of_page(job.store_id, job.run_id, job.items, fetched, failed, datetime.now(timezone.utc))
+        key = job.store_id.encode()
+        if result.snapshots:
+            await (await self.producer.send(topics.SUPPLIER_SNAPSHOTS, key=key, value=encode(result.snapshots)))
+        progress = SyncProgress(
+            run_id=job.run_id,
+            store_id=job.store_id,
+            page=job.page,
+            fetched=len(result.snapshots),
+            failed=result.failed,
+            changed=result.changed,
+            error="; ".join(result.errors)[:2000] or None,
+            at=datetime.now(timezone.utc),
+        )
+        await (await self.producer.send(topics.SYNC_PROGRESS, key=key, value=encode(progress)))
+        PAGES.labels("FAILED" if result.errors else "OK").inc()
+        PAGE_SECONDS.observe(time.perf_counter() - started)
+        for item in job.items:
+            PRODUCTS.labels(item.provider, "FAILED" if item.provider in failed else "FETCHED").inc()
+        if result.changed:
+            PRODUCTS.labels("ALL", "CHANGED").inc(result.changed)
+
+
+async def run_syncer(
+    settings: Settings, catalogs: dict[str, SupplierCatalog], stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        acks="all",
+        enable_idempotence=settings.producer_idempotence,
+        linger_ms=2,
+        max_request_size=8 * 1024 * 1024,
+    )
+    consumer = group_consumer(
+        settings,
+        "syncer",
+        max_poll_records=settings.syncer_concurrency,
+        fetch_max_wait_ms=EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS if settings.embedded_broker else 500,
+    )
+    syncer = Syncer(catalogs, producer, settings.syncer_concurrency)
+    await producer.start()
+    await consumer.start()
+    consumer.subscribe([topics.SYNC_JOBS])
+    if ready is not None:
+        ready.set()
+    log.info("syncer running for %s", ", ".join(sorted(catalogs)) or "no supplier")
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=settings.syncer_concurrency)
+            if not batch:
+                continue
+            messages = [m for records in batch.values() for m in records]
+            await asyncio.gather(*(syncer.run_page(m) for m in messages))
+            done = {
+                TopicPartition(tp.topic, tp.partition): records[-1].offset + 1 for tp, records in batch.items()
+            }
+            await commit(consumer, done)
+    finally:
+        stop.set()
+        await consumer.stop()
+        await producer.stop()
+        for catalog in catalogs.values():
+            await catalog.aclose()

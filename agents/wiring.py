@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 #: Longest stretch of handling before the agent lets the loop run other tasks, s.
-YIELD_AFTER_S = 0.005
+YIELD_AFTER_S = 0.002
 
 
 def run_agent(engine: Engine, topic: faust.TopicT, name: str, handle: Callable[[faust.EventT], None]) -> Any:

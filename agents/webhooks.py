@@ -136,6 +136,7 @@ class WebhookRouter:
         targets: dict[str, Any] = {} if raw is None else dict(orjson.loads(raw).get("targets") or {})
         if source.removed:
             if targets.pop(source.catalogue_key, None) is None:
+                metrics.WEBHOOKS_ROUTED.labels("CATALOGUE_SOURCE", "IGNORED").inc()
                 return
         else:
             targets[source.catalogue_key] = {
@@ -143,6 +144,7 @@ class WebhookRouter:
                 "variant_id": source.variant_id, "source_variant_id": source.source_variant_id,
             }
         self.sources.write(message, key, {"targets": targets}, [])
+        metrics.WEBHOOKS_ROUTED.labels("CATALOGUE_SOURCE", "REMOVED" if source.removed else "STORED").inc()
 
     def on_supplier_update(self, message: Any) -> None:
         """A supplier's stock / price news -> a SupplierUpdate command per store product it feeds."""

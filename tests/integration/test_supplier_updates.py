@@ -99,6 +99,13 @@ def test_supplier_stock_and_price_webhooks_update_every_store_product_they_feed(
     def metric(line: str) -> bool:
         return line in httpx.get(f"{worker.url}/metrics").text
 
+    # The index is kept on the supplier products' partitions: wait until the move is filed
+    # there (news that comes before is news of a product no store sells yet, and is dropped).
+    wait_for(lambda: metric('ops_webhooks_routed_total{result="REMOVED",source="CATALOGUE_SOURCE"} 1.0'),
+             timeout=60, what="the old source's index entry removed")
+    wait_for(lambda: metric('ops_webhooks_routed_total{result="STORED",source="CATALOGUE_SOURCE"} 6.0'),
+             timeout=60, what="the new source filed")
+
     post("SPOCKET", {"event": "stock", "id": "e-4", "source_id": "S-9", "stock": 2})
     wait_for(lambda: metric('ops_supplier_updates_total{result="SOURCE_MISMATCH"} 1.0'), timeout=60, what="moved")
     post("SPOCKET", {"event": "stock", "id": "e-5", "source_id": "S-1", "stock": 1})

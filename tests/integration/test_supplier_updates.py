@@ -62,6 +62,13 @@ def test_supplier_stock_and_price_webhooks_update_every_store_product_they_feed(
     wait_for(lambda: product("store-1", "p-cj") and product("store-2", "p-cj2", "v2") and product("store-1", "p-sp"),
              timeout=60, what="synced")
 
+    def metric(line: str) -> bool:
+        return line in httpx.get(f"{worker.url}/metrics").text
+
+    # The catalogue filed under its supplier products (5 index records: one variant has a source variant).
+    wait_for(lambda: metric('ops_webhooks_routed_total{result="STORED",source="CATALOGUE_SOURCE"} 5.0'),
+             timeout=60, what="the catalogue filed by supplier product")
+
     def post(provider: str, body: dict[str, Any]) -> None:
         raw = orjson.dumps(body)
         config = SECRETS[provider]
@@ -95,9 +102,6 @@ def test_supplier_stock_and_price_webhooks_update_every_store_product_they_feed(
     # news is not applied over a state that still says S-1 (the next sync settles it).
     moved = {**variants[2], "source_id": "S-9"}
     assert cli_publish(broker, "catalog.variants", [moved]).returncode == 0
-
-    def metric(line: str) -> bool:
-        return line in httpx.get(f"{worker.url}/metrics").text
 
     # The index is kept on the supplier products' partitions: wait until the move is filed
     # there (news that comes before is news of a product no store sells yet, and is dropped).

@@ -419,9 +419,15 @@ class InventoryProcessor:
         else:
             self.recovered_outboxes.pop(key, None)
 
-    def resend_recovered(self, active_partitions: set[int]) -> int:
-        """Send again the outboxes of recovered records this worker now owns."""
-        sent = 0
+    async def resend_recovered(self, active_partitions: set[int]) -> int:
+        """Send again the outboxes of recovered records this worker now owns.
+
+        The records lose their outboxes in the changelog only once the outputs
+        sent again are acknowledged: a record without its outbox that became
+        durable before them (a crash in between) would lose them for good --
+        the product would name an alert the alerts table never gets.
+        """
+        resent: list[tuple[int, str, bytes]] = []
         for key, (partition, raw) in list(self.recovered_outboxes.items()):
             if partition not in active_partitions:
                 continue
@@ -429,13 +435,18 @@ class InventoryProcessor:
             plain, outbox = split_outbox(raw)
             current = self.products.data.get(key)
             if current is raw or current == raw:
-                self.products.data[key] = plain
+                self.products.data[key] = current = plain
             self.send_outbox(split_product_key(key)[0], partition, outbox)
-            self.changelog(self.products, partition, key, self.products.data.get(key, plain))
-            sent += 1
-        if sent:
-            log.warning("sent again the outputs of %d recovered transitions", sent)
-        return sent
+            resent.append((partition, key, current if current is not None else plain))
+        if not resent:
+            return 0
+        await self.outputs.send(wait=True)
+        for partition, key, written in resent:
+            # Unless a newer transition of the product has written its own record meanwhile.
+            if key not in self._latest_outbox and self.products.data.get(key) is written:
+                self.changelog(self.products, partition, key, written)
+        log.warning("sent again the outputs of %d recovered transitions", len(resent))
+        return len(resent)
 
     # ------------------------------------------------------------------ #
     # alerts
@@ -669,7 +680,7 @@ def register(engine: Engine) -> InventoryProcessor:
     async def resend_recovered() -> None:
         changelog = products.changelog_topic.get_topic_name()
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
-        processor.resend_recovered(active)
+        await processor.resend_recovered(active)
 
     from aiokafka.partitioner import murmur2
 

@@ -203,16 +203,25 @@ def test_restart_recovers_every_table_entry(broker, spawn) -> None:  # type: ign
     for store in STORES:
         for a in worker.get(f"/stores/{store}/alerts").json()["alerts"]:
             final[a["alert_id"]] = a
+    alert_log = changelog(broker, "ops-engine-alerts-changelog")
     for key, item in got.items():
         for kind, open_alert in item["open_alerts"].items():
-            assert open_alert["alert_id"] in final, (key, kind)
-            assert final[open_alert["alert_id"]]["status"] == open_alert["status"]
+            alert_id = open_alert["alert_id"]
+            if alert_id not in final:
+                # Where it went missing: never written (not on the changelog) or lost at a recovery.
+                store = key.split("|", 1)[0]
+                pytest.fail(
+                    f"{key} names its {kind} alert {alert_id}, absent from the alerts table; "
+                    f"on the alerts changelog: {f'{store}|{alert_id}' in alert_log}; "
+                    f"on the alerts topic: {any(a['alert_id'] == alert_id for a in records)}; "
+                    f"worker log tail:\n{worker.log_tail(30)}"
+                )
+            assert final[alert_id]["status"] == open_alert["status"]
     active: dict[tuple[str, str, str], int] = defaultdict(int)
     for a in final.values():
         if a["status"] == "ACTIVE":
             active[(a["store_id"], a["product_id"], a["type"])] += 1
     assert max(active.values(), default=0) <= 1, "a condition alerted twice"
-    alert_log = changelog(broker, "ops-engine-alerts-changelog")
     assert {k.split("|", 1)[1] for k in alert_log} == set(final)
     assert {a["alert_id"] for a in records} >= set(final)
 

@@ -205,8 +205,10 @@ class ShopifyStorefront:
 
     async def _set_quantities(self, pending: list[_Pending], outcome: PushOutcome) -> None:
         stale: list[_Pending] = []
-        for start in range(0, len(pending), QUANTITY_BATCH):
-            batch = pending[start:start + QUANTITY_BATCH]
+        # no request may cost more than the shop's whole bucket (it would be refused)
+        size = max(1, min(QUANTITY_BATCH, int(self.client.bucket.maximum // MUTATION_COST)))
+        for start in range(0, len(pending), size):
+            batch = pending[start:start + size]
             for p, errors in zip(batch, await self._send(batch)):
                 if not errors:
                     outcome.write("quantity", "OK")

@@ -115,6 +115,8 @@ class FakeShopify:
         self._ids = 1000
         #: answer 503 to this many of the next requests (before doing anything)
         self.fail_next = 0
+        #: empty the shop's bucket before this many of the next requests (another app used it up): THROTTLED
+        self.drain_next = 0
 
     def next_id(self) -> int:
         self._ids += 1
@@ -200,6 +202,10 @@ class FakeShopify:
                 extensions["cost"]["throttleStatus"] = shop.bucket.status()
                 return {"errors": [{"message": "Query cost exceeds the maximum", "extensions": {"code": "MAX_COST_EXCEEDED"}}],
                         "extensions": extensions}
+            if self.drain_next > 0:
+                self.drain_next -= 1
+                shop.bucket.refill()
+                shop.bucket.available = 0
             if shop.bucket.refill() < cost:
                 shop.count("THROTTLED")
                 extensions["cost"]["throttleStatus"] = shop.bucket.status()

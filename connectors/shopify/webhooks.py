@@ -45,7 +45,7 @@ CREATE_MUTATION = """mutation CreateWebhook($topic: WebhookSubscriptionTopic!, $
   }
 }"""
 
-PAGE = 50
+PAGE = 25
 
 
 def enum_of(topic: str) -> str:

@@ -4,6 +4,7 @@ the throttle, retries, compare-and-set, idempotency keys and the fulfillment."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -13,6 +14,7 @@ import pytest
 
 from connectors.shopify.client import ShopifyClient, ShopifyRejected, gid
 from connectors.shopify.storefront import ShopifyStorefront, set_quantities_document
+from connectors.shopify.webhooks import TOPICS, enum_of
 from connectors.storefront.settings import ShopifyAccount
 from models.events import ChangedField, ChangeReason, InventoryChange, ProductStatus, ProductView
 from models.orders import StorefrontCommand, StorefrontCommandType
@@ -165,3 +167,34 @@ def test_show_tracking_creates_one_fulfillment(fake: FakeShopifyServer, notify: 
     assert fulfillment["notifyCustomer"] is notify
     assert fulfillment["trackingInfo"] == [{"number": "LP123CN", "company": "Cainiao", "url": "https://t.example/LP123CN"}]
     assert len(fulfillment["lines"]) == 1  # only the command's line
+
+
+def test_register_webhooks_is_idempotent(fake: FakeShopifyServer, tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    secrets = tmp_path / "storefront.json"
+    secrets.write_text(json.dumps({"storefront_accounts": {"store-1": {
+        "platform": "SHOPIFY", "shop_domain": SHOP, "access_token": TOKEN, "location_id": "1",
+        "admin_url": fake.admin_url(SHOP)}}}))
+    secrets.chmod(0o600)
+    env = {**os.environ, "OPS_STOREFRONT_SECRETS_FILE": str(secrets), "OPS_PUBLIC_URL": "https://ops.example.com",
+           "PYTHONPATH": str(ROOT)}
+
+    def register() -> str:
+        done = subprocess.run([sys.executable, "-m", "connectors.cli", "shopify", "register-webhooks", "store-1"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert TOKEN not in done.stdout + done.stderr
+        return done.stdout
+
+    first, second = register(), register()
+    hooks = fake.writes(SHOP, "webhook")
+    assert sorted(h["topic"] for h in hooks) == sorted(enum_of(t) for t in TOPICS)
+    assert {h["callbackUrl"] for h in hooks} == {"https://ops.example.com/webhooks/shopify"}
+    assert first.count("CREATED") == len(TOPICS) and "EXISTS" not in first
+    assert second.count("EXISTS") == len(TOPICS) and "CREATED" not in second
+    assert "customers/redact" in second and "APP_CONFIG" in second

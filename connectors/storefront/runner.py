@@ -23,6 +23,10 @@ without an account (``NO_ACCOUNT``) and of products the catalogue does not map
 
 The catalogue (``catalog.variants``) is read in full by every storefront
 process before the first push (connectors/storefront/catalogue.py).
+
+With ``OPS_DATABASE_URL``, the process also reconciles the Shopify shops'
+orders (connectors/shopify/reconcile.py): lost webhooks are pulled and
+published on ``webhooks.inbound``.
 """
 
 from __future__ import annotations
@@ -39,12 +43,16 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from connectors.consumers import backoff, commit, group_consumer
+from connectors.postgres.pool import create_pool
+from connectors.shopify.reconcile import reconcile_loop
+from connectors.shopify.storefront import ShopifyStorefront
 from connectors.storefront import metrics
 from connectors.storefront.base import PushOutcome, Storefront, build_storefront
 from connectors.storefront.catalogue import CatalogueIndex, follow
 from connectors.storefront.settings import StorefrontSettings
 from models.events import DeadLetter, DeadLetterReason, InventoryChange
 from models.orders import StorefrontCommand
+from models.webhooks import InboundWebhook, message_key
 from streams import topics
 from streams.codecs import encode
 from streams.settings import Settings
@@ -163,11 +171,29 @@ async def run_storefront(
     catalogue_ready = asyncio.Event()
     follower = asyncio.create_task(follow(settings, catalogue, catalogue_ready, stop))
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
-                                enable_idempotence=settings.producer_idempotence)
+                                enable_idempotence=settings.producer_idempotence,
+                                max_request_size=topics.WEBHOOKS_INBOUND_MAX_MESSAGE_BYTES)
     consumer = group_consumer(settings, "storefront", max_poll_records=500)
     runner = StorefrontRunner(storefronts, catalogue, producer, stop, storefront_settings.storefront_concurrency)
     await producer.start()
+    pool = None
+    reconciler: asyncio.Task[None] | None = None
     try:
+        shops = [sf.client for sf in storefronts.values() if isinstance(sf, ShopifyStorefront)]
+        if shops and settings.database_url:
+            pool = await create_pool(settings.database_url, max_size=2)
+
+            async def publish(hooks: list[InboundWebhook]) -> None:
+                futures = [await producer.send(topics.WEBHOOKS_INBOUND, key=message_key(h), value=encode(h)) for h in hooks]
+                for future in futures:
+                    await future
+
+            reconciler = asyncio.create_task(reconcile_loop(
+                pool, shops, publish, stop, interval_s=storefront_settings.shopify_reconcile_interval_s,
+                lookback_s=storefront_settings.shopify_reconcile_lookback_s,
+            ))
+        elif shops:
+            log.warning("OPS_DATABASE_URL is not set: the Shopify reconciliation (lost webhooks) is off")
         while not catalogue_ready.is_set() and not stop.is_set():
             if follower.done():
                 follower.result()  # raises what stopped it
@@ -200,7 +226,11 @@ async def run_storefront(
     finally:
         stop.set()
         follower.cancel()
-        await asyncio.gather(follower, return_exceptions=True)
+        if reconciler is not None:
+            reconciler.cancel()
+        await asyncio.gather(follower, *([reconciler] if reconciler else []), return_exceptions=True)
+        if pool is not None:
+            await pool.close()
         await consumer.stop()
         await producer.stop()
         for storefront in storefronts.values():

@@ -66,6 +66,12 @@ class StorefrontSettings(BaseSettings):
     )
     storefront_metrics_port: int = Field(6073, ge=0, le=65535, description="port of the storefront's /metrics; 0: none")
     storefront_concurrency: int = Field(4, ge=1, le=64, description="stores pushed at once")
+    shopify_reconcile_interval_s: float = Field(
+        900.0, ge=1, description="s between pulls of each Shopify shop's updated orders (needs OPS_DATABASE_URL)"
+    )
+    shopify_reconcile_lookback_s: float = Field(
+        86400.0, ge=1, description="how far back the first pull of a shop reaches, s"
+    )
     public_url: str | None = Field(
         None, description="the engine's public base URL; webhooks are registered at PUBLIC_URL/webhooks/shopify"
     )

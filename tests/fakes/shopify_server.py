@@ -138,9 +138,11 @@ class FakeShopify:
             }
             shop.levels[(gid("InventoryItem", item), location)] = quantity
 
-    def add_order(self, domain: str, order: str, lines: list[tuple[str, str, int]], body: dict[str, Any] | None = None) -> None:
-        """An order with line items ``(line_item_id, variant_id, quantity)``, one fulfillment order
-        holding them all; ``body``: its REST shape (what a webhook would carry), for ``orders``."""
+    def add_order(
+        self, domain: str, order: str, lines: list[tuple[str, str, int]], *, paid: bool = True, price: str = "10.00",
+    ) -> None:
+        """An order with line items ``(line_item_id, variant_id, quantity)`` at ``price`` each, one
+        fulfillment order holding them all, a customer and a shipping address."""
         with self.lock:
             shop = self.shops[domain]
             fo = {
@@ -151,9 +153,28 @@ class FakeShopify:
                     for line, variant, qty in lines
                 ],
             }
+            total = str(sum(Decimal(price) * qty for _, _, qty in lines))
+            money = lambda amount: {"shopMoney": {"amount": amount, "currencyCode": "USD"}}  # noqa: E731
+            node = {
+                "id": gid("Order", order), "name": f"#{order}", "email": "buyer@example.com", "phone": None,
+                "createdAt": _now(), "cancelledAt": None, "cancelReason": None,
+                "displayFinancialStatus": "PAID" if paid else "PENDING", "currencyCode": "USD",
+                "subtotalPriceSet": money(total), "totalPriceSet": money(total), "totalTaxSet": money("0.00"),
+                "totalShippingPriceSet": money("0.00"),
+                "customer": {"firstName": "Ada", "lastName": "Buyer", "email": "buyer@example.com", "phone": None},
+                "shippingAddress": {"name": "Ada Buyer", "firstName": "Ada", "lastName": "Buyer", "address1": "1 Main St",
+                                    "address2": None, "city": "Austin", "province": "Texas", "provinceCode": "TX",
+                                    "zip": "78701", "countryCodeV2": "US", "phone": None},
+                "lineItems": {"nodes": [
+                    {"id": gid("LineItem", line), "title": f"item {line}", "quantity": qty,
+                     "variant": {"id": gid("ProductVariant", variant)},
+                     "product": {"id": shop.variants.get(gid("ProductVariant", variant), {}).get("product")},
+                     "originalUnitPriceSet": money(price)}
+                    for line, variant, qty in lines
+                ]},
+            }
             shop.orders[gid("Order", order)] = {
-                "id": gid("Order", order), "updatedAt": _now(), "fulfillments": [], "fulfillmentOrders": [fo],
-                "body": body or {"id": int(order)},
+                "id": gid("Order", order), "updatedAt": _now(), "fulfillments": [], "fulfillmentOrders": [fo], "node": node,
             }
 
     def sell(self, domain: str, item: str, units: int, location: str = LOCATION) -> None:
@@ -245,6 +266,7 @@ class FakeShopify:
         if "webhookSubscriptions(" in query:
             return {"webhookSubscriptions": self._page(shop.webhooks, v)}
         if re.search(r"\borders\(", query):
+            shop.count("ORDERS_PULLS")
             return {"orders": self._orders(shop, v)}
         if re.search(r"\border\(", query):
             return {"order": self._order(shop, v["id"])}
@@ -390,7 +412,12 @@ class FakeShopify:
             since = match.group(1)
         chosen = sorted((o for o in shop.orders.values() if since is None or o["updatedAt"] > since),
                         key=lambda o: (o["updatedAt"], o["id"]))
-        nodes = [{"id": o["id"], "updatedAt": o["updatedAt"], "body": json.dumps(o["body"])} for o in chosen]
+        nodes = [{**o["node"], "updatedAt": o["updatedAt"], "fulfillments": [
+            {"id": f["id"], "updatedAt": o["updatedAt"], "trackingInfo": f["trackingInfo"],
+             "fulfillmentLineItems": {"nodes": [{"lineItem": {"id": line["lineItem"]["id"], "variant": {"id": line["variant"]}}}
+                                                for fo in o["fulfillmentOrders"] for line in fo["lineItems"]
+                                                if line["id"] in f["lines"]]}}
+            for f in o["fulfillments"]]} for o in chosen]
         return self._page(nodes, v)
 
     @staticmethod

@@ -7,7 +7,7 @@ from prometheus_client import Counter, Histogram
 REQUESTS = Counter(
     "ops_shopify_requests_total",
     "GraphQL Admin API requests, by operation (our operation names) and result "
-    "(OK, USER_ERRORS, THROTTLED, REJECTED, SERVER_ERROR, TRANSPORT_ERROR)",
+    "(OK, THROTTLED, REJECTED, SERVER_ERROR, TRANSPORT_ERROR)",
     ["operation", "result"],
 )
 REQUEST_SECONDS = Histogram(

@@ -120,7 +120,13 @@ class StorefrontRunner:
                     metrics.CHANGES.labels("NONE", "INVALID").inc()
                 await self._dead(message, f"not a storefront {kind}: {exc.errors()[:3]}")
         stores = sorted(set(changes) | set(commands))
-        await asyncio.gather(*(self._store(s, changes.get(s, []), commands.get(s, [])) for s in stores))
+        tasks = [asyncio.create_task(self._store(s, changes.get(s, []), commands.get(s, []))) for s in stores]
+        try:
+            await asyncio.gather(*tasks)
+        finally:  # one store cut short (stopping): the others stop too, nothing is committed
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _store(self, store_id: str, changes: list[InventoryChange], commands: list[StorefrontCommand]) -> None:
         storefront = self.storefronts.get(store_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
+from typing import Any
 from decimal import Decimal
 
 from connectors.shopify.throttle import CostBucket
@@ -139,3 +140,65 @@ def test_the_registered_topics_are_the_ones_the_router_acts_on() -> None:
         assert not (routed.ignored or "").startswith("no action for Shopify topic"), topic
     assert route_shopify("carts/update", "x.myshopify.com", body, AT, lambda s, v: None).ignored
     assert enum_of("inventory_levels/update") == "INVENTORY_LEVELS_UPDATE"
+
+
+def test_a_pulled_order_routes_like_its_webhook() -> None:
+    import orjson
+
+    from models.shopify_orders import webhooks_of
+    from models.webhook_routing import route_shopify
+
+    money = {"shopMoney": {"amount": "20.00"}}
+    node = {
+        "id": "gid://shopify/Order/7001", "name": "#7001", "email": "a@example.com", "updatedAt": "2026-11-24T12:00:00Z",
+        "cancelledAt": "2026-11-24T12:05:00Z", "cancelReason": "CUSTOMER", "displayFinancialStatus": "PAID",
+        "currencyCode": "USD", "subtotalPriceSet": money, "totalPriceSet": money, "totalTaxSet": {"shopMoney": {"amount": "0"}},
+        "totalShippingPriceSet": {"shopMoney": {"amount": "0"}}, "customer": {"firstName": "Ada", "lastName": "B"},
+        "shippingAddress": {"name": "Ada B", "address1": "1 Main", "city": "Austin", "countryCodeV2": "US"},
+        "lineItems": {"nodes": [{"id": "gid://shopify/LineItem/801", "title": "Mug", "quantity": 2,
+                                 "variant": {"id": "gid://shopify/ProductVariant/41"},
+                                 "product": {"id": "gid://shopify/Product/4"},
+                                 "originalUnitPriceSet": {"shopMoney": {"amount": "10.00"}}}]},
+        "fulfillments": [{"id": "gid://shopify/Fulfillment/55", "trackingInfo": [{"number": "LP1CN", "company": "Cainiao"}],
+                          "fulfillmentLineItems": {"nodes": [{"lineItem": {"id": "gid://shopify/LineItem/801",
+                                                                           "variant": {"id": "gid://shopify/ProductVariant/41"}}}]}},
+                         {"id": "gid://shopify/Fulfillment/56", "trackingInfo": []}],
+    }
+    hooks = webhooks_of("x.myshopify.com", node, AT)
+    assert [h.topic for h in hooks] == ["orders/updated", "orders/cancelled", "fulfillments/create"]
+    assert hooks[0].dedup_key == "shopify:x.myshopify.com:reconcile:order:7001:2026-11-24T12:00:00Z"
+    assert webhooks_of("x.myshopify.com", node, AT)[0].dedup_key == hooks[0].dedup_key  # a second pull: same delivery
+    events = [e for h in hooks
+              for e in route_shopify(h.topic or "", "x.myshopify.com", orjson.loads(h.body), AT,
+                                     lambda shop, variant: None).events]
+    ids = [e.event_id for e in events]
+    # the ids the ingress path gives the same order: the order machine drops the copies
+    assert ids[:2] == ["shopify:x.myshopify.com:order:7001", "shopify:x.myshopify.com:order:7001:paid"]
+    assert ids[2] == "shopify:x.myshopify.com:order:7001:cancelled"
+    assert ids[3].startswith("shopify:x.myshopify.com:fulfillment:55:") and ids[3].endswith(":LP1CN")
+    created = events[0]
+    assert [(i.quantity, str(i.unit_price)) for i in created.items] == [(2, "10.00")]  # type: ignore[attr-defined]
+
+
+def test_storefront_accounts_are_checked_and_secrets_stay_hidden(tmp_path: Any) -> None:
+    import json
+
+    import pytest
+
+    from connectors.storefront.settings import ShopifyAccount, StorefrontSettings
+    from streams.settings import SettingsError
+
+    path = tmp_path / "storefront.json"
+    path.write_text(json.dumps({"storefront_accounts": {"s1": {
+        "platform": "SHOPIFY", "shop_domain": "S1.myshopify.com", "access_token": "shpat_secret", "location_id": "7"}}}))
+    path.chmod(0o600)
+    settings = StorefrontSettings.load(storefront_secrets_file=str(path))
+    account = settings.storefront_accounts["s1"]
+    assert isinstance(account, ShopifyAccount)
+    assert (account.shop_domain, account.notify_customer, account.api_version) == ("s1.myshopify.com", True, "2025-07")
+    assert "shpat_secret" not in repr(settings)
+    path.write_text(json.dumps({"storefront_accounts": {"s1": {
+        "platform": "MAGENTO", "shop_domain": "s1.example.com", "access_token": "shpat_secret"}}}))
+    with pytest.raises(SettingsError) as refused:
+        StorefrontSettings.load(storefront_secrets_file=str(path))
+    assert "OPS_STOREFRONT_ACCOUNTS" in str(refused.value) and "shpat_secret" not in str(refused.value)

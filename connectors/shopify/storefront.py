@@ -299,7 +299,7 @@ class ShopifyStorefront:
             OpenLine(fo["id"], numeric_id(((line.get("lineItem") or {}).get("id"))) or "", line["id"],
                      int(line.get("remainingQuantity") or 0))
             for fo in ((order.get("fulfillmentOrders") or {}).get("nodes") or [])
-            if fo.get("status") in ("OPEN", "IN_PROGRESS", "SCHEDULED")
+            if fo.get("status") in ("OPEN", "IN_PROGRESS")  # what fulfillmentCreate accepts
             for line in ((fo.get("lineItems") or {}).get("nodes") or [])
         ]
         chosen = lines_to_fulfill(open_lines, command.line_ids)

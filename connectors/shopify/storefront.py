@@ -149,8 +149,10 @@ class ShopifyStorefront:
                 continue
             mapped.append((change, variant))
         prices = newest_per_variant_pairs([(c, v) for c, v in mapped if price_write(c) is not None])
-        needs_read = prices or any(v.shopify_inventory_item_id is None for _, v in mapped)
-        nodes = await self._variants([v.shopify_variant_id for _, v in mapped]) if needs_read and mapped else {}
+        # one read: the current prices, and the inventory items the catalogue does not name
+        to_read = [v.shopify_variant_id for _, v in prices]
+        to_read += [v.shopify_variant_id for _, v in mapped if v.shopify_inventory_item_id is None]
+        nodes = await self._variants(to_read) if to_read else {}
         pending: list[_Pending] = []
         for change, variant in mapped:
             write = quantity_write(change)
@@ -172,8 +174,9 @@ class ShopifyStorefront:
     async def _variants(self, variant_ids: list[str]) -> dict[str, dict[str, Any]]:
         ids = sorted({gid("ProductVariant", v) for v in variant_ids})
         out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), NODES_BATCH):
-            chunk = ids[start:start + NODES_BATCH]
+        size = max(1, min(NODES_BATCH, int(self.client.bucket.maximum) - 1))  # a read costs 1 + its ids
+        for start in range(0, len(ids), size):
+            chunk = ids[start:start + size]
             data = await self.client.execute("VariantPrices", VARIANTS_QUERY, {"ids": chunk}, cost=1 + len(chunk))
             for node in data.get("nodes") or []:
                 if node and node.get("id"):

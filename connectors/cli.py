@@ -632,5 +632,66 @@ def sync(store_id: str, url: str | None, timeout: float) -> None:
     sys.exit(0 if run.get("status") == "COMPLETED" else 1)
 
 
+
+@main.command()
+def storefront() -> None:
+    """Push stock and prices (inventory.changes) and tracking (storefront.commands) to
+    each store's storefront until SIGTERM or Ctrl-C; offsets committed after the writes.
+
+    Store accounts: OPS_STOREFRONT_ACCOUNTS or OPS_STOREFRONT_SECRETS_FILE
+    (connectors/storefront/settings.py); /metrics on OPS_STOREFRONT_METRICS_PORT.
+    """
+    from connectors.storefront.runner import run_storefront
+    from connectors.storefront.settings import StorefrontSettings
+
+    settings = _settings()
+    storefront_settings = StorefrontSettings.load()
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    _serve_metrics("storefront", storefront_settings.storefront_metrics_port, settings.web_host)
+    asyncio.run(ensure_topics(settings))
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_storefront(settings, storefront_settings, stop)
+
+    asyncio.run(_run())
+
+
+@main.group()
+def shopify() -> None:
+    """Shopify shops of the stores (accounts in OPS_STOREFRONT_ACCOUNTS / _SECRETS_FILE)."""
+
+
+@shopify.command("register-webhooks")
+@click.argument("store_id")
+@click.option("--url", default=None, help="callback URL (default: OPS_PUBLIC_URL/webhooks/shopify)")
+def shopify_register_webhooks(store_id: str, url: str | None) -> None:
+    """Subscribe the store's shop to every webhook topic the ingress handles, at the
+    callback URL; topics already subscribed there are left alone. Prints each topic
+    and what was done (CREATED, EXISTS, or why it was not)."""
+    from connectors.shopify.webhooks import register_webhooks
+    from connectors.storefront.settings import ShopifyAccount, StorefrontSettings
+
+    storefront_settings = StorefrontSettings.load()
+    account = storefront_settings.storefront_accounts.get(store_id)
+    if not isinstance(account, ShopifyAccount):
+        raise click.ClickException(f"store {store_id} has no Shopify account in the storefront accounts")
+    if url is None:
+        if not storefront_settings.public_url:
+            raise click.ClickException("OPS_PUBLIC_URL is not set (or pass --url)")
+        url = storefront_settings.public_url.rstrip("/") + "/webhooks/shopify"
+    try:
+        results = asyncio.run(register_webhooks(account, url))
+    except Exception as exc:  # the shop's answer, never the token
+        raise click.ClickException(f"registering the webhooks of {account.shop_domain} failed: {exc}") from exc
+    for topic, result in results:
+        click.echo(f"{topic:<26} {result}")
+    if any(r.startswith("FAILED") for _, r in results):
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -25,13 +25,14 @@ import yaml
 from connectors.ingress.settings import IngressSettings
 from connectors.notify.settings import NotifySettings
 from connectors.render.settings import RenderSettings
+from connectors.storefront.settings import StorefrontSettings
 from connectors.suppliers.registry import SupplierAccounts
 from streams.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.kafka.yml"
 SCHEMA = ROOT / "tests" / "fixtures" / "compose-spec.json"
-SETTINGS_CLASSES = (Settings, IngressSettings, NotifySettings, SupplierAccounts, RenderSettings)
+SETTINGS_CLASSES = (Settings, IngressSettings, NotifySettings, SupplierAccounts, RenderSettings, StorefrontSettings)
 
 #: Variables whose default is wrong in a container, by engine command, and why.
 REQUIRED: dict[str, dict[str, str]] = {
@@ -75,6 +76,12 @@ REQUIRED: dict[str, dict[str, str]] = {
         "OPS_WEB_HOST": "the metrics server binds it",
         "OPS_SYNCER_METRICS_PORT": "Prometheus scrapes it",
         "OPS_SUPPLIER_SECRETS_FILE": "the supplier accounts",
+    },
+    "storefront": {
+        "OPS_WEB_HOST": "the metrics server binds it",
+        "OPS_STOREFRONT_METRICS_PORT": "Prometheus scrapes it",
+        "OPS_STOREFRONT_SECRETS_FILE": "the stores' storefront accounts",
+        "OPS_PUBLIC_URL": "the callback URL ops-engine shopify register-webhooks registers",
     },
     "db": {},
 }
@@ -126,7 +133,8 @@ def test_the_schema_refuses_a_broken_file() -> None:
 
 def test_the_engine_processes(engine: dict[str, dict[str, Any]]) -> None:
     commands = sorted(command_of(s) for s in engine.values())
-    assert commands == ["db", "executor", "notifier", "recorder", "renderer", "syncer", "worker", "worker"]
+    assert commands == ["db", "executor", "notifier", "recorder", "renderer", "storefront", "syncer", "worker",
+                        "worker"]
     assert engine["migrate"]["command"] == ["db", "migrate"]
     assert engine["migrate"]["restart"] == "no"
     images = {s["image"] for s in engine.values()}
@@ -179,6 +187,8 @@ def test_the_engine_services_settings_load(
             NotifySettings.load()
         if command == "renderer":
             assert str(RenderSettings.load().render_output_dir) == "/videos"
+        if command == "storefront":
+            assert StorefrontSettings.load().public_url
     partitions = {s["environment"]["OPS_PARTITIONS"] for s in engine.values()}
     assert len(partitions) == 1, "every engine process must use one partition count"
 
@@ -241,7 +251,7 @@ def test_prometheus_scrapes_every_engine_process(compose: dict[str, Any], engine
     port_setting = {
         "worker": "OPS_WEB_PORT", "executor": "OPS_EXECUTOR_METRICS_PORT", "notifier": "OPS_NOTIFIER_METRICS_PORT",
         "recorder": "OPS_RECORDER_METRICS_PORT", "renderer": "OPS_RENDER_METRICS_PORT",
-        "syncer": "OPS_SYNCER_METRICS_PORT",
+        "syncer": "OPS_SYNCER_METRICS_PORT", "storefront": "OPS_STOREFRONT_METRICS_PORT",
     }
     expected = {
         f"{service['hostname']}:{service['environment'][port_setting[command_of(service)]]}"

@@ -1,0 +1,1 @@
+"""Shopify: the GraphQL Admin API client and the storefront adapter."""

@@ -1,0 +1,1 @@
+"""The storefront push process (``ops-engine storefront``) and the storefront port."""

@@ -1,0 +1,38 @@
+"""Prometheus metrics of the storefront process (served at /metrics on OPS_STOREFRONT_METRICS_PORT)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CHANGES = Counter(
+    "ops_storefront_changes_total",
+    "inventory.changes records handled, by platform (NONE: the store has no account) and result "
+    "(PUSHED, NOTHING: no write needed, UNMAPPED: not in the catalogue, NO_ACCOUNT, INVALID)",
+    ["platform", "result"],
+)
+WRITES = Counter(
+    "ops_storefront_writes_total",
+    "Storefront writes, by platform, kind (quantity, price) and result "
+    "(OK, STALE: compare-and-set refused, ALREADY_SET, REJECTED)",
+    ["platform", "kind", "result"],
+)
+COMMANDS = Counter(
+    "ops_storefront_commands_total",
+    "storefront.commands handled, by type and result (CREATED, ALREADY_SHOWN, NOTHING_OPEN, ORDER_NOT_FOUND, "
+    "NOT_THIS_PLATFORM, REJECTED, NO_ACCOUNT, INVALID)",
+    ["type", "result"],
+)
+BATCH_SECONDS = Histogram(
+    "ops_storefront_batch_seconds",
+    "Time to push one consumed batch to every store it concerns, retries included",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+FAILURES = Counter(
+    "ops_storefront_failures_total",
+    "Pushes or commands that failed and will be tried again, by platform",
+    ["platform"],
+)
+CATALOGUE_VARIANTS = Gauge(
+    "ops_storefront_catalogue_variants",
+    "Store products the storefront process can map to a storefront variant (read from catalog.variants)",
+)

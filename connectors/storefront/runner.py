@@ -1,0 +1,243 @@
+"""The storefront process (``ops-engine storefront``): the engine's changes and
+commands, written to each store's storefront.
+
+A plain aiokafka consumer group (``{app_id}-storefront``, connectors/consumers.py)
+on ``inventory.changes`` and ``storefront.commands`` (both keyed by
+``store_id``): storefront processes scale out like the executor, a store's
+records staying on one partition, in order.
+
+Each fetched batch is split by store; each store's changes go to its adapter's
+``push`` in one call (connectors/storefront/base.py: the Shopify adapter
+batches its writes), its commands to ``show_tracking`` one after another,
+stores concurrently (``OPS_STOREFRONT_CONCURRENCY``). The batch's offsets are
+committed only once every store's writes are done; a push that fails (the
+shop is down, still throttled, a timeout) is tried again with backoff
+(1 s .. 30 s) until it succeeds or the process stops, and then nothing of the
+batch is committed: the next owner replays it, and the adapters' idempotency
+(keys made from the change and command ids, compare-and-set, read before write)
+makes the replay write nothing twice.
+
+Skipped, counted and logged at debug, never dead-lettered: changes of a store
+without an account (``NO_ACCOUNT``) and of products the catalogue does not map
+(``UNMAPPED``). A record that is not an event goes to ``deadletter``.
+
+The catalogue (``catalog.variants``) is read in full by every storefront
+process before the first push (connectors/storefront/catalogue.py).
+
+With ``OPS_DATABASE_URL``, the process also reconciles the Shopify shops'
+orders (connectors/shopify/reconcile.py): lost webhooks are pulled and
+published on ``webhooks.inbound``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+from pydantic import ValidationError
+
+from connectors.consumers import backoff, commit, group_consumer
+from connectors.postgres.pool import create_pool
+from connectors.shopify.reconcile import reconcile_loop
+from connectors.shopify.storefront import ShopifyStorefront
+from connectors.storefront import metrics
+from connectors.storefront.base import PushOutcome, Storefront, build_storefront
+from connectors.storefront.catalogue import CatalogueIndex, follow
+from connectors.storefront.settings import StorefrontSettings
+from models.events import DeadLetter, DeadLetterReason, InventoryChange
+from models.orders import StorefrontCommand
+from models.webhooks import InboundWebhook, message_key
+from streams import topics
+from streams.codecs import encode
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+FIRST_PAUSE_S = 1.0
+LONGEST_PAUSE_S = 30.0
+
+
+class Stopped(Exception):
+    """The process is stopping in the middle of a retried write: commit nothing more."""
+
+
+class StorefrontRunner:
+    def __init__(
+        self,
+        storefronts: Mapping[str, Storefront],
+        catalogue: CatalogueIndex,
+        producer: AIOKafkaProducer,
+        stop: asyncio.Event,
+        concurrency: int = 4,
+    ) -> None:
+        self.storefronts = storefronts
+        self.catalogue = catalogue
+        self.producer = producer
+        self.stop = stop
+        self.limit = asyncio.Semaphore(concurrency)
+
+    async def _dead(self, message: Any, detail: str) -> None:
+        letter = DeadLetter.of(message, DeadLetterReason.SCHEMA_VIOLATION, detail)
+        await (await self.producer.send(topics.DEADLETTER, key=message.topic.encode(), value=encode(letter)))
+
+    async def _until_done(self, what: str, platform: str, call: Callable[[], Awaitable[T]]) -> T:
+        pause: float | None = FIRST_PAUSE_S
+        while True:
+            try:
+                return await call()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                metrics.FAILURES.labels(platform).inc()
+                log.warning("%s failed (%s: %s); trying again", what, type(exc).__name__, str(exc)[:300])
+                pause = await backoff(self.stop, pause or FIRST_PAUSE_S, LONGEST_PAUSE_S)
+                if pause is None:
+                    raise Stopped(what) from None
+
+    async def handle(self, messages: list[Any]) -> None:
+        """One fetched batch, to its last write (raises ``Stopped`` when cut short)."""
+        changes: dict[str, list[InventoryChange]] = defaultdict(list)
+        commands: dict[str, list[StorefrontCommand]] = defaultdict(list)
+        for message in messages:
+            try:
+                if message.topic == topics.STOREFRONT_COMMANDS:
+                    command = StorefrontCommand.model_validate_json(message.value or b"")
+                    commands[command.store_id].append(command)
+                else:
+                    change = InventoryChange.model_validate_json(message.value or b"")
+                    changes[change.store_id].append(change)
+            except ValidationError as exc:
+                kind = "command" if message.topic == topics.STOREFRONT_COMMANDS else "change"
+                if kind == "command":
+                    metrics.COMMANDS.labels("UNKNOWN", "INVALID").inc()
+                else:
+                    metrics.CHANGES.labels("NONE", "INVALID").inc()
+                await self._dead(message, f"not a storefront {kind}: {exc.errors()[:3]}")
+        stores = sorted(set(changes) | set(commands))
+        tasks = [asyncio.create_task(self._store(s, changes.get(s, []), commands.get(s, []))) for s in stores]
+        try:
+            await asyncio.gather(*tasks)
+        finally:  # one store cut short (stopping): the others stop too, nothing is committed
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _store(self, store_id: str, changes: list[InventoryChange], commands: list[StorefrontCommand]) -> None:
+        storefront = self.storefronts.get(store_id)
+        if storefront is None:
+            if changes:
+                metrics.CHANGES.labels("NONE", "NO_ACCOUNT").inc(len(changes))
+            for command in commands:
+                metrics.COMMANDS.labels(command.type.value, "NO_ACCOUNT").inc()
+            log.debug("store %s has no storefront account: %d changes, %d commands skipped",
+                      store_id, len(changes), len(commands))
+            return
+        platform = storefront.platform
+        async with self.limit:
+            if changes:
+                outcome: PushOutcome = await self._until_done(
+                    f"push of {len(changes)} changes to store {store_id}", platform,
+                    lambda: storefront.push(changes, self.catalogue),
+                )
+                for result, n in outcome.changes.items():
+                    metrics.CHANGES.labels(platform, result).inc(n)
+                for (kind, result), n in outcome.writes.items():
+                    metrics.WRITES.labels(platform, kind, result).inc(n)
+            for command in commands:
+                result = await self._until_done(
+                    f"{command.type.value} {command.command_id} of store {store_id}", platform,
+                    lambda: storefront.show_tracking(command),
+                )
+                metrics.COMMANDS.labels(command.type.value, result).inc()
+                log.info("store %s order %s: tracking %s", store_id, command.order_id, result)
+
+
+def storefronts_of(accounts: Mapping[str, Any]) -> dict[str, Storefront]:
+    return {store_id: build_storefront(store_id, account) for store_id, account in accounts.items()}
+
+
+async def run_storefront(
+    settings: Settings,
+    storefront_settings: StorefrontSettings,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+) -> None:
+    if settings.embedded_broker:
+        from streams.embedded import install_end_offset_fix
+
+        install_end_offset_fix()  # the catalogue is read to its real end
+    storefronts = storefronts_of(storefront_settings.storefront_accounts)
+    catalogue = CatalogueIndex()
+    catalogue_ready = asyncio.Event()
+    follower = asyncio.create_task(follow(settings, catalogue, catalogue_ready, stop))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
+                                enable_idempotence=settings.producer_idempotence,
+                                max_request_size=topics.WEBHOOKS_INBOUND_MAX_MESSAGE_BYTES)
+    consumer = group_consumer(settings, "storefront", max_poll_records=500)
+    runner = StorefrontRunner(storefronts, catalogue, producer, stop, storefront_settings.storefront_concurrency)
+    await producer.start()
+    pool = None
+    reconciler: asyncio.Task[None] | None = None
+    try:
+        shops = [sf.client for sf in storefronts.values() if isinstance(sf, ShopifyStorefront)]
+        if shops and settings.database_url:
+            pool = await create_pool(settings.database_url, max_size=2)
+
+            async def publish(hooks: list[InboundWebhook]) -> None:
+                futures = [await producer.send(topics.WEBHOOKS_INBOUND, key=message_key(h), value=encode(h)) for h in hooks]
+                for future in futures:
+                    await future
+
+            reconciler = asyncio.create_task(reconcile_loop(
+                pool, shops, publish, stop, interval_s=storefront_settings.shopify_reconcile_interval_s,
+                lookback_s=storefront_settings.shopify_reconcile_lookback_s,
+            ))
+        elif shops:
+            log.warning("OPS_DATABASE_URL is not set: the Shopify reconciliation (lost webhooks) is off")
+        while not catalogue_ready.is_set() and not stop.is_set():
+            if follower.done():
+                follower.result()  # raises what stopped it
+            try:
+                await asyncio.wait_for(catalogue_ready.wait(), 0.2)
+            except TimeoutError:
+                pass
+        await consumer.start()
+        consumer.subscribe([topics.INVENTORY_CHANGES, topics.STOREFRONT_COMMANDS])
+        if ready is not None:
+            ready.set()
+        log.info("storefront running for %d stores", len(storefronts))
+        while not stop.is_set():
+            if follower.done():
+                follower.result()
+            batch = await consumer.getmany(timeout_ms=200, max_records=500)
+            messages = [m for records in batch.values() for m in records]
+            if not messages:
+                continue
+            started = time.perf_counter()
+            try:
+                await runner.handle(messages)
+            except Stopped:
+                break
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            done: dict[TopicPartition, OffsetAndMetadata] = {}
+            for tp, records in batch.items():
+                done[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+            await commit(consumer, done)
+    finally:
+        stop.set()
+        follower.cancel()
+        if reconciler is not None:
+            reconciler.cancel()
+        await asyncio.gather(follower, *([reconciler] if reconciler else []), return_exceptions=True)
+        if pool is not None:
+            await pool.close()
+        await consumer.stop()
+        await producer.stop()
+        for storefront in storefronts.values():
+            await storefront.aclose()

@@ -1,0 +1,155 @@
+"""What the storefront push writes for an inventory change, and the rules it follows (pure, no I/O).
+
+The storefront process (connectors/storefront/runner.py) calls these with the
+changes it consumed and what the shop answered; the adapters (Shopify,
+WooCommerce) only carry the writes out.
+
+Quantities
+----------
+The quantity a storefront shows for a product is :func:`pushed_quantity`: its
+stock while it is ACTIVE and available, else 0 (OUT_OF_STOCK, removed).
+
+A quantity write is a compare-and-set: "set it to ``after``, if the shop still
+shows what the engine last pushed (``before``)". A NEW product has no
+``before``: its first write sets the quantity whatever the shop shows.
+
+When the shop's quantity is not the one expected (the shop sold units since
+the last push, or a person edited it), the **supplier's count is the truth**:
+the engine's stock comes from the supplier's latest snapshot, which is newer
+than what the shop shows, so the push reads the shop's current quantity and
+sets the engine's quantity with that as the new comparison
+(:func:`after_stale`). Nothing the shop did is lost silently: a sale in the
+shop becomes an order, and the supplier's next count reflects it once the
+order is placed there. If the shop already shows the engine's quantity (an
+earlier delivery of the same change wrote it), nothing is written.
+
+Each write carries an idempotency key made from the change id and the attempt
+(:func:`idempotency_key`), never from the clock: a redelivered change sends
+the same key, and the shop answers the first write's outcome without applying
+it twice.
+
+Prices
+------
+A price write sets the variant's price (and compare-at price) to the change's
+``after``; the push reads the variants' current prices first and writes only
+those that differ, so a redelivered change writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from models.events import ChangedField, InventoryChange, ProductStatus, ProductView
+
+#: Fields whose change moves the quantity a storefront shows.
+QUANTITY_FIELDS = frozenset({ChangedField.STOCK, ChangedField.AVAILABILITY, ChangedField.STATUS})
+#: Fields whose change moves a storefront price.
+PRICE_FIELDS = frozenset({ChangedField.SELLING_PRICE, ChangedField.COMPARE_AT_PRICE})
+
+
+def pushed_quantity(view: ProductView) -> int:
+    """The quantity a storefront shows for a product in this state."""
+    if view.status is ProductStatus.ACTIVE and view.available:
+        return max(0, view.stock)
+    return 0
+
+
+@dataclass(frozen=True)
+class QuantityWrite:
+    """Set one product's quantity to ``quantity`` if the shop shows ``compare``
+    (None: whatever it shows)."""
+
+    change_id: str
+    quantity: int
+    compare: int | None
+
+
+@dataclass(frozen=True)
+class PriceWrite:
+    change_id: str
+    price: Decimal
+    compare_at_price: Decimal | None
+
+
+def quantity_write(change: InventoryChange) -> QuantityWrite | None:
+    """The quantity write of a change, or None when its shown quantity did not move."""
+    if change.before is not None and not (set(change.changed) & QUANTITY_FIELDS):
+        return None
+    target = pushed_quantity(change.after)
+    if change.before is None:
+        return QuantityWrite(change.change_id, target, None)
+    expected = pushed_quantity(change.before)
+    if expected == target:
+        return None
+    return QuantityWrite(change.change_id, target, expected)
+
+
+def price_write(change: InventoryChange) -> PriceWrite | None:
+    """The price write of a change (a NEW product's price too), or None."""
+    if change.before is not None and not (set(change.changed) & PRICE_FIELDS):
+        return None
+    return PriceWrite(change.change_id, change.after.selling_price, change.after.compare_at_price)
+
+
+def after_stale(write: QuantityWrite, current: int) -> QuantityWrite | None:
+    """The shop shows ``current``, not ``write.compare``: the next attempt (the
+    engine's quantity, compared with what the shop shows now), or None when the
+    shop already shows the engine's quantity."""
+    if current == write.quantity:
+        return None
+    return QuantityWrite(write.change_id, write.quantity, current)
+
+
+def idempotency_key(change_id: str, what: str, attempt: int = 0) -> str:
+    """The key of one write of one change: the same for every delivery of the change.
+    ``what`` names the write (``qty``, ``price``); ``attempt`` counts the retries after a
+    stale comparison, so a replay meets the same keys in the same order."""
+    digest = hashlib.sha256(change_id.encode()).hexdigest()[:40]
+    return f"ops-{what}-{digest}-{attempt}"
+
+
+def newest_per_variant(changes: Iterable[InventoryChange]) -> list[InventoryChange]:
+    """The last change of each (store, product, variant), in their order of arrival."""
+    last: dict[tuple[str, str, str | None], InventoryChange] = {}
+    for change in changes:
+        key = (change.store_id, change.product_id, change.variant_id)
+        last.pop(key, None)
+        last[key] = change
+    return list(last.values())
+
+
+def numeric_id(value: str | int | None) -> str | None:
+    """The numeric tail of a Shopify id (``gid://shopify/Order/12`` or ``12``), else None."""
+    if value is None:
+        return None
+    tail = str(value).rsplit("/", 1)[-1]
+    return tail if tail.isdigit() else None
+
+
+def shopify_order_number(order_id: str) -> str | None:
+    """The Shopify order id inside one of our order ids (``shopify-{id}``), else None."""
+    return numeric_id(order_id.removeprefix("shopify-")) if order_id.startswith("shopify-") else None
+
+
+@dataclass(frozen=True)
+class OpenLine:
+    fulfillment_order_id: str
+    line_item_id: str  # numeric
+    fulfillment_order_line_item_id: str
+    remaining: int
+
+
+def lines_to_fulfill(open_lines: Sequence[OpenLine], line_ids: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
+    """The fulfillment order lines a shipment covers: fulfillment order id ->
+    [(fulfillment order line item id, quantity)], for the lines of ``line_ids``
+    (all open lines when it is empty) that still have a remaining quantity."""
+    wanted = {numeric_id(line) or line for line in line_ids}
+    out: dict[str, list[tuple[str, int]]] = {}
+    for line in open_lines:
+        if line.remaining <= 0 or (wanted and line.line_item_id not in wanted):
+            continue
+        out.setdefault(line.fulfillment_order_id, []).append((line.fulfillment_order_line_item_id, line.remaining))
+    return out

@@ -75,6 +75,9 @@ class CatalogueVariant(Event):
     source_variant_id: str | None = None
     title: str | None = None
     shopify_inventory_item_id: str | None = None
+    woocommerce_parent_id: str | None = Field(
+        None, description="WooCommerce: the parent product id of a variation (None: a simple product)"
+    )
 
 
 def catalogue_key(shop_domain: str, shopify_variant_id: str | int) -> str:

@@ -299,3 +299,50 @@ def test_what_is_not_an_order_event_is_ignored_or_refused() -> None:
     billing_only = order(shipping={"first_name": "", "address_1": "", "country": ""})
     created = route("WOOCOMMERCE", "order.created", SITE, billing_only, AT, catalogue).events[0]
     assert created.shipping_address.line1 == "969 Market" and created.shipping_address.line2 is None
+
+
+# --------------------------------------------------------------------------- #
+# What the storefront push writes (models/woocommerce.py)
+# --------------------------------------------------------------------------- #
+
+
+def test_push_fields_stock_status_and_prices_as_strings() -> None:
+    from models.events import ChangedField, ChangeReason, InventoryChange, ProductStatus, ProductView
+    from models.woocommerce import decimal_string, merged_fields, update_fields
+
+    def view(stock: int, price: str, status: ProductStatus = ProductStatus.ACTIVE, available: bool = True,
+             compare: str | None = None) -> ProductView:
+        return ProductView(status=status, available=available, stock=stock, cost_price=Decimal("1"),
+                           shipping_cost=Decimal("0"), currency="USD", selling_price=Decimal(price),
+                           compare_at_price=None if compare is None else Decimal(compare))
+
+    def change(after: ProductView, before: ProductView | None, *changed: ChangedField) -> InventoryChange:
+        return InventoryChange(change_id="c", store_id="s", product_id="p", provider="ALIEXPRESS", source_id="x",
+                               reason=ChangeReason.SNAPSHOT, changed=changed, before=before, after=after, captured_at=AT)
+
+    assert decimal_string(Decimal("1E+1")) == "10" and decimal_string(Decimal("12.50")) == "12.50"
+    gone = change(view(30, "9.99", ProductStatus.OUT_OF_STOCK, available=False), view(30, "9.99"), ChangedField.STATUS)
+    assert update_fields(gone) == {"manage_stock": True, "stock_quantity": 0, "stock_status": "outofstock"}
+    repriced = change(view(3, "11.00", compare="10.00"), view(3, "9.00"), ChangedField.SELLING_PRICE)
+    assert update_fields(repriced) == {"regular_price": "11.00", "sale_price": ""}  # compare-at not above: no sale
+    assert update_fields(change(view(3, "11.00"), view(3, "11.00"), ChangedField.COST)) == {}
+    assert merged_fields([gone, repriced]) == {"manage_stock": True, "stock_quantity": 3, "stock_status": "instock",
+                                               "regular_price": "11.00", "sale_price": ""}
+
+
+def test_order_ids_notes_and_completion() -> None:
+    from models.orders import StorefrontCommand, StorefrontCommandType
+    from models.woocommerce import covers_order, note_shows, woo_order_id
+
+    assert woo_order_id(f"woocommerce-{SITE}-727", SITE) == "727"
+    assert woo_order_id(f"woocommerce-{SITE}-727", "other.example.com") is None
+    assert woo_order_id("shopify-727", SITE) is None and woo_order_id(f"woocommerce-{SITE}-x1", SITE) is None
+    assert note_shows([{"note": "Tracking number: LP1."}, {"note": None}], "LP1")
+    assert not note_shows([{"note": "Tracking number: LP2."}], "LP1")
+    shipped = StorefrontCommand(command_id="c", type=StorefrontCommandType.SHOW_TRACKING, store_id="s",
+                                order_id="o", order_number="1", group_id="g", line_ids=("315", "316"),
+                                tracking_number="LP1", issued_at=AT)
+    assert covers_order(shipped, {"line_items": [{"id": 315}, {"id": 316}]})
+    assert not covers_order(shipped, {"line_items": [{"id": 315}, {"id": 317}]})
+    assert not covers_order(shipped, {"line_items": []})
+    assert covers_order(shipped.model_copy(update={"line_ids": ()}), {"line_items": [{"id": 1}]})

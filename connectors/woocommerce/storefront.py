@@ -89,6 +89,13 @@ class WooCommerceStorefront:
             if variant is None or variant.platform != "WOOCOMMERCE" or variant.shop_domain != self.account.site:
                 outcome.change("UNMAPPED", len(group))
                 continue
+            parent = variant.woocommerce_parent_id
+            if not variant.shopify_variant_id.isdigit() or (parent is not None and not parent.isdigit()):
+                # A catalogue record no WooCommerce id can be made of: skipped (raising would stall the store).
+                log.warning("woocommerce %s: catalogue record of %s has no numeric WooCommerce id (%s, parent %s)",
+                            self.account.site, key, variant.shopify_variant_id[:40], (parent or "-")[:40])
+                outcome.change("UNMAPPED", len(group))
+                continue
             fields = merged_fields(group)
             if not fields:
                 outcome.change("NOTHING", len(group))
@@ -108,7 +115,7 @@ class WooCommerceStorefront:
         return outcome
 
     async def _write(self, outcome: PushOutcome, what: str, items: dict[str, dict[str, Any]], send: Any) -> None:
-        updates = [{"id": int(woo_id) if woo_id.isdigit() else woo_id, **fields} for woo_id, fields in items.items()]
+        updates = [{"id": int(woo_id), **fields} for woo_id, fields in items.items()]
         try:
             answers = await send(updates)
         except Rejected as exc:  # the whole batch refused for good (4xx): counted, not retried forever

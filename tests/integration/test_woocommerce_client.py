@@ -120,8 +120,10 @@ def test_push_writes_absolute_stock_and_string_prices_and_is_idempotent() -> Non
 
 def test_batches_of_at_most_100_and_refused_items_are_counted() -> None:
     products = {n: {"type": "simple"} for n in range(1000, 1150)}
-    catalogue = Catalogue(*(woo(f"p-{n}", str(n)) for n in range(1000, 1151)))  # 1150 is not in the shop
+    catalogue = Catalogue(*(woo(f"p-{n}", str(n)) for n in range(1000, 1151)),  # 1150 is not in the shop
+                          woo("p-bad", "sku-1"), woo("p-bad-parent", "5", parent="gid://x"))  # no WooCommerce ids
     changes = [change(f"p-{n}", view(n % 7, "3.10")) for n in range(1000, 1151)]
+    changes += [change("p-bad", view(1, "1.00")), change("p-bad-parent", view(1, "1.00"))]
     with FakeWooCommerce(products=products) as fake:
         shop = adapter(fake)
 
@@ -135,6 +137,7 @@ def test_batches_of_at_most_100_and_refused_items_are_counted() -> None:
         sizes = [len(w["body"]["update"]) for w in fake.writes]
         last = fake.product(1149)
     assert sizes == [100, 51]
+    assert outcome.changes == {"PUSHED": 151, "UNMAPPED": 2}
     assert outcome.writes == {("quantity", "OK"): 150, ("price", "OK"): 150,
                               ("quantity", "REJECTED"): 1, ("price", "REJECTED"): 1}
     assert last["stock_quantity"] == 1149 % 7 and last["regular_price"] == "3.10"

@@ -6,7 +6,7 @@ Routes (POST only):
   ``/webhooks/shopify/{topic...}`` (e.g. ``/webhooks/shopify/orders/create``;
   the header wins when both are there);
 - ``/webhooks/woocommerce`` (site from ``X-WC-Webhook-Source``, topic from
-  ``X-WC-Webhook-Topic``);
+  ``X-WC-Webhook-Topic``, else ``{X-WC-Webhook-Resource}.{X-WC-Webhook-Event}``);
 - ``/webhooks/stripe``;
 - ``/webhooks/suppliers/{provider}`` (``cj_dropshipping`` or ``CJ_DROPSHIPPING``).
 
@@ -380,6 +380,10 @@ class Ingress:
             topic = safe_id(header_topic.strip())
             if topic is None:
                 raise Refused(400, f"bad {WOOCOMMERCE_TOPIC_HEADER}")
+        else:  # the topic is "{resource}.{event}" (order.updated)
+            resource = safe_id((request.headers.get("X-WC-Webhook-Resource") or "").strip())
+            event = safe_id((request.headers.get("X-WC-Webhook-Event") or "").strip())
+            topic = safe_id(f"{resource}.{event}") if resource and event else None
         seen.topic = topic
         delivery = woocommerce_delivery_id(request.headers, payload, body)
         seen.delivery_id = delivery

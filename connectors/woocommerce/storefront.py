@@ -44,10 +44,7 @@ from models.woocommerce import (
     woo_order_id,
 )
 
-try:  # the storefront process's port (branch issue5-shopify)
-    from connectors.storefront.base import CatalogueLookup, PushOutcome
-except ImportError:  # until it is merged: the same shapes
-    from connectors.woocommerce.port import CatalogueLookup, PushOutcome  # type: ignore[assignment]
+from connectors.storefront.base import CatalogueLookup, PushOutcome
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,15 @@
 """The WooCommerce storefront adapter: the engine's stock and prices, and
 shipments' tracking, written to one store's WooCommerce site.
 
-It has the storefront port's shape (connectors/storefront/base.py,
-``Storefront``): ``push(changes, catalogue)``, ``show_tracking(command)``,
-``aclose()``, ``platform``, ``store_id``; :meth:`WooCommerceStorefront.of`
+It implements the storefront port (connectors/storefront/base.py,
+``Storefront``, registered there for ``platform`` WOOCOMMERCE):
+``push(changes, catalogue)``, ``show_tracking(command)``, ``aclose()``,
+``platform``, ``store_id``; :meth:`WooCommerceStorefront.of`
 builds it from a store's account (connectors/woocommerce/settings.py). What it
 writes is models/woocommerce.py.
 
-``push``: the changes of one store, grouped by product of ours (the fields of
-its changes merged, later ones winning), looked up in the catalogue (a
+``push``: the changes of one store, grouped by product of ours (the kinds of
+fields any of them moves, with the last one's values), looked up in the catalogue (a
 ``platform`` WOOCOMMERCE record of this site: a simple product, or a variation
 under ``woocommerce_parent_id``), then written with the batch endpoints
 (products, and each parent's variations), 100 at a time. Absolute values, so
@@ -31,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from connectors.storefront.base import CatalogueLookup, PushOutcome
 from connectors.suppliers.base import OutcomeUnknown, Rejected
 from connectors.woocommerce.client import WooCommerceClient, item_error
 from connectors.woocommerce.settings import WooCommerceAccount
@@ -43,8 +45,6 @@ from models.woocommerce import (
     tracking_note,
     woo_order_id,
 )
-
-from connectors.storefront.base import CatalogueLookup, PushOutcome
 
 log = logging.getLogger(__name__)
 

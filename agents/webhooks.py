@@ -2,7 +2,8 @@
 
 Consumes the stored webhooks and the ``catalog.variants`` mapping together.
 Both are keyed so that what belongs together meets on one partition: a
-Shopify webhook and the shop's catalogue by the shop's domain, a Stripe or
+Shopify webhook and the shop's catalogue by the shop's domain (a WooCommerce
+one and its site's catalogue by the site's host), a Stripe or
 supplier webhook by its dedup key. So the catalogue lookup is local, and
 the two deliveries of one webhook meet in the same ``webhook-dedup`` table
 partition.

@@ -1,7 +1,7 @@
 """What a stored webhook means for the engine (pure): order events, alerts, or a refusal.
 
 ``route(source, topic, shop_domain, body, received_at, catalogue)`` maps one
-Shopify or Stripe webhook to ``Routed``: order events for ``orders.events``,
+Shopify, WooCommerce or Stripe webhook to ``Routed``: order events for ``orders.events``,
 alerts, or the reason it cannot be mapped (dead-lettered by the agent).
 
 Event ids are made from what the webhook is about, not from the delivery, so
@@ -12,22 +12,32 @@ the order machine drops a second delivery whatever ids the sender put on it
   so each emits ORDER_CREATED with the one id ``shopify:{shop}:order:{id}``:
   whichever arrives first creates the order (a lost orders/create is no
   loss). A paid order also emits PAYMENT_CONFIRMED ``...:paid``.
+- WooCommerce order.created / order.updated carry the whole order too (REST
+  v3 shape): ORDER_CREATED ``woocommerce:{site}:order:{id}`` (order id
+  ``woocommerce-{site}-{id}``: a site's order ids are small integers, so the
+  site is part of it), and PAYMENT_CONFIRMED ``...:paid`` once the order is
+  paid (status processing or completed, or ``date_paid_gmt`` set); status
+  cancelled is CANCEL_REQUESTED ``...:cancelled``, refunded REFUND_REQUESTED
+  ``...:refunded``.
 - Stripe payment confirmations for one order share ``stripe:paid:{order_id}``
   (a PaymentIntent and its Checkout Session are one payment).
 
 Items are resolved to our products and supplier sources through the
-catalogue (Shopify variant id -> store product, variant, provider, source ids).
+catalogue (Shopify variant id, or WooCommerce variation / product id ->
+store product, variant, provider, source ids).
 An item with no mapping becomes an item of provider ``UNMAPPED``: the machine
 makes that group need a person with the reason, rather than crash or drop it.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import ROUND_HALF_UP
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -38,12 +48,25 @@ from models.orders import ORDER_EVENT, OrderEvent
 UNMAPPED = "UNMAPPED"
 
 
+Platform = Literal["SHOPIFY", "WOOCOMMERCE"]
+
+
 class CatalogueVariant(Event):
     """One storefront variant and where it comes from. Topic ``catalog.variants``,
-    key ``shop_domain`` (the router reads it on the shop's partition)."""
+    key ``shop_domain`` (the router reads it on the shop's partition).
 
-    shop_domain: str
-    shopify_variant_id: str
+    The names are Shopify's, from before there was a second storefront; for
+    ``platform`` WOOCOMMERCE, ``shop_domain`` is the site's host (as in
+    ``X-WC-Webhook-Source``: ``shop.example.com``) and ``shopify_variant_id``
+    the WooCommerce variation id, or the product id of a simple product (one id
+    space in WordPress, so they never collide); ``shopify_inventory_item_id``
+    is unused. A record without ``platform`` is a Shopify one."""
+
+    platform: Platform = Field("SHOPIFY", description="the storefront: SHOPIFY (default) or WOOCOMMERCE")
+    shop_domain: str = Field(description="Shopify shop domain, or the WooCommerce site host")
+    shopify_variant_id: str = Field(
+        description="Shopify variant id, or the WooCommerce variation id (product id of a simple product)"
+    )
     store_id: str
     product_id: str
     variant_id: str | None = None
@@ -52,6 +75,9 @@ class CatalogueVariant(Event):
     source_variant_id: str | None = None
     title: str | None = None
     shopify_inventory_item_id: str | None = None
+    woocommerce_parent_id: str | None = Field(
+        None, description="WooCommerce: the parent product id of a variation (None: a simple product)"
+    )
 
 
 def catalogue_key(shop_domain: str, shopify_variant_id: str | int) -> str:
@@ -446,6 +472,191 @@ def _storefront_stock(shop: str, body: dict[str, Any], at: datetime, catalogue: 
 
 
 # --------------------------------------------------------------------------- #
+# WooCommerce
+# --------------------------------------------------------------------------- #
+
+#: Statuses in which WooCommerce has the payment (or, for cash on delivery, takes the order as paid).
+WOO_PAID_STATUSES = ("processing", "completed")
+#: Orders not yet placed by a customer (the block checkout's draft) or in the bin.
+WOO_IGNORED_STATUSES = ("checkout-draft", "auto-draft", "trash")
+_MICRO = Decimal("0.000001")
+
+
+def woocommerce_order_id(site: str, order_id: Any) -> str:
+    """Our order id of a WooCommerce order: ``woocommerce-{site}-{id}``."""
+    if order_id in (None, "") or isinstance(order_id, bool):
+        raise _Unroutable("no order id")
+    return f"woocommerce-{site}-{order_id}"
+
+
+def woocommerce_item_ref(line: dict[str, Any]) -> str:
+    """The catalogue id of a WooCommerce line: its variation, else its product."""
+    for name in ("variation_id", "product_id"):
+        value = line.get(name)
+        if value not in (None, "", 0, "0") and not isinstance(value, bool):
+            return str(value)
+    return ""
+
+
+def _six_places(amount: Decimal) -> Decimal:
+    exponent = amount.as_tuple().exponent
+    return amount.quantize(_MICRO, rounding=ROUND_HALF_UP) if isinstance(exponent, int) and exponent < -6 else amount
+
+
+def _woo_unit_price(line: dict[str, Any]) -> str:
+    """A line's unit price: its ``subtotal`` (a decimal string, before coupons)
+    over its quantity; ``price`` (a JSON number in REST v3) only without one."""
+    quantity = max(int(line.get("quantity") or 1), 1)
+    subtotal = line.get("subtotal")
+    if isinstance(subtotal, str) and subtotal.strip():
+        try:
+            return _money(_six_places(Decimal(subtotal) / quantity))
+        except InvalidOperation:
+            raise _Unroutable(f"not an amount: {subtotal!r}") from None
+    price = line.get("price")
+    if isinstance(price, float):
+        return _money(_six_places(Decimal(repr(price))))
+    return _money(price)
+
+
+def _woo_address(order: dict[str, Any]) -> dict[str, Any]:
+    """The shipping address, else the billing one (a store that ships to the billing address)."""
+    for part in ("shipping", "billing"):
+        raw = order.get(part)
+        if isinstance(raw, dict) and raw.get("address_1") and raw.get("country"):
+            name = " ".join(p for p in (raw.get("first_name"), raw.get("last_name")) if p) or raw.get("company") or "-"
+            phone = raw.get("phone") or _get(order, "billing", "phone") or None
+            return {
+                "name": name, "line1": raw["address_1"], "line2": raw.get("address_2") or None,
+                "city": raw.get("city") or "-", "province": raw.get("state") or None,
+                "postal_code": raw.get("postcode") or None, "country_code": raw["country"], "phone": phone,
+            }
+    raise _Unroutable("order has no shipping or billing address (address_1, country)")
+
+
+def _woo_paid(order: dict[str, Any]) -> bool:
+    """Paid: status processing or completed, or a payment date (not for a failed payment)."""
+    if order.get("status") == "failed":
+        return False
+    return order.get("status") in WOO_PAID_STATUSES or bool(order.get("date_paid_gmt") or order.get("date_paid"))
+
+
+def _woo_items(site: str, order: dict[str, Any], catalogue: Catalogue) -> tuple[list[dict[str, Any]], str | None]:
+    lines = order.get("line_items") or []
+    if not lines:
+        raise _Unroutable("order has no line items")
+    items, store_id = [], None
+    for line in lines:
+        if not isinstance(line, dict):
+            raise _Unroutable("a line item is not a JSON object")
+        ref = woocommerce_item_ref(line)
+        mapped = catalogue(site, ref) if ref else None
+        if mapped is not None and mapped.platform != "WOOCOMMERCE":
+            mapped = None  # a Shopify record under this host: not this site's product
+        quantity = int(line.get("quantity") or 1)
+        title = html.unescape(str(line.get("name"))) if line.get("name") else None  # "Hoodie &ndash; Blue"
+        if mapped is not None:
+            store_id = store_id or mapped.store_id
+            items.append({
+                "line_id": str(line.get("id")), "product_id": mapped.product_id, "variant_id": mapped.variant_id,
+                "title": title or mapped.title, "quantity": quantity, "unit_price": _woo_unit_price(line),
+                "provider": mapped.provider, "source_id": mapped.source_id,
+                "source_variant_id": mapped.source_variant_id,
+            })
+        else:
+            kind = "variation" if line.get("variation_id") not in (None, "", 0, "0") else "product"
+            items.append({
+                "line_id": str(line.get("id")), "product_id": f"woocommerce-product-{line.get('product_id') or '?'}",
+                "variant_id": f"woocommerce-{kind}-{ref or '?'}", "title": title or line.get("sku") or None,
+                "quantity": quantity, "unit_price": _woo_unit_price(line), "provider": UNMAPPED,
+                "source_id": f"woocommerce {kind} {ref or 'none'} at {site}, sku {line.get('sku') or '-'}",
+            })
+    return items, store_id
+
+
+def _woo_store(site: str, order: dict[str, Any], catalogue: Catalogue) -> str:
+    for line in order.get("line_items") or []:
+        ref = woocommerce_item_ref(line) if isinstance(line, dict) else ""
+        mapped = catalogue(site, ref) if ref else None
+        if mapped is not None and mapped.platform == "WOOCOMMERCE":
+            return mapped.store_id
+    return site
+
+
+def _woo_created(site: str, order: dict[str, Any], at: datetime, catalogue: Catalogue) -> list[OrderEvent]:
+    woo_id = order.get("id")
+    order_id = woocommerce_order_id(site, woo_id)
+    items, store_id = _woo_items(site, order, catalogue)
+    store_id = store_id or site
+    billing = order.get("billing") if isinstance(order.get("billing"), dict) else {}
+    subtotal = sum((Decimal(_money(line.get("total"))) for line in order.get("line_items") or []), Decimal("0"))
+    paid = _woo_paid(order)
+    created = {
+        "type": "ORDER_CREATED",
+        "event_id": f"woocommerce:{site}:order:{woo_id}",
+        "order_id": order_id,
+        "store_id": store_id,
+        "occurred_at": at,
+        "order_number": str(order.get("number") or woo_id),
+        "customer": {
+            "name": " ".join(p for p in (billing.get("first_name"), billing.get("last_name")) if p) or None,
+            "email": billing.get("email") or None,
+            "phone": billing.get("phone") or None,
+        },
+        "shipping_address": _woo_address(order),
+        "items": items,
+        "subtotal": str(subtotal),
+        "shipping_total": _money(order.get("shipping_total")),
+        "tax_total": _money(order.get("total_tax")),
+        "total": _money(order.get("total")),
+        "currency": order.get("currency") or "USD",
+        "payment_status": "PAID" if paid else "PENDING",
+    }
+    events = [_event(created)]
+    if paid:
+        events.append(_event({
+            "type": "PAYMENT_CONFIRMED",
+            "event_id": f"woocommerce:{site}:order:{woo_id}:paid",
+            "order_id": order_id,
+            "store_id": store_id,
+            "occurred_at": at,
+            "amount": _money(order.get("total")),
+            "currency": order.get("currency") or None,
+            "payment_id": str(order.get("transaction_id") or "")[:200] or None,
+        }))
+    return events
+
+
+def route_woocommerce(topic: str, site: str, body: dict[str, Any], at: datetime, catalogue: Catalogue) -> Routed:
+    """order.created / order.updated (/ order.restored) by the order's status."""
+    if topic in ("order.created", "order.updated", "order.restored"):
+        status = str(body.get("status") or "")
+        woo_id = body.get("id")
+        if status in WOO_IGNORED_STATUSES:
+            return Routed(ignored=f"WooCommerce order {woo_id} is {status}")
+        if status == "cancelled":
+            return Routed(events=[_event({
+                "type": "CANCEL_REQUESTED", "event_id": f"woocommerce:{site}:order:{woo_id}:cancelled",
+                "order_id": woocommerce_order_id(site, woo_id), "store_id": _woo_store(site, body, catalogue),
+                "occurred_at": at, "reason": "cancelled in the store",
+            })])
+        if status == "refunded":
+            refunds = [r for r in body.get("refunds") or [] if isinstance(r, dict)]
+            amount = sum((abs(Decimal(str(r.get("total") or "0"))) for r in refunds), Decimal("0"))
+            reason = next((str(r["reason"]) for r in refunds if r.get("reason")), "refunded in the store")
+            return Routed(events=[_event({
+                "type": "REFUND_REQUESTED", "event_id": f"woocommerce:{site}:order:{woo_id}:refunded",
+                "order_id": woocommerce_order_id(site, woo_id), "store_id": _woo_store(site, body, catalogue),
+                "occurred_at": at, "reason": reason[:2000],
+                "amount": str(amount) if amount else _money(body.get("total")),
+            })])
+        return Routed(events=_woo_created(site, body, at, catalogue))
+    if topic == "order.deleted":
+        return Routed(ignored="order.deleted: an order moved to the bin is not a cancellation (cancel it in the store)")
+    return Routed(ignored=f"no action for WooCommerce topic {topic}")
+
+
+# --------------------------------------------------------------------------- #
 # Stripe
 # --------------------------------------------------------------------------- #
 
@@ -620,6 +831,10 @@ def route(
             if not topic or not shop_domain:
                 raise _Unroutable("Shopify webhook without topic or shop domain")
             return route_shopify(topic, shop_domain, body, at, catalogue, orders_of, stores_of)
+        if source == "WOOCOMMERCE":
+            if not topic or not shop_domain:
+                raise _Unroutable("WooCommerce webhook without topic or site")
+            return route_woocommerce(topic, shop_domain, body, at, catalogue)
         if source == "STRIPE":
             return route_stripe(body, at)
         if source == "SUPPLIER":

@@ -24,6 +24,11 @@ Signatures (``/work/shared/notes/webhooks-and-side-effects.md`` §1, §2, §6):
   outside the window is "stale" or "future" (400): a replay, or clock skew.
   An unparseable header (no ``t``, a non-numeric ``t``, no ``v1``) is a bad
   signature (401).
+- WooCommerce: ``X-WC-Webhook-Signature`` is the base64 HMAC-SHA256 of the raw
+  body keyed with the webhook's own secret (the same scheme as Shopify, one
+  secret per webhook, so several per site); ``X-WC-Webhook-Source`` (the
+  site's URL) names the site. A webhook being created first gets an
+  unsigned ping, a form-encoded ``webhook_id=N`` body (:func:`is_woocommerce_ping`).
 - Suppliers: a shared-secret HMAC-SHA256 of the raw body in a header of the
   provider's choice, hex or base64, with an optional prefix (``sha256=``).
 
@@ -47,12 +52,18 @@ from pydantic import Field
 from models.events import Event, UtcDatetime
 
 SHOPIFY_HMAC_HEADER = "X-Shopify-Hmac-Sha256"
+WOOCOMMERCE_SIGNATURE_HEADER = "X-WC-Webhook-Signature"
+WOOCOMMERCE_SOURCE_HEADER = "X-WC-Webhook-Source"
+WOOCOMMERCE_TOPIC_HEADER = "X-WC-Webhook-Topic"
 STRIPE_SIGNATURE_HEADER = "Stripe-Signature"
 STRIPE_DEFAULT_TOLERANCE_S = 300
 
 #: Headers that carry signatures or credentials: never stored, never logged.
 SECRET_HEADERS = frozenset(
-    {"x-shopify-hmac-sha256", "stripe-signature", "authorization", "x-shopify-access-token", "cookie"}
+    {
+        "x-shopify-hmac-sha256", "stripe-signature", "authorization", "x-shopify-access-token", "cookie",
+        "x-wc-webhook-signature",
+    }
 )
 
 #: The Shopify headers kept on the record (lower case), and nothing else.
@@ -64,6 +75,15 @@ SHOPIFY_HEADERS = (
     "x-shopify-triggered-at",
     "x-shopify-api-version",
 )
+#: The WooCommerce headers kept on the record (lower case), and nothing else.
+WOOCOMMERCE_HEADERS = (
+    "x-wc-webhook-source",
+    "x-wc-webhook-topic",
+    "x-wc-webhook-resource",
+    "x-wc-webhook-event",
+    "x-wc-webhook-id",
+    "x-wc-webhook-delivery-id",
+)
 #: The event type of a Stripe event, from its body, kept under this name.
 STRIPE_EVENT_TYPE = "stripe-event-type"
 
@@ -74,6 +94,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*$")
+_WOO_PING = re.compile(rb"^webhook_id=[0-9]{1,20}$")
+#: The largest body a WooCommerce ping can have (``webhook_id=`` and 20 digits).
+WOOCOMMERCE_PING_MAX = 64
 #: Keys looked up in a supplier body for its event name, in this order.
 SUPPLIER_EVENT_FIELDS = ("event", "event_type", "eventType", "type", "topic")
 
@@ -82,12 +106,14 @@ class WebhookSource(str, Enum):
     SHOPIFY = "SHOPIFY"
     STRIPE = "STRIPE"
     SUPPLIER = "SUPPLIER"
+    WOOCOMMERCE = "WOOCOMMERCE"
 
 
 class InboundWebhook(Event):
     """A webhook as received, verified and stored raw.
 
-    Topic ``webhooks.inbound``, message key the shop domain for Shopify, else
+    Topic ``webhooks.inbound``, message key the shop domain for Shopify (the
+    site host for WooCommerce), else
     ``dedup_key`` (``message_key``). Never holds a
     signature header. ``body`` is the raw body as UTF-8 text, byte for byte
     (it was checked to be a JSON object before it was stored).
@@ -96,16 +122,31 @@ class InboundWebhook(Event):
     source: WebhookSource
     provider: str | None = Field(None, description="supplier provider (SUPPLIER only), e.g. CJ_DROPSHIPPING")
     topic: str | None = Field(
-        None, description="Shopify topic, Stripe event type, or the supplier's event name when its body has one"
+        None,
+        description=(
+            "Shopify topic, WooCommerce topic (order.updated), Stripe event type, "
+            "or the supplier's event name when its body has one"
+        ),
     )
     delivery_id: str = Field(
         description=(
-            "Shopify X-Shopify-Webhook-Id (else X-Shopify-Event-Id); Stripe the event id (evt_...); "
+            "Shopify X-Shopify-Webhook-Id (else X-Shopify-Event-Id); WooCommerce X-WC-Webhook-Delivery-ID "
+            "(else wc:{webhook id}:{resource id}:{date_modified_gmt}); Stripe the event id (evt_...); "
             "supplier the provider's id header; else sha256:<hex of the body>"
         )
     )
-    dedup_key: str = Field(description="shopify:{shop}:{delivery_id} | stripe:{delivery_id} | supplier:{provider}:{delivery_id}")
-    shop_domain: str | None = Field(None, description="X-Shopify-Shop-Domain (SHOPIFY only), lower case")
+    dedup_key: str = Field(
+        description=(
+            "shopify:{shop}:{delivery_id} | woocommerce:{site}:{delivery_id} | stripe:{delivery_id} | "
+            "supplier:{provider}:{delivery_id}"
+        )
+    )
+    shop_domain: str | None = Field(
+        None,
+        description=(
+            "X-Shopify-Shop-Domain (SHOPIFY), or the site host of X-WC-Webhook-Source (WOOCOMMERCE), lower case"
+        ),
+    )
     headers: dict[str, str] = Field(default_factory=dict, description="allow-listed headers, names in lower case")
     body: str
     received_at: UtcDatetime
@@ -117,7 +158,8 @@ class InboundWebhook(Event):
 
 
 def message_key(hook: InboundWebhook) -> bytes:
-    """The message key of a stored webhook: the shop domain for Shopify (so a
+    """The message key of a stored webhook: the shop domain for Shopify and the
+    site host for WooCommerce (so a
     shop's webhooks meet its ``catalog.variants`` mapping, keyed so too, on one
     partition: agents/webhooks.py), the ``dedup_key`` otherwise. Either way every
     delivery of one webhook lands on one partition, where its duplicates meet."""
@@ -176,6 +218,44 @@ def verify_shopify(body: bytes, header_b64: str | None, secrets: Sequence[str | 
     if given is None or len(given) != hashlib.sha256().digest_size:
         return False
     return _any_digest_matches(body, given, secrets)
+
+
+def sign_woocommerce(body: bytes, secret: str | bytes) -> str:
+    """The ``X-WC-Webhook-Signature`` value of ``body`` (for tests and tools)."""
+    return sign_shopify(body, secret)
+
+
+def verify_woocommerce(body: bytes, header_b64: str | None, secrets: Sequence[str | bytes]) -> bool:
+    """True when ``header_b64`` is the base64 HMAC-SHA256 of ``body`` under any of
+    ``secrets`` (the scheme is Shopify's: :func:`verify_shopify`)."""
+    return verify_shopify(body, header_b64, secrets)
+
+
+def is_woocommerce_ping(body: bytes) -> bool:
+    """The unsigned ping WooCommerce posts when a webhook is created: ``webhook_id=N``."""
+    return len(body) <= WOOCOMMERCE_PING_MAX and _WOO_PING.match(body.strip()) is not None
+
+
+def woocommerce_site(value: str | None) -> str | None:
+    """The site a WooCommerce webhook comes from, as its secrets and the
+    catalogue name it: the lower-case host of ``X-WC-Webhook-Source``
+    (``https://Shop.Example.com/`` -> ``shop.example.com``); a bare host is
+    taken as is. Port, path and scheme are dropped, so two WordPress sites on
+    one host (a multisite in sub-directories) cannot be told apart. None
+    when it is no host."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    text = text.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" in text:
+        return None
+    text = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    text = text.rstrip(".")
+    if not text or len(text) > 253 or not _HOST.match(text):
+        return None
+    return text
 
 
 class StripeCheck(str, Enum):
@@ -335,6 +415,26 @@ def shopify_delivery_id(headers: Mapping[str, str], body: bytes) -> str:
     return body_digest(body)
 
 
+def woocommerce_delivery_id(headers: Mapping[str, str], payload: Mapping[str, Any], body: bytes) -> str:
+    """``X-WC-Webhook-Delivery-ID``, else ``wc:{X-WC-Webhook-ID}:{resource id}:{date_modified_gmt}``
+    (the body's ``id`` and ``date_modified_gmt``, or ``date_modified``), else the body's digest.
+
+    WooCommerce makes a new delivery id for each delivery (a hash of the
+    webhook id and the second it was sent), so a re-sent webhook is not
+    caught here: the order events' own ids (made from the order id) are."""
+    found = safe_id((headers.get("x-wc-webhook-delivery-id") or "").strip())
+    if found:
+        return found
+    webhook = safe_id((headers.get("x-wc-webhook-id") or "").strip())
+    resource = payload.get("id")
+    modified = payload.get("date_modified_gmt") or payload.get("date_modified")
+    if webhook and isinstance(resource, (int, str)) and not isinstance(resource, bool) and modified:
+        fallback = safe_id(f"wc:{webhook}:{resource}:{modified}")
+        if fallback:
+            return fallback
+    return body_digest(body)
+
+
 def stripe_delivery_id(payload: Mapping[str, Any], body: bytes) -> str:
     """The event's ``id`` (``evt_...``), else the body's digest."""
     return safe_id(payload.get("id")) or body_digest(body)
@@ -355,6 +455,8 @@ def dedup_key(
 ) -> str:
     if source is WebhookSource.SHOPIFY:
         return f"shopify:{shop_domain}:{delivery_id}"
+    if source is WebhookSource.WOOCOMMERCE:
+        return f"woocommerce:{shop_domain}:{delivery_id}"
     if source is WebhookSource.STRIPE:
         return f"stripe:{delivery_id}"
     return f"supplier:{provider}:{delivery_id}"

@@ -1,6 +1,6 @@
 """Prometheus metrics of the webhook ingress (served by each worker at ``GET /metrics``).
 
-Labels are bounded: ``source`` is shopify, stripe or supplier; ``code`` is one
+Labels are bounded: ``source`` is shopify, woocommerce, stripe or supplier; ``code`` is one
 of the few HTTP statuses the ingress answers. No shop, provider or event id.
 """
 
@@ -10,7 +10,7 @@ from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter(
     "ops_webhook_requests_total",
-    "Webhook requests answered, by source (shopify, stripe, supplier) and HTTP status code",
+    "Webhook requests answered, by source (shopify, woocommerce, stripe, supplier) and HTTP status code",
     ["source", "code"],
 )
 REQUEST_SECONDS = Histogram(

@@ -8,14 +8,22 @@ the ingress needs them.
   way): ``{"shop.myshopify.com": ["current", "previous"]}``. The key ``"*"``
   is the app-wide client secret, used for a shop not listed (a public app
   has one secret for every shop; with ``"*"`` no shop is "unknown").
+- ``OPS_WOOCOMMERCE_WEBHOOK_SECRETS``: JSON object, WooCommerce site -> secret
+  or list of secrets (current first, then the previous one while a rotation is
+  under way): ``{"shop.example.com": ["current", "previous"]}``. A key is the
+  site's host as in ``X-WC-Webhook-Source`` (a URL such as
+  ``https://shop.example.com/`` is accepted and reduced to its host). Each
+  WooCommerce webhook has its own secret; every webhook of one site must be
+  given one of the secrets listed for it. No ``"*"``: an unlisted site is refused.
 - ``OPS_STRIPE_WEBHOOK_SECRETS``: comma list of endpoint secrets (``whsec_...``).
 - ``OPS_SUPPLIER_WEBHOOK_SECRETS``: JSON object, provider ->
   ``{"header": "X-CJ-Signature", "secret": "..." | "secrets": [...],
   "encoding": "hex" | "base64", "prefix": "sha256=", "id_header": "X-CJ-Event-Id",
   "event_field": "type"}`` (only ``header`` and a secret are required).
-- ``OPS_WEBHOOK_SECRETS_FILE``: a JSON file with any of the three keys above
-  (``shopify_webhook_secrets``, ``stripe_webhook_secrets`` (a list or a comma
-  string), ``supplier_webhook_secrets``); a variable set in the environment wins.
+- ``OPS_WEBHOOK_SECRETS_FILE``: a JSON file with any of the four keys above
+  (``shopify_webhook_secrets``, ``woocommerce_webhook_secrets``,
+  ``stripe_webhook_secrets`` (a list or a comma string),
+  ``supplier_webhook_secrets``); a variable set in the environment wins.
 - ``OPS_WEBHOOK_MAX_BODY`` (1048576), ``OPS_WEBHOOK_STRIPE_TOLERANCE_S`` (300),
   ``OPS_WEBHOOK_ACK_TIMEOUT_S`` (5).
 
@@ -49,6 +57,7 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from models.webhooks import woocommerce_site
 from streams import secrets_file
 from streams.settings import ENV_PREFIX, SettingsError, invalid_settings
 
@@ -124,6 +133,10 @@ class IngressSettings(BaseSettings):
         default_factory=dict,
         description='JSON {"shop.myshopify.com": ["current", "previous"], "*": app-wide}',
     )
+    woocommerce_webhook_secrets: dict[str, tuple[SecretStr, ...]] = Field(
+        default_factory=dict,
+        description='JSON {"shop.example.com": ["current", "previous"]} (the site host of X-WC-Webhook-Source)',
+    )
     stripe_webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(), description="comma list of Stripe endpoint secrets"
     )
@@ -157,6 +170,23 @@ class IngressSettings(BaseSettings):
                 continue
             shops[name] = kept
         return shops
+
+    @field_validator("woocommerce_webhook_secrets", mode="before")
+    @classmethod
+    def _sites(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        sites: dict[str, Any] = {}
+        for site, secrets in value.items():
+            name = woocommerce_site(str(site))
+            if name is None:
+                raise ValueError("a key must be a WooCommerce site host such as shop.example.com (or its URL)")
+            kept = _secrets(secrets)
+            if not kept:
+                log.warning("OPS_WOOCOMMERCE_WEBHOOK_SECRETS: no secret for %s; its webhooks are refused", name)
+                continue
+            sites[name] = [*sites.get(name, []), *kept]
+        return sites
 
     @field_validator("stripe_webhook_secrets", mode="before")
     @classmethod
@@ -208,6 +238,12 @@ class IngressSettings(BaseSettings):
         return {
             shop: tuple(s.get_secret_value().encode() for s in secrets if s.get_secret_value())
             for shop, secrets in self.shopify_webhook_secrets.items()
+        }
+
+    def woocommerce_keys(self) -> dict[str, tuple[bytes, ...]]:
+        return {
+            site: tuple(s.get_secret_value().encode() for s in secrets if s.get_secret_value())
+            for site, secrets in self.woocommerce_webhook_secrets.items()
         }
 
     def stripe_keys(self) -> tuple[bytes, ...]:

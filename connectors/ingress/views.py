@@ -5,6 +5,8 @@ Routes (POST only):
 - ``/webhooks/shopify`` (topic from ``X-Shopify-Topic``) and
   ``/webhooks/shopify/{topic...}`` (e.g. ``/webhooks/shopify/orders/create``;
   the header wins when both are there);
+- ``/webhooks/woocommerce`` (site from ``X-WC-Webhook-Source``, topic from
+  ``X-WC-Webhook-Topic``, else ``{X-WC-Webhook-Resource}.{X-WC-Webhook-Event}``);
 - ``/webhooks/stripe``;
 - ``/webhooks/suppliers/{provider}`` (``cj_dropshipping`` or ``CJ_DROPSHIPPING``).
 
@@ -12,7 +14,12 @@ What a request goes through, in order, each refusal a JSON ``{"error": reason}``
 with nothing written:
 
 1. the source has a secret (for Shopify: the shop in ``X-Shopify-Shop-Domain``
-   has one), else 401 "no secret configured" / "unknown shop";
+   has one; for WooCommerce: the site host of ``X-WC-Webhook-Source``), else
+   401 "no secret configured" / "unknown shop" / "unknown site". WooCommerce's
+   ping (an unsigned ``webhook_id=N`` form body, at most 64 bytes, no
+   ``X-WC-Webhook-Topic``, sent when a webhook is created and required to get
+   a 200) is answered 200 ``{"ping": true}`` here, before the site check (it
+   names no site), and nothing is stored;
 2. ``Content-Length`` over the limit: 413, before a byte of the body is read;
 3. ``Content-Type`` present and not JSON: 415;
 4. the signature header is there, else 401;
@@ -25,7 +32,7 @@ with nothing written:
 7. the body is a JSON object (orjson), else 400;
 8. the raw webhook (:class:`InboundWebhook`) is produced to
    ``webhooks.inbound`` keyed by ``message_key`` (the shop domain for
-   Shopify, else the ``dedup_key``) by a producer of its own
+   Shopify, the site host for WooCommerce, else the ``dedup_key``) by a producer of its own
    (acks=all; idempotent when ``OPS_PRODUCER_IDEMPOTENCE``), and the answer
    waits for the acknowledgement: 202 ``{"accepted": true, "dedup_key": ...}``.
    Not acknowledged within ``OPS_WEBHOOK_ACK_TIMEOUT_S`` (broker down, no
@@ -65,6 +72,11 @@ from models.webhooks import (
     SECRET_HEADERS,
     SHOPIFY_HEADERS,
     SHOPIFY_HMAC_HEADER,
+    WOOCOMMERCE_HEADERS,
+    WOOCOMMERCE_PING_MAX,
+    WOOCOMMERCE_SIGNATURE_HEADER,
+    WOOCOMMERCE_SOURCE_HEADER,
+    WOOCOMMERCE_TOPIC_HEADER,
     STRIPE_EVENT_TYPE,
     STRIPE_SIGNATURE_HEADER,
     InboundWebhook,
@@ -75,10 +87,14 @@ from models.webhooks import (
     select_headers,
     shopify_delivery_id,
     stripe_delivery_id,
+    is_woocommerce_ping,
     supplier_event,
     verify_hmac,
     verify_shopify,
     verify_stripe,
+    verify_woocommerce,
+    woocommerce_delivery_id,
+    woocommerce_site,
 )
 from streams.app import Engine
 from streams.codecs import encode
@@ -109,13 +125,14 @@ class Seen:
 
     source: str
     shop: str | None = None
+    site: str | None = None
     provider: str | None = None
     topic: str | None = None
     delivery_id: str | None = None
 
     def describe(self) -> str:
         parts = [f"source={self.source}"]
-        for name in ("shop", "provider", "topic", "delivery_id"):
+        for name in ("shop", "site", "provider", "topic", "delivery_id"):
             value = getattr(self, name)
             if value:
                 parts.append(f"{name}={value}")
@@ -234,6 +251,7 @@ class Ingress:
         self.producer = producer
         self.max_body = settings.webhook_max_body
         self.shopify_keys = settings.shopify_keys()
+        self.woocommerce_keys = settings.woocommerce_keys()
         self.stripe_keys = settings.stripe_keys()
         self.suppliers: dict[str, SupplierWebhook] = dict(settings.supplier_webhook_secrets)
 
@@ -329,6 +347,60 @@ class Ingress:
             received_at=self._now(),
         )
 
+    # -- WooCommerce ------------------------------------------------------------------
+    async def woocommerce(self, request: Request, seen: Seen) -> InboundWebhook | None:
+        """A verified WooCommerce webhook, or None for the ping of a webhook being created."""
+        if not any(self.woocommerce_keys.values()):
+            raise Refused(401, "no secret configured")
+        signature = _header(request, WOOCOMMERCE_SIGNATURE_HEADER)
+        if signature is None and _header(request, WOOCOMMERCE_TOPIC_HEADER) is None:
+            # Maybe the ping: small, announced as such, unsigned. Anything else unsigned is a 401.
+            declared = request.content_length
+            if declared is not None and 0 < declared <= WOOCOMMERCE_PING_MAX:
+                body = await self._read(request)
+                if is_woocommerce_ping(body):
+                    seen.topic = "ping"
+                    return None
+            raise Refused(401, f"missing {WOOCOMMERCE_SIGNATURE_HEADER}")
+        site = woocommerce_site(request.headers.get(WOOCOMMERCE_SOURCE_HEADER))
+        keys = self.woocommerce_keys.get(site) if site else None
+        if not keys:
+            raise Refused(401, "unknown site")
+        seen.site = site
+        self._check_declared(request)
+        if signature is None:
+            raise Refused(401, f"missing {WOOCOMMERCE_SIGNATURE_HEADER}")
+        body = await self._read(request)
+        if not verify_woocommerce(body, signature, keys):
+            raise Refused(401, "bad signature")
+        payload = self._object(body)
+        topic: str | None = None
+        header_topic = _header(request, WOOCOMMERCE_TOPIC_HEADER)
+        if header_topic is not None:
+            topic = safe_id(header_topic.strip())
+            if topic is None:
+                raise Refused(400, f"bad {WOOCOMMERCE_TOPIC_HEADER}")
+        else:  # the topic is "{resource}.{event}" (order.updated)
+            resource = safe_id((request.headers.get("X-WC-Webhook-Resource") or "").strip())
+            event = safe_id((request.headers.get("X-WC-Webhook-Event") or "").strip())
+            topic = safe_id(f"{resource}.{event}") if resource and event else None
+        seen.topic = topic
+        delivery = woocommerce_delivery_id(request.headers, payload, body)
+        seen.delivery_id = delivery
+        headers = select_headers(request.headers, WOOCOMMERCE_HEADERS)
+        if topic is not None:
+            headers["x-wc-webhook-topic"] = topic
+        return InboundWebhook(
+            source=WebhookSource.WOOCOMMERCE,
+            topic=topic,
+            delivery_id=delivery,
+            dedup_key=dedup_key(WebhookSource.WOOCOMMERCE, delivery, shop_domain=site),
+            shop_domain=site,
+            headers=headers,
+            body=body.decode("utf-8"),
+            received_at=self._now(),
+        )
+
     # -- Stripe -----------------------------------------------------------------------
     async def stripe(self, request: Request, seen: Seen) -> InboundWebhook:
         if not self.stripe_keys:
@@ -406,7 +478,7 @@ class Ingress:
         view: View,
         request: Request,
         source: str,
-        check: Callable[..., Awaitable[InboundWebhook]],
+        check: Callable[..., Awaitable[InboundWebhook | None]],
         **kwargs: Any,
     ) -> Response:
         started = time.perf_counter()
@@ -415,6 +487,9 @@ class Ingress:
         try:
             try:
                 record = await check(request, seen, **kwargs)
+                if record is None:  # a ping (WooCommerce): answered, nothing stored
+                    status = 200
+                    return _json(view, {"ping": True}, status=200)
                 await self.store(record, seen)
             except Refused as refusal:
                 status = refusal.status
@@ -500,6 +575,10 @@ def register(engine: Engine, settings: IngressSettings | None = None) -> Ingress
     class ShopifyTopicWebhook(ShopifyWebhook):
         pass
 
+    class WooCommerceWebhook(View):
+        async def post(self, request: Request) -> Response:
+            return await ingress.handle(self, request, "woocommerce", ingress.woocommerce)
+
     class StripeWebhook(View):
         async def post(self, request: Request) -> Response:
             return await ingress.handle(self, request, "stripe", ingress.stripe)
@@ -510,11 +589,14 @@ def register(engine: Engine, settings: IngressSettings | None = None) -> Ingress
 
     app.page("/webhooks/shopify")(ShopifyWebhook)
     app.page("/webhooks/shopify/{topic:.+}")(ShopifyTopicWebhook)
+    app.page("/webhooks/woocommerce")(WooCommerceWebhook)
     app.page("/webhooks/stripe")(StripeWebhook)
     app.page("/webhooks/suppliers/{provider}")(SupplierWebhookView)
     configured = []
     if ingress.shopify_keys:
         configured.append(f"shopify ({len(ingress.shopify_keys)} shops)")
+    if ingress.woocommerce_keys:
+        configured.append(f"woocommerce ({len(ingress.woocommerce_keys)} sites)")
     if ingress.stripe_keys:
         configured.append("stripe")
     if ingress.suppliers:

@@ -6,8 +6,8 @@ adapter, an object with the :class:`Storefront` protocol built by
 :func:`build_storefront` from the account's ``platform``:
 
 - ``SHOPIFY``: connectors/shopify/storefront.py;
-- ``WOOCOMMERCE``: connectors/woocommerce (another branch) registers its
-  builder in :data:`BUILDERS` and its account model in settings.py.
+- ``WOOCOMMERCE``: connectors/woocommerce/storefront.py (its account model,
+  connectors/woocommerce/settings.py, is in settings.py's union).
 
 What an adapter must do, and may rely on
 ----------------------------------------
@@ -93,5 +93,7 @@ def build_storefront(store_id: str, account: Any) -> Storefront:
 
 def _register_builtin() -> None:
     from connectors.shopify.storefront import ShopifyStorefront
+    from connectors.woocommerce.storefront import WooCommerceStorefront
 
     BUILDERS.setdefault("SHOPIFY", ShopifyStorefront.of)
+    BUILDERS.setdefault("WOOCOMMERCE", WooCommerceStorefront.of)

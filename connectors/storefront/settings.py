@@ -12,9 +12,10 @@ the environment wins), a JSON object::
                     "access_token": "shpat_...", "location_id": "gid://shopify/Location/1",
                     "api_version": "2025-07", "notify_customer": true}}}
 
-``platform`` picks the account model (a discriminated union): ``SHOPIFY`` here;
-the WooCommerce branch adds its own model with ``platform: "WOOCOMMERCE"`` to
-:data:`StorefrontAccount`.
+``platform`` picks the account model (a discriminated union): ``SHOPIFY`` here,
+``WOOCOMMERCE`` connectors/woocommerce/settings.py (``site_url``,
+``consumer_key``, ``consumer_secret``, ``auth``, ``customer_note``,
+``complete_on_tracking``, ...).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from connectors.woocommerce.settings import WooCommerceAccount
 from streams import secrets_file
 from streams.settings import ENV_PREFIX, SettingsError, invalid_settings
 
@@ -54,7 +56,7 @@ class ShopifyAccount(BaseModel):
 
 
 #: One store's storefront account; the ``platform`` field picks the model.
-StorefrontAccount = Annotated[ShopifyAccount, Field(discriminator="platform")]
+StorefrontAccount = Annotated[ShopifyAccount | WooCommerceAccount, Field(discriminator="platform")]
 
 
 class StorefrontSettings(BaseSettings):

@@ -96,6 +96,8 @@ class FakeWooCommerce:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle on, each reply waits ~40 ms for the delayed ACK.
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("content-length") or 0)

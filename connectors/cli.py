@@ -208,7 +208,8 @@ def db_migrate() -> None:
 @click.option("--run-dir", type=click.Path(path_type=Path), default=Path(".run"), show_default=True)
 def up(run_dir: Path) -> None:
     """Start PostgreSQL, the embedded broker, a worker, the executor, the recorder, the renderer,
-    the syncer (and the notifier when OPS_SMTP_HOST is set): what `make run` does. Ctrl-C stops them all.
+    the syncer (the notifier when OPS_SMTP_HOST is set, the storefront push when storefront
+    accounts are): what `make run` does. Ctrl-C stops them all.
 
     With OPS_DATABASE_URL set, that database is migrated and used and no local
     server starts; unset, a local one runs in RUN_DIR/postgres.
@@ -286,6 +287,11 @@ def up(run_dir: Path) -> None:
             children["notifier"] = child("notifier")
         else:
             click.echo("notifier not started: set OPS_SMTP_HOST (and OPS_SMTP_FROM) to send e-mail", err=True)
+        if os.environ.get("OPS_STOREFRONT_ACCOUNTS") or os.environ.get("OPS_STOREFRONT_SECRETS_FILE"):
+            children["storefront"] = child("storefront")
+        else:
+            click.echo("storefront not started: set OPS_STOREFRONT_ACCOUNTS or OPS_STOREFRONT_SECRETS_FILE "
+                       "to push stock, prices and tracking to the stores", err=True)
         click.echo(f"web {settings.web_url}; try: curl {settings.web_url}/health ; ops-engine demo", err=True)
         try:
             while all(proc.poll() is None for proc in children.values()):

@@ -20,9 +20,9 @@ import orjson
 
 from connectors.postgres.migrate import migrate
 from connectors.postgres.pool import create_pool
-from connectors.postgres.record import rows_of, write_rows
+from connectors.postgres.record import COPY_MIN_ROWS, rows_of, write_rows
 from connectors.postgres.server import LocalPostgres
-from models.events import Alert, AlertStatus, AlertType, Severity
+from models.events import Alert, AlertStatus, AlertType, InventoryChange, Severity
 from models.sync import (
     RunStatus,
     SyncProgress,
@@ -81,6 +81,49 @@ def test_replays_write_nothing_twice_and_the_newest_record_wins(pg_dsn: str) -> 
     rows = run(pg_dsn, body)
     assert [(r["alert_id"], r["status"]) for r in rows] == [("a-1", "ACKNOWLEDGED")]
     assert rows[0]["updated_at"] == AT + timedelta(minutes=5)
+
+
+def change(store: str, n: int, stock: int, at: datetime) -> bytes:
+    return encode(InventoryChange.model_validate({
+        "change_id": f"c-{n}-{stock}", "store_id": store, "product_id": f"p-{n}", "provider": "SPOCKET",
+        "source_id": f"S-{n}", "reason": "SNAPSHOT", "changed": ["STOCK"], "captured_at": at, "sync_run_id": "run-1",
+        "after": {"status": "ACTIVE" if stock else "OUT_OF_STOCK", "available": True, "stock": stock,
+                  "cost_price": "10.50", "shipping_cost": "2", "currency": "USD", "selling_price": "25.99"},
+    }))
+
+
+def test_large_product_batches_go_by_copy_with_the_same_result_as_row_by_row(pg_dsn: str) -> None:
+    """A batch of COPY_MIN_ROWS products or more is copied and upserted at once; the table ends
+    as if each row had been upserted in record order: the latest snapshot of each product wins,
+    of equal times the later record; a replay or older records leave it as it is."""
+    t0, t1, t2 = AT, AT + timedelta(minutes=1), AT + timedelta(minutes=2)
+    records: list[tuple[int, int, datetime]] = [(n, 10, t1) for n in range(80)]
+    records += [(n, 0, t2) for n in range(0, 20)]  # newer, in the same batch
+    records += [(n, 99, t0) for n in range(20, 40)]  # older, in the same batch: change nothing
+    records += [(n, 7, t1) for n in range(40, 50)]  # the same time again, later in the batch: wins
+    assert len(records) >= COPY_MIN_ROWS
+
+    def rows(store: str, part: list[tuple[int, int, datetime]]) -> list[Any]:
+        return [row for n, stock, at in part for row in rows_of(topics.INVENTORY_CHANGES, change(store, n, stock, at))]
+
+    async def body(pool: Any) -> tuple[list[Any], list[Any], list[Any]]:
+        await write_rows(pool, rows("copy", records))
+        for first in range(0, len(records), 10):  # row by row: batches below COPY_MIN_ROWS
+            await write_rows(pool, rows("each", records[first : first + 10]))
+        select = ("SELECT product_id, stock, status, captured_at, last_change_id, xmin::text AS version FROM products"
+                  " WHERE store_id = $1 ORDER BY product_id")
+        copied = await pool.fetch(select, "copy")
+        await write_rows(pool, rows("copy", records))  # replayed
+        await write_rows(pool, rows("copy", [(n, 1, t0) for n in range(80)]))  # all older
+        return copied, await pool.fetch(select, "copy"), await pool.fetch(select, "each")
+
+    copied, again, each = run(pg_dsn, body)
+    expected = {f"p-{n}": 0 if n < 20 else 7 if 40 <= n < 50 else 10 for n in range(80)}
+    assert {r["product_id"]: r["stock"] for r in copied} == expected
+    assert [r["last_change_id"] for r in copied if r["product_id"] == "p-45"] == ["c-45-7"]
+    strip = [tuple(r)[:5] for r in copied]
+    assert [tuple(r)[:5] for r in each] == strip
+    assert [tuple(r)[:4] for r in again] == [tuple(r)[:4] for r in copied]  # the state is the same
 
 
 def run_records() -> list[SyncRun]:

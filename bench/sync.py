@@ -247,23 +247,35 @@ def main() -> None:
             started = time.monotonic()
             run_ids = [worker.post(f"/stores/{s}/sync").json()["run_id"] for s in stores]
             synced = "SELECT count(*) FROM products WHERE sync_run_id = ANY($1::text[])"
-            wait_for(lambda: poll(synced, run_ids) == total, timeout=1800, interval=0.1,
-                     what="every product recorded with the run's state")
+            trace: list[tuple[float, int]] = []  # (s since the requests, products recorded), each second
+
+            def recorded() -> bool:
+                done = poll(synced, run_ids)
+                now = time.monotonic() - started
+                if not trace or now - trace[-1][0] >= 1.0 or done == total:
+                    trace.append((round(now, 1), done))
+                return done == total
+
+            wait_for(recorded, timeout=1800, interval=0.1, what="every product recorded with the run's state")
             elapsed = time.monotonic() - started
             cpu = {name: s - cpu_start[name] for name, s in cpu_of(pids).items()}
             ended = "SELECT count(*) FROM sync_logs WHERE run_id = ANY($1::text[]) AND status = 'COMPLETED'"
             wait_for(lambda: poll(ended, run_ids) == len(stores), timeout=120, what="every run's log")
             processed = poll("SELECT sum(processed) FROM sync_logs WHERE run_id = ANY($1::text[])", run_ids)
             assert processed == total, (processed, total)
+            runs_ms = poll("SELECT (EXTRACT(EPOCH FROM max(completed_at) - min(started_at)) * 1000)::bigint"
+                           " FROM sync_logs WHERE run_id = ANY($1::text[])", run_ids)
             rate = total / elapsed
             requests = fake.requests()["product_requests"]
             poll.close()
             print(f"sync: {total:,} products, {args.stores} stores, {', '.join(providers)}, into PostgreSQL: "
                   f"{elapsed:.1f} s, {rate:,.0f} products/s (supplier requests {requests})", flush=True)
+            print("  recorded by then: " + " ".join(f"{t:.0f}s:{n // 1000}k" for t, n in trace[::max(1, len(trace) // 15)]))
+            print(f"  every run ended {runs_ms / 1000:.1f} s after the first started (the engine's clock)")
             print("  CPU s in the sync: " + ", ".join(f"{n} {s:.1f}" for n, s in cpu.items())
                   + f"; all {sum(cpu.values()):.1f} of {2 * elapsed:.1f} on 2 cores"
                   + f" (load average before: {result['load_before'][0]:.2f})", flush=True)
-            result.update(sync_s=elapsed, sync_per_s=rate, supplier_requests=requests, cpu_seconds=cpu)
+            result.update(sync_s=elapsed, sync_per_s=rate, runs_s=runs_ms / 1000, trace=trace, supplier_requests=requests, cpu_seconds=cpu)
             for proc in procs:
                 proc.stop()
             procs.clear()

@@ -98,7 +98,7 @@ def test_large_product_batches_go_by_copy_with_the_same_result_as_row_by_row(pg_
     of equal times the later record; a replay or older records leave it as it is."""
     t0, t1, t2 = AT, AT + timedelta(minutes=1), AT + timedelta(minutes=2)
     records: list[tuple[int, int, datetime]] = [(n, 10, t1) for n in range(80)]
-    records += [(n, 0, t2) for n in range(0, 20)]  # newer, in the same batch
+    records += [(n, 0, t2) for n in range(20)]  # newer, in the same batch
     records += [(n, 99, t0) for n in range(20, 40)]  # older, in the same batch: change nothing
     records += [(n, 7, t1) for n in range(40, 50)]  # the same time again, later in the batch: wins
     assert len(records) >= COPY_MIN_ROWS

@@ -12,7 +12,7 @@ STAMP       := $(VENV)/.installed
 DEB_PACKAGES ?= python3-venv procps curl postgresql prometheus ffmpeg espeak-ng fonts-dejavu-core
 PYTEST_ARGS ?=
 
-.PHONY: install deb run test unit integration bench schema clean
+.PHONY: install deb run test unit integration bench bench-sync schema clean
 
 install: deb $(STAMP)
 
@@ -49,6 +49,11 @@ bench: install
 	$(BIN)/python bench/fulfillment.py
 	$(BIN)/python bench/ingress.py
 	$(BIN)/python bench/video.py
+	$(BIN)/python bench/sync.py
+
+# The supplier sync alone: 100,000 products from the fake suppliers into PostgreSQL (2 to 3 minutes here).
+bench-sync: install
+	$(BIN)/python bench/sync.py
 
 schema: install
 	$(BIN)/ops-engine schema --out docs/schema

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -33,7 +34,7 @@ from aiokafka.partitioner import murmur2
 
 from connectors import metrics
 from models.events import DeadLetterReason, SyncFrequency
-from models.product import decode_state, split_product_key, store_prefix
+from models.product import split_product_key, state_fields, store_prefix
 from models.sync import (
     Outcome,
     RunStatus,
@@ -92,16 +93,18 @@ class SyncRuns:
             if not key.startswith(prefix):
                 continue
             _, product_id, variant_id = split_product_key(key)
-            state = decode_state(raw)
+            # The few fields the syncer needs, without building the whole ProductState
+            # (a FULL run reads every product of the store at once).
+            fields = state_fields(raw)
             found.append(
                 TrackedProduct(
                     product_id=product_id,
                     variant_id=variant_id,
-                    provider=state.provider,
-                    source_id=state.source_id,
-                    cost=state.cost_price,
-                    stock=state.stock,
-                    available=state.available,
+                    provider=fields[1],
+                    source_id=fields[2],
+                    cost=Decimal(fields[5]),
+                    stock=fields[4],
+                    available=fields[3],
                 )
             )
         return found

@@ -3,7 +3,8 @@
 ``rows_of(topic, value)`` maps one consumed record to rows (pure; raises
 ``Unrecordable`` with the reason when the value cannot be read), and
 ``write_rows`` writes a batch of them in one transaction, one
-``executemany`` per statement. Every statement is an idempotent upsert on
+``executemany`` per statement (products: COPY into a staging table and one
+set-based upsert from it, once a batch has enough of them). Every statement is an idempotent upsert on
 the row's natural key (migration 005), so replaying records writes nothing
 twice:
 
@@ -13,7 +14,15 @@ twice:
 - the ``orders`` table's changelog -> ``orders`` (newest ``updated_at`` wins)
   and ``order_history`` (append-only, by place; ``DO NOTHING``);
 - ``webhooks.inbound`` -> ``processed_webhook_events`` (ids and times only,
-  never the body).
+  never the body);
+- ``sync.runs`` -> ``sync_logs`` (migration 007): one row per run; a record
+  with more pages done wins while the run is RUNNING, and an ended run is
+  final (a run ends once);
+- ``video.status`` -> ``video_assets`` (migration 007): one row per video;
+  the record latest by (attempt, occurred_at, stage, progress) wins.
+
+A "newer wins" upsert compares strictly where it can (sync_logs,
+video_assets), so a replayed record does not even rewrite its row.
 
 Only parameterised SQL; identifiers are fixed here.
 """
@@ -30,6 +39,8 @@ from pydantic import ValidationError
 
 from models.events import Alert, InventoryChange
 from models.fulfillment import OrderState
+from models.sync import SyncRun
+from models.video import FINAL, VideoStatus, VideoStatusRecord
 from models.webhooks import InboundWebhook
 from streams import tables, topics
 
@@ -86,6 +97,32 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (dedup_key) DO NOTHING
 """
 
+_SYNC_RUN = """
+INSERT INTO sync_logs (run_id, request_id, store_id, kind, status, started_at, completed_at, total, processed,
+  changed, failed, pages, pages_done, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (run_id) DO UPDATE SET
+  status = EXCLUDED.status, completed_at = EXCLUDED.completed_at, total = EXCLUDED.total,
+  processed = EXCLUDED.processed, changed = EXCLUDED.changed, failed = EXCLUDED.failed, pages = EXCLUDED.pages,
+  pages_done = EXCLUDED.pages_done, error = EXCLUDED.error, recorded_at = now()
+WHERE sync_logs.completed_at IS NULL
+  AND (EXCLUDED.completed_at IS NOT NULL OR EXCLUDED.pages_done > sync_logs.pages_done)
+"""
+_VIDEO = """
+INSERT INTO video_assets (video_id, store_id, product_id, status, attempt, stage, progress, retrying, failure_reason,
+  video_url, thumbnail_url, duration_s, width, height, format, has_audio, last_event_id, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+ON CONFLICT (video_id) DO UPDATE SET
+  store_id = EXCLUDED.store_id, product_id = EXCLUDED.product_id, status = EXCLUDED.status,
+  attempt = EXCLUDED.attempt, stage = EXCLUDED.stage, progress = EXCLUDED.progress, retrying = EXCLUDED.retrying,
+  failure_reason = EXCLUDED.failure_reason, video_url = EXCLUDED.video_url, thumbnail_url = EXCLUDED.thumbnail_url,
+  duration_s = EXCLUDED.duration_s, width = EXCLUDED.width, height = EXCLUDED.height, format = EXCLUDED.format,
+  has_audio = EXCLUDED.has_audio, last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at,
+  recorded_at = now()
+WHERE (EXCLUDED.attempt, EXCLUDED.updated_at, EXCLUDED.stage, EXCLUDED.progress)
+  > (video_assets.attempt, video_assets.updated_at, video_assets.stage, video_assets.progress)
+"""
+
 #: The database table each statement writes (for the metrics), in the order a batch writes them.
 STATEMENTS: dict[str, str] = {
     _PRODUCT: "products",
@@ -93,6 +130,8 @@ STATEMENTS: dict[str, str] = {
     _ORDER: "orders",
     _HISTORY: "order_history",
     _WEBHOOK: "processed_webhook_events",
+    _SYNC_RUN: "sync_logs",
+    _VIDEO: "video_assets",
 }
 
 Row = tuple[str, tuple[Any, ...]]  # (statement, arguments)
@@ -104,6 +143,8 @@ def recorded_topics(app_id: str) -> tuple[str, ...]:
         topics.ALERTS,
         changelog_topic(app_id, tables.ORDERS),
         topics.WEBHOOKS_INBOUND,
+        topics.SYNC_RUNS,
+        topics.VIDEO_STATUS,
     )
 
 
@@ -141,9 +182,35 @@ def rows_of(topic: str, value: bytes | None) -> list[Row]:
             hook.dedup_key, hook.source.value, hook.provider, hook.topic, hook.shop_domain, hook.delivery_id,
             hook.received_at,
         ))]
+    if topic == topics.SYNC_RUNS:
+        run: SyncRun = _validate(SyncRun, value)
+        return [(_SYNC_RUN, (
+            run.run_id, run.request_id, run.store_id, run.tier.value, run.status.value, run.started_at,
+            run.finished_at, run.total, run.done, run.changed, run.failed, run.pages, len(run.pages_done), run.error,
+        ))]
+    if topic == topics.VIDEO_STATUS:
+        return [_video_row(_validate(VideoStatusRecord, value))]
     if topic.endswith(f"-{tables.ORDERS}-changelog"):
         return _order_rows(value)
     raise Unrecordable(f"topic {topic!r} is not recorded")
+
+
+def _video_stage(status: VideoStatus) -> int:
+    """The step of an attempt a status is: QUEUED 0, PROCESSING 1, ended 2."""
+    return 2 if status in FINAL else 1 if status is VideoStatus.PROCESSING else 0
+
+
+def _video_row(record: VideoStatusRecord) -> Row:
+    result = record.result
+    return (_VIDEO, (
+        record.video_id, record.store_id, record.product_id, record.status.value, record.attempt,
+        _video_stage(record.status), record.progress, record.retrying,
+        record.reason,
+        result.video_url if result else None, result.thumbnail_url if result else None,
+        result.duration if result else None, result.width if result else None, result.height if result else None,
+        result.format if result else None, result.has_audio if result else None,
+        record.event_id, record.occurred_at,
+    ))
 
 
 def _order_rows(value: bytes) -> list[Row]:
@@ -178,8 +245,53 @@ class Written:
     rows: dict[str, int]  # database table -> rows sent (an upsert that changed nothing counts too)
 
 
+#: Product rows in a batch from which ``write_rows`` uses COPY instead of executemany.
+COPY_MIN_ROWS = 50
+
+_PRODUCT_COLUMNS = (
+    "store_id", "product_id", "variant_id", "provider", "source_id", "status", "available", "stock", "cost_price",
+    "shipping_cost", "currency", "selling_price", "compare_at_price", "captured_at", "last_change_id", "sync_run_id",
+)
+_CAPTURED_AT = _PRODUCT_COLUMNS.index("captured_at")
+#: A temporary table per connection, emptied at each commit: the staging area of COPY.
+_PRODUCT_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS record_products_in (LIKE products INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
+"""
+#: The same upsert as ``_PRODUCT``, set-based, in key order (concurrent recorders lock rows alike).
+_PRODUCT_FROM_STAGE = f"""
+INSERT INTO products ({", ".join(_PRODUCT_COLUMNS)})
+SELECT {", ".join(_PRODUCT_COLUMNS)} FROM record_products_in ORDER BY store_id, product_id, variant_id
+ON CONFLICT (store_id, product_id, variant_id) DO UPDATE SET
+  {", ".join(f"{c} = EXCLUDED.{c}" for c in _PRODUCT_COLUMNS[3:])}, recorded_at = now()
+WHERE products.captured_at <= EXCLUDED.captured_at
+"""
+
+
+def latest_per_product(batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row per product key: the one that applying ``batch`` in order with
+    ``_PRODUCT`` would leave (the latest ``captured_at``; of equal times, the
+    later row). One INSERT .. ON CONFLICT may touch a row only once."""
+    kept: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row in batch:
+        key = row[:3]
+        held = kept.get(key)
+        if held is None or held[_CAPTURED_AT] <= row[_CAPTURED_AT]:
+            kept[key] = row
+    return list(kept.values())
+
+
+async def _copy_products(conn: Any, batch: list[tuple[Any, ...]]) -> None:
+    """The products of a batch by COPY into the staging table and one upsert from it:
+    three round trips and one statement for the server, instead of one per row."""
+    await conn.execute(_PRODUCT_STAGE)
+    await conn.copy_records_to_table("record_products_in", records=latest_per_product(batch),
+                                     columns=_PRODUCT_COLUMNS)
+    await conn.execute(_PRODUCT_FROM_STAGE)
+
+
 async def write_rows(pool: Any, rows: Iterable[Row]) -> Written:
-    """Write ``rows`` in one transaction, one executemany per statement, in record order per statement."""
+    """Write ``rows`` in one transaction, one executemany per statement, in record order per
+    statement; products by COPY when there are ``COPY_MIN_ROWS`` or more (the same result)."""
     by_statement: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for statement, args in rows:
         by_statement[statement].append(args)
@@ -190,6 +302,9 @@ async def write_rows(pool: Any, rows: Iterable[Row]) -> Written:
         for statement in STATEMENTS:  # a fixed order: concurrent recorders lock rows alike
             batch = by_statement.get(statement)
             if batch:
-                await conn.executemany(statement, batch)
+                if statement is _PRODUCT and len(batch) >= COPY_MIN_ROWS:
+                    await _copy_products(conn, batch)
+                else:
+                    await conn.executemany(statement, batch)
                 counts[STATEMENTS[statement]] = len(batch)
     return Written(counts)

@@ -3,10 +3,12 @@ products from its suppliers, publish the snapshots, then the page's progress, th
 commit.
 
 A plain aiokafka consumer group (``{app_id}-syncer``), modelled on the executor
-(connectors/fulfillment/runner.py): syncers scale out like workers. A fetched
-batch of pages is worked at most ``OPS_SYNCER_CONCURRENCY`` at once; its
-offsets are committed once every page of the batch has its snapshots and its
-progress acknowledged (acks=all). A crash repeats the uncommitted pages: the
+(connectors/fulfillment/runner.py): syncers scale out like workers. At most
+``OPS_SYNCER_CONCURRENCY`` pages run at once, a new one starting as soon as one
+ends (``PageWindow``: a slow page, say of AliExpress's one-product calls, does
+not hold the others' slots); a partition's offset is committed past a page
+only once it and every page before it have their snapshots and progress
+acknowledged (acks=all). A crash repeats the uncommitted pages: the
 snapshots are the same facts again (STALE or UNCHANGED for the engine) and a
 page's progress counts once (models/sync.py).
 
@@ -24,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -140,6 +143,7 @@ async def run_syncer(
         fetch_max_wait_ms=EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS if settings.embedded_broker else 500,
     )
     syncer = Syncer(catalogs, producer, settings.syncer_concurrency)
+    window = PageWindow(syncer.run_page, settings.syncer_concurrency)
     await producer.start()
     await consumer.start()
     consumer.subscribe([topics.SYNC_JOBS])
@@ -148,18 +152,79 @@ async def run_syncer(
     log.info("syncer running for %s", ", ".join(sorted(catalogs)) or "no supplier")
     try:
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=settings.syncer_concurrency)
-            if not batch:
-                continue
-            messages = [m for records in batch.values() for m in records]
-            await asyncio.gather(*(syncer.run_page(m) for m in messages))
-            done = {
-                TopicPartition(tp.topic, tp.partition): records[-1].offset + 1 for tp, records in batch.items()
-            }
-            await commit(consumer, done)
+            if window.room:
+                # Wait for new pages only while nothing runs; else look and go back to the pages.
+                batch = await consumer.getmany(timeout_ms=20 if window.busy else 200, max_records=window.room)
+                for records in batch.values():
+                    for message in records:
+                        window.start(message)
+            if window.busy:
+                await window.wait_any(0.2 if window.room else None)
+            await commit(consumer, window.done_offsets())
+        await window.drain(STOP_GRACE_S)
+        await commit(consumer, window.done_offsets())
     finally:
         stop.set()
+        window.cancel()
         await consumer.stop()
         await producer.stop()
         for catalog in catalogs.values():
             await catalog.aclose()
+
+
+#: On stop, how long the pages already running may take to finish (then they are cancelled,
+#: uncommitted, and the next owner of their partition does them again).
+STOP_GRACE_S = 10.0
+
+
+class PageWindow:
+    """At most ``size`` pages running at once, started as they are consumed (a slow page does
+    not hold the next ones back), and per partition the offset to commit: past the longest
+    run of finished pages from the partition's committed position, never past a page still
+    running."""
+
+    def __init__(self, work: Callable[[Any], Awaitable[None]], size: int) -> None:
+        self.work = work
+        self.size = size
+        self.running: dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]] = {}
+
+    @property
+    def busy(self) -> bool:
+        return any(self.running.values())
+
+    @property
+    def room(self) -> int:
+        """Pages that may start now: free slots, and at most 4 x ``size`` pages held uncommitted
+        (finished pages wait behind a slow one for their commit)."""
+        held = sum(len(q) for q in self.running.values())
+        active = sum(1 for q in self.running.values() for _, task in q if not task.done())
+        return max(0, min(self.size - active, 4 * self.size - held))
+
+    def start(self, message: Any) -> None:
+        tp = TopicPartition(message.topic, message.partition)
+        self.running.setdefault(tp, deque()).append((message.offset, asyncio.ensure_future(self.work(message))))
+
+    async def wait_any(self, timeout: float | None) -> None:
+        tasks = [task for q in self.running.values() for _, task in q if not task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+
+    def done_offsets(self) -> dict[TopicPartition, int]:
+        """The offsets to commit now (partition -> next offset), dropping the finished pages they cover."""
+        out: dict[TopicPartition, int] = {}
+        for tp, queue in self.running.items():
+            while queue and queue[0][1].done():
+                offset, task = queue.popleft()
+                task.result()  # run_page handles its errors; anything else is a bug to surface
+                out[tp] = offset + 1
+        return out
+
+    async def drain(self, timeout: float) -> None:
+        tasks = [task for q in self.running.values() for _, task in q]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    def cancel(self) -> None:
+        for queue in self.running.values():
+            for _, task in queue:
+                task.cancel()

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,13 +20,33 @@ import orjson
 
 from connectors.postgres.migrate import migrate
 from connectors.postgres.pool import create_pool
-from connectors.postgres.record import rows_of, write_rows
+from connectors.postgres.record import COPY_MIN_ROWS, rows_of, write_rows
 from connectors.postgres.server import LocalPostgres
-from models.events import Alert, AlertStatus, AlertType, Severity
+from models.events import Alert, AlertStatus, AlertType, InventoryChange, Severity
+from models.sync import (
+    RunStatus,
+    SyncProgress,
+    SyncRequest,
+    SyncRun,
+    SyncTier,
+    TrackedProduct,
+    apply_progress,
+    start_run,
+)
+from models.video import (
+    RenderCompleted,
+    RenderFailed,
+    RenderProgress,
+    RenderStarted,
+    VideoRequest,
+    VideoResult,
+    VideoStatusRecord,
+)
+from models.video import decide as decide_video
 from models.webhooks import sign_shopify
 from streams import topics
 from streams.codecs import encode
-from tests.harness import Worker, cli_publish, wait_for
+from tests.harness import Worker, cli_publish, produce_raw, wait_for
 
 T = TypeVar("T")
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
@@ -60,6 +81,140 @@ def test_replays_write_nothing_twice_and_the_newest_record_wins(pg_dsn: str) -> 
     rows = run(pg_dsn, body)
     assert [(r["alert_id"], r["status"]) for r in rows] == [("a-1", "ACKNOWLEDGED")]
     assert rows[0]["updated_at"] == AT + timedelta(minutes=5)
+
+
+def change(store: str, n: int, stock: int, at: datetime) -> bytes:
+    return encode(InventoryChange.model_validate({
+        "change_id": f"c-{n}-{stock}", "store_id": store, "product_id": f"p-{n}", "provider": "SPOCKET",
+        "source_id": f"S-{n}", "reason": "SNAPSHOT", "changed": ["STOCK"], "captured_at": at, "sync_run_id": "run-1",
+        "after": {"status": "ACTIVE" if stock else "OUT_OF_STOCK", "available": True, "stock": stock,
+                  "cost_price": "10.50", "shipping_cost": "2", "currency": "USD", "selling_price": "25.99"},
+    }))
+
+
+def test_large_product_batches_go_by_copy_with_the_same_result_as_row_by_row(pg_dsn: str) -> None:
+    """A batch of COPY_MIN_ROWS products or more is copied and upserted at once; the table ends
+    as if each row had been upserted in record order: the latest snapshot of each product wins,
+    of equal times the later record; a replay or older records leave it as it is."""
+    t0, t1, t2 = AT, AT + timedelta(minutes=1), AT + timedelta(minutes=2)
+    records: list[tuple[int, int, datetime]] = [(n, 10, t1) for n in range(80)]
+    records += [(n, 0, t2) for n in range(20)]  # newer, in the same batch
+    records += [(n, 99, t0) for n in range(20, 40)]  # older, in the same batch: change nothing
+    records += [(n, 7, t1) for n in range(40, 50)]  # the same time again, later in the batch: wins
+    assert len(records) >= COPY_MIN_ROWS
+
+    def rows(store: str, part: list[tuple[int, int, datetime]]) -> list[Any]:
+        return [row for n, stock, at in part for row in rows_of(topics.INVENTORY_CHANGES, change(store, n, stock, at))]
+
+    async def body(pool: Any) -> tuple[list[Any], list[Any], list[Any]]:
+        await write_rows(pool, rows("copy", records))
+        for first in range(0, len(records), 10):  # row by row: batches below COPY_MIN_ROWS
+            await write_rows(pool, rows("each", records[first : first + 10]))
+        select = ("SELECT product_id, stock, status, captured_at, last_change_id, xmin::text AS version FROM products"
+                  " WHERE store_id = $1 ORDER BY product_id")
+        copied = await pool.fetch(select, "copy")
+        await write_rows(pool, rows("copy", records))  # replayed
+        await write_rows(pool, rows("copy", [(n, 1, t0) for n in range(80)]))  # all older
+        return copied, await pool.fetch(select, "copy"), await pool.fetch(select, "each")
+
+    copied, again, each = run(pg_dsn, body)
+    expected = {f"p-{n}": 0 if n < 20 else 7 if 40 <= n < 50 else 10 for n in range(80)}
+    assert {r["product_id"]: r["stock"] for r in copied} == expected
+    assert [r["last_change_id"] for r in copied if r["product_id"] == "p-45"] == ["c-45-7"]
+    strip = [tuple(r)[:5] for r in copied]
+    assert [tuple(r)[:5] for r in each] == strip
+    assert [tuple(r)[:4] for r in again] == [tuple(r)[:4] for r in copied]  # the state is the same
+
+
+def run_records() -> list[SyncRun]:
+    """A real run's records as the inventory agent publishes them: started, two pages, ended."""
+    tracked = [TrackedProduct(f"p-{n}", None, "CJ_DROPSHIPPING", f"P-{n}", Decimal("1"), 5, True) for n in range(5)]
+    request = SyncRequest(request_id="st-1:MANUAL:1", store_id="st-1", tier=SyncTier.MANUAL, requested_at=AT)
+    outcome = start_run(None, request, tracked, AT, page_size=3, timeout_s=1800)
+    records = list(outcome.published)
+    runs = outcome.runs
+    for page, fetched in ((1, 2), (0, 3)):
+        progress = SyncProgress(run_id=records[0].run_id, store_id="st-1", page=page, fetched=fetched, failed=0,
+                                changed=1, at=AT + timedelta(seconds=5 + page))
+        outcome = apply_progress(runs, progress)
+        runs = outcome.runs
+        records.extend(outcome.published)
+    assert [r.status for r in records] == [RunStatus.RUNNING, RunStatus.RUNNING, RunStatus.COMPLETED]
+    return records
+
+
+def test_sync_logs_keep_each_run_s_latest_state(pg_dsn: str) -> None:
+    started, page, ended = (rows_of(topics.SYNC_RUNS, encode(r)) for r in run_records())
+
+    async def body(pool: Any) -> tuple[list[Any], list[Any], list[Any]]:
+        select = "SELECT run_id, status, processed, changed, pages_done, duration, xmin::text AS version FROM sync_logs"
+        await write_rows(pool, started + page)
+        middle = await pool.fetch(select)
+        await write_rows(pool, ended)
+        first = await pool.fetch(select)
+        await write_rows(pool, started + page + ended)  # the batch replayed
+        await write_rows(pool, page + started)  # older records arriving late, out of order
+        return middle, first, await pool.fetch(select)
+
+    middle, first, last = run(pg_dsn, body)
+    assert [(r["status"], r["processed"], r["pages_done"], r["duration"]) for r in middle] == [("RUNNING", 2, 1, None)]
+    assert [(r["status"], r["processed"], r["changed"], r["pages_done"]) for r in last] == [("COMPLETED", 5, 2, 2)]
+    assert last[0]["duration"] == timedelta(seconds=5)
+    assert last == first  # not even rewritten (the same row version): nothing written twice
+
+
+def video_records() -> list[VideoStatusRecord]:
+    """A real job's status records: queued, started, failed (retrying), queued again, 50 %, completed."""
+    request = VideoRequest(video_id="v-1", store_id="st-1", product_id="p-1", requested_at=AT)
+    result = VideoResult(video_url="https://cdn.example.com/v-1.mp4", thumbnail_url="https://cdn.example.com/v-1.jpg",
+                         duration=15.0, width=1080, height=1920)
+
+    def t(s: int) -> datetime:
+        return AT + timedelta(seconds=s)
+
+    events: list[Any] = [
+        request,
+        RenderStarted(event_id="e1", video_id="v-1", occurred_at=t(1), attempt=1),
+        RenderFailed(event_id="e2", video_id="v-1", occurred_at=t(2), attempt=1, reason="ffmpeg exited 1"),
+        RenderStarted(event_id="e3", video_id="v-1", occurred_at=t(3), attempt=2),
+        RenderProgress(event_id="e4", video_id="v-1", occurred_at=t(3), attempt=2, progress=50),
+        RenderCompleted(event_id="e5", video_id="v-1", occurred_at=t(4), attempt=2, result=result),
+    ]
+    job = None
+    records: list[VideoStatusRecord] = []
+    for event in events:
+        decision = decide_video(job, event)
+        job = decision.job
+        records.extend(decision.status)
+    assert [(r.status.value, r.attempt) for r in records] == [
+        ("QUEUED", 1), ("PROCESSING", 1), ("FAILED", 1), ("QUEUED", 2), ("PROCESSING", 2), ("PROCESSING", 2),
+        ("COMPLETED", 2)]
+    return records
+
+
+def test_video_assets_keep_each_video_s_latest_status(pg_dsn: str) -> None:
+    rows = [rows_of(topics.VIDEO_STATUS, encode(r))[0] for r in video_records()]
+
+    async def body(pool: Any) -> tuple[list[Any], list[Any], list[Any]]:
+        select = ("SELECT video_id, status, attempt, progress, failure_reason, video_url, duration_s, resolution,"
+                  " format, updated_at, xmin::text AS version FROM video_assets")
+        await write_rows(pool, rows[:3])
+        failed = await pool.fetch(select)
+        await write_rows(pool, rows[3:])
+        first = await pool.fetch(select)
+        await write_rows(pool, rows)  # replayed
+        await write_rows(pool, rows[::-1][1:])  # every older record, newest first
+        await write_rows(pool, [rows[4], rows[2]])
+        return failed, first, await pool.fetch(select)
+
+    failed, first, last = run(pg_dsn, body)
+    assert [(r["status"], r["attempt"], r["failure_reason"], r["video_url"]) for r in failed] == [
+        ("FAILED", 1, "ffmpeg exited 1", None)]
+    assert [(r["video_id"], r["status"], r["attempt"], r["progress"], r["video_url"], r["duration_s"],
+             r["resolution"], r["format"]) for r in last] == [
+        ("v-1", "COMPLETED", 2, 100.0, "https://cdn.example.com/v-1.mp4", 15.0, "1080x1920", "mp4")]
+    assert last[0]["failure_reason"] is None and last[0]["updated_at"] == AT + timedelta(seconds=4)
+    assert last == first  # the same row version: replays and older records wrote nothing
 
 
 def snapshots(first: int, last: int, stock: int, at: str) -> list[dict[str, Any]]:
@@ -118,6 +273,11 @@ def test_the_recorder_catches_up_after_its_database_was_down(broker, spawn) -> N
         server.stop()  # the database goes away mid-stream
         assert cli_publish(broker, "supplier.snapshots", snapshots(300, 600, 20, now(-30))).returncode == 0
         assert cli_publish(broker, "supplier.snapshots", snapshots(0, 100, 0, now())).returncode == 0  # 100 stock-outs
+        # Runs and videos too, each record twice (a producer's retry), the runs' in reverse order.
+        runs = [(b"st-1", encode(r)) for r in run_records()[::-1] * 2]
+        videos = [(b"v-1", encode(r)) for r in video_records() * 2]
+        assert asyncio.run(produce_raw(broker, topics.SYNC_RUNS, runs)) == len(runs)
+        assert asyncio.run(produce_raw(broker, topics.VIDEO_STATUS, videos)) == len(videos)
         time.sleep(3)  # the recorder tries, fails, and waits
         server.start()
 
@@ -129,6 +289,10 @@ def test_the_recorder_catches_up_after_its_database_was_down(broker, spawn) -> N
         assert count("SELECT count(*) FROM order_history WHERE order_id = 'o-1'") >= 1
         assert count("SELECT count(*) FROM orders WHERE order_id = 'o-1' AND status = 'PENDING'") == 1
         assert count("SELECT count(*) FROM processed_webhook_events WHERE delivery_id = 'wh-1'") == 1
+        wait_for(lambda: count("SELECT count(*) FROM video_assets") == 1, timeout=60, what="video")
+        assert count("SELECT count(*) FROM video_assets WHERE status = 'COMPLETED' AND attempt = 2") == 1
+        wait_for(lambda: count("SELECT count(*) FROM sync_logs") == 1, timeout=60, what="sync run")
+        assert count("SELECT count(*) FROM sync_logs WHERE status = 'COMPLETED' AND processed = 5") == 1
         assert "failed" in recorder.log_tail(200)  # it did meet the stopped database, and went on
     finally:
         server.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import orjson
@@ -11,6 +11,9 @@ import pytest
 from connectors.postgres.record import STATEMENTS, Unrecordable, changelog_topic, rows_of
 from models.events import Alert, AlertStatus, AlertType, InventoryChange, Severity
 from models.fulfillment import MachineConfig, OrderState, decide
+from models.sync import SyncRun
+from models.video import RenderCompleted, RenderFailed, VideoRequest, VideoResult
+from models.video import decide as decide_video
 from models.webhooks import InboundWebhook, WebhookSource
 from streams import topics
 from streams.codecs import encode
@@ -85,3 +88,41 @@ def test_tombstones_are_nothing_and_unreadable_records_say_why() -> None:
         rows_of(ORDERS_CHANGELOG, b"[]")
     with pytest.raises(Unrecordable, match="not recorded"):
         rows_of("elsewhere", b"{}")
+
+
+def sync_run(**kw: object) -> SyncRun:
+    body: dict[str, object] = {
+        "run_id": "r-1", "request_id": "st-1:MANUAL:1", "store_id": "st-1", "tier": "MANUAL", "status": "RUNNING",
+        "started_at": AT, "total": 250, "pages": 3, "deadline_at": AT + timedelta(minutes=30),
+    }
+    body.update(kw)
+    return SyncRun.model_validate(body)
+
+
+def test_a_sync_run_record_is_its_log_row() -> None:
+    ended = sync_run(status="FAILED", finished_at=AT + timedelta(seconds=12), done=250, failed=100, changed=7,
+                     pages_done=(0, 1, 2), error="page 1: CJ_DROPSHIPPING: SupplierUnavailable: 503")
+    ((statement, args),) = rows_of(topics.SYNC_RUNS, encode(ended))
+    assert table_of(statement) == "sync_logs"
+    assert args == ("r-1", "st-1:MANUAL:1", "st-1", "MANUAL", "FAILED", AT, AT + timedelta(seconds=12), 250, 250, 7,
+                    100, 3, 3, "page 1: CJ_DROPSHIPPING: SupplierUnavailable: 503")
+    with pytest.raises(Unrecordable, match="status"):
+        rows_of(topics.SYNC_RUNS, orjson.dumps({**orjson.loads(encode(ended)), "status": "LOST"}))
+
+
+def test_a_video_status_record_is_its_asset_row() -> None:
+    job = decide_video(None, VideoRequest(video_id="v-1", store_id="st-1", product_id="p-1", requested_at=AT)).job
+    assert job is not None
+    result = VideoResult(video_url="https://cdn/v-1.mp4", thumbnail_url="https://cdn/v-1.jpg", duration=15.0,
+                         width=1080, height=1920)
+    done = decide_video(job, RenderCompleted(event_id="e-1", video_id="v-1", occurred_at=AT + timedelta(seconds=9),
+                                             attempt=1, result=result))
+    ((statement, args),) = rows_of(topics.VIDEO_STATUS, encode(done.status[0]))
+    assert table_of(statement) == "video_assets"
+    assert args == ("v-1", "st-1", "p-1", "COMPLETED", 1, 2, 100.0, False, None, "https://cdn/v-1.mp4",
+                    "https://cdn/v-1.jpg", 15.0, 1080, 1920, "mp4", False, "v-1:1:COMPLETED", AT + timedelta(seconds=9))
+    failed = decide_video(job, RenderFailed(event_id="e-2", video_id="v-1", occurred_at=AT, attempt=1,
+                                            reason="ffmpeg exited 1"))
+    first, queued = (rows_of(topics.VIDEO_STATUS, encode(s))[0][1] for s in failed.status)
+    assert first[3:9] == ("FAILED", 1, 2, 0.0, True, "ffmpeg exited 1")  # retrying: attempt 2 is queued
+    assert queued[3:9] == ("QUEUED", 2, 0, 0.0, False, "ffmpeg exited 1") and queued[9] is None

@@ -1,0 +1,306 @@
+"""Full sync into PostgreSQL: STORES x PRODUCTS tracked products, fetched from the fake
+suppliers, diffed, and recorded in the ``products`` table.
+
+On a fresh embedded broker and a fresh local PostgreSQL (migrated): one ``ops-engine
+worker`` (schedule off), one ``ops-engine syncer`` and one ``ops-engine recorder``;
+the fake supplier server in its own process (HTTP/1.1 keep-alive, as real APIs),
+the adapters' rate limits lifted through the supplier account settings
+(``OPS_*_RATE_PER_S``). The products are seeded by snapshots (stock 1000, which
+the fake never has, so every product changes in the sync) and the bench waits
+until the table holds them all. Then the measured part: a ``POST
+/stores/{id}/sync`` for every store, and the time until the ``products`` table
+holds every product with the state of these runs (``sync_run_id`` one of them).
+It checks the runs' ``sync_logs`` rows (COMPLETED, counts exact).
+
+Baselines, measured in the same run, after the engine's part, against the same fake
+and the same database:
+
+- fetch: the same adapters (same concurrency, same batching) fetching every
+  product of the sync from the fake, with nothing else: the supplier side's
+  ceiling on this machine (AliExpress answers one product a call);
+- write: the same 100,000 product rows upserted by a bare asyncpg COPY into a
+  temporary table + ``INSERT .. ON CONFLICT``: the database side's ceiling.
+
+The sync's products/s is printed with its ratio to each. Results in
+bench/results/sync.json.
+
+    .venv/bin/python bench/sync.py [--stores 10] [--products 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from connectors.broker import EmbeddedBroker  # noqa: E402
+from connectors.postgres.migrate import migrate  # noqa: E402
+from connectors.postgres.server import LocalPostgres  # noqa: E402
+from connectors.suppliers.registry import SupplierAccounts, build_catalogs  # noqa: E402
+from tests.fakes.clients import supplier_env  # noqa: E402
+from tests.fakes.supplier_server import SupplierServerProcess  # noqa: E402
+from tests.harness import Worker, cli_publish, wait_for  # noqa: E402
+
+PROVIDERS = ["ALIEXPRESS", "CJ_DROPSHIPPING", "SPOCKET"]
+TARGET = 10_000
+LIFTED = "1000000"  # requests/s per supplier account: no limit in practice
+
+
+def source_id(n: int) -> str:
+    return f"1005{n:08d}" if n % 3 == 0 else f"src{n:08d}"
+
+
+def provider_of(n: int, providers: list[str]) -> str:
+    return providers[n % len(providers)]
+
+
+def seed_snapshots(stores: list[str], products: int, providers: list[str]) -> list[list[dict[str, Any]]]:
+    """One page (a JSON array) per store and 500 products: the upstream producers' way."""
+    pages = []
+    for store in stores:
+        for first in range(0, products, 500):
+            pages.append([
+                {"store_id": store, "product_id": f"p{n}", "provider": provider_of(n, providers), "source_id": source_id(n),
+                 "stock": 1000, "cost_price": "0.01", "currency": "USD", "captured_at": "2026-11-01T00:00:00Z"}
+                for n in range(first, min(first + 500, products))
+            ])
+    return pages
+
+
+class Poll:
+    """Counts from PostgreSQL on one connection (a connection per poll would cost the server a fork)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.conn = self.loop.run_until_complete(asyncpg.connect(dsn))
+
+    def __call__(self, sql: str, *args: Any) -> int:
+        return int(self.loop.run_until_complete(self.conn.fetchval(sql, *args)) or 0)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.conn.close())
+        self.loop.close()
+
+
+def _stats() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds) of every process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each named process and its descendants (PostgreSQL's backends); of
+    ``bench`` (this process, the others' parent) its own only."""
+    stats = _stats()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree(pid: int) -> float:
+        return stats.get(pid, (0, 0.0))[1] + sum(tree(c) for c in children.get(pid, []))
+
+    return {name: tree(pid) if name != "bench" else stats.get(pid, (0, 0.0))[1] for name, pid in pids.items()}
+
+
+async def fetch_baseline(
+    env: dict[str, str], products: int, stores: int, concurrency: int, page: int, providers: list[str]
+) -> float:
+    """Seconds for the adapters alone to fetch every product of the sync, paged as the syncer
+    pages it (``page`` items a page, ``concurrency`` pages at once)."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        catalogs = build_catalogs(SupplierAccounts.load())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    jobs: list[dict[str, list[str]]] = []
+    for _ in range(stores):
+        ordered = sorted(range(products), key=lambda n: (provider_of(n, providers), source_id(n)))
+        for first in range(0, products, page):
+            wanted: dict[str, list[str]] = {}
+            for n in ordered[first : first + page]:
+                wanted.setdefault(provider_of(n, providers), []).append(source_id(n))
+            jobs.append(wanted)
+    gate = asyncio.Semaphore(concurrency)
+    fetched = 0
+
+    async def one(job: dict[str, list[str]]) -> None:
+        nonlocal fetched
+        async with gate:
+            for provider, ids in job.items():
+                got = await catalogs[provider].fetch_products(ids)
+                fetched += len({p.source_id for p in got})
+
+    started = time.monotonic()
+    await asyncio.gather(*(one(job) for job in jobs))
+    elapsed = time.monotonic() - started
+    for catalog in catalogs.values():
+        await catalog.aclose()
+    assert fetched == products * stores, (fetched, products * stores)
+    return elapsed
+
+
+async def write_baseline(dsn: str) -> tuple[float, int]:
+    """Seconds to upsert every row of ``products`` again (one second later) with a bare
+    asyncpg COPY into a temporary table and one INSERT .. ON CONFLICT, in one transaction."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        columns = [
+            "store_id", "product_id", "variant_id", "provider", "source_id", "status", "available", "stock",
+            "cost_price", "shipping_cost", "currency", "selling_price", "compare_at_price", "captured_at",
+            "last_change_id", "sync_run_id",
+        ]
+        rows = [tuple(r) for r in await conn.fetch(f"SELECT {', '.join(columns)} FROM products")]
+        later = [r[:13] + (r[13] + timedelta(seconds=1),) + r[14:] for r in rows]
+        started = time.monotonic()
+        async with conn.transaction():
+            await conn.execute("CREATE TEMP TABLE incoming (LIKE products INCLUDING DEFAULTS) ON COMMIT DROP")
+            await conn.copy_records_to_table("incoming", records=later, columns=columns)
+            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[3:])
+            await conn.execute(
+                f"INSERT INTO products ({', '.join(columns)}) SELECT {', '.join(columns)} FROM incoming "
+                f"ON CONFLICT (store_id, product_id, variant_id) DO UPDATE SET {updates} "
+                "WHERE products.captured_at <= EXCLUDED.captured_at"
+            )
+        return time.monotonic() - started, len(rows)
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stores", type=int, default=10)
+    parser.add_argument("--products", type=int, default=10_000, help="per store")
+    parser.add_argument("--concurrency", type=int, default=16, help="OPS_SYNCER_CONCURRENCY")
+    parser.add_argument("--fetch-concurrency", type=int, default=16, help="OPS_SUPPLIER_FETCH_CONCURRENCY")
+    parser.add_argument("--page-size", type=int, default=500, help="OPS_SYNC_PAGE_SIZE")
+    parser.add_argument("--providers", default=",".join(PROVIDERS),
+                        help="the suppliers the products are spread over, in turn (default: all three)")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and data directory")
+    args = parser.parse_args()
+    total = args.stores * args.products
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    assert providers and set(providers) <= set(PROVIDERS), providers
+    tmp = Path(tempfile.mkdtemp(prefix="ops-sync-pg-bench-"))
+    print(f"logs in {tmp}", flush=True)
+    broker = EmbeddedBroker(log_path=tmp / "broker.log")
+    pg = LocalPostgres(tmp / "pg", log_path=tmp / "postgres.log")
+    procs: list[Worker] = []
+    result: dict[str, Any] = {"products": total, "stores": args.stores, "providers": providers,
+                              "page_size": args.page_size, "syncer_concurrency": args.concurrency,
+                              "fetch_concurrency": args.fetch_concurrency, "load_before": os.getloadavg(),
+                              "at": datetime.now(timezone.utc).isoformat()}
+    try:
+        broker.start()
+        pg.start()
+        asyncio.run(migrate(pg.dsn))
+        with SupplierServerProcess(seed=5, extra_args=["--keep-alive"]) as fake:
+            env = {
+                **supplier_env(fake, read_timeout=10),
+                "OPS_ALIEXPRESS_RATE_PER_S": LIFTED, "OPS_CJ_RATE_PER_S": LIFTED, "OPS_SPOCKET_RATE_PER_S": LIFTED,
+                "OPS_SUPPLIER_FETCH_CONCURRENCY": str(args.fetch_concurrency),
+            }
+            worker = Worker(broker, tmp, name="w1", OPS_SYNC_SCHEDULE="false",
+                            OPS_SYNC_PAGE_SIZE=str(args.page_size)).start()
+            procs.append(worker)
+            procs.append(Worker(broker, tmp, name="syncer", command="syncer", OPS_SYNCER_METRICS_PORT="0",
+                                OPS_SYNCER_CONCURRENCY=str(args.concurrency), **env).start())
+            procs.append(Worker(broker, tmp, name="recorder", command="recorder", OPS_DATABASE_URL=pg.dsn,
+                                OPS_RECORDER_METRICS_PORT="0").start())
+            worker.wait_ready(60)
+            poll = Poll(pg.dsn)
+            stores = [f"st{i}" for i in range(args.stores)]
+            seeding = time.monotonic()
+            assert cli_publish(broker, "supplier.snapshots", seed_snapshots(stores, args.products, providers)).returncode == 0
+            wait_for(lambda: poll("SELECT count(*) FROM products") == total, timeout=900, interval=0.5,
+                     what="seeded products recorded")
+            wait_for(lambda: all(worker.get(f"/stores/{s}/products").json().get("count") == args.products
+                                 for s in stores), timeout=300, what="seeded products tracked")
+            print(f"seeded {total:,} products in {time.monotonic() - seeding:.1f} s", flush=True)
+
+            assert worker.proc and fake.proc and broker.pid and pg.pid
+            pids = {"worker": worker.proc.pid, "syncer": procs[1].proc.pid, "recorder": procs[2].proc.pid,  # type: ignore[union-attr]
+                    "fake supplier": fake.proc.pid, "broker": broker.pid, "postgres": pg.pid, "bench": os.getpid()}
+            cpu_start = cpu_of(pids)
+            started = time.monotonic()
+            run_ids = [worker.post(f"/stores/{s}/sync").json()["run_id"] for s in stores]
+            synced = "SELECT count(*) FROM products WHERE sync_run_id = ANY($1::text[])"
+            trace: list[tuple[float, int]] = []  # (s since the requests, products recorded), each second
+
+            def recorded() -> bool:
+                done = poll(synced, run_ids)
+                now = time.monotonic() - started
+                if not trace or now - trace[-1][0] >= 1.0 or done == total:
+                    trace.append((round(now, 1), done))
+                return done == total
+
+            wait_for(recorded, timeout=1800, interval=0.1, what="every product recorded with the run's state")
+            elapsed = time.monotonic() - started
+            cpu = {name: s - cpu_start[name] for name, s in cpu_of(pids).items()}
+            ended = "SELECT count(*) FROM sync_logs WHERE run_id = ANY($1::text[]) AND status = 'COMPLETED'"
+            wait_for(lambda: poll(ended, run_ids) == len(stores), timeout=120, what="every run's log")
+            processed = poll("SELECT sum(processed) FROM sync_logs WHERE run_id = ANY($1::text[])", run_ids)
+            assert processed == total, (processed, total)
+            runs_ms = poll("SELECT (EXTRACT(EPOCH FROM max(completed_at) - min(started_at)) * 1000)::bigint"
+                           " FROM sync_logs WHERE run_id = ANY($1::text[])", run_ids)
+            rate = total / elapsed
+            requests = fake.requests()["product_requests"]
+            poll.close()
+            print(f"sync: {total:,} products, {args.stores} stores, {', '.join(providers)}, into PostgreSQL: "
+                  f"{elapsed:.1f} s, {rate:,.0f} products/s (supplier requests {requests})", flush=True)
+            print("  recorded by then: " + " ".join(f"{t:.0f}s:{n // 1000}k" for t, n in trace[::max(1, len(trace) // 15)]))
+            print(f"  every run ended {runs_ms / 1000:.1f} s after the first started (the engine's clock)")
+            print("  CPU s in the sync: " + ", ".join(f"{n} {s:.1f}" for n, s in cpu.items())
+                  + f"; all {sum(cpu.values()):.1f} of {2 * elapsed:.1f} on 2 cores"
+                  + f" (load average before: {result['load_before'][0]:.2f})", flush=True)
+            result.update(sync_s=elapsed, sync_per_s=rate, runs_s=runs_ms / 1000, trace=trace, supplier_requests=requests, cpu_seconds=cpu)
+            for proc in procs:
+                proc.stop()
+            procs.clear()
+
+            fetch_s = asyncio.run(fetch_baseline(
+                env, args.products, args.stores, args.concurrency, args.page_size, providers))
+            write_s, written = asyncio.run(write_baseline(pg.dsn))
+            assert written == total
+        result.update(fetch_s=fetch_s, fetch_per_s=total / fetch_s, write_s=write_s, write_per_s=total / write_s)
+        print(f"baseline fetch (adapters alone, same fake): {fetch_s:.1f} s, {total / fetch_s:,.0f} products/s; "
+              f"sync / fetch = {rate / (total / fetch_s):.2f}")
+        print(f"baseline write (bare COPY + upsert): {write_s:.1f} s, {total / write_s:,.0f} products/s; "
+              f"sync / write = {rate / (total / write_s):.2f}")
+        print(f"target {TARGET:,} products/s: {'met' if rate >= TARGET else 'NOT met'}")
+        out = ROOT / "bench" / "results"
+        out.mkdir(exist_ok=True)
+        (out / "sync.json").write_text(json.dumps(result, indent=2))
+    finally:
+        for proc in procs:
+            proc.kill()
+        broker.stop()
+        pg.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

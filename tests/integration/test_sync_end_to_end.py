@@ -173,3 +173,15 @@ def test_a_scheduled_sync_of_10000_products_reaches_the_shop_and_the_database(
             p = tables[store][pid]
             assert (row["stock"], row["status"], row["selling_price"]) == (
                 int(p["stock"]), p["status"], Decimal(p["selling_price"])), (store, pid)
+
+        # 5. The runs in sync_logs: one row per store, COMPLETED, with the run's own counts.
+        def logs() -> dict[str, Any]:
+            return {r["store_id"]: r for r in database(
+                pg_dsn, "SELECT run_id, store_id, kind, status, total, processed, changed, failed FROM sync_logs")}
+
+        wait_for(lambda: all(r["status"] == "COMPLETED" for r in logs().values()) and len(logs()) == len(STORES),
+                 timeout=60, what="the runs recorded in sync_logs")
+        for store, row in logs().items():
+            run = ended[store]
+            assert (row["run_id"], row["kind"], row["total"], row["processed"], row["changed"], row["failed"]) == (
+                run["run_id"], "FULL", PER_STORE, PER_STORE, run["changed"], 0), store

@@ -8,7 +8,8 @@ storefront process against the fake Shopify Admin API (one shop per store,
 its cost bucket enforced), and the recorder against PostgreSQL. The products
 are first tracked with values no supplier has (stock 1000, cost 0.01), so the
 scheduled FULL sync changes them; then each product is compared in four
-places: the worker's table, the run's counts, the shop, the database.
+places (the worker's table, the run's counts, the shop, the database's
+products), and each run with its sync_logs row.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
@@ -89,6 +89,15 @@ def _serve_metrics(process: str, port: int, host: str) -> None:
         start_http_server(port, addr=host)
     except OSError as exc:
         click.echo(f"{process} metrics not served on port {port}: {exc}", err=True)
+
+async def _until_stopped(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """``run(stop)`` with ``stop`` set by SIGTERM or Ctrl-C: how each engine process outside the workers runs."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await run(stop)
+
 
 
 @click.group(epilog=_settings_help())
@@ -371,16 +380,9 @@ def executor() -> None:
     _serve_metrics("executor", settings.executor_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
-    async def _run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_executor(settings, clients, stop)
-
     import uvloop  # the worker's event loop too; socket writes are a large part of the executor's time
 
-    uvloop.run(_run())
+    uvloop.run(_until_stopped(lambda stop: run_executor(settings, clients, stop)))
 
 
 @main.command()
@@ -401,14 +403,7 @@ def renderer() -> None:
     _serve_metrics("renderer", render_settings.render_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
-    async def _run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_renderer(settings, render_settings, stop)
-
-    asyncio.run(_run())
+    asyncio.run(_until_stopped(lambda stop: run_renderer(settings, render_settings, stop)))
 
 
 @main.command()
@@ -500,14 +495,7 @@ def notifier() -> None:
     _serve_metrics("notifier", settings.notifier_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
-    async def _run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await run_notifier(settings, notify_settings, stop)
-
-    asyncio.run(_run())
+    asyncio.run(_until_stopped(lambda stop: run_notifier(settings, notify_settings, stop)))
 
 
 @main.command()
@@ -536,14 +524,7 @@ def recorder() -> None:
     ))
     _serve_metrics("recorder", settings.recorder_metrics_port, settings.web_host)
 
-    async def _run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await run_recorder(settings, stop)
-
-    asyncio.run(_run())
+    asyncio.run(_until_stopped(lambda stop: run_recorder(settings, stop)))
 
 
 @main.command()
@@ -564,14 +545,7 @@ def syncer() -> None:
     _serve_metrics("syncer", settings.syncer_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
-    async def _run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_syncer(settings, catalogs, stop)
-
-    asyncio.run(_run())
+    asyncio.run(_until_stopped(lambda stop: run_syncer(settings, catalogs, stop)))
 
 
 def progress_bar(run: dict[str, object], width: int = 30) -> str:
@@ -656,14 +630,7 @@ def storefront() -> None:
     _serve_metrics("storefront", storefront_settings.storefront_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
-    async def _run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_storefront(settings, storefront_settings, stop)
-
-    asyncio.run(_run())
+    asyncio.run(_until_stopped(lambda stop: run_storefront(settings, storefront_settings, stop)))
 
 
 @main.group()

@@ -1,7 +1,8 @@
 """A settings source for a JSON file of secrets (``OPS_*_SECRETS_FILE``).
 
-The supplier accounts and the webhook secrets both take their secrets from the
-environment or from a JSON file named by a variable; the environment wins. The
+The supplier accounts, the webhook secrets and the storefront accounts take
+their secrets from the environment or from a JSON file named by a variable;
+the environment wins (``SecretsFileSettings``). The
 file holds the settings' names, lower case, with or without the ``ops_``
 prefix. A file readable by others is warned about; a file that cannot be read
 or is not a JSON object stops the process with a message naming the variable
@@ -15,10 +16,12 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +93,37 @@ def sources(
     init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
     path = init_kwargs.get(field) or os.environ.get(variable) or None
     return (init_settings, env_settings, JsonSecretsFile(settings_cls, path, variable=variable, error=error))
+
+
+class SecretsFileSettings(BaseSettings):
+    """Settings read from arguments, the environment, then the JSON file named by
+    ``secrets_file_var``; ``load`` stops the process with ``settings_error`` and a
+    report naming each invalid variable, never a value."""
+
+    secrets_file_var: ClassVar[str]
+    settings_error: ClassVar[type[SystemExit]]
+    #: what the error report calls these settings ("supplier settings")
+    what: ClassVar[str]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return sources(settings_cls, init_settings, env_settings, variable=cls.secrets_file_var, error=cls.settings_error)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Read and validate, or exit with a message naming the variable (never a secret)."""
+        from streams.settings import invalid_settings
+
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise cls.settings_error(invalid_settings(exc, f"invalid {cls.what}:")) from None
+        except PydanticSettingsError as exc:  # a complex variable that is not JSON
+            raise cls.settings_error(f"invalid {cls.what}: {str(exc).splitlines()[0][:300]}") from None

@@ -45,21 +45,14 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
-from pydantic_settings import SettingsError as PydanticSettingsError
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from models.webhooks import woocommerce_site
 from streams import secrets_file
-from streams.settings import ENV_PREFIX, SettingsError, invalid_settings
+from streams.settings import ENV_PREFIX, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +116,11 @@ class SupplierWebhook(BaseModel):
         return tuple(s.get_secret_value().encode() for s in self.secrets if s.get_secret_value())
 
 
-class IngressSettings(BaseSettings):
+class IngressSettings(secrets_file.SecretsFileSettings):
+    secrets_file_var = SECRETS_FILE_VAR
+    settings_error = SettingsError
+    what = "webhook settings"
+
     """The webhook secrets and limits of this deployment."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -207,31 +204,6 @@ class IngressSettings(BaseSettings):
                 raise ValueError("a provider must be letters, digits and _ (e.g. CJ_DROPSHIPPING)")
             out[name] = config
         return out
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return secrets_file.sources(
-            settings_cls, init_settings, env_settings, variable=SECRETS_FILE_VAR, error=SettingsError
-        )
-
-    @classmethod
-    def load(cls, **overrides: Any) -> IngressSettings:
-        """Read and validate the environment (and the file), or exit with a
-        message naming the variable, never showing a value."""
-        try:
-            return cls(**overrides)
-        except ValidationError as exc:
-            raise SettingsError(invalid_settings(exc, "invalid webhook settings:")) from None
-        except PydanticSettingsError as exc:
-            # "error parsing value for field ... from source ..." (bad JSON): no value in it.
-            raise SettingsError(f"invalid webhook settings: {str(exc).splitlines()[0][:300]}") from None
 
     # -- the keys, as the views use them ------------------------------------------------
     def shopify_keys(self) -> dict[str, tuple[bytes, ...]]:

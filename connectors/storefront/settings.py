@@ -23,13 +23,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings import SettingsError as PydanticSettingsError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from connectors.woocommerce.settings import WooCommerceAccount
 from streams import secrets_file
-from streams.settings import ENV_PREFIX, SettingsError, invalid_settings
+from streams.settings import ENV_PREFIX, SettingsError
 
 SECRETS_FILE_VAR = "OPS_STOREFRONT_SECRETS_FILE"
 
@@ -59,7 +58,11 @@ class ShopifyAccount(BaseModel):
 StorefrontAccount = Annotated[ShopifyAccount | WooCommerceAccount, Field(discriminator="platform")]
 
 
-class StorefrontSettings(BaseSettings):
+class StorefrontSettings(secrets_file.SecretsFileSettings):
+    secrets_file_var = SECRETS_FILE_VAR
+    settings_error = SettingsError
+    what = "storefront settings"
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     storefront_secrets_file: Path | None = Field(None, description="JSON file of the storefront accounts (env wins)")
@@ -77,26 +80,3 @@ class StorefrontSettings(BaseSettings):
     public_url: str | None = Field(
         None, description="the engine's public base URL; webhooks are registered at PUBLIC_URL/webhooks/shopify"
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return secrets_file.sources(
-            settings_cls, init_settings, env_settings, variable=SECRETS_FILE_VAR, error=SettingsError
-        )
-
-    @classmethod
-    def load(cls, **overrides: Any) -> StorefrontSettings:
-        """Read and validate, or exit with a message naming the variable (never a secret)."""
-        try:
-            return cls(**overrides)
-        except ValidationError as exc:
-            raise SettingsError(invalid_settings(exc, "invalid storefront settings:")) from None
-        except PydanticSettingsError as exc:
-            raise SettingsError(f"invalid storefront settings: {str(exc).splitlines()[0][:300]}") from None

@@ -30,8 +30,8 @@ import logging
 from pathlib import Path
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from connectors.suppliers import aliexpress, cj, spocket
 from collections.abc import Mapping
@@ -39,7 +39,6 @@ from collections.abc import Mapping
 from connectors.suppliers.base import SupplierCatalog, SupplierOrders
 from connectors.suppliers.http import CircuitBreaker
 from streams import secrets_file
-from streams.settings import invalid_settings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,11 @@ class SupplierSettingsError(SystemExit):
     supplier settings are invalid."""
 
 
-class SupplierAccounts(BaseSettings):
+class SupplierAccounts(secrets_file.SecretsFileSettings):
+    secrets_file_var = SECRETS_FILE_VAR
+    settings_error = SupplierSettingsError
+    what = "supplier settings"
+
     """The supplier accounts of this deployment."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -92,28 +95,6 @@ class SupplierAccounts(BaseSettings):
     spocket_product_batch: int = Field(
         spocket.LIST_BATCH, ge=1, le=spocket.LIST_BATCH, description="ids per Spocket products call"
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return secrets_file.sources(
-            settings_cls, init_settings, env_settings, variable=SECRETS_FILE_VAR, error=SupplierSettingsError
-        )
-
-    @classmethod
-    def load(cls) -> SupplierAccounts:
-        """Read and validate the environment (and the secrets file), or exit
-        with a message naming the variable, never showing a secret."""
-        try:
-            return cls()
-        except ValidationError as exc:
-            raise SupplierSettingsError(invalid_settings(exc, "invalid supplier settings:")) from None
 
     @property
     def timeout(self) -> httpx.Timeout:

@@ -11,8 +11,10 @@ reason, and the agent goes on.
 
 At-least-once, with nothing lost: a transition's outputs (change record,
 alert records) travel inside the product's changelog record (an outbox), so
-the state and its outputs become durable together. Memory holds the plain
-state. Once Faust has committed the input offset (after flushing the
+the state and its outputs become durable together, and inside every later
+record of the product until they are known delivered (a newer record replaces
+the older one at recovery, yet the outputs of one flush may land in any order).
+Memory holds the plain state. Once Faust has committed the input offset (after flushing the
 producer), the record is written again without the outbox. A worker that
 recovers a record still carrying its outbox -- the crash came between -- sends
 the outputs again; their ids are deterministic, so a reader sees at worst a
@@ -133,8 +135,14 @@ class InventoryProcessor:
         # offset order, and the newest per product key.
         self._pending: dict[Any, deque[tuple[int, str]]] = defaultdict(deque)
         self._latest_outbox: dict[str, tuple[Any, int]] = {}
-        # Recovered changelog records that still carry an outbox: key -> (partition, record).
-        self.recovered_outboxes: dict[str, tuple[int, bytes]] = {}
+        # Per product key, every output its records carried since its last plain
+        # record: outputs not known delivered. Each new record of the key carries
+        # them all again, as it replaces the older ones (recovery and compaction
+        # keep the newest record of a key only).
+        self._unconfirmed: dict[str, list[OutboxItem]] = {}
+        # Recovered changelog records that still carry an outbox:
+        # key -> (partition, record, outputs of older records of the key the record lacks).
+        self.recovered_outboxes: dict[str, tuple[int, bytes, list[OutboxItem]]] = {}
         # Input partitions this worker owns: assigned at a rebalance, dropped as
         # soon as a revocation or a stop begins (before Faust's last commit).
         self.owned: set[Any] = set()
@@ -339,13 +347,25 @@ class InventoryProcessor:
     # ------------------------------------------------------------------ #
 
     def commit_transition(self, key: str, encoded: bytes, outbox: list[OutboxItem]) -> None:
-        """Make a product's new state and its outputs durable together, then send the outputs."""
+        """Make a product's new state and its outputs durable together, then send the outputs.
+
+        The record also carries the outputs of the key's earlier records not
+        known delivered: it replaces them, and the outputs of one flush reach
+        their partitions in no guaranteed order (a crash can keep this record
+        and lose the alert an earlier one carried).
+        """
         partition = self._tp.partition
+        unconfirmed = self._unconfirmed.get(key)
+        if unconfirmed:
+            outbox = unconfirmed + outbox  # sent already: carried, not sent again
         if outbox:
             self.changelog(self.products, partition, key, with_outbox(encoded, outbox))
+            self._unconfirmed[key] = outbox
             if self._tp in self.owned:  # else the record keeps its outbox (see on_committed)
                 self._pending[self._tp].append((self._offset, key))
                 self._latest_outbox[key] = (self._tp, self._offset)
+            if unconfirmed:
+                outbox = outbox[len(unconfirmed) :]
         else:
             self.changelog(self.products, partition, key, encoded)
         self.products.data[key] = encoded
@@ -394,6 +414,7 @@ class InventoryProcessor:
                 offset, key = queue.popleft()
                 if self._latest_outbox.get(key) == (tp, offset):
                     del self._latest_outbox[key]
+                    self._unconfirmed.pop(key, None)
                     raw = self.products.data.get(key)
                     if raw is not None:
                         self.changelog(self.products, tp.partition, key, raw)
@@ -413,9 +434,20 @@ class InventoryProcessor:
                     del self._latest_outbox[key]
 
     def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
-        """Recovery saw a product record: remember it while it still carries an outbox."""
+        """Recovery saw a product record: remember it while it still carries an outbox.
+
+        A record with an outbox following another one of the key (no plain
+        record between: nothing known delivered) keeps the outputs of both,
+        for records written before the writer carried them forward itself.
+        """
         if raw is not None and has_outbox(raw):
-            self.recovered_outboxes[key] = (partition, raw)
+            earlier: list[OutboxItem] = []
+            previous = self.recovered_outboxes.get(key)
+            if previous is not None:
+                own = split_outbox(raw)[1]
+                older = previous[2] + split_outbox(previous[1])[1]
+                earlier = [item for item in older if item not in own]
+            self.recovered_outboxes[key] = (partition, raw, earlier)
         else:
             self.recovered_outboxes.pop(key, None)
 
@@ -428,7 +460,7 @@ class InventoryProcessor:
         the product would name an alert the alerts table never gets.
         """
         resent: list[tuple[int, str, bytes]] = []
-        for key, (partition, raw) in list(self.recovered_outboxes.items()):
+        for key, (partition, raw, earlier) in list(self.recovered_outboxes.items()):
             if partition not in active_partitions:
                 continue
             del self.recovered_outboxes[key]
@@ -436,7 +468,7 @@ class InventoryProcessor:
             current = self.products.data.get(key)
             if current is raw or current == raw:
                 self.products.data[key] = current = plain
-            self.send_outbox(split_product_key(key)[0], partition, outbox)
+            self.send_outbox(split_product_key(key)[0], partition, earlier + outbox)
             resent.append((partition, key, current if current is not None else plain))
         if not resent:
             return 0
@@ -445,6 +477,7 @@ class InventoryProcessor:
             # Unless a newer transition of the product has written its own record meanwhile.
             if key not in self._latest_outbox and self.products.data.get(key) is written:
                 self.changelog(self.products, partition, key, written)
+                self._unconfirmed.pop(key, None)
         log.warning("sent again the outputs of %d recovered transitions", len(resent))
         return len(resent)
 

@@ -18,6 +18,12 @@ partition, and sends them:
   earlier: aiokafka's own flush waits for them but ignores a failed delivery,
   and a commit after a lost changelog record would lose a transition.
 
+A batch the producer refuses (``send_batch`` raised, or the sending task was
+cancelled) stays buffered with those not handed over yet: the next send tries
+them again, and a commit goes ahead only once they are acknowledged. A failed
+delivery is remembered: every later flush raises it, so no later commit
+passes over the records it lost.
+
 The records go through the same aiokafka producer as Faust's own (acks=all).
 """
 
@@ -45,6 +51,8 @@ class Outputs:
         # Delivery futures of batches handed over and not yet checked: a failed
         # delivery must stop the next commit, whoever handed the batch over.
         self._in_flight: list[asyncio.Future[Any]] = []
+        # The first delivery that failed: the records it held are lost, no commit may pass it.
+        self._failure: BaseException | None = None
 
     @property
     def _producer(self) -> Any:
@@ -91,21 +99,44 @@ class Outputs:
         """Hand every buffered batch to the producer; with ``wait``, until acknowledged."""
         async with self._lock:
             batches = self._full + [(t, p, b) for (t, p), b in self._open.items()]
+            count, since = self._count, self._since
             self._full, self._open, self._count = [], {}, 0
             futures = []
+            handed = 0
             producer = self._producer
-            for topic, partition, batch in batches:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-            self._in_flight = [f for f in self._in_flight if not f.done() or f.cancelled() or f.exception()]
-            self._in_flight.extend(futures)
+            try:
+                for topic, partition, batch in batches:
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    handed += 1
+            except BaseException:
+                # Keep what was not handed over (records added meanwhile after it).
+                self._full = batches[handed:] + self._full
+                self._count += count
+                self._since = since
+                raise
+            finally:
+                self._in_flight = [f for f in self._in_flight if not f.done() or f.cancelled() or f.exception()]
+                self._in_flight.extend(futures)
         if wait:
             await self.delivered()
 
     async def delivered(self) -> None:
-        """Wait until every batch handed over is acknowledged; raise if any delivery failed."""
-        in_flight, self._in_flight = self._in_flight, []
-        if in_flight:
-            await asyncio.gather(*in_flight)
+        """Wait until every batch handed over is acknowledged; raise if any delivery failed.
+
+        The batches stay known until they are acknowledged: a flush cancelled
+        while it waits leaves them to the next one.
+        """
+        if self._failure is None and self._in_flight:
+            in_flight = list(self._in_flight)
+            await asyncio.wait(in_flight)  # unlike gather, never cancels them
+            for future in in_flight:
+                failure = asyncio.CancelledError() if future.cancelled() else future.exception()
+                if failure is not None and self._failure is None:
+                    self._failure = failure
+            done = set(in_flight)
+            self._in_flight = [f for f in self._in_flight if f not in done]
+        if self._failure is not None:
+            raise self._failure
 
     async def maybe_send(self) -> None:
         if self.due():

@@ -157,6 +157,51 @@ def run_with_restarts(broker: Any, spawn: Any, env: dict[str, str]) -> tuple[Wor
     return worker, rounds
 
 
+def _alert_ids(alerts: dict[str, Any] | None) -> dict[str, str]:
+    return {kind: f"{a[0]}:{a[1]}" for kind, a in (alerts or {}).items()}
+
+
+def product_history(broker: Any, rounds: list[list[dict[str, Any]]], key: str) -> str:
+    """For one product: its changelog records (offset, outbox, alerts), its alerts'
+    changelog records, and the alerts the pure diff opens and closes, round by round."""
+    lines = [f"products changelog of {key} (partition@offset: state alerts | outbox):"]
+    for record in asyncio.run(read_topic(broker, "ops-engine-products-changelog")):
+        if record.key.decode() != key:
+            continue
+        fields = orjson.loads(record.value)
+        outbox = [
+            f"{code}:{item['alert_id']}:{item['status']}" if code == "a" else code
+            for code, item in (fields[14] if len(fields) > 14 else [])
+        ]
+        lines.append(
+            f"  {record.partition}@{record.offset} captured_us={fields[11]} alerts={_alert_ids(fields[12])} "
+            f"| {'outbox ' + str(outbox) if len(fields) > 14 else 'plain'}"
+        )
+    store, product, _ = key.split("|", 2)
+    lines.append("alerts changelog of the product:")
+    for record in asyncio.run(read_topic(broker, "ops-engine-alerts-changelog")):
+        alert = orjson.loads(record.value)
+        if alert.get("store_id") == store and alert.get("product_id") == product:
+            lines.append(f"  {record.partition}@{record.offset} {alert['alert_id']} {alert['type']} {alert['status']}")
+    lines.append("pure diff (round: stock, cost, available -> result, opened, closed):")
+    state = None
+    for r, snaps in enumerate(rounds):
+        for raw in snaps:
+            if raw["store_id"] != store or raw["product_id"] != product:
+                continue
+            out = apply_snapshot(state, SupplierSnapshot.model_validate(raw), default_settings(store))
+            state = out.state if out.state is not None else state
+            lines.append(
+                f"  r{r}: {raw['stock']}, {raw['cost_price']}, {raw['available']} -> {out.result.value}, "
+                f"{[(a.alert_id, a.type.value) for a in out.opened]}, {[(c.alert_id, c.status.value) for c in out.closed]}"
+            )
+    return "\n".join(lines)
+
+
+def logs(workers: list[Worker]) -> str:
+    return "\n".join(f"--- {w.name}:\n{w.log_tail(40)}" for w in workers)
+
+
 def values(item: dict[str, Any]) -> dict[str, Any]:
     """The durable fields, with open alerts by type only (their ids are checked apart)."""
     out = durable(item)
@@ -165,7 +210,7 @@ def values(item: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(600)
-def test_restart_recovers_every_table_entry(broker, spawn) -> None:  # type: ignore[no-untyped-def]
+def test_restart_recovers_every_table_entry(broker, spawn, workers) -> None:  # type: ignore[no-untyped-def]
     worker, rounds = run_with_restarts(broker, spawn, {})
     want_states, want_alerts = expected(rounds)
     want = {k: s.to_json_dict(k) for k, s in want_states.items()}
@@ -213,8 +258,8 @@ def test_restart_recovers_every_table_entry(broker, spawn) -> None:  # type: ign
                 pytest.fail(
                     f"{key} names its {kind} alert {alert_id}, absent from the alerts table; "
                     f"on the alerts changelog: {f'{store}|{alert_id}' in alert_log}; "
-                    f"on the alerts topic: {any(a['alert_id'] == alert_id for a in records)}; "
-                    f"worker log tail:\n{worker.log_tail(30)}"
+                    f"on the alerts topic: {any(a['alert_id'] == alert_id for a in records)}\n"
+                    f"{product_history(broker, rounds, key)}\nworkers' logs:\n{logs(workers)}"
                 )
             assert final[alert_id]["status"] == open_alert["status"]
     active: dict[tuple[str, str, str], int] = defaultdict(int)

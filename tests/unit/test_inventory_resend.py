@@ -20,6 +20,7 @@ import orjson
 from agents.inventory import InventoryProcessor, alert_key
 from models.events import SupplierSnapshot, default_settings
 from models.inventory import apply_snapshot
+from faust.types import TP
 from models.product import encode_state, has_outbox, product_key, with_outbox
 from streams.codecs import encode
 
@@ -104,3 +105,113 @@ def test_records_of_partitions_not_owned_wait_for_their_owner() -> None:
     assert outputs.events == []
     assert key in proc.recovered_outboxes
     assert proc.products.data[key] is raw
+
+
+# --------------------------------------------------------------------------- #
+# a record replaces the key's older records: it carries their outputs along
+# --------------------------------------------------------------------------- #
+
+
+
+def snapshot(stock: int, minute: int, cost: str = "5.00", store: str = "s1") -> SupplierSnapshot:
+    return SupplierSnapshot(
+        store_id=store, product_id="p1", provider="ALIEXPRESS", source_id="AE1", available=True,
+        stock=stock, cost_price=Decimal(cost), currency="USD",
+        captured_at=datetime(2026, 11, 1, 0, minute, tzinfo=timezone.utc),
+    )
+
+
+class ValueOutputs(RecordingOutputs):
+    """Also keeps the values written, per topic, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[tuple[str, str, bytes | None]] = []
+
+    def add(self, topic: str, partition: int | None, key: bytes, value: bytes | None) -> None:
+        super().add(topic, partition, key, value)
+        self.values.append((topic, key.decode(), value))
+
+
+def value_processor() -> tuple[InventoryProcessor, ValueOutputs, Any]:
+    proc, _ = processor()
+    outputs = ValueOutputs()
+    proc.outputs = outputs  # type: ignore[assignment]
+    tp = TP(topic="supplier.snapshots", partition=3)
+    proc.owned = {tp}
+    return proc, outputs, tp
+
+
+def apply(proc: InventoryProcessor, tp: Any, offset: int, snap: SupplierSnapshot) -> None:
+    proc._tp, proc._offset = tp, offset
+    proc.apply_one(snap, default_settings(snap.store_id))
+
+
+def product_records(outputs: ValueOutputs, key: str) -> list[bytes]:
+    return [v for t, k, v in outputs.values if t == "products-changelog" and k == key and v is not None]
+
+
+def outbox_alerts(raw: bytes) -> list[tuple[str, str]]:
+    return [(a["alert_id"], a["status"]) for code, a in (orjson.loads(raw)[14] if has_outbox(raw) else []) if code == "a"]
+
+
+def test_a_record_carries_the_outputs_of_the_older_records_it_replaces_until_they_are_committed() -> None:
+    """Records of one flush reach their partitions in any order: a crash can keep the
+    product's newer record and lose the alert its older record carried. Recovery sees
+    the newest record only, so that record must carry the alert too."""
+    proc, outputs, tp = value_processor()
+    key = product_key("s1", "p1", None)
+    apply(proc, tp, 10, snapshot(10, 0))  # NEW
+    proc.on_committed({tp: 11})
+    apply(proc, tp, 12, snapshot(0, 1))  # stock out: opens STOCK_OUT
+    apply(proc, tp, 13, snapshot(0, 2, cost="5.10"))  # cost up a little: a change, no alert
+    first, second = product_records(outputs, key)[-2:]
+    (stock_out,) = outbox_alerts(first)
+    assert outbox_alerts(second) == [stock_out]
+    # Sent once all the same: the carried alert rides in the record only.
+    assert [orjson.loads(v)["alert_id"] for t, _, v in outputs.values if t == "alerts"] == [stock_out[0]]
+
+    # A crash now: a worker recovering only the newest record sends the alert again.
+    heir, heir_outputs, _ = value_processor()
+    heir.products.data[key] = second
+    heir.on_changelog_record(key, 3, second)
+    assert asyncio.run(heir.resend_recovered({3})) == 1
+    assert [orjson.loads(v)["alert_id"] for t, _, v in heir_outputs.values if t == "alerts"] == [stock_out[0]]
+    assert stock_out[0] in {k.split("|", 1)[1] for k in heir.alerts.data}
+
+    # Once committed, the record is plain and the next record carries its own outputs only.
+    proc.on_committed({tp: 14})
+    assert not has_outbox(product_records(outputs, key)[-1])
+    apply(proc, tp, 14, snapshot(5, 3, cost="5.10"))  # restocked: resolves STOCK_OUT, opens STOCK_RESTORED
+    assert stock_out not in outbox_alerts(product_records(outputs, key)[-1])
+
+
+def test_recovery_keeps_the_outputs_of_consecutive_records_with_outboxes() -> None:
+    """Records written before the writer carried outputs forward: recovery merges them."""
+    proc, outputs, tp = value_processor()
+    key = product_key("s1", "p1", None)
+    apply(proc, tp, 10, snapshot(10, 0))
+    proc._unconfirmed.clear()  # as the writer did before it carried outputs forward
+    apply(proc, tp, 12, snapshot(0, 1))
+    proc._unconfirmed.clear()
+    apply(proc, tp, 13, snapshot(0, 2, cost="5.10"))
+    records = product_records(outputs, key)
+    assert outbox_alerts(records[-1]) == []
+
+    heir, heir_outputs, _ = value_processor()
+    for raw in records:
+        heir.products.data[key] = raw
+        heir.on_changelog_record(key, 3, raw)
+    assert asyncio.run(heir.resend_recovered({3})) == 1
+    alerts = [orjson.loads(v)["alert_id"] for t, _, v in heir_outputs.values if t == "alerts"]
+    assert alerts == [a for a, _ in outbox_alerts(records[1])] and alerts
+    changes = [v for t, _, v in heir_outputs.values if t == "inventory.changes"]
+    assert len(changes) == 3  # NEW, the stock out, the cost: each once
+
+    # A plain record between: what came before it was delivered.
+    heir2, heir2_outputs, _ = value_processor()
+    plain = encode_state(apply_snapshot(None, snapshot(10, 0), default_settings("s1")).state)  # type: ignore[arg-type]
+    for raw in [records[1], plain, records[2]]:
+        heir2.on_changelog_record(key, 3, raw)
+    assert asyncio.run(heir2.resend_recovered({3})) == 1
+    assert [v for t, _, v in heir2_outputs.values if t == "alerts"] == []

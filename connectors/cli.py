@@ -99,6 +99,18 @@ async def _until_stopped(run: Callable[[asyncio.Event], Awaitable[None]]) -> Non
     await run(stop)
 
 
+def _serve(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run an engine process outside the workers until SIGTERM or Ctrl-C, on uvloop.
+
+    uvloop, as the workers: these processes are mostly socket I/O (HTTP calls,
+    Kafka, PostgreSQL), where asyncio's own loop costs most. Measured on the
+    syncer's supplier fetches (bench/sync.py) and the executor's socket writes.
+    """
+    import uvloop
+
+    uvloop.run(_until_stopped(run))
+
+
 
 @click.group(epilog=_settings_help())
 def main() -> None:
@@ -380,9 +392,7 @@ def executor() -> None:
     _serve_metrics("executor", settings.executor_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
-    import uvloop  # the worker's event loop too; socket writes are a large part of the executor's time
-
-    uvloop.run(_until_stopped(lambda stop: run_executor(settings, clients, stop)))
+    _serve(lambda stop: run_executor(settings, clients, stop))
 
 
 @main.command()
@@ -403,7 +413,7 @@ def renderer() -> None:
     _serve_metrics("renderer", render_settings.render_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
-    asyncio.run(_until_stopped(lambda stop: run_renderer(settings, render_settings, stop)))
+    _serve(lambda stop: run_renderer(settings, render_settings, stop))
 
 
 @main.command()
@@ -495,7 +505,7 @@ def notifier() -> None:
     _serve_metrics("notifier", settings.notifier_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
-    asyncio.run(_until_stopped(lambda stop: run_notifier(settings, notify_settings, stop)))
+    _serve(lambda stop: run_notifier(settings, notify_settings, stop))
 
 
 @main.command()
@@ -524,7 +534,7 @@ def recorder() -> None:
     ))
     _serve_metrics("recorder", settings.recorder_metrics_port, settings.web_host)
 
-    asyncio.run(_until_stopped(lambda stop: run_recorder(settings, stop)))
+    _serve(lambda stop: run_recorder(settings, stop))
 
 
 @main.command()
@@ -545,7 +555,7 @@ def syncer() -> None:
     _serve_metrics("syncer", settings.syncer_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
-    asyncio.run(_until_stopped(lambda stop: run_syncer(settings, catalogs, stop)))
+    _serve(lambda stop: run_syncer(settings, catalogs, stop))
 
 
 def progress_bar(run: dict[str, object], width: int = 30) -> str:
@@ -630,7 +640,7 @@ def storefront() -> None:
     _serve_metrics("storefront", storefront_settings.storefront_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 
-    asyncio.run(_until_stopped(lambda stop: run_storefront(settings, storefront_settings, stop)))
+    _serve(lambda stop: run_storefront(settings, storefront_settings, stop))
 
 
 @main.group()

@@ -53,6 +53,7 @@ from models.sync import (
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
+from streams.tables import entries
 
 if TYPE_CHECKING:
     from agents.inventory import InventoryProcessor
@@ -89,7 +90,7 @@ class SyncRuns:
         """The store's products, as the syncer needs them (provider, source id, last values)."""
         prefix = store_prefix(store_id)
         found = []
-        for key, raw in list(self.processor.products.data.items()):
+        for key, raw in list(entries(self.processor.products).items()):
             if not key.startswith(prefix):
                 continue
             _, product_id, variant_id = split_product_key(key)

@@ -9,9 +9,12 @@ that key's partition, and web views route by that key.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 import faust
+from faust.stores.memory import Store as MemoryStore
 
 PRODUCTS = "products"
 ALERTS = "alerts"
@@ -74,3 +77,20 @@ def define(app: faust.App, partitions: int) -> Tables:
         # Keyed like sync.requests / sync.progress (store_id), next to the store's products.
         sync_runs=table(SYNC_RUNS, "store_id -> StoreRuns JSON: the current run and the last 10 (models/sync.py)"),
     )
+
+
+def entries(table: faust.Table) -> MutableMapping[Any, Any]:
+    """The mapping of a table's entries in this worker, for reads and in-memory writes.
+
+    With the memory store (the default) that is the store's own dict: Faust's
+    ``Store`` wraps it in a ``FastUserDict`` whose ``get`` is
+    ``Mapping.get`` in Python (about 0.2 us against 0.07 for the dict, per
+    call, twice per snapshot). Other stores (rocksdb) answer through their own
+    mapping. Fetch it per message, not once: it belongs to the store.
+    """
+    store = table.data
+    if type(store) is MemoryStore:
+        inner = store.data
+        if type(inner) is dict:
+            return inner
+    return store

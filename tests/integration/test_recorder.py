@@ -126,6 +126,46 @@ def test_large_product_batches_go_by_copy_with_the_same_result_as_row_by_row(pg_
     assert [tuple(r)[:4] for r in again] == [tuple(r)[:4] for r in copied]  # the state is the same
 
 
+def test_large_alert_batches_go_by_copy_with_the_same_result_as_row_by_row(pg_dsn: str) -> None:
+    """Alerts as products: a batch of COPY_MIN_ROWS or more is copied and upserted at once, and
+    the table ends as row by row would leave it (the newest ``updated_at`` wins; of equal times
+    the later record), metadata included; replays and older records change nothing."""
+
+    def record(prefix: str, n: int, status: AlertStatus, minutes: int) -> Alert:
+        return Alert(alert_id=f"{prefix}-{n}", store_id="s-1", product_id=f"p-{n}", type=AlertType.PRICE_INCREASE,
+                     severity=Severity.MEDIUM, status=status, title=f"t{minutes}", message="m",
+                     metadata={"n": str(n), "minutes": str(minutes)}, created_at=AT,
+                     updated_at=AT + timedelta(minutes=minutes))
+
+    plan: list[tuple[int, AlertStatus, int]] = [(n, AlertStatus.ACTIVE, 1) for n in range(60)]
+    plan += [(n, AlertStatus.RESOLVED, 3) for n in range(10)]  # newer, in the same batch
+    plan += [(n, AlertStatus.DISMISSED, 0) for n in range(10, 20)]  # older, in the same batch: change nothing
+    plan += [(n, AlertStatus.ACKNOWLEDGED, 1) for n in range(20, 25)]  # same time, later in the batch: wins
+    assert len(plan) >= COPY_MIN_ROWS
+
+    def rows(prefix: str, part: list[tuple[int, AlertStatus, int]]) -> list[Any]:
+        return [row for n, status, minutes in part for row in rows_of(topics.ALERTS, encode(record(prefix, n, status, minutes)))]
+
+    select = ("SELECT split_part(alert_id, '-', 2) AS n, status, title, metadata, updated_at FROM alerts"
+              " WHERE alert_id LIKE $1 ORDER BY alert_id")
+
+    async def body(pool: Any) -> tuple[list[Any], list[Any], list[Any]]:
+        await write_rows(pool, rows("copy", plan))
+        for first in range(0, len(plan), 10):  # row by row: batches below COPY_MIN_ROWS
+            await write_rows(pool, rows("each", plan[first : first + 10]))
+        copied = await pool.fetch(select, "copy-%")
+        await write_rows(pool, rows("copy", plan))  # replayed
+        await write_rows(pool, rows("copy", [(n, AlertStatus.ACTIVE, 0) for n in range(60)]))  # all older
+        return copied, await pool.fetch(select, "copy-%"), await pool.fetch(select, "each-%")
+
+    copied, again, each = run(pg_dsn, body)
+    expected = {str(n): "RESOLVED" if n < 10 else "ACKNOWLEDGED" if 20 <= n < 25 else "ACTIVE" for n in range(60)}
+    assert {r["n"]: r["status"] for r in copied} == expected
+    assert orjson.loads([r["metadata"] for r in copied if r["n"] == "5"][0]) == {"n": "5", "minutes": "3"}
+    assert [tuple(r)[:5] for r in each] == [tuple(r)[:5] for r in copied]
+    assert [tuple(r)[:5] for r in again] == [tuple(r)[:5] for r in copied]  # the state is the same
+
+
 def run_records() -> list[SyncRun]:
     """A real run's records as the inventory agent publishes them: started, two pages, ended."""
     tracked = [TrackedProduct(f"p-{n}", None, "CJ_DROPSHIPPING", f"P-{n}", Decimal("1"), 5, True) for n in range(5)]

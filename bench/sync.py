@@ -34,6 +34,8 @@ import asyncio
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -189,6 +192,24 @@ async def write_baseline(dsn: str) -> tuple[float, int]:
         await conn.close()
 
 
+def start_spies(folder: Path, pids: dict[str, int], names: list[str]) -> list[subprocess.Popen[bytes]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    return [subprocess.Popen([spy, "record", "--pid", str(pids[name]), "--format", "raw", "--rate", "100",
+                              "--output", str(folder / f"{name.replace(' ', '-')}.txt"), "--nonblocking"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for name in names]
+
+
+def stop_spies(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stores", type=int, default=10)
@@ -199,6 +220,8 @@ def main() -> None:
     parser.add_argument("--providers", default=",".join(PROVIDERS),
                         help="the suppliers the products are spread over, in turn (default: all three)")
     parser.add_argument("--keep", action="store_true", help="keep the logs and data directory")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy the worker, the syncer and the fake during the sync (raw stacks in this folder)")
     args = parser.parse_args()
     total = args.stores * args.products
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
@@ -243,6 +266,7 @@ def main() -> None:
             assert worker.proc and fake.proc and broker.pid and pg.pid
             pids = {"worker": worker.proc.pid, "syncer": procs[1].proc.pid, "recorder": procs[2].proc.pid,  # type: ignore[union-attr]
                     "fake supplier": fake.proc.pid, "broker": broker.pid, "postgres": pg.pid, "bench": os.getpid()}
+            spies = [] if args.profile is None else start_spies(args.profile, pids, ["worker", "syncer", "recorder", "fake supplier"])
             cpu_start = cpu_of(pids)
             started = time.monotonic()
             run_ids = [worker.post(f"/stores/{s}/sync").json()["run_id"] for s in stores]
@@ -259,6 +283,7 @@ def main() -> None:
             wait_for(recorded, timeout=1800, interval=0.1, what="every product recorded with the run's state")
             elapsed = time.monotonic() - started
             cpu = {name: s - cpu_start[name] for name, s in cpu_of(pids).items()}
+            stop_spies(spies)
             ended = "SELECT count(*) FROM sync_logs WHERE run_id = ANY($1::text[]) AND status = 'COMPLETED'"
             wait_for(lambda: poll(ended, run_ids) == len(stores), timeout=120, what="every run's log")
             processed = poll("SELECT sum(processed) FROM sync_logs WHERE run_id = ANY($1::text[])", run_ids)
@@ -280,7 +305,7 @@ def main() -> None:
                 proc.stop()
             procs.clear()
 
-            fetch_s = asyncio.run(fetch_baseline(
+            fetch_s = uvloop.run(fetch_baseline(  # the syncer's loop
                 env, args.products, args.stores, args.concurrency, args.page_size, providers))
             write_s, written = asyncio.run(write_baseline(pg.dsn))
             assert written == total

@@ -12,6 +12,7 @@ from models.events import (
     AlertStatus,
     AlertType,
     Severity,
+    trusted,
 )
 from models.ids import name_uuid
 
@@ -62,7 +63,8 @@ def open_alert(
     at: datetime,
     trigger_micros: int,
 ) -> Alert:
-    return Alert.model_construct(
+    return trusted(
+        Alert,
         alert_id=alert_id(subject_key, alert_type, trigger_micros),
         store_id=store_id,
         product_id=product_id,

@@ -14,7 +14,7 @@ import base64
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -32,6 +32,26 @@ from typing_extensions import NotRequired, TypedDict
 
 from models.currencies import ISO_4217
 from models.pricing import PricingRules
+
+_M = TypeVar("_M", bound=BaseModel)
+
+_set_attribute = object.__setattr__
+
+
+def trusted(cls: type[_M], **values: Any) -> _M:
+    """``cls.model_construct(**values)`` for trusted values that name every field of
+    ``cls``: the same instance, without pydantic's loop over each field's aliases and
+    defaults (about 6 us -> 2.7 us here; a changed product builds four: the change,
+    its before and after views, an alert). For models without aliases, extras or
+    post-init; tests/unit/test_trusted.py holds each use equal to ``model_construct``.
+    """
+    made = cls.__new__(cls)
+    _set_attribute(made, "__dict__", values)
+    _set_attribute(made, "__pydantic_fields_set__", set(values))
+    _set_attribute(made, "__pydantic_extra__", None)
+    _set_attribute(made, "__pydantic_private__", None)
+    return made
+
 
 # --------------------------------------------------------------------------- #
 # Field types shared by the events

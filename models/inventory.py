@@ -47,6 +47,7 @@ from models.events import (
     SupplierSnapshot,
     StorefrontStock,
     SupplierUpdate,
+    trusted,
     validate_snapshot_tail,
 )
 from models.pricing import PriceQuote, price_change_percent, quote
@@ -131,7 +132,8 @@ def _make_change(
     after: ProductState,
     id_micros: int,
 ) -> InventoryChange:
-    return InventoryChange.model_construct(
+    return trusted(
+        InventoryChange,
         change_id=change_id(key, reason, id_micros),
         store_id=snap_store,
         product_id=snap_product,

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from models.events import AlertStatus, AlertType, ProductStatus, ProductView
+from models.events import AlertStatus, AlertType, ProductStatus, ProductView, trusted
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
@@ -96,7 +96,8 @@ class ProductState:
         return from_micros(self.captured_at_us)
 
     def view(self) -> ProductView:
-        return ProductView.model_construct(
+        return trusted(
+            ProductView,
             status=self.status,
             available=self.available,
             stock=self.stock,

@@ -129,6 +129,9 @@ class InventoryProcessor:
         self._results = {r: metrics.SNAPSHOTS.labels(r.value) for r in SnapshotResult}
         self._invalid = metrics.SNAPSHOTS.labels("INVALID")
         self._messages = {t: metrics.MESSAGES.labels(t) for t in topics.STORE_KEYED_INPUTS}
+        self._change_records = metrics.Children(metrics.CHANGE_RECORDS)
+        self._changes = metrics.Children(metrics.CHANGES)
+        self._alerts_emitted = metrics.Children(metrics.ALERTS_EMITTED)
         # The message being handled: its input partition and offset.
         self._tp: Any = None
         self._offset = -1
@@ -388,10 +391,10 @@ class InventoryProcessor:
             if code == "c":
                 self.outputs.add(topics.INVENTORY_CHANGES, None, store_key, value)
                 change = orjson.loads(value)
-                metrics.CHANGE_RECORDS.labels(change["reason"]).inc()
+                self._change_records(change["reason"]).inc()
                 if change["reason"] != "NEW":
                     for kind in change["changed"]:
-                        metrics.CHANGES.labels(kind).inc()
+                        self._changes(kind).inc()
             elif code == "v":
                 video_id = orjson.loads(value)["video_id"]
                 self.outputs.add(topics.VIDEO_REQUESTS, None, video_id.encode(), value)
@@ -400,7 +403,7 @@ class InventoryProcessor:
                 self.changelog(self.alerts, partition, alert_key(store_id, alert["alert_id"]), value)
                 self.alerts.data[alert_key(store_id, alert["alert_id"])] = value
                 self.outputs.add(topics.ALERTS, None, store_key, value)
-                metrics.ALERTS_EMITTED.labels(alert["type"], alert["status"]).inc()
+                self._alerts_emitted(alert["type"], alert["status"]).inc()
 
     def on_committed(self, offsets: Any) -> None:
         """Faust committed these input offsets (after flushing the producer): drop the outboxes.

@@ -7,6 +7,8 @@ exports its own figures; Prometheus sums them across workers.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 SNAPSHOTS = Counter(
@@ -182,6 +184,21 @@ SYNC_PROGRESS = Counter(
     "sync.progress records handled, by result (PROGRESS, COMPLETED, FAILED, DUPLICATE, STALE, ...)",
     ["result"],
 )
+
+
+class Children:
+    """A labelled metric's children, each looked up once: ``labels()`` takes a lock and
+    checks its arguments (about 2.5 us), and a changed product counts four or five."""
+
+    def __init__(self, metric: Counter | Gauge | Histogram) -> None:
+        self.metric = metric
+        self.known: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self.known.get(labels)
+        if child is None:
+            child = self.known[labels] = self.metric.labels(*labels)
+        return child
 
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:

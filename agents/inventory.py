@@ -302,6 +302,7 @@ class InventoryProcessor:
             if outcome.durable:
                 outbox = self.outbox(snap.store_id, outcome)
                 if outcome.result is SnapshotResult.NEW:
+                    self.sync.store_keys.added(snap.store_id, pkey)
                     video = auto_request_for(snap, settings)
                     if video is not None:  # the store's auto_video (agents/video.py dedupes by id)
                         outbox.append(("v", encode(video)))
@@ -711,6 +712,7 @@ def register(engine: Engine) -> InventoryProcessor:
 
     async def on_rebalance(assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
         processor.on_assigned(assigned)
+        processor.sync.store_keys.forget()  # recovery and revocation change the table behind the agent
         await faust_on_rebalance(assigned, revoked, newly_assigned, generation_id=generation_id)
 
     def on_partitions_revoked(revoked: Any) -> None:
@@ -731,6 +733,7 @@ def register(engine: Engine) -> InventoryProcessor:
     async def resend_recovered() -> None:
         changelog = products.changelog_topic.get_topic_name()
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
+        processor.sync.store_keys.forget()
         await processor.resend_recovered(active)
 
     from aiokafka.partitioner import murmur2

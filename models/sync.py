@@ -41,6 +41,7 @@ from models.events import (
     SyncFrequency,
     Text,
     UtcDatetime,
+    trusted,
 )
 from models.ids import name_uuid
 
@@ -196,7 +197,9 @@ def _pages(run_id: str, store_id: str, products: list[TrackedProduct], page_size
             page=n,
             pages=len(chunks),
             items=tuple(
-                SyncItem(
+                # The tracked values were validated when the product's state took them.
+                trusted(
+                    SyncItem,
                     product_id=p.product_id,
                     variant_id=p.variant_id,
                     provider=p.provider,

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from models.alerts import open_alert
 from models.events import Alert, AlertType, InventoryChange, ProductView, SupplierSnapshot, default_settings, trusted
 from models.inventory import apply_snapshot
+from models.sync import SyncItem, SyncRequest, SyncTier, TrackedProduct, start_run
 
 AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -30,7 +31,14 @@ def built() -> list[BaseModel]:
     later = apply_snapshot(first.state, snap(0, "9.00", 1), settings)
     assert first.change is not None and later.change is not None and later.change.before is not None
     assert {a.type for a in later.opened} == {AlertType.STOCK_OUT, AlertType.PRICE_INCREASE}
-    return [first.change, first.change.after, later.change, later.change.before, later.change.after, *later.opened]
+    request = SyncRequest(request_id="s1:MANUAL:1", store_id="s1", tier=SyncTier.MANUAL, requested_at=AT)
+    tracked = [TrackedProduct("p1", None, "CJ_DROPSHIPPING", "CJ1", Decimal("5.00"), 10, True),
+               TrackedProduct("p2", "v2", "SPOCKET", "S2", Decimal("1"), 0, False)]
+    jobs = start_run(None, request, tracked, AT, 10, 1800).jobs
+    items = [item for job in jobs for item in job.items]
+    assert [type(i) for i in items] == [SyncItem, SyncItem]
+    return [first.change, first.change.after, later.change, later.change.before, later.change.after, *later.opened,
+            *items]
 
 
 @pytest.mark.parametrize("record", built(), ids=lambda r: type(r).__name__)

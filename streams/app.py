@@ -119,10 +119,7 @@ def build(settings: Settings) -> Engine:
     def topic(*names: str) -> faust.TopicT:
         return app.topic(
             *names,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
+            schema=codecs.RawSchema(),
             partitions=settings.partitions,
             internal=False,
         )

@@ -14,6 +14,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+import faust
 import orjson
 from faust.serializers import codecs
 from pydantic import BaseModel
@@ -56,6 +57,28 @@ class Utf8Codec(codecs.Codec):
 
     def _loads(self, s: bytes) -> str:
         return s.decode() if isinstance(s, (bytes, bytearray, memoryview)) else str(s)
+
+
+class RawSchema(faust.Schema):
+    """The schema of the engine's topics: bytes keys and values, as they came.
+
+    The agents read ``event.message`` (its raw key and value) and decode with
+    pydantic themselves, so the consumer side skips Faust's per-message pass
+    through its serializer registry (``raw`` codecs that return the bytes they
+    get: about 2.5 % of a worker's time with one snapshot per message).
+    Encoding is Faust's, with the ``raw`` serializers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    def compile(self, app: Any, **_: Any) -> Any:
+        create_event = app.create_event
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            return create_event(message.key, message.value, message.headers, message)
+
+        return decode
 
 
 def register() -> None:

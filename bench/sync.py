@@ -214,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stores", type=int, default=10)
     parser.add_argument("--products", type=int, default=10_000, help="per store")
-    parser.add_argument("--concurrency", type=int, default=16, help="OPS_SYNCER_CONCURRENCY")
+    parser.add_argument("--concurrency", type=int, default=32, help="OPS_SYNCER_CONCURRENCY")
     parser.add_argument("--fetch-concurrency", type=int, default=16, help="OPS_SUPPLIER_FETCH_CONCURRENCY")
     parser.add_argument("--page-size", type=int, default=500, help="OPS_SYNC_PAGE_SIZE")
     parser.add_argument("--providers", default=",".join(PROVIDERS),

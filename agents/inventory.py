@@ -139,11 +139,14 @@ class InventoryProcessor:
         # offset order, and the newest per product key.
         self._pending: dict[Any, deque[tuple[int, str]]] = defaultdict(deque)
         self._latest_outbox: dict[str, tuple[Any, int]] = {}
-        # Per product key, every output its records carried since its last plain
-        # record: outputs not known delivered. Each new record of the key carries
-        # them all again, as it replaces the older ones (recovery and compaction
-        # keep the newest record of a key only).
-        self._unconfirmed: dict[str, list[OutboxItem]] = {}
+        # Per input partition, per product key, every output its records carried
+        # since its last plain record: outputs not known delivered. Each new record
+        # of the key carries them all again, as it replaces the older ones (recovery
+        # and compaction keep the newest record of a key only). A partition's
+        # entries go when it is let go (``on_letting_go``): its records are the
+        # next owner's, and stale outputs must not ride into records written
+        # should it come back.
+        self._unconfirmed: dict[int, dict[str, list[OutboxItem]]] = defaultdict(dict)
         # Recovered changelog records that still carry an outbox:
         # key -> (partition, record, outputs of older records of the key the record lacks).
         self.recovered_outboxes: dict[str, tuple[int, bytes, list[OutboxItem]]] = {}
@@ -363,12 +366,13 @@ class InventoryProcessor:
         and lose the alert an earlier one carried).
         """
         partition = self._tp.partition
-        unconfirmed = self._unconfirmed.get(key)
+        unconfirmed_here = self._unconfirmed[partition]
+        unconfirmed = unconfirmed_here.get(key)
         if unconfirmed:
             outbox = unconfirmed + outbox  # sent already: carried, not sent again
         if outbox:
             self.changelog(self.products, partition, key, with_outbox(encoded, outbox))
-            self._unconfirmed[key] = outbox
+            unconfirmed_here[key] = outbox
             if self._tp in self.owned:  # else the record keeps its outbox (see on_committed)
                 self._pending[self._tp].append((self._offset, key))
                 self._latest_outbox[key] = (self._tp, self._offset)
@@ -418,28 +422,43 @@ class InventoryProcessor:
         """
         for tp, committed in offsets.items():
             queue = self._pending.get(tp)
+            unconfirmed = self._unconfirmed.get(tp.partition)
             while queue and queue[0][0] < committed:
                 offset, key = queue.popleft()
                 if self._latest_outbox.get(key) == (tp, offset):
                     del self._latest_outbox[key]
-                    self._unconfirmed.pop(key, None)
+                    if unconfirmed is not None:
+                        unconfirmed.pop(key, None)
                     raw = self.products.data.get(key)
                     if raw is not None:
                         self.changelog(self.products, tp.partition, key, raw)
 
     def on_assigned(self, assigned: Any) -> None:
+        """A rebalance assigned these partitions.
+
+        Outputs remembered for a partition that was not ours until now were
+        written after it was let go (records of messages still in hand then,
+        which keep their outboxes): they are the recovering owner's, like the
+        rest of what was let go, and must not ride into this owner's records.
+        """
+        before = {tp.partition for tp in self.owned if tp.topic in topics.STORE_KEYED_INPUTS}
+        for partition in [p for p in self._unconfirmed if p not in before]:
+            del self._unconfirmed[partition]
         self.owned = set(assigned)
 
     def on_letting_go(self, revoked: Any) -> None:
         """A revocation or a stop begins: these partitions are no longer ours to write.
 
-        Their outboxes are the new owner's (it recovers them and sends them again).
+        Their outboxes are the new owner's (it recovers them and sends them
+        again), so their outputs not known delivered are forgotten too.
         """
         self.owned.difference_update(revoked)
         for tp in revoked:
             for offset, key in self._pending.pop(tp, ()):
                 if self._latest_outbox.get(key) == (tp, offset):
                     del self._latest_outbox[key]
+            if tp.topic in topics.STORE_KEYED_INPUTS:
+                self._unconfirmed.pop(tp.partition, None)
 
     def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
         """Recovery saw a product record: remember it while it still carries an outbox.
@@ -485,7 +504,7 @@ class InventoryProcessor:
             # Unless a newer transition of the product has written its own record meanwhile.
             if key not in self._latest_outbox and self.products.data.get(key) is written:
                 self.changelog(self.products, partition, key, written)
-                self._unconfirmed.pop(key, None)
+                self._unconfirmed[partition].pop(key, None)
         log.warning("sent again the outputs of %d recovered transitions", len(resent))
         return len(resent)
 

@@ -215,3 +215,49 @@ def test_recovery_keeps_the_outputs_of_consecutive_records_with_outboxes() -> No
         heir2.on_changelog_record(key, 3, raw)
     assert asyncio.run(heir2.resend_recovered({3})) == 1
     assert [v for t, _, v in heir2_outputs.values if t == "alerts"] == []
+
+
+# --------------------------------------------------------------------------- #
+# a partition let go: its outputs not known delivered are the next owner's
+# --------------------------------------------------------------------------- #
+
+
+def test_outputs_of_a_partition_let_go_do_not_ride_into_its_records_when_it_comes_back() -> None:
+    proc, outputs, tp = value_processor()
+    key = product_key("s1", "p1", None)
+    apply(proc, tp, 10, snapshot(10, 0))
+    proc.on_committed({tp: 11})
+    apply(proc, tp, 12, snapshot(0, 1))  # stock out: opens STOCK_OUT, not committed
+    (stock_out,) = outbox_alerts(product_records(outputs, key)[-1])
+
+    proc.on_letting_go({tp})  # revoked before the commit: the record keeps its outbox for the next owner
+    # A message still in hand when the partition was let go: its record keeps its own outbox.
+    apply(proc, tp, 13, snapshot(0, 2, cost="5.10"))
+    assert has_outbox(product_records(outputs, key)[-1])
+
+    proc.on_assigned({tp})  # the partition comes back (recovered meanwhile)
+    apply(proc, tp, 14, snapshot(0, 3, cost="5.20"))
+    latest = product_records(outputs, key)[-1]
+    assert stock_out not in outbox_alerts(latest)
+    assert len(orjson.loads(latest)[14]) == 1  # its own change record only
+    proc.on_committed({tp: 15})
+    assert not has_outbox(product_records(outputs, key)[-1])
+
+
+def test_letting_go_of_one_partition_keeps_the_outputs_of_the_others() -> None:
+    proc, outputs, tp = value_processor()
+    other = TP(topic="supplier.snapshots", partition=5)
+    proc.owned = {tp, other}
+    key, other_key = product_key("s1", "p1", None), product_key("s2", "p1", None)
+    apply(proc, tp, 10, snapshot(0, 1))  # NEW, out of stock
+    apply(proc, other, 20, snapshot(10, 0, store="s2"))
+    apply(proc, other, 21, snapshot(0, 1, store="s2"))  # opens STOCK_OUT on partition 5
+    (stock_out,) = outbox_alerts(product_records(outputs, other_key)[-1])
+
+    # A standby's changelog partition and another topic's partition 3 go; partition 5's input stays.
+    proc.on_letting_go({tp, TP(topic="products-changelog", partition=5)})
+    apply(proc, other, 22, snapshot(0, 2, cost="5.10", store="s2"))
+    assert outbox_alerts(product_records(outputs, other_key)[-1]) == [stock_out]
+    proc.on_committed({other: 23})
+    assert not has_outbox(product_records(outputs, other_key)[-1])
+    assert has_outbox(product_records(outputs, key)[-1])  # not ours any more: left to the next owner

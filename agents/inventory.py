@@ -390,7 +390,17 @@ class InventoryProcessor:
             name = self._changelogs[table.name] = table.changelog_topic.get_topic_name()
         self.outputs.add(name, partition, key.encode(), value)
 
-    def send_outbox(self, store_id: str, partition: int, outbox: list[OutboxItem]) -> None:
+    def send_outbox(self, store_id: str, partition: int, outbox: list[OutboxItem], resend: bool = False) -> None:
+        """Send a transition's outputs and keep its alert records in the alerts table.
+
+        A fresh transition's alert records are the newest states of their alerts
+        (``alert_rules.transition`` never moves ``updated_at`` back; an opened
+        alert has a new id), so they go to the table unchecked. Records sent
+        again (``resend``, at recovery) may be older than what the table holds
+        now: then the table keeps its state (``alert_rules.supersedes``), and the
+        record still goes out on ``alerts`` (its readers keep the newest
+        ``updated_at``: connectors/postgres/record.py).
+        """
         store_key = store_id.encode()
         for code, value in outbox:
             if code == "c":
@@ -405,10 +415,23 @@ class InventoryProcessor:
                 self.outputs.add(topics.VIDEO_REQUESTS, None, video_id.encode(), value)
             else:
                 alert = orjson.loads(value)
-                self.changelog(self.alerts, partition, alert_key(store_id, alert["alert_id"]), value)
-                self.alerts.data[alert_key(store_id, alert["alert_id"])] = value
+                akey = alert_key(store_id, alert["alert_id"])
+                if not resend or self.supersedes_table(akey, alert):
+                    self.changelog(self.alerts, partition, akey, value)
+                    self.alerts.data[akey] = value
                 self.outputs.add(topics.ALERTS, None, store_key, value)
                 self._alerts_emitted(alert["type"], alert["status"]).inc()
+
+    def supersedes_table(self, akey: str, alert: dict[str, Any]) -> bool:
+        """Whether an alert record (parsed JSON) is newer than the alerts table's entry of ``akey``."""
+        raw = self.alerts.data.get(akey)
+        if raw is None:
+            return True
+        current = orjson.loads(raw)
+        return alert_rules.supersedes(
+            datetime.fromisoformat(alert["updated_at"]), AlertStatus(alert["status"]),
+            datetime.fromisoformat(current["updated_at"]), AlertStatus(current["status"]),
+        )
 
     def on_committed(self, offsets: Any) -> None:
         """Faust committed these input offsets (after flushing the producer): drop the outboxes.
@@ -495,7 +518,7 @@ class InventoryProcessor:
             current = self.products.data.get(key)
             if current is raw or current == raw:
                 self.products.data[key] = current = plain
-            self.send_outbox(split_product_key(key)[0], partition, earlier + outbox)
+            self.send_outbox(split_product_key(key)[0], partition, earlier + outbox, resend=True)
             resent.append((partition, key, current if current is not None else plain))
         if not resent:
             return 0

@@ -18,10 +18,11 @@ from typing import Any
 import orjson
 
 from agents.inventory import InventoryProcessor, alert_key
-from models.events import SupplierSnapshot, default_settings
+from models import alerts as alert_rules
+from models.events import Alert, AlertStatus, SupplierSnapshot, default_settings
 from models.inventory import apply_snapshot
 from faust.types import TP
-from models.product import encode_state, has_outbox, product_key, with_outbox
+from models.product import encode_state, has_outbox, product_key, split_outbox, with_outbox
 from streams.codecs import encode
 
 
@@ -261,3 +262,79 @@ def test_letting_go_of_one_partition_keeps_the_outputs_of_the_others() -> None:
     proc.on_committed({other: 23})
     assert not has_outbox(product_records(outputs, other_key)[-1])
     assert has_outbox(product_records(outputs, key)[-1])  # not ours any more: left to the next owner
+
+
+# --------------------------------------------------------------------------- #
+# a resend never rolls the alerts table back
+# --------------------------------------------------------------------------- #
+
+
+def _alert_in_table(proc: InventoryProcessor, alert_id: str) -> dict[str, Any]:
+    return orjson.loads(proc.alerts.data[alert_key("s1", alert_id)])  # type: ignore[no-any-return]
+
+
+def _moved(raw_alert: bytes, status: str, at: datetime) -> bytes:
+    alert = Alert.model_validate_json(raw_alert)
+    moved = alert_rules.transition(alert, AlertStatus(status), at)
+    assert moved is not None
+    return encode(moved)
+
+
+def _recovered_alert(raw: bytes) -> bytes:
+    (value,) = [v for code, v in split_outbox(raw)[1] if code == "a"]
+    return value
+
+
+def test_a_resent_alert_does_not_overwrite_a_newer_state_in_the_alerts_table() -> None:
+    """The alert was acknowledged after the transition whose record is recovered: the
+    table keeps ACKNOWLEDGED; the record still goes out on ``alerts`` (same id)."""
+    proc, outputs = processor()
+    value_outputs = ValueOutputs()
+    proc.outputs = value_outputs  # type: ignore[assignment]
+    key, raw, alert_id = recovered_record()
+    acknowledged = _moved(_recovered_alert(raw), "ACKNOWLEDGED", datetime(2026, 11, 1, 1, 0, tzinfo=timezone.utc))
+    proc.alerts.data[alert_key("s1", alert_id)] = acknowledged
+    proc.products.data[key] = raw
+    proc.on_changelog_record(key, 3, raw)
+
+    assert asyncio.run(proc.resend_recovered({3})) == 1
+
+    assert proc.alerts.data[alert_key("s1", alert_id)] == acknowledged
+    assert not [k for t, k, _ in value_outputs.values if t == "alerts-changelog"]
+    sent = [orjson.loads(v) for t, _, v in value_outputs.values if t == "alerts"]
+    assert [(a["alert_id"], a["status"]) for a in sent] == [(alert_id, "ACTIVE")]
+    assert not has_outbox(proc.products.data[key])
+
+
+def test_a_resent_alert_restores_an_older_or_missing_state_and_wins_a_tie_only_if_it_moves_on() -> None:
+    key, raw, alert_id = recovered_record()
+    active = _recovered_alert(raw)
+    at = datetime.fromisoformat(orjson.loads(active)["updated_at"])
+    # An acknowledgement requested for an earlier time keeps the alert's time (alert_rules.transition).
+    acknowledged_same_time = _moved(active, "ACKNOWLEDGED", datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert orjson.loads(acknowledged_same_time)["updated_at"] == orjson.loads(active)["updated_at"]
+    older = orjson.dumps({**orjson.loads(active), "updated_at": "2026-10-01T00:00:00Z"})
+    cases = [
+        (None, active),  # the table lost it: restored
+        (older, active),  # older in the table: replaced
+        (active, active),  # the same state
+        (acknowledged_same_time, acknowledged_same_time),  # same time, the table's state is further on: kept
+    ]
+    for in_table, expected in cases:
+        proc, _ = processor()
+        if in_table is not None:
+            proc.alerts.data[alert_key("s1", alert_id)] = in_table
+        proc.products.data[key] = raw
+        proc.on_changelog_record(key, 3, raw)
+        asyncio.run(proc.resend_recovered({3}))
+        assert proc.alerts.data[alert_key("s1", alert_id)] == expected, in_table
+
+    # Same time, the resent state is further on (the ACKNOWLEDGED record's alert write was lost): it wins.
+    proc, _ = processor()
+    proc.alerts.data[alert_key("s1", alert_id)] = active
+    acked_record = with_outbox(split_outbox(raw)[0], [("a", acknowledged_same_time)])
+    proc.products.data[key] = acked_record
+    proc.on_changelog_record(key, 3, acked_record)
+    asyncio.run(proc.resend_recovered({3}))
+    assert _alert_in_table(proc, alert_id)["status"] == "ACKNOWLEDGED"
+    assert datetime.fromisoformat(_alert_in_table(proc, alert_id)["updated_at"]) == at

@@ -17,9 +17,12 @@ the older one at recovery, yet the outputs of one flush may land in any order).
 Memory holds the plain state. Once Faust has committed the input offset (after flushing the
 producer), the record is written again without the outbox. A worker that
 recovers a record still carrying its outbox -- the crash came between -- sends
-the outputs again; their ids are deterministic, so a reader sees at worst a
-duplicate with the same id, never a gap. Messages replayed after a crash find
-the state already applied (STALE) and emit nothing twice.
+the outputs again (retrying in the background while the broker refuses them,
+as long as the partition is its own: ``resend_recovered``); their ids are
+deterministic, so a reader sees at worst a duplicate with the same id, never a
+gap, and a resent alert never replaces a newer state of it in the alerts table.
+Messages replayed after a crash find the state already applied (STALE) and
+emit nothing twice.
 
 A store with ``auto_video`` on asks for a product's video when the product is
 first seen (a NEW change with images): the request (``video.requests``, with
@@ -29,6 +32,7 @@ video agent keeps the first request of an id.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -95,6 +99,12 @@ T = TypeVar("T")
 C = TypeVar("C", SupplierUpdate, StorefrontStock)
 _ITEM = TypeAdapter(SupplierSnapshot)
 
+#: How long ``resend_recovered`` waits for the outputs it sends again before it leaves
+#: them to its retry task (Faust resumes no stream until every recovery callback returns).
+RESEND_WAIT_S = 10.0
+#: The retry task's backoff: the first wait, doubled after each failure up to the last.
+RESEND_BACKOFF_S = (0.5, 30.0)
+
 
 def alert_key(store_id: str, alert_id: str) -> str:
     return f"{store_id}|{alert_id}"
@@ -152,6 +162,12 @@ class InventoryProcessor:
         self.recovered_outboxes: dict[str, tuple[int, bytes, list[OutboxItem]]] = {}
         # Alert key -> (the value last read, its type while ACTIVE): refresh_gauges.
         self._alert_gauge: dict[str, tuple[bytes, str | None]] = {}
+        # Recovered outboxes being sent again, until acknowledged: key -> the
+        # recovered entry (restored to ``recovered_outboxes`` if its partition is let go).
+        self._resending: dict[str, tuple[int, bytes, list[OutboxItem]]] = {}
+        self._resend_task: asyncio.Task[None] | None = None
+        self.resend_wait_s = RESEND_WAIT_S
+        self.resend_backoff_s = RESEND_BACKOFF_S
         # Input partitions this worker owns: assigned at a rebalance, dropped as
         # soon as a revocation or a stop begins (before Faust's last commit).
         self.owned: set[Any] = set()
@@ -450,6 +466,8 @@ class InventoryProcessor:
                 offset, key = queue.popleft()
                 if self._latest_outbox.get(key) == (tp, offset):
                     del self._latest_outbox[key]
+                    if key in self._resending:
+                        continue  # it carries recovered outputs not acknowledged yet: the resend rewrites it
                     if unconfirmed is not None:
                         unconfirmed.pop(key, None)
                     raw = self.products.data.get(key)
@@ -473,15 +491,26 @@ class InventoryProcessor:
         """A revocation or a stop begins: these partitions are no longer ours to write.
 
         Their outboxes are the new owner's (it recovers them and sends them
-        again), so their outputs not known delivered are forgotten too.
+        again), so their outputs not known delivered are forgotten too, and
+        recovered outboxes still being sent again go back to
+        ``recovered_outboxes``: the next recovery that gives this worker the
+        partition sends them again. The retry task stops when nothing is left.
         """
         self.owned.difference_update(revoked)
+        let_go: set[int] = set()
         for tp in revoked:
             for offset, key in self._pending.pop(tp, ()):
                 if self._latest_outbox.get(key) == (tp, offset):
                     del self._latest_outbox[key]
             if tp.topic in topics.STORE_KEYED_INPUTS:
                 self._unconfirmed.pop(tp.partition, None)
+                let_go.add(tp.partition)
+        for key, entry in list(self._resending.items()):
+            if entry[0] in let_go:
+                del self._resending[key]
+                self.recovered_outboxes.setdefault(key, entry)
+        if not self._resending:
+            self._stop_resend_retry()
 
     def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
         """Recovery saw a product record: remember it while it still carries an outbox.
@@ -507,29 +536,100 @@ class InventoryProcessor:
         The records lose their outboxes in the changelog only once the outputs
         sent again are acknowledged: a record without its outbox that became
         durable before them (a crash in between) would lose them for good --
-        the product would name an alert the alerts table never gets.
+        the product would name an alert the alerts table never gets. Until
+        then a newer record of the product carries them (``_unconfirmed``) and
+        its commit leaves the rewrite to the resend (``on_committed``).
+
+        Faust awaits this (a ``products.on_recover`` callback) before it resumes
+        any stream, and only logs what it raises. So this waits at most
+        ``resend_wait_s`` for the acknowledgement; on a failure or a timeout the
+        outboxes stay in ``_resending`` and a task of the processor retries
+        them with a bounded backoff (``_retry_resend``) while the streams go on:
+        safe, as newer records carry the outputs and a resent alert never
+        replaces a newer state of it (``send_outbox``). The task stops once
+        everything is acknowledged, or once the partitions are let go
+        (``on_letting_go``: a revocation or a stop), which hands the outboxes
+        back to ``recovered_outboxes`` for the next recovery.
+
+        Returns the number of transitions whose outputs were acknowledged now.
         """
-        resent: list[tuple[int, str, bytes]] = []
-        for key, (partition, raw, earlier) in list(self.recovered_outboxes.items()):
+        for key, entry in list(self.recovered_outboxes.items()):
+            partition, raw, earlier = entry
             if partition not in active_partitions:
                 continue
             del self.recovered_outboxes[key]
             plain, outbox = split_outbox(raw)
             current = self.products.data.get(key)
             if current is raw or current == raw:
-                self.products.data[key] = current = plain
-            self.send_outbox(split_product_key(key)[0], partition, earlier + outbox, resend=True)
-            resent.append((partition, key, current if current is not None else plain))
-        if not resent:
+                self.products.data[key] = plain
+            # A newer record of the key carries them until they are acknowledged.
+            carried = self._unconfirmed[partition].get(key) or []
+            self._unconfirmed[partition][key] = carried + [o for o in earlier + outbox if o not in carried]
+            self._resending[key] = entry
+        if not self._resending:
             return 0
+        self._stop_resend_retry()  # this attempt covers what it was retrying
+        try:
+            return await asyncio.wait_for(self._resend_once(), self.resend_wait_s)
+        except Exception as exc:  # the broker refused or timed out: retried in the background
+            log.warning(
+                "could not send again the outputs of %d recovered transitions (%s: %s): retrying",
+                len(self._resending), type(exc).__name__, exc,
+            )
+            self._resend_task = asyncio.get_running_loop().create_task(self._retry_resend())
+            return 0
+
+    async def _resend_once(self) -> int:
+        """Send the outboxes of ``_resending`` and wait for their acknowledgement;
+        then write their records plain (those of partitions still ours)."""
+        attempt = list(self._resending.items())
+        for key, (partition, raw, earlier) in attempt:
+            self.send_outbox(split_product_key(key)[0], partition, earlier + split_outbox(raw)[1], resend=True)
         await self.outputs.send(wait=True)
-        for partition, key, written in resent:
-            # Unless a newer transition of the product has written its own record meanwhile.
-            if key not in self._latest_outbox and self.products.data.get(key) is written:
-                self.changelog(self.products, partition, key, written)
+        done = 0
+        for key, entry in attempt:
+            if self._resending.get(key) is not entry:
+                continue  # let go meanwhile (or taken again by a later recovery)
+            del self._resending[key]
+            done += 1
+            partition = entry[0]
+            # Unless a newer record of the product waits for its own commit (which rewrites it).
+            if key not in self._latest_outbox:
                 self._unconfirmed[partition].pop(key, None)
-        log.warning("sent again the outputs of %d recovered transitions", len(resent))
-        return len(resent)
+                current = self.products.data.get(key)
+                if current is not None:
+                    self.changelog(self.products, partition, key, current)
+        if done:
+            log.warning("sent again the outputs of %d recovered transitions", done)
+        return done
+
+    async def _retry_resend(self) -> None:
+        """Retry ``_resend_once`` until nothing is left to send again (``on_letting_go`` cancels it).
+
+        A delivery that failed stops every later flush of ``Outputs`` (and so
+        every commit, which ends the worker): these attempts then fail until the
+        stop lets the partitions go.
+        """
+        delay, longest = self.resend_backoff_s
+        failures = 1
+        while self._resending:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+            try:
+                await self._resend_once()
+            except Exception as exc:
+                failures += 1
+                log.warning(
+                    "could not send again the outputs of %d recovered transitions, %d failures (%s: %s): "
+                    "retrying in %.1f s",
+                    len(self._resending), failures, type(exc).__name__, exc, delay,
+                )
+        log.warning("recovered outputs sent again after %d failed attempts", failures)
+
+    def _stop_resend_retry(self) -> None:
+        task, self._resend_task = self._resend_task, None
+        if task is not None and not task.done():
+            task.cancel()
 
     # ------------------------------------------------------------------ #
     # alerts

@@ -338,3 +338,133 @@ def test_a_resent_alert_restores_an_older_or_missing_state_and_wins_a_tie_only_i
     asyncio.run(proc.resend_recovered({3}))
     assert _alert_in_table(proc, alert_id)["status"] == "ACKNOWLEDGED"
     assert datetime.fromisoformat(_alert_in_table(proc, alert_id)["updated_at"]) == at
+
+
+# --------------------------------------------------------------------------- #
+# a resend the broker refuses is retried, while the partitions are ours
+# --------------------------------------------------------------------------- #
+
+
+class RefusingOutputs(ValueOutputs):
+    """Outputs whose acknowledged sends fail while ``refuse`` is set, or never return while ``hang`` is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse = True
+        self.hang = False
+
+    async def send(self, wait: bool = False) -> None:
+        if wait and self.hang:
+            await asyncio.Event().wait()
+        if wait and self.refuse:
+            self.events.append(("refused",))
+            raise ConnectionError("broker refused")
+        await super().send(wait)
+
+
+def refusing_processor() -> tuple[InventoryProcessor, RefusingOutputs, Any]:
+    proc, _, tp = value_processor()
+    outputs = RefusingOutputs()
+    proc.outputs = outputs  # type: ignore[assignment]
+    proc.resend_backoff_s = (0.001, 0.005)
+    return proc, outputs, tp
+
+
+def recovered(proc: InventoryProcessor) -> tuple[str, bytes, str]:
+    key, raw, alert_id = recovered_record()
+    proc.products.data[key] = raw
+    proc.on_changelog_record(key, 3, raw)
+    return key, raw, alert_id
+
+
+async def settled(proc: InventoryProcessor) -> None:
+    task = proc._resend_task
+    assert task is not None
+    await asyncio.wait([task], timeout=5)
+    assert task.done()
+
+
+def test_a_refused_resend_is_retried_until_acknowledged_then_the_record_is_written_plain() -> None:
+    async def scenario() -> None:
+        proc, outputs, _ = refusing_processor()
+        key, _, alert_id = recovered(proc)
+
+        assert await proc.resend_recovered({3}) == 0  # refused: Faust's recovery goes on
+        assert ("refused",) in outputs.events
+        assert key not in proc.recovered_outboxes
+        while outputs.events.count(("refused",)) < 3:
+            await asyncio.sleep(0.001)
+        assert all(has_outbox(r) for r in product_records(outputs, key))  # nothing plain before an ack
+        outputs.refuse = False
+        await settled(proc)
+
+        acked = outputs.events.index(("acked",))
+        product_writes = [i for i, e in enumerate(outputs.events) if e == ("add", "products-changelog", key)]
+        assert product_writes and all(i > acked for i in product_writes)
+        assert not has_outbox(proc.products.data[key])
+        assert alert_key("s1", alert_id) in proc.alerts.data
+        assert alert_id in {orjson.loads(v)["alert_id"] for t, _, v in outputs.values if t == "alerts"}
+        assert proc.recovered_outboxes == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_newer_record_carries_the_outputs_being_resent_and_its_commit_waits_for_their_ack() -> None:
+    async def scenario() -> None:
+        proc, outputs, tp = refusing_processor()
+        key, _, alert_id = recovered(proc)
+        await proc.resend_recovered({3})
+
+        apply(proc, tp, 20, snapshot(0, 2, cost="5.10"))  # the streams resumed: a newer transition
+        newer = product_records(outputs, key)[-1]
+        assert (alert_id, "ACTIVE") in outbox_alerts(newer)
+        proc.on_committed({tp: 21})  # delivered its own outputs only: the record keeps its outbox
+        assert product_records(outputs, key)[-1] == newer
+
+        outputs.refuse = False
+        await settled(proc)
+        assert not has_outbox(product_records(outputs, key)[-1])
+        apply(proc, tp, 22, snapshot(0, 3, cost="5.20"))
+        assert outbox_alerts(product_records(outputs, key)[-1]) == []  # nothing carried any more
+
+    asyncio.run(scenario())
+
+
+def test_letting_the_partition_go_stops_the_retry_and_keeps_the_outbox_for_the_next_recovery() -> None:
+    async def scenario() -> None:
+        proc, outputs, tp = refusing_processor()
+        key, raw, _ = recovered(proc)
+        await proc.resend_recovered({3})
+        task = proc._resend_task
+
+        proc.on_letting_go({tp})
+        await asyncio.wait([task], timeout=5)  # type: ignore[list-item]
+        assert task is not None and task.cancelled()
+        assert proc.recovered_outboxes[key][1] == raw
+        assert all(has_outbox(r) for r in product_records(outputs, key))
+
+        # The partition comes back and the broker answers: sent again then.
+        proc.on_assigned({tp})
+        outputs.refuse = False
+        assert await proc.resend_recovered({3}) == 1
+        assert not has_outbox(product_records(outputs, key)[-1])
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_ends_a_retry_that_waits_on_a_send_that_never_returns() -> None:
+    async def scenario() -> None:
+        proc, outputs, tp = refusing_processor()
+        proc.resend_wait_s = 0.01
+        outputs.hang = True
+        key, _, _ = recovered(proc)
+        assert await proc.resend_recovered({3}) == 0  # gave up waiting: Faust's recovery goes on
+        task = proc._resend_task
+        assert task is not None and not task.done()
+
+        proc.on_letting_go({tp, TP(topic="store.settings", partition=3)})  # a stop lets every partition go
+        await asyncio.wait([task], timeout=5)
+        assert task.cancelled()
+        assert key in proc.recovered_outboxes
+
+    asyncio.run(scenario())

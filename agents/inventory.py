@@ -17,9 +17,12 @@ the older one at recovery, yet the outputs of one flush may land in any order).
 Memory holds the plain state. Once Faust has committed the input offset (after flushing the
 producer), the record is written again without the outbox. A worker that
 recovers a record still carrying its outbox -- the crash came between -- sends
-the outputs again; their ids are deterministic, so a reader sees at worst a
-duplicate with the same id, never a gap. Messages replayed after a crash find
-the state already applied (STALE) and emit nothing twice.
+the outputs again (retrying in the background while the broker refuses them,
+as long as the partition is its own: ``resend_recovered``); their ids are
+deterministic, so a reader sees at worst a duplicate with the same id, never a
+gap, and a resent alert never replaces a newer state of it in the alerts table.
+Messages replayed after a crash find the state already applied (STALE) and
+emit nothing twice.
 
 A store with ``auto_video`` on asks for a product's video when the product is
 first seen (a NEW change with images): the request (``video.requests``, with
@@ -29,6 +32,7 @@ video agent keeps the first request of an id.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -95,6 +99,12 @@ T = TypeVar("T")
 C = TypeVar("C", SupplierUpdate, StorefrontStock)
 _ITEM = TypeAdapter(SupplierSnapshot)
 
+#: How long ``resend_recovered`` waits for the outputs it sends again before it leaves
+#: them to its retry task (Faust resumes no stream until every recovery callback returns).
+RESEND_WAIT_S = 10.0
+#: The retry task's backoff: the first wait, doubled after each failure up to the last.
+RESEND_BACKOFF_S = (0.5, 30.0)
+
 
 def alert_key(store_id: str, alert_id: str) -> str:
     return f"{store_id}|{alert_id}"
@@ -139,16 +149,25 @@ class InventoryProcessor:
         # offset order, and the newest per product key.
         self._pending: dict[Any, deque[tuple[int, str]]] = defaultdict(deque)
         self._latest_outbox: dict[str, tuple[Any, int]] = {}
-        # Per product key, every output its records carried since its last plain
-        # record: outputs not known delivered. Each new record of the key carries
-        # them all again, as it replaces the older ones (recovery and compaction
-        # keep the newest record of a key only).
-        self._unconfirmed: dict[str, list[OutboxItem]] = {}
+        # Per input partition, per product key, every output its records carried
+        # since its last plain record: outputs not known delivered. Each new record
+        # of the key carries them all again, as it replaces the older ones (recovery
+        # and compaction keep the newest record of a key only). A partition's
+        # entries go when it is let go (``on_letting_go``): its records are the
+        # next owner's, and stale outputs must not ride into records written
+        # should it come back.
+        self._unconfirmed: dict[int, dict[str, list[OutboxItem]]] = defaultdict(dict)
         # Recovered changelog records that still carry an outbox:
         # key -> (partition, record, outputs of older records of the key the record lacks).
         self.recovered_outboxes: dict[str, tuple[int, bytes, list[OutboxItem]]] = {}
         # Alert key -> (the value last read, its type while ACTIVE): refresh_gauges.
         self._alert_gauge: dict[str, tuple[bytes, str | None]] = {}
+        # Recovered outboxes being sent again, until acknowledged: key -> the
+        # recovered entry (restored to ``recovered_outboxes`` if its partition is let go).
+        self._resending: dict[str, tuple[int, bytes, list[OutboxItem]]] = {}
+        self._resend_task: asyncio.Task[None] | None = None
+        self.resend_wait_s = RESEND_WAIT_S
+        self.resend_backoff_s = RESEND_BACKOFF_S
         # Input partitions this worker owns: assigned at a rebalance, dropped as
         # soon as a revocation or a stop begins (before Faust's last commit).
         self.owned: set[Any] = set()
@@ -363,12 +382,13 @@ class InventoryProcessor:
         and lose the alert an earlier one carried).
         """
         partition = self._tp.partition
-        unconfirmed = self._unconfirmed.get(key)
+        unconfirmed_here = self._unconfirmed[partition]
+        unconfirmed = unconfirmed_here.get(key)
         if unconfirmed:
             outbox = unconfirmed + outbox  # sent already: carried, not sent again
         if outbox:
             self.changelog(self.products, partition, key, with_outbox(encoded, outbox))
-            self._unconfirmed[key] = outbox
+            unconfirmed_here[key] = outbox
             if self._tp in self.owned:  # else the record keeps its outbox (see on_committed)
                 self._pending[self._tp].append((self._offset, key))
                 self._latest_outbox[key] = (self._tp, self._offset)
@@ -386,7 +406,17 @@ class InventoryProcessor:
             name = self._changelogs[table.name] = table.changelog_topic.get_topic_name()
         self.outputs.add(name, partition, key.encode(), value)
 
-    def send_outbox(self, store_id: str, partition: int, outbox: list[OutboxItem]) -> None:
+    def send_outbox(self, store_id: str, partition: int, outbox: list[OutboxItem], resend: bool = False) -> None:
+        """Send a transition's outputs and keep its alert records in the alerts table.
+
+        A fresh transition's alert records are the newest states of their alerts
+        (``alert_rules.transition`` never moves ``updated_at`` back; an opened
+        alert has a new id), so they go to the table unchecked. Records sent
+        again (``resend``, at recovery) may be older than what the table holds
+        now: then the table keeps its state (``alert_rules.supersedes``), and the
+        record still goes out on ``alerts`` (its readers keep the newest
+        ``updated_at``: connectors/postgres/record.py).
+        """
         store_key = store_id.encode()
         for code, value in outbox:
             if code == "c":
@@ -401,10 +431,23 @@ class InventoryProcessor:
                 self.outputs.add(topics.VIDEO_REQUESTS, None, video_id.encode(), value)
             else:
                 alert = orjson.loads(value)
-                self.changelog(self.alerts, partition, alert_key(store_id, alert["alert_id"]), value)
-                self.alerts.data[alert_key(store_id, alert["alert_id"])] = value
+                akey = alert_key(store_id, alert["alert_id"])
+                if not resend or self.supersedes_table(akey, alert):
+                    self.changelog(self.alerts, partition, akey, value)
+                    self.alerts.data[akey] = value
                 self.outputs.add(topics.ALERTS, None, store_key, value)
                 self._alerts_emitted(alert["type"], alert["status"]).inc()
+
+    def supersedes_table(self, akey: str, alert: dict[str, Any]) -> bool:
+        """Whether an alert record (parsed JSON) is newer than the alerts table's entry of ``akey``."""
+        raw = self.alerts.data.get(akey)
+        if raw is None:
+            return True
+        current = orjson.loads(raw)
+        return alert_rules.supersedes(
+            datetime.fromisoformat(alert["updated_at"]), AlertStatus(alert["status"]),
+            datetime.fromisoformat(current["updated_at"]), AlertStatus(current["status"]),
+        )
 
     def on_committed(self, offsets: Any) -> None:
         """Faust committed these input offsets (after flushing the producer): drop the outboxes.
@@ -418,28 +461,56 @@ class InventoryProcessor:
         """
         for tp, committed in offsets.items():
             queue = self._pending.get(tp)
+            unconfirmed = self._unconfirmed.get(tp.partition)
             while queue and queue[0][0] < committed:
                 offset, key = queue.popleft()
                 if self._latest_outbox.get(key) == (tp, offset):
                     del self._latest_outbox[key]
-                    self._unconfirmed.pop(key, None)
+                    if key in self._resending:
+                        continue  # it carries recovered outputs not acknowledged yet: the resend rewrites it
+                    if unconfirmed is not None:
+                        unconfirmed.pop(key, None)
                     raw = self.products.data.get(key)
                     if raw is not None:
                         self.changelog(self.products, tp.partition, key, raw)
 
     def on_assigned(self, assigned: Any) -> None:
+        """A rebalance assigned these partitions.
+
+        Outputs remembered for a partition that was not ours until now were
+        written after it was let go (records of messages still in hand then,
+        which keep their outboxes): they are the recovering owner's, like the
+        rest of what was let go, and must not ride into this owner's records.
+        """
+        before = {tp.partition for tp in self.owned if tp.topic in topics.STORE_KEYED_INPUTS}
+        for partition in [p for p in self._unconfirmed if p not in before]:
+            del self._unconfirmed[partition]
         self.owned = set(assigned)
 
     def on_letting_go(self, revoked: Any) -> None:
         """A revocation or a stop begins: these partitions are no longer ours to write.
 
-        Their outboxes are the new owner's (it recovers them and sends them again).
+        Their outboxes are the new owner's (it recovers them and sends them
+        again), so their outputs not known delivered are forgotten too, and
+        recovered outboxes still being sent again go back to
+        ``recovered_outboxes``: the next recovery that gives this worker the
+        partition sends them again. The retry task stops when nothing is left.
         """
         self.owned.difference_update(revoked)
+        let_go: set[int] = set()
         for tp in revoked:
             for offset, key in self._pending.pop(tp, ()):
                 if self._latest_outbox.get(key) == (tp, offset):
                     del self._latest_outbox[key]
+            if tp.topic in topics.STORE_KEYED_INPUTS:
+                self._unconfirmed.pop(tp.partition, None)
+                let_go.add(tp.partition)
+        for key, entry in list(self._resending.items()):
+            if entry[0] in let_go:
+                del self._resending[key]
+                self.recovered_outboxes.setdefault(key, entry)
+        if not self._resending:
+            self._stop_resend_retry()
 
     def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
         """Recovery saw a product record: remember it while it still carries an outbox.
@@ -465,29 +536,100 @@ class InventoryProcessor:
         The records lose their outboxes in the changelog only once the outputs
         sent again are acknowledged: a record without its outbox that became
         durable before them (a crash in between) would lose them for good --
-        the product would name an alert the alerts table never gets.
+        the product would name an alert the alerts table never gets. Until
+        then a newer record of the product carries them (``_unconfirmed``) and
+        its commit leaves the rewrite to the resend (``on_committed``).
+
+        Faust awaits this (a ``products.on_recover`` callback) before it resumes
+        any stream, and only logs what it raises. So this waits at most
+        ``resend_wait_s`` for the acknowledgement; on a failure or a timeout the
+        outboxes stay in ``_resending`` and a task of the processor retries
+        them with a bounded backoff (``_retry_resend``) while the streams go on:
+        safe, as newer records carry the outputs and a resent alert never
+        replaces a newer state of it (``send_outbox``). The task stops once
+        everything is acknowledged, or once the partitions are let go
+        (``on_letting_go``: a revocation or a stop), which hands the outboxes
+        back to ``recovered_outboxes`` for the next recovery.
+
+        Returns the number of transitions whose outputs were acknowledged now.
         """
-        resent: list[tuple[int, str, bytes]] = []
-        for key, (partition, raw, earlier) in list(self.recovered_outboxes.items()):
+        for key, entry in list(self.recovered_outboxes.items()):
+            partition, raw, earlier = entry
             if partition not in active_partitions:
                 continue
             del self.recovered_outboxes[key]
             plain, outbox = split_outbox(raw)
             current = self.products.data.get(key)
             if current is raw or current == raw:
-                self.products.data[key] = current = plain
-            self.send_outbox(split_product_key(key)[0], partition, earlier + outbox)
-            resent.append((partition, key, current if current is not None else plain))
-        if not resent:
+                self.products.data[key] = plain
+            # A newer record of the key carries them until they are acknowledged.
+            carried = self._unconfirmed[partition].get(key) or []
+            self._unconfirmed[partition][key] = carried + [o for o in earlier + outbox if o not in carried]
+            self._resending[key] = entry
+        if not self._resending:
             return 0
+        self._stop_resend_retry()  # this attempt covers what it was retrying
+        try:
+            return await asyncio.wait_for(self._resend_once(), self.resend_wait_s)
+        except Exception as exc:  # the broker refused or timed out: retried in the background
+            log.warning(
+                "could not send again the outputs of %d recovered transitions (%s: %s): retrying",
+                len(self._resending), type(exc).__name__, exc,
+            )
+            self._resend_task = asyncio.get_running_loop().create_task(self._retry_resend())
+            return 0
+
+    async def _resend_once(self) -> int:
+        """Send the outboxes of ``_resending`` and wait for their acknowledgement;
+        then write their records plain (those of partitions still ours)."""
+        attempt = list(self._resending.items())
+        for key, (partition, raw, earlier) in attempt:
+            self.send_outbox(split_product_key(key)[0], partition, earlier + split_outbox(raw)[1], resend=True)
         await self.outputs.send(wait=True)
-        for partition, key, written in resent:
-            # Unless a newer transition of the product has written its own record meanwhile.
-            if key not in self._latest_outbox and self.products.data.get(key) is written:
-                self.changelog(self.products, partition, key, written)
-                self._unconfirmed.pop(key, None)
-        log.warning("sent again the outputs of %d recovered transitions", len(resent))
-        return len(resent)
+        done = 0
+        for key, entry in attempt:
+            if self._resending.get(key) is not entry:
+                continue  # let go meanwhile (or taken again by a later recovery)
+            del self._resending[key]
+            done += 1
+            partition = entry[0]
+            # Unless a newer record of the product waits for its own commit (which rewrites it).
+            if key not in self._latest_outbox:
+                self._unconfirmed[partition].pop(key, None)
+                current = self.products.data.get(key)
+                if current is not None:
+                    self.changelog(self.products, partition, key, current)
+        if done:
+            log.warning("sent again the outputs of %d recovered transitions", done)
+        return done
+
+    async def _retry_resend(self) -> None:
+        """Retry ``_resend_once`` until nothing is left to send again (``on_letting_go`` cancels it).
+
+        A delivery that failed stops every later flush of ``Outputs`` (and so
+        every commit, which ends the worker): these attempts then fail until the
+        stop lets the partitions go.
+        """
+        delay, longest = self.resend_backoff_s
+        failures = 1
+        while self._resending:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+            try:
+                await self._resend_once()
+            except Exception as exc:
+                failures += 1
+                log.warning(
+                    "could not send again the outputs of %d recovered transitions, %d failures (%s: %s): "
+                    "retrying in %.1f s",
+                    len(self._resending), failures, type(exc).__name__, exc, delay,
+                )
+        log.warning("recovered outputs sent again after %d failed attempts", failures)
+
+    def _stop_resend_retry(self) -> None:
+        task, self._resend_task = self._resend_task, None
+        if task is not None and not task.done():
+            task.cancel()
 
     # ------------------------------------------------------------------ #
     # alerts

@@ -86,6 +86,18 @@ def can_transition(current: AlertStatus, target: AlertStatus) -> bool:
     return target in _TRANSITIONS[current]
 
 
+def supersedes(at: datetime, status: AlertStatus, current_at: datetime, current_status: AlertStatus) -> bool:
+    """Whether an alert's state (``at`` = its ``updated_at``, ``status``) is newer than the current one.
+
+    A later ``updated_at`` is newer. At the same ``updated_at`` (``transition``
+    keeps the time when the move is requested for an earlier one), a status the
+    current one can move to is newer; the same state is not.
+    """
+    if at != current_at:
+        return at > current_at
+    return can_transition(current_status, status)
+
+
 def transition(alert: Alert, target: AlertStatus, at: datetime) -> Alert | None:
     """The alert in ``target`` status, or None if that move is not allowed.
 

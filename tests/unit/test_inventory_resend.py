@@ -18,10 +18,11 @@ from typing import Any
 import orjson
 
 from agents.inventory import InventoryProcessor, alert_key
-from models.events import SupplierSnapshot, default_settings
+from models import alerts as alert_rules
+from models.events import Alert, AlertStatus, SupplierSnapshot, default_settings
 from models.inventory import apply_snapshot
 from faust.types import TP
-from models.product import encode_state, has_outbox, product_key, with_outbox
+from models.product import encode_state, has_outbox, product_key, split_outbox, with_outbox
 from streams.codecs import encode
 
 
@@ -215,3 +216,255 @@ def test_recovery_keeps_the_outputs_of_consecutive_records_with_outboxes() -> No
         heir2.on_changelog_record(key, 3, raw)
     assert asyncio.run(heir2.resend_recovered({3})) == 1
     assert [v for t, _, v in heir2_outputs.values if t == "alerts"] == []
+
+
+# --------------------------------------------------------------------------- #
+# a partition let go: its outputs not known delivered are the next owner's
+# --------------------------------------------------------------------------- #
+
+
+def test_outputs_of_a_partition_let_go_do_not_ride_into_its_records_when_it_comes_back() -> None:
+    proc, outputs, tp = value_processor()
+    key = product_key("s1", "p1", None)
+    apply(proc, tp, 10, snapshot(10, 0))
+    proc.on_committed({tp: 11})
+    apply(proc, tp, 12, snapshot(0, 1))  # stock out: opens STOCK_OUT, not committed
+    (stock_out,) = outbox_alerts(product_records(outputs, key)[-1])
+
+    proc.on_letting_go({tp})  # revoked before the commit: the record keeps its outbox for the next owner
+    # A message still in hand when the partition was let go: its record keeps its own outbox.
+    apply(proc, tp, 13, snapshot(0, 2, cost="5.10"))
+    assert has_outbox(product_records(outputs, key)[-1])
+
+    proc.on_assigned({tp})  # the partition comes back (recovered meanwhile)
+    apply(proc, tp, 14, snapshot(0, 3, cost="5.20"))
+    latest = product_records(outputs, key)[-1]
+    assert stock_out not in outbox_alerts(latest)
+    assert len(orjson.loads(latest)[14]) == 1  # its own change record only
+    proc.on_committed({tp: 15})
+    assert not has_outbox(product_records(outputs, key)[-1])
+
+
+def test_letting_go_of_one_partition_keeps_the_outputs_of_the_others() -> None:
+    proc, outputs, tp = value_processor()
+    other = TP(topic="supplier.snapshots", partition=5)
+    proc.owned = {tp, other}
+    key, other_key = product_key("s1", "p1", None), product_key("s2", "p1", None)
+    apply(proc, tp, 10, snapshot(0, 1))  # NEW, out of stock
+    apply(proc, other, 20, snapshot(10, 0, store="s2"))
+    apply(proc, other, 21, snapshot(0, 1, store="s2"))  # opens STOCK_OUT on partition 5
+    (stock_out,) = outbox_alerts(product_records(outputs, other_key)[-1])
+
+    # A standby's changelog partition and another topic's partition 3 go; partition 5's input stays.
+    proc.on_letting_go({tp, TP(topic="products-changelog", partition=5)})
+    apply(proc, other, 22, snapshot(0, 2, cost="5.10", store="s2"))
+    assert outbox_alerts(product_records(outputs, other_key)[-1]) == [stock_out]
+    proc.on_committed({other: 23})
+    assert not has_outbox(product_records(outputs, other_key)[-1])
+    assert has_outbox(product_records(outputs, key)[-1])  # not ours any more: left to the next owner
+
+
+# --------------------------------------------------------------------------- #
+# a resend never rolls the alerts table back
+# --------------------------------------------------------------------------- #
+
+
+def _alert_in_table(proc: InventoryProcessor, alert_id: str) -> dict[str, Any]:
+    return orjson.loads(proc.alerts.data[alert_key("s1", alert_id)])  # type: ignore[no-any-return]
+
+
+def _moved(raw_alert: bytes, status: str, at: datetime) -> bytes:
+    alert = Alert.model_validate_json(raw_alert)
+    moved = alert_rules.transition(alert, AlertStatus(status), at)
+    assert moved is not None
+    return encode(moved)
+
+
+def _recovered_alert(raw: bytes) -> bytes:
+    (value,) = [v for code, v in split_outbox(raw)[1] if code == "a"]
+    return value
+
+
+def test_a_resent_alert_does_not_overwrite_a_newer_state_in_the_alerts_table() -> None:
+    """The alert was acknowledged after the transition whose record is recovered: the
+    table keeps ACKNOWLEDGED; the record still goes out on ``alerts`` (same id)."""
+    proc, outputs = processor()
+    value_outputs = ValueOutputs()
+    proc.outputs = value_outputs  # type: ignore[assignment]
+    key, raw, alert_id = recovered_record()
+    acknowledged = _moved(_recovered_alert(raw), "ACKNOWLEDGED", datetime(2026, 11, 1, 1, 0, tzinfo=timezone.utc))
+    proc.alerts.data[alert_key("s1", alert_id)] = acknowledged
+    proc.products.data[key] = raw
+    proc.on_changelog_record(key, 3, raw)
+
+    assert asyncio.run(proc.resend_recovered({3})) == 1
+
+    assert proc.alerts.data[alert_key("s1", alert_id)] == acknowledged
+    assert not [k for t, k, _ in value_outputs.values if t == "alerts-changelog"]
+    sent = [orjson.loads(v) for t, _, v in value_outputs.values if t == "alerts"]
+    assert [(a["alert_id"], a["status"]) for a in sent] == [(alert_id, "ACTIVE")]
+    assert not has_outbox(proc.products.data[key])
+
+
+def test_a_resent_alert_restores_an_older_or_missing_state_and_wins_a_tie_only_if_it_moves_on() -> None:
+    key, raw, alert_id = recovered_record()
+    active = _recovered_alert(raw)
+    at = datetime.fromisoformat(orjson.loads(active)["updated_at"])
+    # An acknowledgement requested for an earlier time keeps the alert's time (alert_rules.transition).
+    acknowledged_same_time = _moved(active, "ACKNOWLEDGED", datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert orjson.loads(acknowledged_same_time)["updated_at"] == orjson.loads(active)["updated_at"]
+    older = orjson.dumps({**orjson.loads(active), "updated_at": "2026-10-01T00:00:00Z"})
+    cases = [
+        (None, active),  # the table lost it: restored
+        (older, active),  # older in the table: replaced
+        (active, active),  # the same state
+        (acknowledged_same_time, acknowledged_same_time),  # same time, the table's state is further on: kept
+    ]
+    for in_table, expected in cases:
+        proc, _ = processor()
+        if in_table is not None:
+            proc.alerts.data[alert_key("s1", alert_id)] = in_table
+        proc.products.data[key] = raw
+        proc.on_changelog_record(key, 3, raw)
+        asyncio.run(proc.resend_recovered({3}))
+        assert proc.alerts.data[alert_key("s1", alert_id)] == expected, in_table
+
+    # Same time, the resent state is further on (the ACKNOWLEDGED record's alert write was lost): it wins.
+    proc, _ = processor()
+    proc.alerts.data[alert_key("s1", alert_id)] = active
+    acked_record = with_outbox(split_outbox(raw)[0], [("a", acknowledged_same_time)])
+    proc.products.data[key] = acked_record
+    proc.on_changelog_record(key, 3, acked_record)
+    asyncio.run(proc.resend_recovered({3}))
+    assert _alert_in_table(proc, alert_id)["status"] == "ACKNOWLEDGED"
+    assert datetime.fromisoformat(_alert_in_table(proc, alert_id)["updated_at"]) == at
+
+
+# --------------------------------------------------------------------------- #
+# a resend the broker refuses is retried, while the partitions are ours
+# --------------------------------------------------------------------------- #
+
+
+class RefusingOutputs(ValueOutputs):
+    """Outputs whose acknowledged sends fail while ``refuse`` is set, or never return while ``hang`` is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse = True
+        self.hang = False
+
+    async def send(self, wait: bool = False) -> None:
+        if wait and self.hang:
+            await asyncio.Event().wait()
+        if wait and self.refuse:
+            self.events.append(("refused",))
+            raise ConnectionError("broker refused")
+        await super().send(wait)
+
+
+def refusing_processor() -> tuple[InventoryProcessor, RefusingOutputs, Any]:
+    proc, _, tp = value_processor()
+    outputs = RefusingOutputs()
+    proc.outputs = outputs  # type: ignore[assignment]
+    proc.resend_backoff_s = (0.001, 0.005)
+    return proc, outputs, tp
+
+
+def recovered(proc: InventoryProcessor) -> tuple[str, bytes, str]:
+    key, raw, alert_id = recovered_record()
+    proc.products.data[key] = raw
+    proc.on_changelog_record(key, 3, raw)
+    return key, raw, alert_id
+
+
+async def settled(proc: InventoryProcessor) -> None:
+    task = proc._resend_task
+    assert task is not None
+    await asyncio.wait([task], timeout=5)
+    assert task.done()
+
+
+def test_a_refused_resend_is_retried_until_acknowledged_then_the_record_is_written_plain() -> None:
+    async def scenario() -> None:
+        proc, outputs, _ = refusing_processor()
+        key, _, alert_id = recovered(proc)
+
+        assert await proc.resend_recovered({3}) == 0  # refused: Faust's recovery goes on
+        assert ("refused",) in outputs.events
+        assert key not in proc.recovered_outboxes
+        while outputs.events.count(("refused",)) < 3:
+            await asyncio.sleep(0.001)
+        assert all(has_outbox(r) for r in product_records(outputs, key))  # nothing plain before an ack
+        outputs.refuse = False
+        await settled(proc)
+
+        acked = outputs.events.index(("acked",))
+        product_writes = [i for i, e in enumerate(outputs.events) if e == ("add", "products-changelog", key)]
+        assert product_writes and all(i > acked for i in product_writes)
+        assert not has_outbox(proc.products.data[key])
+        assert alert_key("s1", alert_id) in proc.alerts.data
+        assert alert_id in {orjson.loads(v)["alert_id"] for t, _, v in outputs.values if t == "alerts"}
+        assert proc.recovered_outboxes == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_newer_record_carries_the_outputs_being_resent_and_its_commit_waits_for_their_ack() -> None:
+    async def scenario() -> None:
+        proc, outputs, tp = refusing_processor()
+        key, _, alert_id = recovered(proc)
+        await proc.resend_recovered({3})
+
+        apply(proc, tp, 20, snapshot(0, 2, cost="5.10"))  # the streams resumed: a newer transition
+        newer = product_records(outputs, key)[-1]
+        assert (alert_id, "ACTIVE") in outbox_alerts(newer)
+        proc.on_committed({tp: 21})  # delivered its own outputs only: the record keeps its outbox
+        assert product_records(outputs, key)[-1] == newer
+
+        outputs.refuse = False
+        await settled(proc)
+        assert not has_outbox(product_records(outputs, key)[-1])
+        apply(proc, tp, 22, snapshot(0, 3, cost="5.20"))
+        assert outbox_alerts(product_records(outputs, key)[-1]) == []  # nothing carried any more
+
+    asyncio.run(scenario())
+
+
+def test_letting_the_partition_go_stops_the_retry_and_keeps_the_outbox_for_the_next_recovery() -> None:
+    async def scenario() -> None:
+        proc, outputs, tp = refusing_processor()
+        key, raw, _ = recovered(proc)
+        await proc.resend_recovered({3})
+        task = proc._resend_task
+
+        proc.on_letting_go({tp})
+        await asyncio.wait([task], timeout=5)  # type: ignore[list-item]
+        assert task is not None and task.cancelled()
+        assert proc.recovered_outboxes[key][1] == raw
+        assert all(has_outbox(r) for r in product_records(outputs, key))
+
+        # The partition comes back and the broker answers: sent again then.
+        proc.on_assigned({tp})
+        outputs.refuse = False
+        assert await proc.resend_recovered({3}) == 1
+        assert not has_outbox(product_records(outputs, key)[-1])
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_ends_a_retry_that_waits_on_a_send_that_never_returns() -> None:
+    async def scenario() -> None:
+        proc, outputs, tp = refusing_processor()
+        proc.resend_wait_s = 0.01
+        outputs.hang = True
+        key, _, _ = recovered(proc)
+        assert await proc.resend_recovered({3}) == 0  # gave up waiting: Faust's recovery goes on
+        task = proc._resend_task
+        assert task is not None and not task.done()
+
+        proc.on_letting_go({tp, TP(topic="store.settings", partition=3)})  # a stop lets every partition go
+        await asyncio.wait([task], timeout=5)
+        assert task.cancelled()
+        assert key in proc.recovered_outboxes
+
+    asyncio.run(scenario())

@@ -86,12 +86,19 @@ def can_transition(current: AlertStatus, target: AlertStatus) -> bool:
     return target in _TRANSITIONS[current]
 
 
+#: Each status's step in the lifecycle: a status can move only to a higher step
+#: (RESOLVED and DISMISSED are both final). Readers that keep the newest state of an
+#: alert (the alerts table, PostgreSQL's ``alerts``) order by (updated_at, this).
+ALERT_STATUS_RANK: dict[str, int] = {"ACTIVE": 0, "ACKNOWLEDGED": 1, "RESOLVED": 2, "DISMISSED": 2}
+
+
 def supersedes(at: datetime, status: AlertStatus, current_at: datetime, current_status: AlertStatus) -> bool:
     """Whether an alert's state (``at`` = its ``updated_at``, ``status``) is newer than the current one.
 
     A later ``updated_at`` is newer. At the same ``updated_at`` (``transition``
     keeps the time when the move is requested for an earlier one), a status the
-    current one can move to is newer; the same state is not.
+    current one can move to is newer (a higher ``ALERT_STATUS_RANK``); the same
+    state is not.
     """
     if at != current_at:
         return at > current_at

@@ -10,7 +10,8 @@ twice:
 
 - ``inventory.changes`` -> ``products``: the change's ``after`` state,
   unless the row holds a later snapshot;
-- ``alerts`` -> ``alerts``: the record with the newest ``updated_at`` wins;
+- ``alerts`` -> ``alerts``: the record with the newest ``updated_at`` wins, and of
+  equal times the later status in the lifecycle (``models.alerts.supersedes``);
 - the ``orders`` table's changelog -> ``orders`` (newest ``updated_at`` wins)
   and ``order_history`` (append-only, by place; ``DO NOTHING``);
 - ``webhooks.inbound`` -> ``processed_webhook_events`` (ids and times only,
@@ -37,6 +38,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from models.alerts import ALERT_STATUS_RANK
 from models.events import Alert, InventoryChange
 from models.fulfillment import OrderState
 from models.sync import SyncRun
@@ -66,7 +68,13 @@ ON CONFLICT (store_id, product_id, variant_id) DO UPDATE SET
   last_change_id = EXCLUDED.last_change_id, sync_run_id = EXCLUDED.sync_run_id, recorded_at = now()
 WHERE products.captured_at <= EXCLUDED.captured_at
 """
-_ALERT = """
+def _rank(status: str) -> str:
+    """An alert status's step in its lifecycle (``models.alerts.ALERT_STATUS_RANK``), in SQL."""
+    steps = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in ALERT_STATUS_RANK.items())
+    return f"CASE {status} {steps} END"
+
+
+_ALERT = f"""
 INSERT INTO alerts (alert_id, store_id, product_id, variant_id, type, severity, status, title, message, metadata,
   created_at, updated_at, acknowledged_at, resolved_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)
@@ -74,7 +82,7 @@ ON CONFLICT (alert_id) DO UPDATE SET
   status = EXCLUDED.status, severity = EXCLUDED.severity, title = EXCLUDED.title, message = EXCLUDED.message,
   metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at, acknowledged_at = EXCLUDED.acknowledged_at,
   resolved_at = EXCLUDED.resolved_at
-WHERE alerts.updated_at <= EXCLUDED.updated_at
+WHERE (EXCLUDED.updated_at, {_rank("EXCLUDED.status")}) > (alerts.updated_at, {_rank("alerts.status")})
 """
 _ORDER = """
 INSERT INTO orders (order_id, store_id, status, order_number, paid, currency, total, redacted, created_at,
@@ -265,6 +273,9 @@ class CopyUpsert:
     newest: str
     #: What follows ``ON CONFLICT (key) DO`` in the row statement.
     on_conflict: str
+    #: A column ranked second (by ``rank``) when ``newest`` ties, as the row statement ranks it.
+    then: str | None = None
+    rank: dict[str, int] | None = None
 
     @property
     def stage(self) -> str:
@@ -286,11 +297,17 @@ class CopyUpsert:
         leave. One INSERT .. ON CONFLICT may touch a row only once."""
         width = self.key_columns
         newest = self.columns.index(self.newest)
+        then = None if self.then is None else self.columns.index(self.then)
+        rank = self.rank or {}
+
+        def order(row: tuple[Any, ...]) -> tuple[Any, int]:
+            return row[newest], (0 if then is None else rank[row[then]])
+
         kept: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         for row in batch:
             key = row[:width]
             held = kept.get(key)
-            if held is None or held[newest] <= row[newest]:
+            if held is None or order(held) <= order(row):
                 kept[key] = row
         return list(kept.values())
 
@@ -318,7 +335,7 @@ COPIED: dict[str, CopyUpsert] = {
         "alerts",
         ("alert_id", "store_id", "product_id", "variant_id", "type", "severity", "status", "title", "message",
          "metadata", "created_at", "updated_at", "acknowledged_at", "resolved_at"),
-        key_columns=1, newest="updated_at", on_conflict=_on_conflict(_ALERT),
+        key_columns=1, newest="updated_at", then="status", rank=ALERT_STATUS_RANK, on_conflict=_on_conflict(_ALERT),
     ),
 }
 

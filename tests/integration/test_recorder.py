@@ -83,6 +83,29 @@ def test_replays_write_nothing_twice_and_the_newest_record_wins(pg_dsn: str) -> 
     assert rows[0]["updated_at"] == AT + timedelta(minutes=5)
 
 
+def test_of_equal_times_the_later_status_in_the_lifecycle_wins_in_either_order(pg_dsn: str) -> None:
+    """``transition`` keeps an alert's time when a move is requested for an earlier moment, so
+    ACTIVE and ACKNOWLEDGED can share ``updated_at``: whichever arrives last, row by row or
+    copied in one batch, the table keeps ACKNOWLEDGED (models.alerts.supersedes)."""
+    active, acked = encode(alert(AlertStatus.ACTIVE, 5)), encode(alert(AlertStatus.ACKNOWLEDGED, 5))
+
+    async def body(pool: Any) -> list[str]:
+        seen = []
+        for order in ((active, acked), (acked, active)):
+            await pool.execute("DELETE FROM alerts")
+            for value in order:  # row by row
+                await write_rows(pool, rows_of(topics.ALERTS, value))
+            seen.append(await pool.fetchval("SELECT status FROM alerts WHERE alert_id = 'a-1'"))
+            await pool.execute("DELETE FROM alerts")
+            filler = [rows_of(topics.ALERTS, encode(alert(AlertStatus.ACTIVE, 0).model_copy(
+                update={"alert_id": f"f-{n}"})))[0] for n in range(COPY_MIN_ROWS)]
+            await write_rows(pool, filler + [r for v in order for r in rows_of(topics.ALERTS, v)])  # by COPY
+            seen.append(await pool.fetchval("SELECT status FROM alerts WHERE alert_id = 'a-1'"))
+        return seen
+
+    assert run(pg_dsn, body) == ["ACKNOWLEDGED"] * 4
+
+
 def change(store: str, n: int, stock: int, at: datetime) -> bytes:
     return encode(InventoryChange.model_validate({
         "change_id": f"c-{n}-{stock}", "store_id": store, "product_id": f"p-{n}", "provider": "SPOCKET",

@@ -837,6 +837,16 @@ def _in_status(status: AlertStatus) -> Alert:
 
 
 @pytest.mark.parametrize(("current", "target"), ALL_MOVES, ids=[f"{c.value}->{t.value}" for c, t in ALL_MOVES])
+def test_the_status_rank_orders_the_lifecycle(current: AlertStatus, target: AlertStatus) -> None:
+    """Readers that keep an alert's newest state order ties of ``updated_at`` by this rank
+    (connectors/postgres/record.py in SQL): a higher rank exactly where the move is allowed."""
+    rank = alert_rules.ALERT_STATUS_RANK
+    assert set(rank) == {s.value for s in AlertStatus}
+    assert (rank[target.value] > rank[current.value]) is alert_rules.can_transition(current, target)
+    assert alert_rules.supersedes(T0, target, T0, current) is alert_rules.can_transition(current, target)
+
+
+@pytest.mark.parametrize(("current", "target"), ALL_MOVES, ids=[f"{c.value}->{t.value}" for c, t in ALL_MOVES])
 def test_transition_table(current: AlertStatus, target: AlertStatus) -> None:
     alert = _in_status(current)
     when = at(15)

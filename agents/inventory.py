@@ -162,6 +162,10 @@ class InventoryProcessor:
         self.recovered_outboxes: dict[str, tuple[int, bytes, list[OutboxItem]]] = {}
         # Alert key -> (the value last read, its type while ACTIVE): refresh_gauges.
         self._alert_gauge: dict[str, tuple[bytes, str | None]] = {}
+        # Alert table writes by this agent, and what the last gauge refresh counted:
+        # (writes, entries, active partitions) -> ACTIVE alerts by type.
+        self.alert_writes = 0
+        self._alert_counts: tuple[tuple[int, int, frozenset[int]], dict[str, int]] | None = None
         # Recovered outboxes being sent again, until acknowledged: key -> the
         # recovered entry (restored to ``recovered_outboxes`` if its partition is let go).
         self._resending: dict[str, tuple[int, bytes, list[OutboxItem]]] = {}
@@ -435,6 +439,7 @@ class InventoryProcessor:
                 if not resend or self.supersedes_table(akey, alert):
                     self.changelog(self.alerts, partition, akey, value)
                     self.alerts.data[akey] = value
+                    self.alert_writes += 1
                 self.outputs.add(topics.ALERTS, None, store_key, value)
                 self._alerts_emitted(alert["type"], alert["status"]).inc()
 
@@ -698,6 +703,7 @@ class InventoryProcessor:
         value = encode(alert)
         self.changelog(self.alerts, self._tp.partition, key, value)
         self.alerts.data[key] = value
+        self.alert_writes += 1
 
     def product_command(self, message: Any, validate: Callable[[bytes], C]) -> tuple[C, str, bytes | None] | None:
         """A command about one store product: (command, product key, its state or None),
@@ -793,9 +799,32 @@ class InventoryProcessor:
     # ------------------------------------------------------------------ #
 
     def refresh_gauges(self, active_partitions: set[int], partition_of: Any) -> None:
+        alerts = entries(self.alerts)
+        # Unchanged since the last count (no write of the agent's, the same entries and
+        # partitions; recovery writes behind it only at a rebalance, which forgets the
+        # count): the same counts, without a pass over every alert.
+        signature = (self.alert_writes, len(alerts), frozenset(active_partitions))
+        if self._alert_counts is not None and self._alert_counts[0] == signature:
+            counts = self._alert_counts[1]
+        else:
+            counts = self._count_active_alerts(alerts, active_partitions, partition_of)
+            self._alert_counts = (signature, counts)
+        for alert_type in (a.value for a in alert_rules.SEVERITY):
+            metrics.ALERTS_ACTIVE.labels(alert_type).set(counts.get(alert_type, 0))
+        tables = (
+            ("products", self.products), ("alerts", self.alerts), ("settings", self.settings),
+            ("sync-runs", self.sync.table),
+        )
+        for name, table in tables:
+            metrics.TABLE_ENTRIES.labels(name).set(len(table.data))
+
+    def forget_alert_counts(self) -> None:
+        """The alerts table changed behind the agent (recovery, a rebalance): count again."""
+        self._alert_counts = None
+
+    def _count_active_alerts(self, alerts: Any, active_partitions: set[int], partition_of: Any) -> dict[str, int]:
         counts: dict[str, int] = {}
         store_partition: dict[str, int] = {}
-        alerts = entries(self.alerts)
         # Each alert is read once per value, not once per refresh: with 100,000
         # alerts, parsing them all every 5 s took a sixth of a syncing worker's CPU.
         seen = self._alert_gauge
@@ -816,14 +845,7 @@ class InventoryProcessor:
         if len(seen) > len(alerts):  # entries gone (a store reset): forget them
             for key in [k for k in seen if k not in alerts]:
                 del seen[key]
-        for alert_type in (a.value for a in alert_rules.SEVERITY):
-            metrics.ALERTS_ACTIVE.labels(alert_type).set(counts.get(alert_type, 0))
-        tables = (
-            ("products", self.products), ("alerts", self.alerts), ("settings", self.settings),
-            ("sync-runs", self.sync.table),
-        )
-        for name, table in tables:
-            metrics.TABLE_ENTRIES.labels(name).set(len(table.data))
+        return counts
 
 
 def register(engine: Engine) -> InventoryProcessor:
@@ -854,7 +876,8 @@ def register(engine: Engine) -> InventoryProcessor:
 
     async def on_rebalance(assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
         processor.on_assigned(assigned)
-        processor.sync.store_keys.forget()  # recovery and revocation change the table behind the agent
+        processor.sync.store_keys.forget()  # recovery and revocation change the tables behind the agent
+        processor.forget_alert_counts()
         await faust_on_rebalance(assigned, revoked, newly_assigned, generation_id=generation_id)
 
     def on_partitions_revoked(revoked: Any) -> None:
@@ -876,6 +899,7 @@ def register(engine: Engine) -> InventoryProcessor:
         changelog = products.changelog_topic.get_topic_name()
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
         processor.sync.store_keys.forget()
+        processor.forget_alert_counts()
         await processor.resend_recovered(active)
 
     from aiokafka.partitioner import murmur2

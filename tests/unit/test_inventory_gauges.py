@@ -1,8 +1,9 @@
 """The inventory agent's alert gauges (``InventoryProcessor.refresh_gauges``).
 
-Each alert value is read once, then remembered by identity: the gauge must
-still follow every change of an alert's status, alerts that leave the table,
-and partitions that are not this worker's.
+Each alert value is read once, then remembered by identity, and the counts are
+kept while nothing changed: the gauge must still follow every change of an
+alert's status, alerts that leave the table, and partitions that are not this
+worker's.
 """
 
 from __future__ import annotations
@@ -65,6 +66,20 @@ def test_a_changed_value_is_read_again_and_a_removed_one_forgotten() -> None:
     assert active("STOCK_LOW") == 0
     assert set(proc._alert_gauge) == {key}
 
-    proc.alerts.data[key] = encode(alert)  # an equal value in a new object is read again too
+    proc.alerts.data[key] = encode(alert)  # written behind the agent's back (recovery): same size
+    refresh(proc)
+    assert active("STOCK_LOW") == 0, "counted again only when told"
+    proc.forget_alert_counts()  # what the rebalance and recovery hooks do
     refresh(proc)
     assert active("STOCK_LOW") == 1
+
+
+def test_the_agents_own_alert_writes_are_counted_at_the_next_refresh() -> None:
+    proc, _ = processor()
+    key, alert = put(proc, "mine", "p1", AlertType.STOCK_OUT)
+    refresh(proc)
+    assert active("STOCK_OUT") == 1
+    resolved = alert_rules.transition(alert, AlertStatus.RESOLVED, AT)
+    proc.send_outbox("mine", PARTITION["mine"], [("a", encode(resolved))])  # the table's size stays
+    refresh(proc)
+    assert active("STOCK_OUT") == 0

@@ -1,0 +1,162 @@
+"""streams/outbox.py's OutboxTable (the orders, webhook and video agents' tables).
+
+A changelog record carries the outputs of its transition (its outbox) until
+the input offset is committed, so the state and its outputs become durable
+together. Recovery and compaction keep only the newest record of a key, and
+the records of one flush land in no guaranteed order: a record must carry the
+outputs of the key's older records too until they are known delivered. A
+recovered record that still carries an outbox is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from faust.types import TP
+
+from streams.outbox import Output, OutboxTable
+from tests.unit.test_inventory_resend import FakeTable, ValueOutputs
+
+INPUT = "orders.events"
+CHANGELOG = "orders-changelog"
+
+
+def output(n: int) -> Output:
+    return ("orders.commands", f"o{n}".encode(), orjson.dumps({"command_id": f"c{n}"}))
+
+
+def message(offset: int, partition: int = 3) -> Any:
+    return SimpleNamespace(
+        topic=INPUT, partition=partition, offset=offset, tp=TP(topic=INPUT, partition=partition),
+    )
+
+
+class FakeApp:
+    """What ``OutboxTable.attach`` hooks into: Faust's table manager callbacks."""
+
+    def __init__(self) -> None:
+        async def on_rebalance(assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
+            pass
+
+        self.tables = SimpleNamespace(
+            on_commit=lambda offsets: None, on_rebalance=on_rebalance, on_partitions_revoked=lambda revoked: None,
+        )
+
+    def commit(self, offsets: dict[Any, int]) -> None:
+        self.tables.on_commit(offsets)
+
+    async def assigned(self, assigned: set[Any]) -> None:
+        await self.tables.on_rebalance(assigned, set(), assigned)
+
+    def assign(self, assigned: set[Any]) -> None:
+        asyncio.run(self.assigned(assigned))
+
+    def revoke(self, revoked: set[Any]) -> None:
+        self.tables.on_partitions_revoked(revoked)
+
+
+def store() -> tuple[OutboxTable, ValueOutputs, FakeApp]:
+    outputs = ValueOutputs()
+    table = OutboxTable(FakeTable("orders"), outputs)
+    app = FakeApp()
+    table.attach(app)  # type: ignore[arg-type]
+    app.assign({TP(topic=INPUT, partition=3), TP(topic=CHANGELOG, partition=3)})
+    return table, outputs, app
+
+
+def records(outputs: ValueOutputs, key: str = "k") -> list[bytes]:
+    return [v for t, k, v in outputs.values if t == CHANGELOG and k == key and v is not None]
+
+
+def outbox(raw: bytes) -> list[Output]:
+    return OutboxTable.outbox_of(orjson.loads(raw))
+
+
+def sent(outputs: ValueOutputs) -> list[Output]:
+    return [(t, k.encode(), v) for t, k, v in outputs.values if t != CHANGELOG and v is not None]
+
+
+# --------------------------------------------------------------------------- #
+# a record carries the outputs of the key's records not known delivered
+# --------------------------------------------------------------------------- #
+
+
+def test_a_record_carries_the_outputs_of_the_keys_unconfirmed_records_each_once() -> None:
+    table, outputs, app = store()
+    table.write(message(10), "k", {"n": 1}, [output(1)])
+    # The next transition emits output 1 again (same bytes) and a new one.
+    table.write(message(11), "k", {"n": 2}, [output(1), output(2)])
+    assert outbox(records(outputs)[-1]) == [output(1), output(2)]
+    assert table.table.data["k"] == OutboxTable.encode({"n": 2}, [])  # memory holds the plain value
+
+    app.commit({TP(topic=INPUT, partition=3): 12})  # delivered: the record is written plain, nothing is carried any more
+    assert outbox(records(outputs)[-1]) == []
+    table.write(message(12), "k", {"n": 3}, [output(3)])
+    assert outbox(records(outputs)[-1]) == [output(3)]
+
+
+def test_a_message_still_in_hand_after_a_revocation_carries_the_outputs_forward() -> None:
+    """Its record replaces the older one for the next owner, who sends again only
+    what the newest record carries."""
+    table, outputs, app = store()
+    tp = TP(topic=INPUT, partition=3)
+    table.write(message(10), "k", {"n": 1}, [output(1)])
+    app.revoke({tp, TP(topic=CHANGELOG, partition=3)})
+    table.write(message(11), "k", {"n": 2}, [output(2)])
+    assert outbox(records(outputs)[-1]) == [output(1), output(2)]
+    app.commit({tp: 12})  # Faust's last commit: the records keep their outboxes for the next owner
+    assert outbox(records(outputs)[-1]) == [output(1), output(2)]
+
+    # The partition comes back (recovered meanwhile): those outputs no longer ride along.
+    app.assign({tp})
+    table.write(message(12), "k", {"n": 3}, [output(3)])
+    assert outbox(records(outputs)[-1]) == [output(3)]
+    app.commit({tp: 13})
+    assert outbox(records(outputs)[-1]) == []
+
+
+def test_letting_go_of_one_partition_keeps_carrying_on_the_others() -> None:
+    table, outputs, app = store()
+    tp, other = TP(topic=INPUT, partition=3), TP(topic=INPUT, partition=5)
+    app.assign({tp, other})
+    table.write(message(20, partition=5), "j", {"n": 1}, [output(1)])
+    app.revoke({tp, TP(topic=CHANGELOG, partition=3)})
+    app.assign({other})
+    table.write(message(21, partition=5), "j", {"n": 2}, [output(2)])
+    assert outbox(records(outputs, "j")[-1]) == [output(1), output(2)]
+
+
+def test_recovery_keeps_the_outputs_of_consecutive_records_with_outboxes() -> None:
+    """Records written before the writer carried outputs forward: recovery merges them;
+    a plain record between means what came before it was delivered."""
+    first = OutboxTable.encode({"n": 1}, [output(1)])
+    second = OutboxTable.encode({"n": 2}, [output(2)])
+    plain = OutboxTable.encode({"n": 1}, [])
+
+    heir, heir_outputs, _ = store()
+    for raw in (first, second):
+        heir.table.data["k"] = raw
+        heir.on_changelog_record("k", 3, raw)
+    assert asyncio.run(heir.resend_recovered({3})) == 1
+    assert sent(heir_outputs) == [output(1), output(2)]
+    assert outbox(records(heir_outputs)[-1]) == []
+
+    heir2, heir2_outputs, _ = store()
+    for raw in (first, plain, second):
+        heir2.table.data["k"] = raw
+        heir2.on_changelog_record("k", 3, raw)
+    assert asyncio.run(heir2.resend_recovered({3})) == 1
+    assert sent(heir2_outputs) == [output(2)]
+
+
+def test_records_of_partitions_not_owned_wait_for_their_owner() -> None:
+    heir, outputs, _ = store()
+    raw = OutboxTable.encode({"n": 1}, [output(1)])
+    heir.table.data["k"] = raw
+    heir.on_changelog_record("k", 3, raw)
+    assert asyncio.run(heir.resend_recovered({0, 1})) == 0
+    assert outputs.values == []
+    assert "k" in heir.recovered

@@ -8,7 +8,11 @@ record (the new state) without the output records, and the replayed input is
 then a duplicate that changes nothing. So the changelog record carries the
 outputs too (its *outbox*) until the input offset is committed, and whoever
 recovers a record that still has an outbox sends it again (the outputs' ids
-are deterministic, their readers deduplicate). Recovery and compaction keep
+are deterministic, their readers deduplicate), and writes it plain only once
+they are acknowledged; a send the broker refuses or does not acknowledge in
+time is retried in the background with a bounded backoff while the partition
+stays the worker's (a revocation or a stop hands it back to the next
+recovery, and never waits on it). Recovery and compaction keep
 only a key's newest record, so each record of a key also carries the outputs
 of the key's older records not known delivered (each once), and recovery
 merges consecutive records with outboxes (no plain record between).
@@ -19,19 +23,23 @@ without the outbox (``rewrite(partition, key)``). Only partitions this worker
 still owns are tracked: a record rewritten after its partition was let go
 could land after the new owner's writes and roll its state back.
 
-``OutboxTable`` puts the two together for a table of JSON objects (the orders
-and webhook agents). The inventory agent (agents/inventory.py) keeps its own
+``OutboxTable`` puts the two together for a table of JSON objects (the orders,
+webhook and video agents). The inventory agent (agents/inventory.py) keeps its own
 copy of this bookkeeping, fused with its compact encoding on the hot path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import faust
 import orjson
+
+log = logging.getLogger(__name__)
 
 
 class OutboxLedger:
@@ -107,6 +115,12 @@ def hook(app: faust.App, ledger: Follower) -> None:
 
 Output = tuple[str, bytes, bytes]  # topic, key, value
 
+#: How long ``resend_recovered`` waits for the outputs it sends again before it leaves
+#: them to its retry task (Faust resumes no stream until every recovery callback returns).
+RESEND_WAIT_S = 10.0
+#: The retry task's backoff: the first wait, doubled after each failure up to the last.
+RESEND_BACKOFF_S = (0.5, 30.0)
+
 
 class OutboxTable:
     """A table whose values are JSON objects and whose changelog records carry
@@ -139,6 +153,12 @@ class OutboxTable:
         #: outbox, with those of the key's older records read before it without
         #: a plain record between (records written before ``write`` carried them).
         self.recovered: dict[str, tuple[int, list[Output]]] = {}
+        #: Recovered entries being sent again, until acknowledged (back to
+        #: ``recovered`` if their partition is let go first).
+        self._resending: dict[str, tuple[int, list[Output]]] = {}
+        self._resend_task: asyncio.Task[None] | None = None
+        self.resend_wait_s = RESEND_WAIT_S
+        self.resend_backoff_s = RESEND_BACKOFF_S
 
     @property
     def changelog(self) -> str:
@@ -194,7 +214,9 @@ class OutboxTable:
         self.outputs.add(self.changelog, partition, key.encode(), None)
 
     def _rewrite(self, partition: int, key: str) -> None:
-        """The input of the key's last record is committed: its outputs are delivered."""
+        """The outputs the key's record carries are delivered: write it plain."""
+        if key in self._resending:
+            return  # it carries recovered outputs not acknowledged yet: the resend rewrites it
         self._unconfirmed[partition].pop(key, None)
         raw = self.table.data.get(key)
         if raw is not None:
@@ -221,8 +243,21 @@ class OutboxTable:
     def on_letting_go(self, revoked: Any) -> None:
         """A revocation or a stop begins: the records of these partitions keep
         their outboxes for the next owner (messages still in hand meanwhile
-        carry the outputs forward too)."""
+        carry the outputs forward too).
+
+        Recovered outboxes of these partitions still being sent again go back
+        to ``recovered``: the next recovery that gives this worker the
+        partition sends them again. The retry task stops when nothing is left.
+        """
         self.ledger.on_letting_go(revoked)
+        topics = self._inputs | {self.changelog}
+        let_go = {tp.partition for tp in revoked if tp.topic in topics}
+        for key, entry in list(self._resending.items()):
+            if entry[0] in let_go:
+                del self._resending[key]
+                self.recovered.setdefault(key, entry)
+        if not self._resending:
+            self._stop_resend_retry()
 
     # recovery
 
@@ -247,24 +282,92 @@ class OutboxTable:
         return body
 
     async def resend_recovered(self, active_partitions: set[int]) -> int:
-        """Send again the outboxes of recovered records this worker owns; then drop them."""
-        resent: list[tuple[int, str]] = []
-        for key, (partition, outputs) in list(self.recovered.items()):
+        """Send again the outboxes of recovered records this worker owns.
+
+        The records lose their outboxes in the changelog only once the outputs
+        sent again are acknowledged (a plain record durable before them would
+        lose them for good). Until then a newer record of the key carries them
+        (``_unconfirmed``), and its commit leaves the plain rewrite to the resend.
+
+        Faust awaits this (an ``on_recover`` callback) before it resumes any
+        stream, and only logs what it raises. So this waits at most
+        ``resend_wait_s`` for the acknowledgement; on a failure or a timeout
+        the outboxes stay in ``_resending`` and a task retries them with a
+        bounded backoff (``_retry_resend``) while the streams go on. The task
+        stops once everything is acknowledged, or once the partitions are let
+        go (``on_letting_go``: a revocation or a stop), which hands the
+        outboxes back to ``recovered`` for the next recovery.
+
+        Returns the number of records whose outputs were acknowledged now.
+        """
+        for key, entry in list(self.recovered.items()):
+            partition, outputs = entry
             if partition not in active_partitions:
                 continue
             del self.recovered[key]
             raw = self.table.data.get(key)
-            if raw is None:
-                continue
-            body = orjson.loads(raw)
+            if raw is not None:  # memory keeps the value without the outbox
+                self.table.data[key] = orjson.dumps({**orjson.loads(raw), "outbox": []})
+            unconfirmed = self._unconfirmed[partition]
+            carried = unconfirmed.get(key) or []
+            unconfirmed[key] = carried + [o for o in outputs if o not in carried]
+            self._resending[key] = entry
+        if not self._resending:
+            return 0
+        self._stop_resend_retry()  # this attempt covers what it was retrying
+        try:
+            return await asyncio.wait_for(self._resend_once(), self.resend_wait_s)
+        except Exception as exc:  # the broker refused or timed out: retried in the background
+            log.warning(
+                "could not send again the outputs of %d recovered %s records (%s: %s): retrying",
+                len(self._resending), self.changelog, type(exc).__name__, exc,
+            )
+            self._resend_task = asyncio.get_running_loop().create_task(self._retry_resend())
+            return 0
+
+    async def _resend_once(self) -> int:
+        """Send the outboxes of ``_resending`` and wait for their acknowledgement;
+        then write their records plain (unless a newer record waits for its commit)."""
+        attempt = list(self._resending.items())
+        for _, (_, outputs) in attempt:
             for topic, out_key, value in outputs:
                 self.outputs.add(topic, None, out_key, value)
-            body["outbox"] = []
-            self.table.data[key] = orjson.dumps(body)
-            resent.append((partition, key))
-        if resent:
-            # Delivered first, then the records lose their outboxes.
-            await self.outputs.send(wait=True)
-            for partition, key in resent:
-                self.outputs.add(self.changelog, partition, key.encode(), self.table.data[key])
-        return len(resent)
+        await self.outputs.send(wait=True)
+        done = 0
+        for key, entry in attempt:
+            if self._resending.get(key) is not entry:
+                continue  # let go meanwhile (or taken again by a later recovery)
+            del self._resending[key]
+            done += 1
+            partition = entry[0]
+            if not self.ledger.has_pending(key):  # else that record's commit rewrites it
+                self._rewrite(partition, key)
+        return done
+
+    async def _retry_resend(self) -> None:
+        """Retry ``_resend_once`` until nothing is left to send again (``on_letting_go`` cancels it).
+
+        A delivery that failed stops every later flush of ``Outputs`` (and so
+        every commit, which ends the worker): these attempts then fail until
+        the stop lets the partitions go.
+        """
+        delay, longest = self.resend_backoff_s
+        failures = 1
+        while self._resending:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+            try:
+                await self._resend_once()
+            except Exception as exc:
+                failures += 1
+                log.warning(
+                    "could not send again the outputs of %d recovered %s records, %d failures (%s: %s): "
+                    "retrying in %.1f s",
+                    len(self._resending), self.changelog, failures, type(exc).__name__, exc, delay,
+                )
+        log.warning("recovered %s outputs sent again after %d failed attempts", self.changelog, failures)
+
+    def _stop_resend_retry(self) -> None:
+        task, self._resend_task = self._resend_task, None
+        if task is not None and not task.done():
+            task.cancel()

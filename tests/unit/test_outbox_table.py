@@ -18,7 +18,7 @@ import orjson
 from faust.types import TP
 
 from streams.outbox import Output, OutboxTable
-from tests.unit.test_inventory_resend import FakeTable, ValueOutputs
+from tests.unit.test_inventory_resend import FakeTable, RefusingOutputs, ValueOutputs
 
 INPUT = "orders.events"
 CHANGELOG = "orders-changelog"
@@ -160,3 +160,112 @@ def test_records_of_partitions_not_owned_wait_for_their_owner() -> None:
     assert asyncio.run(heir.resend_recovered({0, 1})) == 0
     assert outputs.values == []
     assert "k" in heir.recovered
+
+
+# --------------------------------------------------------------------------- #
+# a resend the broker refuses is retried, while the partitions are ours
+# --------------------------------------------------------------------------- #
+
+
+async def recovered_store() -> tuple[OutboxTable, RefusingOutputs, FakeApp]:
+    """A worker that recovered a record of partition 3 still carrying its outbox (output 1)."""
+    outputs = RefusingOutputs()
+    table = OutboxTable(FakeTable("orders"), outputs)
+    table.resend_backoff_s = (0.001, 0.005)
+    app = FakeApp()
+    table.attach(app)  # type: ignore[arg-type]
+    await app.assigned({TP(topic=INPUT, partition=3), TP(topic=CHANGELOG, partition=3)})
+    raw = OutboxTable.encode({"n": 1}, [output(1)])
+    table.table.data["k"] = raw
+    table.on_changelog_record("k", 3, raw)
+    return table, outputs, app
+
+
+async def settled(table: OutboxTable) -> None:
+    task = table._resend_task
+    assert task is not None
+    await asyncio.wait([task], timeout=5)
+    assert task.done()
+
+
+def test_a_refused_resend_is_retried_until_acknowledged_then_the_record_is_written_plain() -> None:
+    async def scenario() -> None:
+        table, outputs, _ = await recovered_store()
+
+        assert await table.resend_recovered({3}) == 0  # refused: Faust's recovery goes on
+        assert ("refused",) in outputs.events
+        while outputs.events.count(("refused",)) < 3:
+            await asyncio.sleep(0.001)
+        assert records(outputs) == []  # nothing plain before an acknowledgement
+        outputs.refuse = False
+        await settled(table)
+
+        acked = outputs.events.index(("acked",))
+        writes = [i for i, e in enumerate(outputs.events) if e == ("add", CHANGELOG, "k")]
+        assert writes and all(i > acked for i in writes)
+        assert outbox(records(outputs)[-1]) == []
+        assert output(1) in sent(outputs)
+        assert table.recovered == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_newer_record_carries_the_outputs_being_resent_and_its_commit_waits_for_their_ack() -> None:
+    async def scenario() -> None:
+        table, outputs, app = await recovered_store()
+        tp = TP(topic=INPUT, partition=3)
+        await table.resend_recovered({3})
+
+        table.write(message(20), "k", {"n": 2}, [output(2)])  # the streams resumed: a newer transition
+        newer = records(outputs)[-1]
+        assert outbox(newer) == [output(1), output(2)]
+        app.commit({tp: 21})  # delivered its own outputs only: the record keeps its outbox
+        assert records(outputs)[-1] == newer
+
+        outputs.refuse = False
+        await settled(table)
+        assert outbox(records(outputs)[-1]) == []
+        table.write(message(22), "k", {"n": 3}, [output(3)])
+        assert outbox(records(outputs)[-1]) == [output(3)]  # nothing carried any more
+
+    asyncio.run(scenario())
+
+
+def test_letting_the_partition_go_stops_the_retry_and_keeps_the_outbox_for_the_next_recovery() -> None:
+    async def scenario() -> None:
+        table, outputs, app = await recovered_store()
+        tp = TP(topic=INPUT, partition=3)
+        await table.resend_recovered({3})
+        task = table._resend_task
+
+        app.revoke({tp, TP(topic=CHANGELOG, partition=3)})
+        await asyncio.wait([task], timeout=5)  # type: ignore[list-item]
+        assert task is not None and task.cancelled()
+        assert table.recovered["k"] == (3, [output(1)])
+        assert records(outputs) == []
+
+        # The partition comes back and the broker answers: sent again then.
+        await app.assigned({tp, TP(topic=CHANGELOG, partition=3)})
+        outputs.refuse = False
+        assert await table.resend_recovered({3}) == 1
+        assert outbox(records(outputs)[-1]) == []
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_ends_a_retry_that_waits_on_a_send_that_never_returns() -> None:
+    async def scenario() -> None:
+        table, outputs, app = await recovered_store()
+        table.resend_wait_s = 0.01
+        outputs.hang = True
+        # Gave up waiting: Faust's recovery goes on (wait_for: a callback that never returns fails the test).
+        assert await asyncio.wait_for(table.resend_recovered({3}), 5) == 0
+        task = table._resend_task
+        assert task is not None and not task.done()
+
+        app.revoke({TP(topic=INPUT, partition=3), TP(topic=CHANGELOG, partition=3)})  # a stop lets every partition go
+        await asyncio.wait([task], timeout=5)
+        assert task.cancelled()
+        assert "k" in table.recovered
+
+    asyncio.run(scenario())

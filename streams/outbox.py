@@ -234,8 +234,11 @@ class OutboxTable:
         written after it was let go (messages still in hand then, whose
         records keep their outboxes for the recovering owner): they must not
         ride into this owner's records should the partition come back.
+        Outputs of recovered records still being sent again stay (their
+        partitions were not let go, or they would be back in ``recovered``).
         """
         before = {tp.partition for tp in self.ledger.owned if tp.topic in self._inputs}
+        before.update(partition for partition, _ in self._resending.values())
         for partition in [p for p in self._unconfirmed if p not in before]:
             del self._unconfirmed[partition]
         self.ledger.on_assigned(assigned)

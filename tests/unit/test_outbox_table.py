@@ -231,6 +231,19 @@ def test_a_newer_record_carries_the_outputs_being_resent_and_its_commit_waits_fo
     asyncio.run(scenario())
 
 
+def test_an_assignment_that_keeps_the_partition_keeps_carrying_the_outputs_being_resent() -> None:
+    async def scenario() -> None:
+        table, outputs, app = await recovered_store()
+        tp = TP(topic=INPUT, partition=3)
+        await table.resend_recovered({3})
+        await app.assigned({tp, TP(topic=CHANGELOG, partition=3)})  # a rebalance that revoked nothing
+        table.write(message(20), "k", {"n": 2}, [output(2)])
+        assert outbox(records(outputs)[-1]) == [output(1), output(2)]
+        table._stop_resend_retry()
+
+    asyncio.run(scenario())
+
+
 def test_letting_the_partition_go_stops_the_retry_and_keeps_the_outbox_for_the_next_recovery() -> None:
     async def scenario() -> None:
         table, outputs, app = await recovered_store()

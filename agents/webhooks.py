@@ -244,9 +244,14 @@ def register(engine: Engine) -> WebhookRouter:
         table.attach(app)
     run_agent(engine, engine.webhook_inputs, "webhooks", router.handle)
 
-    @engine.tables.webhook_dedup.on_recover
-    async def resend_recovered() -> None:
-        await router.dedup.resend_recovered(router.active_partitions())
+    # Every table of the router whose records carry outboxes sends them again at recovery
+    # (the catalogue's catalog.sources records as much as the dedup entries' outputs).
+    for outbox_table in (router.dedup, router.catalogue, router.shop_orders, router.sources):
+
+        async def resend_recovered(outbox_table: OutboxTable = outbox_table) -> None:
+            await outbox_table.resend_recovered(router.active_partitions())
+
+        outbox_table.table.on_recover(resend_recovered)
 
     @app.timer(interval=3600.0)
     async def purge_dedup() -> None:

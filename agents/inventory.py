@@ -32,7 +32,6 @@ video agent keeps the first request of an id.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -90,6 +89,7 @@ from models.video import auto_request_for
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
+from streams.outbox import ResendRetry
 from streams.tables import entries
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,6 @@ T = TypeVar("T")
 C = TypeVar("C", SupplierUpdate, StorefrontStock)
 _ITEM = TypeAdapter(SupplierSnapshot)
 
-#: How long ``resend_recovered`` waits for the outputs it sends again before it leaves
-#: them to its retry task (Faust resumes no stream until every recovery callback returns).
-RESEND_WAIT_S = 10.0
-#: The retry task's backoff: the first wait, doubled after each failure up to the last.
-RESEND_BACKOFF_S = (0.5, 30.0)
 
 
 def alert_key(store_id: str, alert_id: str) -> str:
@@ -123,8 +118,10 @@ def _is_json_error(exc: ValidationError) -> bool:
     return any(err["type"] == "json_invalid" for err in exc.errors())
 
 
-class InventoryProcessor:
+class InventoryProcessor(ResendRetry):
     """Handles one consumed message at a time; owns no state but the tables'."""
+
+    resend_what = "recovered transitions"
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -169,9 +166,7 @@ class InventoryProcessor:
         # Recovered outboxes being sent again, until acknowledged: key -> the
         # recovered entry (restored to ``recovered_outboxes`` if its partition is let go).
         self._resending: dict[str, tuple[int, bytes, list[OutboxItem]]] = {}
-        self._resend_task: asyncio.Task[None] | None = None
-        self.resend_wait_s = RESEND_WAIT_S
-        self.resend_backoff_s = RESEND_BACKOFF_S
+        self._init_resend_retry()
         # Input partitions this worker owns: assigned at a rebalance, dropped as
         # soon as a revocation or a stop begins (before Faust's last commit).
         self.owned: set[Any] = set()
@@ -573,68 +568,19 @@ class InventoryProcessor:
             self._resending[key] = entry
         if not self._resending:
             return 0
-        self._stop_resend_retry()  # this attempt covers what it was retrying
-        try:
-            return await asyncio.wait_for(self._resend_once(), self.resend_wait_s)
-        except Exception as exc:  # the broker refused or timed out: retried in the background
-            log.warning(
-                "could not send again the outputs of %d recovered transitions (%s: %s): retrying",
-                len(self._resending), type(exc).__name__, exc,
-            )
-            self._resend_task = asyncio.get_running_loop().create_task(self._retry_resend())
-            return 0
+        return await self._resend_with_retry()
 
-    async def _resend_once(self) -> int:
-        """Send the outboxes of ``_resending`` and wait for their acknowledgement;
-        then write their records plain (those of partitions still ours)."""
-        attempt = list(self._resending.items())
-        for key, (partition, raw, earlier) in attempt:
-            self.send_outbox(split_product_key(key)[0], partition, earlier + split_outbox(raw)[1], resend=True)
-        await self.outputs.send(wait=True)
-        done = 0
-        for key, entry in attempt:
-            if self._resending.get(key) is not entry:
-                continue  # let go meanwhile (or taken again by a later recovery)
-            del self._resending[key]
-            done += 1
-            partition = entry[0]
-            # Unless a newer record of the product waits for its own commit (which rewrites it).
-            if key not in self._latest_outbox:
-                self._unconfirmed[partition].pop(key, None)
-                current = self.products.data.get(key)
-                if current is not None:
-                    self.changelog(self.products, partition, key, current)
-        if done:
-            log.warning("sent again the outputs of %d recovered transitions", done)
-        return done
+    def _send_again(self, key: str, entry: tuple[int, bytes, list[OutboxItem]]) -> None:
+        partition, raw, earlier = entry
+        self.send_outbox(split_product_key(key)[0], partition, earlier + split_outbox(raw)[1], resend=True)
 
-    async def _retry_resend(self) -> None:
-        """Retry ``_resend_once`` until nothing is left to send again (``on_letting_go`` cancels it).
-
-        A delivery that failed stops every later flush of ``Outputs`` (and so
-        every commit, which ends the worker): these attempts then fail until the
-        stop lets the partitions go.
-        """
-        delay, longest = self.resend_backoff_s
-        failures = 1
-        while self._resending:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, longest)
-            try:
-                await self._resend_once()
-            except Exception as exc:
-                failures += 1
-                log.warning(
-                    "could not send again the outputs of %d recovered transitions, %d failures (%s: %s): "
-                    "retrying in %.1f s",
-                    len(self._resending), failures, type(exc).__name__, exc, delay,
-                )
-        log.warning("recovered outputs sent again after %d failed attempts", failures)
-
-    def _stop_resend_retry(self) -> None:
-        task, self._resend_task = self._resend_task, None
-        if task is not None and not task.done():
-            task.cancel()
+    def _sent_again(self, key: str, partition: int) -> None:
+        # Unless a newer record of the product waits for its own commit (which rewrites it).
+        if key not in self._latest_outbox:
+            self._unconfirmed[partition].pop(key, None)
+            current = self.products.data.get(key)
+            if current is not None:
+                self.changelog(self.products, partition, key, current)
 
     # ------------------------------------------------------------------ #
     # alerts

@@ -25,7 +25,8 @@ could land after the new owner's writes and roll its state back.
 
 ``OutboxTable`` puts the two together for a table of JSON objects (the orders,
 webhook and video agents). The inventory agent (agents/inventory.py) keeps its own
-copy of this bookkeeping, fused with its compact encoding on the hot path.
+copy of this bookkeeping, fused with its compact encoding on the hot path; both
+send recovered outboxes again through ``ResendRetry``.
 """
 
 from __future__ import annotations
@@ -122,7 +123,97 @@ RESEND_WAIT_S = 10.0
 RESEND_BACKOFF_S = (0.5, 30.0)
 
 
-class OutboxTable:
+class ResendRetry:
+    """Sending recovered outboxes again until the broker acknowledges them.
+
+    Faust awaits the ``on_recover`` callbacks before it resumes any stream, and
+    only logs what they raise. So a resend waits at most ``resend_wait_s`` for
+    its acknowledgement (``_resend_with_retry``); on a failure or a timeout a
+    task retries it with a doubling backoff (``_retry_resend``) while the
+    streams go on, until nothing is left, and a revocation or a stop cancels it
+    (``_stop_resend_retry``). The class using it keeps the entries being sent
+    in ``_resending`` and sends them once in ``_resend_once``. Used by
+    ``OutboxTable`` and by the inventory agent (agents/inventory.py).
+    """
+
+    _resending: dict[str, Any]  # key -> entry, whose first element is the partition
+    outputs: Any
+    #: What the log calls the entries ("recovered transitions", ...).
+    resend_what = "recovered records"
+
+    def _init_resend_retry(self) -> None:
+        self._resend_task: asyncio.Task[None] | None = None
+        self.resend_wait_s = RESEND_WAIT_S
+        self.resend_backoff_s = RESEND_BACKOFF_S
+
+    def _send_again(self, key: str, entry: Any) -> None:  # pragma: no cover - each user has its own
+        """Hand an entry's outputs to ``outputs``."""
+        raise NotImplementedError
+
+    def _sent_again(self, key: str, partition: int) -> None:  # pragma: no cover - each user has its own
+        """The entry's outputs are acknowledged: write its record plain (unless a newer one waits)."""
+        raise NotImplementedError
+
+    async def _resend_once(self) -> int:
+        """Send the outboxes of ``_resending`` and wait for their acknowledgement; then
+        ``_sent_again`` for each still ours. Returns how many were acknowledged."""
+        attempt = list(self._resending.items())
+        for key, entry in attempt:
+            self._send_again(key, entry)
+        await self.outputs.send(wait=True)
+        done = 0
+        for key, entry in attempt:
+            if self._resending.get(key) is not entry:
+                continue  # let go meanwhile (or taken again by a later recovery)
+            del self._resending[key]
+            done += 1
+            self._sent_again(key, entry[0])
+        if done:
+            log.warning("sent again the outputs of %d %s", done, self.resend_what)
+        return done
+
+    async def _resend_with_retry(self) -> int:
+        """One attempt, waited for at most ``resend_wait_s``; then the retry task's business."""
+        self._stop_resend_retry()  # this attempt covers what it was retrying
+        try:
+            return await asyncio.wait_for(self._resend_once(), self.resend_wait_s)
+        except Exception as exc:  # the broker refused or timed out: retried in the background
+            log.warning(
+                "could not send again the outputs of %d %s (%s: %s): retrying",
+                len(self._resending), self.resend_what, type(exc).__name__, exc,
+            )
+            self._resend_task = asyncio.get_running_loop().create_task(self._retry_resend())
+            return 0
+
+    async def _retry_resend(self) -> None:
+        """Retry ``_resend_once`` until nothing is left to send again (``_stop_resend_retry`` cancels it).
+
+        A delivery that failed stops every later flush of ``Outputs`` (and so
+        every commit, which ends the worker): these attempts then fail until the
+        stop lets the partitions go.
+        """
+        delay, longest = self.resend_backoff_s
+        failures = 1
+        while self._resending:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+            try:
+                await self._resend_once()
+            except Exception as exc:
+                failures += 1
+                log.warning(
+                    "could not send again the outputs of %d %s, %d failures (%s: %s): retrying in %.1f s",
+                    len(self._resending), self.resend_what, failures, type(exc).__name__, exc, delay,
+                )
+        log.warning("outputs of %s sent again after %d failed attempts", self.resend_what, failures)
+
+    def _stop_resend_retry(self) -> None:
+        task, self._resend_task = self._resend_task, None
+        if task is not None and not task.done():
+            task.cancel()
+
+
+class OutboxTable(ResendRetry):
     """A table whose values are JSON objects and whose changelog records carry
     ``"outbox": [[topic, key, value], ...]`` until their input is committed.
 
@@ -156,9 +247,11 @@ class OutboxTable:
         #: Recovered entries being sent again, until acknowledged (back to
         #: ``recovered`` if their partition is let go first).
         self._resending: dict[str, tuple[int, list[Output]]] = {}
-        self._resend_task: asyncio.Task[None] | None = None
-        self.resend_wait_s = RESEND_WAIT_S
-        self.resend_backoff_s = RESEND_BACKOFF_S
+        self._init_resend_retry()
+
+    @property
+    def resend_what(self) -> str:  # type: ignore[override]
+        return f"recovered {self.changelog} records"
 
     @property
     def changelog(self) -> str:
@@ -317,60 +410,12 @@ class OutboxTable:
             self._resending[key] = entry
         if not self._resending:
             return 0
-        self._stop_resend_retry()  # this attempt covers what it was retrying
-        try:
-            return await asyncio.wait_for(self._resend_once(), self.resend_wait_s)
-        except Exception as exc:  # the broker refused or timed out: retried in the background
-            log.warning(
-                "could not send again the outputs of %d recovered %s records (%s: %s): retrying",
-                len(self._resending), self.changelog, type(exc).__name__, exc,
-            )
-            self._resend_task = asyncio.get_running_loop().create_task(self._retry_resend())
-            return 0
+        return await self._resend_with_retry()
 
-    async def _resend_once(self) -> int:
-        """Send the outboxes of ``_resending`` and wait for their acknowledgement;
-        then write their records plain (unless a newer record waits for its commit)."""
-        attempt = list(self._resending.items())
-        for _, (_, outputs) in attempt:
-            for topic, out_key, value in outputs:
-                self.outputs.add(topic, None, out_key, value)
-        await self.outputs.send(wait=True)
-        done = 0
-        for key, entry in attempt:
-            if self._resending.get(key) is not entry:
-                continue  # let go meanwhile (or taken again by a later recovery)
-            del self._resending[key]
-            done += 1
-            partition = entry[0]
-            if not self.ledger.has_pending(key):  # else that record's commit rewrites it
-                self._rewrite(partition, key)
-        return done
+    def _send_again(self, key: str, entry: tuple[int, list[Output]]) -> None:
+        for topic, out_key, value in entry[1]:
+            self.outputs.add(topic, None, out_key, value)
 
-    async def _retry_resend(self) -> None:
-        """Retry ``_resend_once`` until nothing is left to send again (``on_letting_go`` cancels it).
-
-        A delivery that failed stops every later flush of ``Outputs`` (and so
-        every commit, which ends the worker): these attempts then fail until
-        the stop lets the partitions go.
-        """
-        delay, longest = self.resend_backoff_s
-        failures = 1
-        while self._resending:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, longest)
-            try:
-                await self._resend_once()
-            except Exception as exc:
-                failures += 1
-                log.warning(
-                    "could not send again the outputs of %d recovered %s records, %d failures (%s: %s): "
-                    "retrying in %.1f s",
-                    len(self._resending), self.changelog, failures, type(exc).__name__, exc, delay,
-                )
-        log.warning("recovered %s outputs sent again after %d failed attempts", self.changelog, failures)
-
-    def _stop_resend_retry(self) -> None:
-        task, self._resend_task = self._resend_task, None
-        if task is not None and not task.done():
-            task.cancel()
+    def _sent_again(self, key: str, partition: int) -> None:
+        if not self.ledger.has_pending(key):  # else that record's commit rewrites it
+            self._rewrite(partition, key)

@@ -58,6 +58,12 @@ def faust_settings(settings: Settings) -> dict[str, object]:
         "processing_guarantee": "at_least_once",
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
+        # streams/outputs.py hands the agents' records over in record batches, and
+        # aiokafka takes a partition's next batch only once its last one is on its
+        # way: with the default 16 KiB, a sync page's 500 changes were 25 batches
+        # and the agent waited a broker round trip for each. Under Kafka's
+        # default 1 MB message.max.bytes.
+        "producer_max_batch_size": 512 * 1024,
         "table_standby_replicas": settings.standby_replicas,
         "recovery_consistency_check": True,
         "stream_wait_empty": True,

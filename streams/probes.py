@@ -18,7 +18,6 @@ a ``/health`` request; no broker round trip.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import faust
 

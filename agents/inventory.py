@@ -505,12 +505,7 @@ class InventoryProcessor(ResendRetry):
             if tp.topic in topics.STORE_KEYED_INPUTS:
                 self._unconfirmed.pop(tp.partition, None)
                 let_go.add(tp.partition)
-        for key, entry in list(self._resending.items()):
-            if entry[0] in let_go:
-                del self._resending[key]
-                self.recovered_outboxes.setdefault(key, entry)
-        if not self._resending:
-            self._stop_resend_retry()
+        self._give_back_resends(let_go, self.recovered_outboxes)
 
     def on_changelog_record(self, key: str, partition: int, raw: bytes | None) -> None:
         """Recovery saw a product record: remember it while it still carries an outbox.

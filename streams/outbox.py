@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -123,7 +124,7 @@ RESEND_WAIT_S = 10.0
 RESEND_BACKOFF_S = (0.5, 30.0)
 
 
-class ResendRetry:
+class ResendRetry(ABC):
     """Sending recovered outboxes again until the broker acknowledges them.
 
     Faust awaits the ``on_recover`` callbacks before it resumes any stream, and
@@ -146,13 +147,24 @@ class ResendRetry:
         self.resend_wait_s = RESEND_WAIT_S
         self.resend_backoff_s = RESEND_BACKOFF_S
 
-    def _send_again(self, key: str, entry: Any) -> None:  # pragma: no cover - each user has its own
+    @abstractmethod
+    def _send_again(self, key: str, entry: Any) -> None:
         """Hand an entry's outputs to ``outputs``."""
-        raise NotImplementedError
 
-    def _sent_again(self, key: str, partition: int) -> None:  # pragma: no cover - each user has its own
+    @abstractmethod
+    def _sent_again(self, key: str, partition: int) -> None:
         """The entry's outputs are acknowledged: write its record plain (unless a newer one waits)."""
-        raise NotImplementedError
+
+    def _give_back_resends(self, let_go: set[int], recovered: dict[str, Any]) -> None:
+        """Partitions let go: their entries being sent again go back to ``recovered`` (the
+        next recovery that gives this worker the partition sends them); the retry task
+        stops when nothing is left."""
+        for key, entry in list(self._resending.items()):
+            if entry[0] in let_go:
+                del self._resending[key]
+                recovered.setdefault(key, entry)
+        if not self._resending:
+            self._stop_resend_retry()
 
     async def _resend_once(self) -> int:
         """Send the outboxes of ``_resending`` and wait for their acknowledgement; then
@@ -347,13 +359,7 @@ class OutboxTable(ResendRetry):
         """
         self.ledger.on_letting_go(revoked)
         topics = self._inputs | {self.changelog}
-        let_go = {tp.partition for tp in revoked if tp.topic in topics}
-        for key, entry in list(self._resending.items()):
-            if entry[0] in let_go:
-                del self._resending[key]
-                self.recovered.setdefault(key, entry)
-        if not self._resending:
-            self._stop_resend_retry()
+        self._give_back_resends({tp.partition for tp in revoked if tp.topic in topics}, self.recovered)
 
     # recovery
 

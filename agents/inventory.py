@@ -80,7 +80,6 @@ from models.product import (
     split_outbox,
     split_product_key,
     state_fields,
-    store_prefix,
     to_micros,
     with_outbox,
 )
@@ -90,7 +89,7 @@ from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
 from streams.outbox import ResendRetry
-from streams.tables import entries
+from streams.tables import StoreKeys, entries
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +169,8 @@ class InventoryProcessor(ResendRetry):
         # Input partitions this worker owns: assigned at a rebalance, dropped as
         # soon as a revocation or a stop begins (before Faust's last commit).
         self.owned: set[Any] = set()
+        # The product keys of each store (sync requests, repricing, the product list view).
+        self.store_keys = StoreKeys()
         # Sync requests and progress of the stores of these partitions (agents/sync.py).
         from agents.sync import SyncRuns
 
@@ -320,7 +321,7 @@ class InventoryProcessor(ResendRetry):
             if outcome.durable:
                 outbox = self.outbox(snap.store_id, outcome)
                 if outcome.result is SnapshotResult.NEW:
-                    self.sync.store_keys.added(snap.store_id, pkey)
+                    self.store_keys.added(snap.store_id, pkey)
                     video = auto_request_for(snap, settings)
                     if video is not None:  # the store's auto_video (agents/video.py dedupes by id)
                         outbox.append(("v", encode(video)))
@@ -613,10 +614,8 @@ class InventoryProcessor(ResendRetry):
 
     def reprice_store(self, new: StoreSettings) -> None:
         """Reprice every product already tracked for the store (SETTINGS_CHANGED)."""
-        prefix = store_prefix(new.store_id)
-        data = self.products.data
-        keys = [k for k in list(data.keys()) if k.startswith(prefix)]
-        for key in keys:
+        data = entries(self.products)
+        for key in list(self.store_keys.of(new.store_id, data)):
             raw = data.get(key)
             if raw is None:
                 continue
@@ -817,7 +816,7 @@ def register(engine: Engine) -> InventoryProcessor:
 
     async def on_rebalance(assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
         processor.on_assigned(assigned)
-        processor.sync.store_keys.forget()  # recovery and revocation change the tables behind the agent
+        processor.store_keys.forget()  # recovery and revocation change the tables behind the agent
         processor.forget_alert_counts()
         await faust_on_rebalance(assigned, revoked, newly_assigned, generation_id=generation_id)
 
@@ -839,7 +838,7 @@ def register(engine: Engine) -> InventoryProcessor:
     async def resend_recovered() -> None:
         changelog = products.changelog_topic.get_topic_name()
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog}
-        processor.sync.store_keys.forget()
+        processor.store_keys.forget()
         processor.forget_alert_counts()
         await processor.resend_recovered(active)
 

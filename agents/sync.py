@@ -75,39 +75,6 @@ def load_runs(table: Any, store_id: str) -> StoreRuns | None:
     return None if raw is None else StoreRuns.model_validate_json(raw)
 
 
-class StoreKeys:
-    """The product keys of each store, so that a sync request reads its store's products
-    without a scan of the whole product table (a million keys took about 0.3 s a
-    request, and every store asks each quarter of an hour or each hour).
-
-    The agent reports the keys it adds (``added``). The other writers of the table --
-    recovery, standby updates, a rebalance -- are not seen: the index is rebuilt
-    whenever the table's size is not the size it has counted, and after each
-    rebalance and recovery (``forget``). Product keys are never deleted by the agent.
-    """
-
-    def __init__(self) -> None:
-        self.keys: dict[str, list[str]] | None = None
-        self.size = 0
-
-    def forget(self) -> None:
-        self.keys = None
-
-    def added(self, store_id: str, key: str) -> None:
-        """``key`` was not in the table and now is."""
-        if self.keys is not None:
-            self.keys.setdefault(store_id, []).append(key)
-            self.size += 1
-
-    def of(self, store_id: str, data: Any) -> list[str]:
-        if self.keys is None or self.size != len(data):
-            index: dict[str, list[str]] = {}
-            for key in list(data):
-                index.setdefault(key.split("|", 1)[0], []).append(key)
-            self.keys, self.size = index, len(data)
-        return self.keys.get(store_id, [])
-
-
 class SyncRuns:
     """Handles ``sync.requests`` and ``sync.progress`` for the inventory agent."""
 
@@ -118,13 +85,12 @@ class SyncRuns:
         self.outputs = engine.outputs
         self.timeout_s = engine.settings.sync_run_timeout
         self.page_size = engine.settings.sync_page_size
-        self.store_keys = StoreKeys()
 
     def tracked(self, store_id: str) -> list[TrackedProduct]:
         """The store's products, as the syncer needs them (provider, source id, last values)."""
         data = entries(self.processor.products)
         found = []
-        for key in self.store_keys.of(store_id, data):
+        for key in self.processor.store_keys.of(store_id, data):
             raw = data.get(key)
             if raw is None:
                 continue

@@ -23,7 +23,7 @@ from faust.web import Request, Response, View
 
 from agents.inventory import InventoryProcessor, alert_key
 from connectors import metrics
-from models.alerts import ACTION_STATUS, can_transition
+from models.alerts import ACTION_STATUS, alert_cursor, alert_page, can_transition
 from models.events import (
     Alert,
     AlertAction,
@@ -32,10 +32,11 @@ from models.events import (
     AlertType,
     ProductStatus,
 )
-from models.product import decode_state, product_key, store_prefix
+from models.product import decode_state, product_cursor, product_key, product_page, store_prefix
 from streams import probes
 from streams.app import Engine
 from streams.codecs import encode
+from streams.tables import entries
 
 JSON = "application/json"
 COMMAND_WAIT_S = 5.0
@@ -47,6 +48,20 @@ def _json(view: View, body: Any, status: int = 200) -> Response:
 
 def _error(view: View, status: int, reason: str, **extra: Any) -> Response:
     return _json(view, {"error": reason, **extra}, status=status)
+
+
+#: Products or alerts a list answers at most, unless ``limit`` says fewer (at most MAX_PAGE).
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10000
+
+
+def _limit_param(request: Request) -> tuple[int, str | None]:
+    value = request.query.get("limit")
+    if value in (None, ""):
+        return DEFAULT_PAGE, None
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+        return 0, f"limit must be a whole number from 1 to {MAX_PAGE}, not {value!r}"
+    return int(value), None
 
 
 def _enum_param(request: Request, name: str, enum: Any) -> tuple[Any, str | None]:
@@ -213,21 +228,20 @@ def register(engine: Engine, processor: InventoryProcessor) -> None:
             status, problem = _enum_param(request, "status", ProductStatus)
             if problem:
                 return _error(self, 400, problem)
-            prefix = store_prefix(store_id)
-            items = []
-            seen_any = False
-            for key, raw in list(products.data.items()):
-                if not key.startswith(prefix):
-                    continue
-                seen_any = True
-                state = decode_state(raw)
-                if status is not None and state.status is not status:
-                    continue
-                items.append(state.to_json_dict(key))
-            items.sort(key=lambda p: (p["product_id"], p["variant_id"] or ""))
-            if not seen_any and engine.tables.settings.data.get(store_id) is None:
+            limit, problem = _limit_param(request)
+            if problem:
+                return _error(self, 400, problem)
+            after = request.query.get("after") or None
+            data = entries(products)
+            # The store's keys from the processor's index, not a scan of every store's products.
+            keys = processor.store_keys.of(store_id, data)
+            if not keys and engine.tables.settings.data.get(store_id) is None:
                 return _error(self, 404, f"store {store_id!r} is unknown (no product or settings seen)")
-            return _json(self, {"store_id": store_id, "count": len(items), "products": items})
+            page, more = product_page(keys, data, after, limit, status)
+            items = [decode_state(raw).to_json_dict(key) for key, raw in page]
+            body = {"store_id": store_id, "count": len(items), "products": items,
+                    "next": product_cursor(page[-1][0]) if more else None}
+            return _json(self, body)
 
     class AlertList(View):
         @app.table_route(table=alerts_table, match_info="store_id")
@@ -236,6 +250,9 @@ def register(engine: Engine, processor: InventoryProcessor) -> None:
             if problem:
                 return _error(self, 400, problem)
             kind, problem = _enum_param(request, "type", AlertType)
+            if problem:
+                return _error(self, 400, problem)
+            limit, problem = _limit_param(request)
             if problem:
                 return _error(self, 400, problem)
             prefix = store_prefix(store_id)
@@ -249,8 +266,9 @@ def register(engine: Engine, processor: InventoryProcessor) -> None:
                 if kind is not None and alert["type"] != kind.value:
                     continue
                 items.append(alert)
-            items.sort(key=lambda a: (a["created_at"], a["alert_id"]), reverse=True)
-            return _json(self, {"store_id": store_id, "count": len(items), "alerts": items})
+            page, more = alert_page(items, request.query.get("after") or None, limit)
+            return _json(self, {"store_id": store_id, "count": len(page), "alerts": page,
+                                "next": alert_cursor(page[-1]) if more else None})
 
     def alert_action(action: AlertAction) -> type[View]:
         target = ACTION_STATUS[action]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from models.events import (
     TERMINAL_ALERT_STATUSES,
@@ -121,3 +122,26 @@ def transition(alert: Alert, target: AlertStatus, at: datetime) -> Alert | None:
     if target in TERMINAL_ALERT_STATUSES:
         changes["resolved_at"] = updated_at
     return alert.model_copy(update=changes)
+
+
+def _newest_first(alert: dict[str, Any]) -> tuple[str, str]:
+    return alert["created_at"], alert["alert_id"]
+
+
+def alert_cursor(alert: dict[str, Any]) -> str:
+    """The cursor an alert list continues after: ``created_at|alert_id`` of ``alert``."""
+    return "|".join(_newest_first(alert))
+
+
+def alert_page(alerts: list[dict[str, Any]], after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """One page of a store's alert list (alert records as parsed JSON), and whether more follow.
+
+    Newest first: by ``created_at``, then ``alert_id``, both descending. The
+    page starts after the cursor ``after`` (``alert_cursor`` of the last alert
+    of the page before) and holds at most ``limit`` alerts.
+    """
+    ordered = sorted(alerts, key=_newest_first, reverse=True)
+    if after is not None:
+        created_at, _, alert_id = after.partition("|")
+        ordered = [a for a in ordered if _newest_first(a) < (created_at, alert_id)]
+    return ordered[:limit], len(ordered) > limit

@@ -8,6 +8,8 @@ instead of a Python object of a kilobyte. Decoding it is a single
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -64,6 +66,50 @@ def split_product_key(key: str) -> tuple[str, str, str | None]:
 
 def store_prefix(store_id: str) -> str:
     return f"{store_id}{KEY_SEP}"
+
+
+def _list_order(key: str) -> tuple[str, str]:
+    _, product_id, variant_id = key.split(KEY_SEP, 2)
+    return product_id, variant_id
+
+
+def product_cursor(key: str) -> str:
+    """The cursor a product list continues after: ``product_id|variant_id`` of ``key``."""
+    return key.split(KEY_SEP, 1)[1]
+
+
+def product_page(
+    keys: Iterable[str],
+    data: Mapping[str, bytes],
+    after: str | None,
+    limit: int,
+    status: ProductStatus | None = None,
+) -> tuple[list[tuple[str, bytes]], bool]:
+    """One page of a store's product list: (key, state) pairs, and whether more follow.
+
+    ``keys`` are the store's product keys and ``data`` the product table. The
+    list is ordered by product id, then variant id (none first); it starts after
+    the cursor ``after`` (``product_cursor`` of the last key of the page before),
+    holds only products in ``status`` when given, and at most ``limit`` of them.
+    A cursor stays valid while products come and go: the next page starts after
+    its place in the order.
+    """
+    ordered = sorted(keys, key=_list_order)
+    start = 0
+    if after is not None:
+        product_id, _, variant_id = after.partition(KEY_SEP)
+        start = bisect_right(ordered, (product_id, variant_id), key=_list_order)
+    page: list[tuple[str, bytes]] = []
+    for key in ordered[start:]:
+        raw = data.get(key)
+        if raw is None:
+            continue
+        if status is not None and _CODE_STATUS[state_fields(raw)[10]] is not status:
+            continue
+        if len(page) == limit:
+            return page, True
+        page.append((key, raw))
+    return page, False
 
 
 @dataclass(frozen=True, slots=True)

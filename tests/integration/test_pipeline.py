@@ -85,7 +85,12 @@ def test_pipeline_end_to_end(broker, spawn) -> None:  # type: ignore[no-untyped-
     out = worker.get(f"/stores/{STORE}/products", status="OUT_OF_STOCK").json()
     assert [p["product_id"] for p in out["products"]] == ["p1"]
     every = worker.get(f"/stores/{STORE}/products").json()
-    assert every["count"] == 3
+    assert every["count"] == 3 and every["next"] is None
+    # Pages: limit and the cursor the previous page names.
+    first = worker.get(f"/stores/{STORE}/products", limit=2).json()
+    assert [p["product_id"] for p in first["products"]] == ["p1", "p2"] and first["next"] == "p2|"
+    rest = worker.get(f"/stores/{STORE}/products", limit=2, after=first["next"]).json()
+    assert [p["product_id"] for p in rest["products"]] == ["p3"] and rest["next"] is None
 
     alerts = alerts_of(worker)
     kinds = sorted(a["type"] for a in alerts)
@@ -96,6 +101,14 @@ def test_pipeline_end_to_end(broker, spawn) -> None:  # type: ignore[no-untyped-
     assert price["metadata"]["change_percent"] == "20.00"
     assert price["severity"] == "MEDIUM"
     assert alerts_of(worker, type="STOCK_OUT")[0]["severity"] == "HIGH"
+    paged, after = [], None
+    while True:
+        body = worker.get(f"/stores/{STORE}/alerts", limit=1, **({"after": after} if after else {})).json()
+        paged += body["alerts"]
+        after = body["next"]
+        if after is None:
+            break
+    assert paged == alerts  # newest first, each once
 
     # Restock resolves the stock-out and announces the restore.
     assert cli_publish(broker, "supplier.snapshots", [snap("p1", 12, "10.00", "2026-11-01T12:00:00Z")]).returncode == 0
@@ -120,6 +133,10 @@ def test_pipeline_end_to_end(broker, spawn) -> None:  # type: ignore[no-untyped-
     assert worker.post(f"/stores/{STORE}/alerts/nope/acknowledge").status_code == 404
     bad = worker.get(f"/stores/{STORE}/products", status="SOLD")
     assert bad.status_code == 400 and "status must be one of" in bad.json()["error"]
+    for limit in ("0", "ten", "10001"):
+        bad = worker.get(f"/stores/{STORE}/alerts", limit=limit)
+        assert bad.status_code == 400 and "limit must be" in bad.json()["error"]
+    assert worker.get(f"/stores/{STORE}/products", limit="-1").status_code == 400
 
     # The topics carry the same story.
     changes = read_json(broker, "inventory.changes")

@@ -73,6 +73,6 @@ def test_products_written_behind_the_agents_back_are_found_too() -> None:
     del proc.products.data[product_key("a", "p0", None)]
     key, raw = recovered("b", 7)
     proc.products.data[key] = raw
-    proc.sync.store_keys.forget()  # what the agent's rebalance and recovery hooks do
+    proc.store_keys.forget()  # what the agent's rebalance and recovery hooks do
     assert ids(proc, "a") == ["p1", "r1"]
     assert ids(proc, "b") == ["r7"]

@@ -32,12 +32,13 @@ video agent keeps the first request of an id.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import faust
@@ -92,6 +93,10 @@ from streams.outbox import ResendRetry
 from streams.tables import StoreKeys, entries
 
 log = logging.getLogger(__name__)
+
+#: How often closed alerts past OPS_ALERT_KEEP_DAYS leave the alerts table, s, and how many keys a step reads.
+ALERT_PURGE_INTERVAL_S = 3600.0
+ALERT_PURGE_SLICE = 2000
 
 _PAGE = TypeAdapter(list[SupplierSnapshot])
 T = TypeVar("T")
@@ -399,8 +404,8 @@ class InventoryProcessor(ResendRetry):
         self.products.data[key] = encoded
         self.send_outbox(key.split("|", 1)[0], partition, outbox)
 
-    def changelog(self, table: faust.Table, partition: int, key: str, value: bytes) -> None:
-        """Write a table's changelog record (the in-memory value is the caller's business)."""
+    def changelog(self, table: faust.Table, partition: int, key: str, value: bytes | None) -> None:
+        """Write a table's changelog record, None a tombstone (the in-memory value is the caller's business)."""
         name = self._changelogs.get(table.name)
         if name is None:
             name = self._changelogs[table.name] = table.changelog_topic.get_topic_name()
@@ -758,6 +763,34 @@ class InventoryProcessor(ResendRetry):
         for name, table in tables:
             metrics.TABLE_ENTRIES.labels(name).set(len(table.data))
 
+    def purge_alerts(self, keys: Iterable[str], cutoff: datetime, partition_of: Callable[[str], int]) -> int:
+        """Remove the closed alerts among ``keys`` last changed before ``cutoff``
+        (``alert_rules.purgeable``) from the alerts table, in the partitions this
+        worker owns: the entry, and a tombstone in the changelog so that no
+        recovery brings it back. Returns how many went.
+
+        Without it every alert ever closed would stay in memory: a product whose
+        stock goes low and back each day adds two alerts a day. PostgreSQL's
+        ``alerts`` and the ``alerts`` topic keep the record.
+        """
+        owned = {tp.partition for tp in self.owned if tp.topic in topics.STORE_KEYED_INPUTS}
+        alerts = entries(self.alerts)
+        removed = 0
+        for key in keys:
+            raw = alerts.get(key)
+            if raw is None:
+                continue
+            partition = partition_of(key.split("|", 1)[0])
+            if partition not in owned or not alert_rules.purgeable(orjson.loads(raw), cutoff):
+                continue
+            self.changelog(self.alerts, partition, key, None)
+            del alerts[key]
+            removed += 1
+        if removed:
+            self.alert_writes += 1
+            metrics.ALERTS_PURGED.inc(removed)
+        return removed
+
     def forget_alert_counts(self) -> None:
         """The alerts table changed behind the agent (recovery, a rebalance): count again."""
         self._alert_counts = None
@@ -848,6 +881,19 @@ def register(engine: Engine) -> InventoryProcessor:
 
     def partition_of(store_id: str) -> int:
         return (murmur2(store_id.encode()) & 0x7FFFFFFF) % partitions
+
+    keep = timedelta(days=engine.settings.alert_keep_days)
+
+    @app.timer(interval=ALERT_PURGE_INTERVAL_S)
+    async def purge_alerts() -> None:
+        # A slice at a time, so that the agent's loop goes on between them.
+        keys = list(entries(engine.tables.alerts))
+        cutoff = datetime.now(timezone.utc) - keep
+        for start in range(0, len(keys), ALERT_PURGE_SLICE):
+            if app.rebalancing:
+                return  # the next sweep, with the partitions it brings
+            processor.purge_alerts(keys[start : start + ALERT_PURGE_SLICE], cutoff, partition_of)
+            await asyncio.sleep(0)
 
     @app.timer(interval=engine.settings.gauge_interval)
     async def refresh_gauges() -> None:

@@ -36,6 +36,10 @@ ALERTS_EMITTED = Counter(
     "Alert records emitted on the alerts topic, by type and status",
     ["type", "status"],
 )
+ALERTS_PURGED = Counter(
+    "ops_alerts_purged_total",
+    "Closed alerts removed from the alerts table after OPS_ALERT_KEEP_DAYS",
+)
 ALERTS_ACTIVE = Gauge(
     "ops_alerts_active",
     "Alerts ACTIVE in the partitions this worker owns, by type",

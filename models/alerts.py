@@ -83,6 +83,9 @@ def open_alert(
     )
 
 
+_FINAL = frozenset(status.value for status in TERMINAL_ALERT_STATUSES)
+
+
 def can_transition(current: AlertStatus, target: AlertStatus) -> bool:
     return target in _TRANSITIONS[current]
 
@@ -104,6 +107,16 @@ def supersedes(at: datetime, status: AlertStatus, current_at: datetime, current_
     if at != current_at:
         return at > current_at
     return can_transition(current_status, status)
+
+
+def purgeable(alert: dict[str, Any], cutoff: datetime) -> bool:
+    """Whether an alert record (parsed JSON) may leave the alerts table: closed
+    (RESOLVED or DISMISSED, final) and last changed before ``cutoff``. Open
+    alerts (ACTIVE, ACKNOWLEDGED) stay whatever their age: a product's state
+    names them, and they still move."""
+    if alert.get("status") not in _FINAL:
+        return False
+    return datetime.fromisoformat(alert["updated_at"]) < cutoff
 
 
 def transition(alert: Alert, target: AlertStatus, at: datetime) -> Alert | None:

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     video_max_retries: int = Field(2, ge=0, le=10, description="automatic retries of a failed video render")
     video_scan_interval: float = Field(5.0, gt=0, description="how often each worker looks for overdue video jobs, s")
 
+    alert_keep_days: float = Field(
+        30.0, gt=0, description="days a closed (RESOLVED or DISMISSED) alert stays in the alerts table after its last change"
+    )
     webhook_dedup_days: float = Field(
         7.0, gt=0, description="days a webhook's delivery id is remembered (Stripe retries for 3, Shopify for 4 h)"
     )

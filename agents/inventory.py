@@ -84,7 +84,7 @@ from models.product import (
     to_micros,
     with_outbox,
 )
-from agents.wiring import run_agent
+from agents.wiring import error_text, refusal, run_agent
 from models.video import auto_request_for
 from streams import topics
 from streams.app import Engine
@@ -107,19 +107,6 @@ _ITEM = TypeAdapter(SupplierSnapshot)
 
 def alert_key(store_id: str, alert_id: str) -> str:
     return f"{store_id}|{alert_id}"
-
-
-def _error_text(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
-        parts.append(f"{loc}: {err['msg']}")
-    more = exc.error_count() - 5
-    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
-
-
-def _is_json_error(exc: ValidationError) -> bool:
-    return any(err["type"] == "json_invalid" for err in exc.errors())
 
 
 class InventoryProcessor(ResendRetry):
@@ -247,8 +234,7 @@ class InventoryProcessor(ResendRetry):
         try:
             return validate(message.value or b"")
         except ValidationError as exc:
-            reason = DeadLetterReason.INVALID_JSON if _is_json_error(exc) else DeadLetterReason.SCHEMA_VIOLATION
-            self.dead(message, reason, _error_text(exc))
+            self.dead(message, *refusal(exc))
             return None
 
     # ------------------------------------------------------------------ #
@@ -344,7 +330,7 @@ class InventoryProcessor(ResendRetry):
         try:
             return _ITEM.validate_python(item)
         except ValidationError as exc:
-            self.dead(message, DeadLetterReason.SCHEMA_VIOLATION, _error_text(exc), item_index=index)
+            self.dead(message, DeadLetterReason.SCHEMA_VIOLATION, error_text(exc), item_index=index)
             return None
 
     def store_settings(self, store_id: str) -> StoreSettings:

@@ -32,9 +32,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-import faust
 import orjson
-from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from connectors import metrics
@@ -53,8 +51,8 @@ from models.orders import OrderEvent, decode_order_event
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
-from agents.wiring import active_partitions, dead_letter, run_agent
-from streams.outbox import Output, OutboxTable
+from agents.wiring import KeyedMachine, dead_letter, refusal, run_agent
+from streams.outbox import Output
 
 log = logging.getLogger(__name__)
 
@@ -102,46 +100,23 @@ def decode_record(raw: bytes) -> tuple[dict[str, Any], OrderState]:
     return body, OrderState.model_validate(body["state"])
 
 
-def _error_text(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(value)'}: {err['msg']}" for err in exc.errors()[:10]
-    )
+class OrderProcessor(KeyedMachine):
+    input_topic = topics.ORDERS_EVENTS
 
-
-class OrderProcessor:
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.app = engine.app
-        self.table = engine.tables.orders
-        self.outputs = engine.outputs
+        super().__init__(engine, engine.tables.orders, engine.settings.order_scan_interval)
         self.config = machine_config(engine)
-        self.partitions = engine.settings.partitions
-        self.store = OutboxTable(self.table, self.outputs)
-        #: order_id -> its earliest deadline (active and standby partitions).
-        self.next_due: dict[str, datetime] = {}
-        #: TIMER event ids published, and when (monotonic): not published twice in a row.
-        self.fired: dict[str, float] = {}
 
     # ------------------------------------------------------------------ #
     # one message
     # ------------------------------------------------------------------ #
 
-    def handle(self, event: faust.EventT) -> None:
-        message = event.message
-        try:
-            self._handle(message)
-        except Exception as exc:  # one bad message must not stop the worker
-            log.exception("failed to process %s[%s]@%s", message.topic, message.partition, message.offset)
-            self.dead(message, DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
-
     def _handle(self, message: Any) -> None:
         try:
             order_event = decode_order_event(message.value or b"")
         except ValidationError as exc:
-            invalid = any(err["type"] == "json_invalid" for err in exc.errors())
-            reason = DeadLetterReason.INVALID_JSON if invalid else DeadLetterReason.SCHEMA_VIOLATION
             metrics.ORDER_EVENTS.labels("UNKNOWN", "INVALID").inc()
-            self.dead(message, reason, _error_text(exc))
+            self.dead(message, *refusal(exc))
             return
         key = order_event.order_id
         if message.key is not None and message.key != key.encode():
@@ -160,10 +135,7 @@ class OrderProcessor:
             return
         due = next_deadline(decision.state, self.config)
         self.store.write(message, key, record_body(decision.state, due), self._outputs(message, order_event, decision))
-        if due is None:
-            self.next_due.pop(key, None)
-        else:
-            self.next_due[key] = due
+        self.set_due(key, due)
 
     def _count(self, event: OrderEvent, decision: Decision) -> None:
         result = (
@@ -204,32 +176,6 @@ class OrderProcessor:
             out.append(dead_letter(message, DeadLetterReason.INVALID_IN_STATE, detail, encode(parked), log_detail=True))
         return out
 
-    # ------------------------------------------------------------------ #
-    # dead letters
-    # ------------------------------------------------------------------ #
-
-    def dead(self, message: Any, reason: DeadLetterReason, detail: str) -> None:
-        topic, key, value = dead_letter(message, reason, detail, log_detail=True)
-        self.outputs.add(topic, None, key, value)
-
-    # ------------------------------------------------------------------ #
-    # the table
-    # ------------------------------------------------------------------ #
-
-    def index_due(self, key: str, body: dict[str, Any] | None) -> None:
-        """Recovery (or a standby) read a record: index its deadline."""
-        due = body.get("due") if body else None
-        if due:
-            self.next_due[key] = datetime.fromisoformat(due)
-        else:
-            self.next_due.pop(key, None)
-
-    def active_partitions(self) -> set[int]:
-        return active_partitions(self.app, topics.ORDERS_EVENTS)
-
-    def partition_of(self, order_id: str) -> int:
-        return (murmur2(order_id.encode()) & 0x7FFFFFFF) % self.partitions
-
     async def resend_recovered(self) -> int:
         """Send again the outboxes of recovered records this worker owns."""
         resent = await self.store.resend_recovered(self.active_partitions())
@@ -244,14 +190,8 @@ class OrderProcessor:
     def scan_deadlines(self, now: datetime | None = None) -> int:
         """Publish a TIMER event for every passed deadline of the orders this worker owns."""
         now = now or datetime.now(timezone.utc)
-        clock = time.monotonic()
-        quiet = max(30.0, 6 * self.engine.settings.order_scan_interval)
-        self.fired = {k: v for k, v in self.fired.items() if clock - v < quiet}
-        active = self.active_partitions()
         published = 0
-        for key, due in list(self.next_due.items()):
-            if due > now or self.partition_of(key) not in active:
-                continue
+        for key in self.due_keys(now):
             raw = self.table.data.get(key)
             if raw is None:
                 continue
@@ -259,10 +199,8 @@ class OrderProcessor:
             for deadline in deadlines(state, self.config):
                 if deadline.due_at > now:
                     break
-                event_id = deadline.event_id(key)
-                if event_id in self.fired:
+                if not self.first_firing(deadline.event_id(key)):
                     continue
-                self.fired[event_id] = clock
                 self.outputs.add(topics.ORDERS_EVENTS, None, key.encode(), encode(deadline.timer(state, now)))
                 metrics.ORDER_TIMERS.labels(deadline.kind.value).inc()
                 published += 1

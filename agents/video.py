@@ -26,16 +26,13 @@ A table value is JSON: ``{"status", "due", "job", "outbox"}``.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timezone
 from typing import Any
 
-import faust
 import orjson
-from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
-from agents.wiring import active_partitions, dead_letter, run_agent
+from agents.wiring import KeyedMachine, refusal, run_agent
 from connectors import metrics
 from models.events import DeadLetterReason
 from models.video import (
@@ -52,7 +49,7 @@ from models.video import (
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
-from streams.outbox import Output, OutboxTable
+from streams.outbox import Output
 
 log = logging.getLogger(__name__)
 
@@ -74,45 +71,22 @@ def decode_job(raw: bytes) -> VideoJob:
     return VideoJob.model_validate(orjson.loads(raw)["job"])
 
 
-def _error_text(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(value)'}: {err['msg']}" for err in exc.errors()[:10]
-    )
+class VideoProcessor(KeyedMachine):
+    input_topic = topics.VIDEO_REQUESTS
 
-
-class VideoProcessor:
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.app = engine.app
-        self.table = engine.tables.video_jobs
-        self.outputs = engine.outputs
+        super().__init__(engine, engine.tables.video_jobs, engine.settings.video_scan_interval)
         self.config = video_config(engine)
-        self.partitions = engine.settings.partitions
-        self.store = OutboxTable(self.table, self.outputs)
-        #: video_id -> the active deadline (active and standby partitions).
-        self.next_due: dict[str, datetime] = {}
-        #: TIMER event ids published, and when (monotonic): not published twice in a row.
-        self.fired: dict[str, float] = {}
 
     # ------------------------------------------------------------------ #
-
-    def handle(self, event: faust.EventT) -> None:
-        message = event.message
-        try:
-            self._handle(message)
-        except Exception as exc:  # one bad message must not stop the worker
-            log.exception("failed to process %s[%s]@%s", message.topic, message.partition, message.offset)
-            self.dead(message, DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
 
     def _handle(self, message: Any) -> None:
         raw = message.value or b""
         try:
             event = VideoRequest.model_validate_json(raw) if message.topic == topics.VIDEO_REQUESTS else decode_video_event(raw)
         except ValidationError as exc:
-            invalid = any(err["type"] == "json_invalid" for err in exc.errors())
-            reason = DeadLetterReason.INVALID_JSON if invalid else DeadLetterReason.SCHEMA_VIOLATION
             metrics.VIDEO_EVENTS.labels("UNKNOWN", "INVALID").inc()
-            self.dead(message, reason, _error_text(exc))
+            self.dead(message, *refusal(exc))
             return
         kind = "REQUEST" if isinstance(event, VideoRequest) else event.type
         key = event.video_id
@@ -135,10 +109,7 @@ class VideoProcessor:
             metrics.VIDEO_JOBS.labels(decision.final.value).inc()
         new = decision.job
         self.store.write(message, key, record_body(new), self._outputs(decision))
-        if new.due_at is None:
-            self.next_due.pop(key, None)
-        else:
-            self.next_due[key] = new.due_at
+        self.set_due(key, new.due_at)
 
     @staticmethod
     def _outputs(decision: VideoDecision) -> list[Output]:
@@ -149,25 +120,6 @@ class VideoProcessor:
             out.append((topics.VIDEO_RENDERS, command.video_id.encode(), encode(command)))
         return out
 
-    def dead(self, message: Any, reason: DeadLetterReason, detail: str) -> None:
-        topic, key, value = dead_letter(message, reason, detail, log_detail=True)
-        self.outputs.add(topic, None, key, value)
-
-    # ------------------------------------------------------------------ #
-
-    def index_due(self, key: str, body: dict[str, Any] | None) -> None:
-        due = body.get("due") if body else None
-        if due:
-            self.next_due[key] = datetime.fromisoformat(due)
-        else:
-            self.next_due.pop(key, None)
-
-    def active_partitions(self) -> set[int]:
-        return active_partitions(self.app, topics.VIDEO_REQUESTS)
-
-    def partition_of(self, video_id: str) -> int:
-        return (murmur2(video_id.encode()) & 0x7FFFFFFF) % self.partitions
-
     def load(self, video_id: str) -> VideoJob | None:
         raw = self.table.data.get(video_id)
         return None if raw is None else decode_job(raw)
@@ -175,21 +127,14 @@ class VideoProcessor:
     def scan_deadlines(self, now: datetime | None = None) -> int:
         """Publish a TIMER event for every passed deadline of the jobs this worker owns."""
         now = now or datetime.now(timezone.utc)
-        clock = time.monotonic()
-        quiet = max(30.0, 6 * self.engine.settings.video_scan_interval)
-        self.fired = {k: v for k, v in self.fired.items() if clock - v < quiet}
-        active = self.active_partitions()
         published = 0
-        for key, due in list(self.next_due.items()):
-            if due > now or self.partition_of(key) not in active:
-                continue
+        for key in self.due_keys(now):
             job = self.load(key)
             if job is None or job.status not in ACTIVE:
                 continue
             event = timer(job, now)
-            if event.event_id in self.fired:
+            if not self.first_firing(event.event_id):
                 continue
-            self.fired[event.event_id] = clock
             self.outputs.add(topics.VIDEO_EVENTS, None, key.encode(), encode(event))
             published += 1
         return published

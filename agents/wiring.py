@@ -1,4 +1,4 @@
-"""What the orders agent and the webhook router wire the same way.
+"""What the agents wire the same way.
 
 - ``run_agent``: a Faust agent that hands each event to a handler, times it
   (``ops_event_processing_seconds{agent}``) and sends the buffered outputs
@@ -6,6 +6,10 @@
 - ``dead_letter``: the ``deadletter`` output of a refused record, counted and
   logged by ids (never the value: it may hold personal data).
 - ``active_partitions``: the partitions of a topic this worker owns now.
+- ``refusal``: the dead-letter reason and text of a record pydantic refused.
+- ``KeyedMachine``: what the orders and video agents share: one state machine
+  per key in an ``OutboxTable``, a deadline index fed by the table, and a
+  timer's scan that publishes each passed deadline once.
 
 Each agent's handling is timed (``ops_event_processing_seconds{agent}``) and
 lets the loop run other tasks (the web server's requests) at least every
@@ -16,18 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
+from pydantic import ValidationError
 
 from connectors import metrics
 from models.events import DeadLetter, DeadLetterReason
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
-from streams.outbox import Output
+from streams.outbox import Output, OutboxTable
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +83,100 @@ def dead_letter(
 
 def active_partitions(app: faust.App, topic: str) -> set[int]:
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+
+
+def refusal(exc: ValidationError) -> tuple[DeadLetterReason, str]:
+    """Why pydantic refused a record: not JSON at all, or JSON against the schema; and where and what."""
+    invalid_json = any(err["type"] == "json_invalid" for err in exc.errors())
+    return (DeadLetterReason.INVALID_JSON if invalid_json else DeadLetterReason.SCHEMA_VIOLATION), error_text(exc)
+
+
+def error_text(exc: ValidationError) -> str:
+    """The first five errors of a refusal, each with where it is."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - 5
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+class KeyedMachine(ABC):
+    """One state machine per key (an order, a video job) kept in an ``OutboxTable``.
+
+    Keys live on the partitions of ``input_topic`` (the producer's key); every
+    worker indexes the deadlines of the records its table holds (``index_due``,
+    fed by recovery and standbys too) and a timer scans the passed ones of the
+    partitions it owns (``due_keys``), publishing each deadline's event once in
+    a quiet period (``first_firing``). The subclass decodes and decides
+    (``_handle``) and says what a passed deadline publishes.
+    """
+
+    #: The topic whose partitions the machine's keys live on.
+    input_topic: str
+
+    def __init__(self, engine: Engine, table: Any, scan_interval_s: float) -> None:
+        self.engine = engine
+        self.app = engine.app
+        self.table = table
+        self.outputs = engine.outputs
+        self.partitions = engine.settings.partitions
+        self.store = OutboxTable(table, self.outputs)
+        #: key -> its earliest deadline (active and standby partitions).
+        self.next_due: dict[str, datetime] = {}
+        #: TIMER event ids published, and when (monotonic): not published twice in a row.
+        self.fired: dict[str, float] = {}
+        self._quiet_s = max(30.0, 6 * scan_interval_s)
+
+    def handle(self, event: faust.EventT) -> None:
+        message = event.message
+        try:
+            self._handle(message)
+        except Exception as exc:  # one bad message must not stop the worker
+            log.exception("failed to process %s[%s]@%s", message.topic, message.partition, message.offset)
+            self.dead(message, DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+
+    @abstractmethod
+    def _handle(self, message: Any) -> None:
+        """Decode one record, decide, and write the key's new record with its outputs."""
+
+    def dead(self, message: Any, reason: DeadLetterReason, detail: str) -> None:
+        topic, key, value = dead_letter(message, reason, detail, log_detail=True)
+        self.outputs.add(topic, None, key, value)
+
+    def index_due(self, key: str, body: dict[str, Any] | None) -> None:
+        """Recovery (or a standby) read a record: index its deadline."""
+        due = body.get("due") if body else None
+        if due:
+            self.next_due[key] = datetime.fromisoformat(due)
+        else:
+            self.next_due.pop(key, None)
+
+    def set_due(self, key: str, due: datetime | None) -> None:
+        """The agent wrote a record with this deadline (None: none)."""
+        if due is None:
+            self.next_due.pop(key, None)
+        else:
+            self.next_due[key] = due
+
+    def active_partitions(self) -> set[int]:
+        return active_partitions(self.app, self.input_topic)
+
+    def partition_of(self, key: str) -> int:
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.partitions
+
+    def due_keys(self, now: datetime) -> Iterator[str]:
+        """Keys of the partitions this worker owns whose deadline has passed (forgets old firings first)."""
+        clock = time.monotonic()
+        self.fired = {k: v for k, v in self.fired.items() if clock - v < self._quiet_s}
+        active = self.active_partitions()
+        for key, due in list(self.next_due.items()):
+            if due <= now and self.partition_of(key) in active:
+                yield key
+
+    def first_firing(self, event_id: str) -> bool:
+        """Whether a deadline's event is not yet published in the quiet period (and mark it published)."""
+        if event_id in self.fired:
+            return False
+        self.fired[event_id] = time.monotonic()
+        return True

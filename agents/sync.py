@@ -107,6 +107,7 @@ class SyncRuns:
                     cost=Decimal(fields[5]),
                     stock=fields[4],
                     available=fields[3],
+                    shipping=Decimal(fields[6]),
                 )
             )
         return found
@@ -122,6 +123,7 @@ class SyncRuns:
             datetime.now(timezone.utc),
             self.page_size,
             self.timeout_s,
+            self.processor.store_settings(request.store_id).ship_to_country,
         )
         metrics.SYNC_REQUESTS.labels(request.tier.value, outcome.result).inc()
         if outcome.result == "REFUSED":

@@ -544,7 +544,8 @@ def syncer() -> None:
     Publishes each page's snapshots on supplier.snapshots and its outcome on
     sync.progress, then commits. Supplier accounts as for the executor:
     OPS_ALIEXPRESS_*, OPS_CJ_*, OPS_SPOCKET_* or OPS_SUPPLIER_SECRETS_FILE;
-    /metrics on OPS_SYNCER_METRICS_PORT.
+    /metrics on OPS_SYNCER_METRICS_PORT. AliExpress and CJ freight quotes are
+    kept in OPS_DATABASE_URL when it is set (migrated at start), else in memory.
     """
     from connectors.suppliers.registry import SupplierAccounts, build_catalogs
     from connectors.sync.runner import run_syncer
@@ -552,6 +553,8 @@ def syncer() -> None:
     settings = _settings()
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     catalogs = build_catalogs(SupplierAccounts.load())
+    if settings.database_url and settings.freight_lookups_per_page:
+        _migrate(settings.database_url)
     _serve_metrics("syncer", settings.syncer_metrics_port, settings.web_host)
     asyncio.run(ensure_topics(settings))
 

@@ -30,6 +30,7 @@ from pydantic import (
 # pydantic needs typing_extensions' TypedDict before Python 3.12.
 from typing_extensions import NotRequired, TypedDict
 
+from models.countries import ISO_3166_ALPHA2
 from models.currencies import ISO_4217
 from models.pricing import PricingRules
 
@@ -77,6 +78,12 @@ def _currency(value: str) -> str:
     return code
 
 
+def _country(value: str) -> str:
+    if value not in ISO_3166_ALPHA2:
+        raise ValueError(f"unknown country {value!r} (ISO 3166-1 alpha-2 code expected, e.g. US, GB, DE)")
+    return value
+
+
 MONEY_JSON_SCHEMA = {
     "type": "string",
     "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$",
@@ -93,6 +100,9 @@ Money = Annotated[
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 Currency = Annotated[
     str, StringConstraints(to_upper=True, pattern=r"^[A-Za-z]{3}$"), AfterValidator(_currency)
+]
+CountryCode = Annotated[
+    str, StringConstraints(to_upper=True, pattern=r"^[A-Za-z]{2}$"), AfterValidator(_country)
 ]
 # Ids are joined with "|" into table keys, so the separator is refused in them.
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^|\s]+$")]
@@ -220,6 +230,11 @@ class StoreSettings(Event):
     stock_drift_tolerance: int = Field(5, ge=0)
     sync_frequency: SyncFrequency = SyncFrequency.STANDARD
     currency: Currency = "USD"
+    #: Where the store's customers are: the destination of the suppliers' freight quotes
+    #: (the shipping cost a sync puts in the snapshots of AliExpress and CJ products).
+    ship_to_country: CountryCode = Field(
+        "US", description="ISO 3166-1 alpha-2 destination of the suppliers' freight quotes"
+    )
     notification_targets: tuple[NotificationTarget, ...] = ()
     auto_video: bool = Field(
         False, description="a product seen for the first time (with images) gets a PRODUCT_SHOWCASE video, once"

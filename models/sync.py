@@ -33,6 +33,7 @@ from models.alerts import open_alert
 from models.events import (
     Alert,
     AlertType,
+    CountryCode,
     Event,
     Ident,
     Money,
@@ -84,6 +85,9 @@ class SyncItem(Event):
     last_cost: Money
     last_stock: int = Field(ge=0)
     last_available: bool
+    #: The shipping cost the engine knows (the last freight quote applied; 0 before any):
+    #: kept while the product has no quote of its own yet.
+    last_shipping: Money = Decimal("0")
 
 
 class SyncJob(Event):
@@ -94,6 +98,9 @@ class SyncJob(Event):
     page: int = Field(ge=0)
     pages: int = Field(ge=1)
     items: tuple[SyncItem, ...]
+    #: The store's ``ship_to_country``: where the freight quotes are for (records older
+    #: than the field read as US, the setting's default).
+    ship_to_country: CountryCode = "US"
 
 
 class SyncProgress(Event):
@@ -167,6 +174,7 @@ class TrackedProduct:
     cost: Decimal
     stock: int
     available: bool
+    shipping: Decimal = Decimal("0")
 
 
 @dataclass(frozen=True)
@@ -187,7 +195,9 @@ def run_id_of(request_id: str) -> str:
     return name_uuid(_RUN_NS, request_id)
 
 
-def _pages(run_id: str, store_id: str, products: list[TrackedProduct], page_size: int) -> tuple[SyncJob, ...]:
+def _pages(
+    run_id: str, store_id: str, products: list[TrackedProduct], page_size: int, ship_to_country: str
+) -> tuple[SyncJob, ...]:
     ordered = sorted(products, key=lambda p: (p.provider, p.source_id, p.product_id, p.variant_id or ""))
     chunks = [ordered[i : i + page_size] for i in range(0, len(ordered), page_size)]
     return tuple(
@@ -207,9 +217,11 @@ def _pages(run_id: str, store_id: str, products: list[TrackedProduct], page_size
                     last_cost=p.cost,
                     last_stock=p.stock,
                     last_available=p.available,
+                    last_shipping=p.shipping,
                 )
                 for p in chunk
             ),
+            ship_to_country=ship_to_country,
         )
         for n, chunk in enumerate(chunks)
     )
@@ -253,9 +265,11 @@ def start_run(
     now: datetime,
     page_size: int,
     timeout_s: float,
+    ship_to_country: str = "US",
 ) -> Outcome:
     """A request: a new run and its pages, or refused (the store has a run RUNNING), or a
-    duplicate (its run exists already; while it runs, its pages are sent again)."""
+    duplicate (its run exists already; while it runs, its pages are sent again).
+    ``ship_to_country``: the store's setting, carried by each page for the freight quotes."""
     runs = runs or StoreRuns(store_id=request.store_id)
     run_id = run_id_of(request.request_id)
     if (now - request.requested_at).total_seconds() > timeout_s:
@@ -265,7 +279,11 @@ def start_run(
         if known.status is RunStatus.RUNNING:
             # A replay after a crash may have lost the pages: send them again (the syncer's
             # work is idempotent, a page counts once).
-            jobs = _pages(run_id, request.store_id, products, page_size) if known.total == len(products) else ()
+            jobs = (
+                _pages(run_id, request.store_id, products, page_size, ship_to_country)
+                if known.total == len(products)
+                else ()
+            )
             return Outcome(None, jobs=jobs, published=(known,), result="DUPLICATE")
         return Outcome(None, published=(known,), result="DUPLICATE")
     current = runs.current
@@ -275,7 +293,7 @@ def start_run(
             return Outcome(None, result="REFUSED")
         prior = (_finish(runs, current, RunStatus.FAILED, now, "timed out: no outcome of every page in time"),)
         runs = prior[0].runs  # type: ignore[assignment]
-    jobs = _pages(run_id, request.store_id, products, page_size)
+    jobs = _pages(run_id, request.store_id, products, page_size, ship_to_country)
     run = SyncRun(
         run_id=run_id,
         request_id=request.request_id,

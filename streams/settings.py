@@ -143,6 +143,16 @@ class Settings(BaseSettings):
     syncer_metrics_port: int = Field(
         6072, ge=0, le=65535, description="port of the syncer's /metrics (Prometheus); 0: none"
     )
+    freight_lookups_per_page: int = Field(
+        20, ge=0, le=1000,
+        description="supplier freight quotes the syncer asks for per sync page and supplier (AliExpress, CJ); 0: off",
+    )
+    freight_max_age_s: float = Field(
+        86400.0, gt=0, description="s a freight quote is used before it is asked for again"
+    )
+    freight_memory_quotes: int = Field(
+        100_000, ge=1, description="freight quotes the syncer keeps in memory when it has no OPS_DATABASE_URL"
+    )
 
     gc_threshold: str = Field(
         "50000,20,100",

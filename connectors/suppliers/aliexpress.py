@@ -62,8 +62,34 @@ third-party code that parses it, not against AliExpress's docs)::
 * Gone: an error whose code/message says the product does not exist / was
   removed, or ``product_status_type`` other than ``onSelling`` (e.g.
   ``offline``), or a product answered without SKUs.
-* Shipping is not in this answer (it is ``aliexpress.ds.freight.query``, not
-  called): ``shipping_cost`` is 0 here.
+* Shipping is not in this answer (``logistics_info_dto`` gives delivery time
+  and destination, not a fee): ``shipping_cost`` is 0 here, and each SKU's
+  ``sku_id`` is its ``freight_ref`` for the freight query below.
+
+Freight (``SupplierFreight``): ``aliexpress.ds.freight.query`` with
+``queryDeliveryReq`` (JSON: ``productId``, ``selectedSkuId`` = the SKU's
+``sku_id``, ``quantity`` 1, ``shipToCountry``, ``currency``, ``language``/``locale``
+``en_US``), signed and rate-limited like every other call. Assumed answer
+(from third-party clients and captures of it, not AliExpress's docs)::
+
+    {"aliexpress_ds_freight_query_response": {"result": {
+        "success": true, "code": 200, "msg": "Call succeeds",
+        "delivery_options": {"delivery_option_d_t_o": [
+            {"code", "company", "shipping_fee_cent", "shipping_fee_currency",
+             "shipping_fee_format", "free_shipping", "min_delivery_days",
+             "max_delivery_days", "tracking", "ship_from_country"}]}}}}
+
+* the fee is ``shipping_fee_cent``, which despite its name is in the
+  currency's units (captures show ``"0.99"`` formatted ``0,99€``), a decimal
+  string read as ``Decimal``; ``free_shipping`` true is 0; an option without
+  those may carry an older ``freight: {amount, currency_code}``, read too;
+  an option whose fee cannot be read is skipped (all of them: an unreadable
+  answer);
+* the quote is the cheapest option in the requested currency (``models.freight.cheapest``);
+  an empty list means no delivery to that country (None); options only in
+  another currency are an answer we cannot use (``OutcomeUnknown``);
+* ``success`` false is the supplier's refusal, read like a business error
+  (a "product not exist" message, throttling and busy codes as elsewhere).
 
 ``find_order`` answers None only on the supplier's word that there is no such
 order (``rsp_code`` 404 or an "order not found/not exist" error); any other
@@ -111,6 +137,7 @@ from connectors.suppliers.http import (
     read_with_retries,
     supplier_busy,
 )
+from models.freight import FreightOption, cheapest
 from models.orders import Address, Customer, SupplierLine
 
 log = logging.getLogger(__name__)
@@ -123,6 +150,7 @@ M_GET = "aliexpress.trade.ds.order.get"
 M_TRACK = "aliexpress.logistics.ds.trackinginfo.query"
 M_CANCEL = "aliexpress.trade.ds.order.cancel"  # assumed, see the module docstring
 M_PRODUCT = "aliexpress.ds.product.get"
+M_FREIGHT = "aliexpress.ds.freight.query"
 
 _THROTTLE_CODES = {"apicalllimit", "appcalllimit", "accesscontrollimit", "7", "ratelimit"}
 _BUSY_CODES = {"serviceunavailable", "internalerror", "servicetimeout", "systemerror", "system_error", "15", "isp"}
@@ -342,6 +370,37 @@ class AliExpressOrders:
             raise supplier_busy(f"product get answered without a result ({inner.get('rsp_code')}: {rsp_msg})")
         return _products_of(source_id, result, self.currency)
 
+    # --------------------------------------------------------------- freight
+
+    async def quote_freight(self, source_id: str, ref: str | None, country: str) -> FreightOption | None:
+        return await read_with_retries(lambda: self._freight(source_id, ref, country), attempts=self.read_attempts)
+
+    async def _freight(self, source_id: str, ref: str | None, country: str) -> FreightOption | None:
+        request: dict[str, Any] = {
+            "productId": source_id,
+            "quantity": 1,
+            "shipToCountry": country,
+            "currency": self.currency,
+            "language": "en_US",
+            "locale": "en_US",
+        }
+        if ref:
+            request["selectedSkuId"] = ref
+        inner = await self._call(M_FREIGHT, {"queryDeliveryReq": request})
+        result = inner.get("result")
+        if not isinstance(result, dict):
+            raise supplier_busy(f"freight query answered without a result ({inner.get('rsp_code')})")
+        if result.get("success") is not None and not _truthy(result.get("success")):
+            raise _business_error(result.get("code"), result.get("msg") or result.get("message"))
+        raw = _logistics(result.get("delivery_options"))  # the same {"wrapper": [...]} shape
+        options = [o for o in (_freight_option(r, self.currency) for r in raw) if o is not None]
+        if raw and not options:
+            raise OutcomeUnknown("freight query: no readable delivery option")
+        best = cheapest(options, self.currency)
+        if best is None and options:
+            raise OutcomeUnknown(f"freight query: options only in {sorted({o.currency for o in options})}")
+        return best
+
     # ---------------------------------------------------------------- helpers
 
     async def _get(self, query: dict[str, str]) -> dict[str, Any] | None:
@@ -468,9 +527,30 @@ def _products_of(source_id: str, result: Mapping[str, Any], currency: str) -> li
                 currency=str(sku.get("currency_code") or base.get("currency_code") or currency).upper(),
                 title=title,
                 images=images,
+                freight_ref=text_or_none(sku.get("sku_id"), 100),
             )
         )
     return products
+
+
+def _freight_option(raw: Mapping[str, Any], currency: str) -> FreightOption | None:
+    """One ``delivery_option_d_t_o`` as a ``FreightOption``; None when its fee cannot be read."""
+    service = str(raw.get("code") or raw.get("company") or raw.get("service_name") or "?")[:200]
+    fee_currency = str(raw.get("shipping_fee_currency") or "").upper()
+    try:
+        if _truthy(raw.get("free_shipping")):
+            amount = Decimal("0")
+        elif raw.get("shipping_fee_cent") not in (None, ""):
+            amount = money(raw.get("shipping_fee_cent"), "shipping_fee_cent")
+        elif isinstance(raw.get("freight"), dict) and raw["freight"].get("amount") not in (None, ""):
+            amount = money(raw["freight"]["amount"], "freight.amount")
+            fee_currency = str(raw["freight"].get("currency_code") or fee_currency).upper()
+        else:
+            return None
+        return FreightOption(service, amount, fee_currency or currency)
+    except (OutcomeUnknown, ValueError):
+        log.info("aliexpress: freight option %s with an unreadable fee skipped", clean_reason(service, 60))
+        return None
 
 
 def _retry_after_of(message: str) -> float | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
+from models.freight import FreightOption
 from models.orders import Address, Customer, SupplierLine
 
 
@@ -41,6 +42,8 @@ class SupplierProduct:
     (not found, delisted, offline) is ONE entry with ``available=False``,
     ``stock=0``, ``source_variant_id=None``; its ``cost_price`` is None when
     the supplier gives no price for it (the only case it is None).
+    ``freight_ref``: the id the supplier's freight quote takes for this variant
+    (AliExpress's SKU id, CJ's vid), where the adapter quotes freight.
     """
 
     source_id: str
@@ -52,6 +55,7 @@ class SupplierProduct:
     currency: str
     title: str | None = None
     images: tuple[str, ...] = ()
+    freight_ref: str | None = None
 
     def __post_init__(self) -> None:
         if self.stock < 0:
@@ -143,3 +147,17 @@ class SupplierCatalog(Protocol):
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
+
+
+class SupplierFreight(Protocol):
+    """Freight quotes of one supplier account (read only), for a supplier whose product
+    answer carries no shipping fee. Same account, token bucket and breaker as its
+    product fetch and orders."""
+
+    provider: str
+
+    async def quote_freight(self, source_id: str, ref: str | None, country: str) -> FreightOption | None:
+        """The cheapest delivery option for one unit of the variant ``ref`` (the
+        product's ``freight_ref``) of ``source_id`` to ``country`` (ISO 3166-1
+        alpha-2), in the account's currency; None when the supplier offers no
+        delivery there. Raises the port's errors after the read retries."""

@@ -50,8 +50,19 @@ not checked against CJ's docs). Cost = ``variantSellPrice`` (a JSON number,
 read through ``str`` into a ``Decimal``); stock = the sum of
 ``totalInventory`` over the warehouses (``variantStock``/``inventoryNum`` when
 there are no ``inventories``); currency USD. A product with no variants is
-gone. Shipping is not in the answer (CJ's freight calculation is another
-call, not made): ``shipping_cost`` is 0 here.
+gone. Shipping is not in the answer: ``shipping_cost`` is 0 here, and each
+variant's ``vid`` is its ``freight_ref`` for the freight calculation below.
+
+Freight (``SupplierFreight``): ``POST /logistic/freightCalculate`` with
+``{startCountryCode: from_country_code (CN), endCountryCode, products:
+[{quantity: 1, vid}]}``, behind the same token bucket (CJ's 1 request/s is
+shared with the product fetch). Assumed answer (field names from third-party
+clients, not CJ's docs): ``data = [{logisticName, logisticPrice,
+logisticAging, ...}]``, ``logisticPrice`` a JSON number in USD. The quote is
+the cheapest option (``models.freight.cheapest``); an empty list means no
+delivery to that country (None); an option without a readable
+``logisticPrice`` is skipped (all of them: an unreadable answer). Errors as
+for every call (``code`` not 200: throttling, busy, business refusals).
 """
 
 from __future__ import annotations
@@ -91,6 +102,7 @@ from connectors.suppliers.http import (
     read_with_retries,
     supplier_busy,
 )
+from models.freight import FreightOption, cheapest
 from models.orders import Address, Customer, SupplierLine
 
 log = logging.getLogger(__name__)
@@ -281,6 +293,35 @@ class CJOrders:
             products += _products_of(pid, row) if row is not None else [SupplierProduct.gone(pid, CURRENCY)]
         return products
 
+    # --------------------------------------------------------------- freight
+
+    async def quote_freight(self, source_id: str, ref: str | None, country: str) -> FreightOption | None:
+        return await read_with_retries(lambda: self._freight(ref or source_id, country), attempts=self.read_attempts)
+
+    async def _freight(self, vid: str, country: str) -> FreightOption | None:
+        payload = {
+            "startCountryCode": self.from_country_code,
+            "endCountryCode": country,
+            "products": [{"quantity": 1, "vid": vid}],
+        }
+        data = await self._call("POST", "/logistic/freightCalculate", json=payload)
+        if data is None:
+            return None
+        if not isinstance(data, list):
+            raise OutcomeUnknown("freightCalculate answer is not a list")
+        options = []
+        for row in data:
+            if not isinstance(row, dict) or row.get("logisticPrice") in (None, ""):
+                continue
+            try:
+                amount = money(row["logisticPrice"], "logisticPrice")
+                options.append(FreightOption(str(row.get("logisticName") or "?")[:200], amount, CURRENCY))
+            except (OutcomeUnknown, ValueError):
+                log.info("cj: freight option with an unreadable logisticPrice skipped")
+        if data and not options:
+            raise OutcomeUnknown("freightCalculate: no readable option")
+        return cheapest(options, CURRENCY)
+
     async def _detail(self, **query: str) -> dict[str, Any] | None:
         try:
             data = await self._call("GET", "/shopping/order/getOrderDetail", params=query)
@@ -312,6 +353,7 @@ def _products_of(pid: str, data: Mapping[str, Any]) -> list[SupplierProduct]:
                 currency=CURRENCY,
                 title=title,
                 images=images_v,
+                freight_ref=str(vid) if vid not in (None, "") else None,
             )
         )
     return products

@@ -19,3 +19,20 @@ PAGE_SECONDS = Histogram(
     "Time to fetch and publish one sync page",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+FREIGHT_LOOKUPS = Counter(
+    "ops_freight_lookups_total",
+    "Supplier freight quotes asked for by the syncer, by supplier and result "
+    "(OK, NO_OPTION: no delivery to the country, FAILED: the product keeps its last quote)",
+    ["provider", "result"],
+)
+FREIGHT_DEFERRED = Counter(
+    "ops_freight_lookups_deferred_total",
+    "Freight quotes due (none yet, or too old) but past a page's OPS_FREIGHT_LOOKUPS_PER_PAGE: left to a following sync",
+    ["provider"],
+)
+FREIGHT_STORE_ERRORS = Counter(
+    "ops_freight_store_errors_total",
+    "Reads or writes of the syncer's freight quotes that failed (the database down): no lookups for that page, "
+    "or new quotes not kept",
+    ["operation"],
+)

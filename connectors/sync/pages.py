@@ -12,18 +12,26 @@ provider and source (product) id, not the supplier's variant id. Assumed rule:
    cost), available if any variant is.
 
 A removed product becomes ``available=False``, stock 0, keeping the last
-known cost (``snapshot_of``). ``changed``: the snapshot's cost, stock or
-availability differs from what the run's page said the engine knew.
+known cost (``snapshot_of``). ``changed``: the snapshot's cost, shipping, stock
+or availability differs from what the run's page said the engine knew.
+
+Freight (``PageFreight``, for the providers whose answer has no shipping fee):
+each item's quote key is its entry's supplier variant (None for a product
+summed over several variants, quoted by its first variant) and the page's
+country (``freight_wants``); the snapshot carries the quote's amount, or the
+shipping the engine last knew (``models.freight.with_shipping``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from connectors.suppliers.base import SupplierProduct
 from connectors.suppliers.snapshots import NoCostKnown, snapshot_of
 from models.events import SupplierSnapshot
+from models.freight import FreightKey, FreightQuote, FreightWant, with_shipping
 from models.sync import SyncItem
 
 
@@ -49,6 +57,38 @@ def pick(entries: list[SupplierProduct], variant_id: str | None) -> SupplierProd
     )
 
 
+def freight_want(provider: str, source_id: str, entry: SupplierProduct, country: str) -> FreightWant:
+    """The quote an item fed by ``entry`` (``pick``'s choice) needs."""
+    return FreightWant(FreightKey(provider, source_id, entry.source_variant_id, country), entry.freight_ref)
+
+
+def freight_wants(
+    items: tuple[SyncItem, ...],
+    fetched: dict[str, dict[str, list[SupplierProduct]]],
+    country: str,
+    providers: frozenset[str],
+) -> dict[str, list[FreightWant]]:
+    """Per provider in ``providers``, the quotes the page's available products need, in
+    the page's order (a removed product needs none: it keeps its last shipping)."""
+    wants: dict[str, list[FreightWant]] = {}
+    for item in items:
+        if item.provider not in providers:
+            continue
+        entry = pick(fetched.get(item.provider, {}).get(item.source_id, []), item.variant_id)
+        if entry is not None and entry.available:
+            wants.setdefault(item.provider, []).append(freight_want(item.provider, item.source_id, entry, country))
+    return wants
+
+
+@dataclass(frozen=True)
+class PageFreight:
+    """The page's freight: the country, the providers quoted, and the quotes known."""
+
+    country: str
+    providers: frozenset[str]
+    quotes: Mapping[FreightKey, FreightQuote]
+
+
 @dataclass
 class PageResult:
     snapshots: list[SupplierSnapshot] = field(default_factory=list)
@@ -64,9 +104,11 @@ def snapshots_of_page(
     fetched: dict[str, dict[str, list[SupplierProduct]]],
     failed_providers: dict[str, str],
     captured_at: datetime,
+    freight: PageFreight | None = None,
 ) -> PageResult:
     """The snapshots of a page's items: ``fetched`` is provider -> source id -> entries;
-    items of a provider in ``failed_providers`` (provider -> error) count as failed."""
+    items of a provider in ``failed_providers`` (provider -> error) count as failed.
+    With ``freight``, the items of its providers carry their quote's shipping."""
     result = PageResult()
     for provider, error in sorted(failed_providers.items()):
         result.errors.append(f"{provider}: {error}")
@@ -93,7 +135,12 @@ def snapshots_of_page(
         except (NoCostKnown, ValueError):
             result.failed += 1
             continue
-        if (snap.cost_price, snap.stock, snap.available) != (item.last_cost, item.last_stock, item.last_available):
+        if freight is not None and item.provider in freight.providers:
+            want = freight_want(item.provider, item.source_id, entry, freight.country)
+            snap = with_shipping(snap, freight.quotes.get(want.key), item.last_shipping)
+        if (snap.cost_price, snap.shipping_cost, snap.stock, snap.available) != (
+            item.last_cost, item.last_shipping, item.last_stock, item.last_available
+        ):
             result.changed += 1
         result.snapshots.append(snap)
     return result

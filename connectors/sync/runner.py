@@ -19,6 +19,12 @@ page (``failed``, with the error text: the run is FAILED). A provider with no
 account configured fails the same way. Snapshots go out as one
 ``supplier.snapshots`` message per page (a JSON array, key ``store_id``,
 ``captured_at`` = fetch time, ``sync_run_id`` = the run).
+
+Freight (``freight.py``): between the fetch and the snapshots, the page's
+AliExpress and CJ products get their freight quotes (kept in PostgreSQL with
+``OPS_DATABASE_URL``, else in memory; a few due ones asked for per page), and
+their snapshots carry them as ``shipping_cost``. ``OPS_FREIGHT_LOOKUPS_PER_PAGE=0``
+turns this off (shipping 0, as the product answers say).
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ from pydantic import ValidationError
 
 from connectors.consumers import commit, group_consumer
 from connectors.suppliers.base import SupplierCatalog, SupplierError, SupplierProduct
+from connectors.sync.freight import FreightQuotes, freight_providers
 from connectors.sync.metrics import PAGE_SECONDS, PAGES, PRODUCTS
 from connectors.sync.pages import snapshots_of_page
+from connectors.sync.quote_store import MemoryQuoteStore, PostgresQuoteStore, QuoteStore
 from models.events import DeadLetter, DeadLetterReason
 from models.sync import SyncJob, SyncProgress
 from streams import topics
@@ -50,10 +58,17 @@ RETRY_PAUSE_S = 1.0
 
 
 class Syncer:
-    def __init__(self, catalogs: dict[str, SupplierCatalog], producer: AIOKafkaProducer, concurrency: int) -> None:
+    def __init__(
+        self,
+        catalogs: dict[str, SupplierCatalog],
+        producer: AIOKafkaProducer,
+        concurrency: int,
+        freight: FreightQuotes | None = None,
+    ) -> None:
         self.catalogs = catalogs
         self.producer = producer
         self.limit = asyncio.Semaphore(concurrency)
+        self.freight = freight
 
     async def fetch(
         self, job: SyncJob
@@ -103,7 +118,10 @@ class Syncer:
     async def _run(self, job: SyncJob) -> None:
         started = time.perf_counter()
         fetched, failed = await self.fetch(job)
-        result = snapshots_of_page(job.store_id, job.run_id, job.items, fetched, failed, datetime.now(timezone.utc))
+        freight = None if self.freight is None else await self.freight.for_page(job, fetched)
+        result = snapshots_of_page(
+            job.store_id, job.run_id, job.items, fetched, failed, datetime.now(timezone.utc), freight
+        )
         key = job.store_id.encode()
         if result.snapshots:
             await (await self.producer.send(topics.SUPPLIER_SNAPSHOTS, key=key, value=encode(result.snapshots)))
@@ -142,7 +160,8 @@ async def run_syncer(
         max_poll_records=settings.syncer_concurrency,
         fetch_max_wait_ms=EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS if settings.embedded_broker else 500,
     )
-    syncer = Syncer(catalogs, producer, settings.syncer_concurrency)
+    freight = await freight_of(settings, catalogs)
+    syncer = Syncer(catalogs, producer, settings.syncer_concurrency, freight)
     window = PageWindow(syncer.run_page, settings.syncer_concurrency)
     await producer.start()
     await consumer.start()
@@ -168,8 +187,34 @@ async def run_syncer(
         window.cancel()
         await consumer.stop()
         await producer.stop()
+        if freight is not None:
+            await freight.aclose()
         for catalog in catalogs.values():
             await catalog.aclose()
+
+
+async def freight_of(settings: Settings, catalogs: dict[str, SupplierCatalog]) -> FreightQuotes | None:
+    """The syncer's freight quotes: None when off (``OPS_FREIGHT_LOOKUPS_PER_PAGE=0``) or no
+    configured supplier quotes freight; kept in PostgreSQL with ``OPS_DATABASE_URL``."""
+    if settings.freight_lookups_per_page == 0 or not freight_providers(catalogs):
+        return None
+    store: QuoteStore
+    if settings.database_url:
+        from connectors.postgres.pool import create_pool
+
+        store = PostgresQuoteStore(await create_pool(settings.database_url, max_size=4))
+        where = "PostgreSQL"
+    else:
+        store = MemoryQuoteStore(settings.freight_memory_quotes)
+        where = f"memory (at most {settings.freight_memory_quotes:,})"
+    log.info(
+        "freight quotes for %s in %s: at most %d lookups per page and supplier, each kept %.0f s",
+        ", ".join(sorted(freight_providers(catalogs))), where, settings.freight_lookups_per_page,
+        settings.freight_max_age_s,
+    )
+    return FreightQuotes(
+        catalogs, store, max_age_s=settings.freight_max_age_s, per_page=settings.freight_lookups_per_page
+    )
 
 
 #: On stop, how long the pages already running may take to finish (then they are cancelled,

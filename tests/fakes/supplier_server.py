@@ -35,6 +35,21 @@ of a provider is counted in the whole second it arrived: ``GET
 "product_requests": {provider: n}}``; ``GET /_admin/products?provider=&id=`` is
 the fake's truth about a product (null: removed).
 
+Freight: AliExpress ``aliexpress.ds.freight.query`` (``queryDeliveryReq``:
+``productId``, ``selectedSkuId`` one of the product's SKU ids, ``quantity``,
+``shipToCountry``, ``currency``) answering ``delivery_options`` with 2-4 options
+(one sometimes free), and CJ ``POST /logistic/freightCalculate``
+(``startCountryCode``, ``endCountryCode``, ``products: [{quantity, vid}]``, a vid
+this fake has shown in a product answer) answering a list of
+``{logisticName, logisticPrice}``; the options of (seed, provider, product,
+variant, country), the cheapest never listed first. ``freight_overrides``
+(``{id: "4.20"}``: the cheapest option; ``{id: null}``: no delivery) changes
+them; ``next_freight_failures`` / ``freight_failure_rate`` fail them (``500``,
+``timeout``, ``429``). A removed product, an unknown SKU or vid, a missing
+field: the supplier's refusal. ``GET /_admin/requests`` also gives
+``freight_requests`` per provider; ``GET /_admin/freight?provider=&id=&ref=&country=``
+is the fake's cheapest option (``{"amount": "4.20"}``; null: none).
+
 In a test (in-process, a background thread)::
 
     with FakeSupplierServer(seed=1) as fake:
@@ -123,6 +138,11 @@ class FakeConfig:
     #: per product id, values replacing the generated ones for every variant:
     #: ``{"stock": 3, "price": "9.99", "shipping": "0.50"}``
     product_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: freight: per product id, the cheapest option's amount ("4.20"), or None: no delivery option
+    freight_overrides: dict[str, str | None] = field(default_factory=dict)
+    #: freight reads: forced failures for the next quotes (500, timeout, 429), then this rate
+    next_freight_failures: list[str] = field(default_factory=list)
+    freight_failure_rate: float = 0.0
 
     def validate(self) -> None:
         if not 0.0 <= self.failure_rate <= 1.0:
@@ -132,6 +152,12 @@ class FakeConfig:
         self.next_read_failures = [_read_kind(k) for k in self.next_read_failures]
         if not 0.0 <= self.read_failure_rate <= 1.0:
             raise ValueError("read_failure_rate must be in [0, 1]")
+        self.next_freight_failures = [_read_kind(k) for k in self.next_freight_failures]
+        if not 0.0 <= self.freight_failure_rate <= 1.0:
+            raise ValueError("freight_failure_rate must be in [0, 1]")
+        for pid, amount in self.freight_overrides.items():
+            if amount is not None:
+                Decimal(str(amount))  # raises for a bad amount
         self.removed_products = [str(p) for p in self.removed_products]
         for pid, override in self.product_overrides.items():
             unknown = set(override) - {"stock", "price", "shipping"}
@@ -188,7 +214,13 @@ class SupplierState:
             "auth_failures": 0,
             "product_requests": {p: 0 for p in PREFIXES},
             "read_failures_injected": {k: 0 for k in READ_KINDS},
+            "freight_requests": {p: 0 for p in PREFIXES},
+            "freight_failures_injected": {k: 0 for k in READ_KINDS},
         }
+        #: the last freight requests' parameters, newest last: {"provider", "request"}
+        self.freight_log: list[dict[str, Any]] = []
+        #: CJ vids this fake has shown in a product answer -> their product id
+        self.cj_vids: dict[str, str] = {}
         #: provider -> whole second (int(time.time())) -> requests that arrived in it
         self.per_second: dict[str, dict[int, int]] = {p: {} for p in PREFIXES}
 
@@ -219,12 +251,62 @@ class SupplierState:
                 self.stats["read_failures_injected"][kind] += 1
             return kind
 
+    def next_freight_failure(self, provider: str, request: dict[str, Any]) -> str | None:
+        """Count a freight request (and keep its parameters); the failure to inject, if any."""
+        with self.lock:
+            cfg = self.config
+            self.stats["freight_requests"][provider] += 1
+            self.freight_log = self.freight_log[-99:] + [{"provider": provider, "request": request}]
+            if cfg.next_freight_failures:
+                kind: str | None = cfg.next_freight_failures.pop(0)
+            elif cfg.failure_providers is not None and provider not in cfg.failure_providers:
+                kind = None
+            elif cfg.freight_failure_rate > 0 and self.rng.random() < cfg.freight_failure_rate:
+                kind = self.rng.choice(READ_KINDS)
+            else:
+                kind = None
+            if kind:
+                self.stats["freight_failures_injected"][kind] += 1
+            return kind
+
+    def freight(self, provider: str, source_id: str, ref: str, country: str) -> list[tuple[str, str]] | None:
+        """The delivery options (service, amount) of one unit of variant ``ref`` of the
+        product to ``country``, in the order the API lists them; None when the product is
+        removed or has no such variant."""
+        with self.lock:
+            product = self.product(provider, source_id)
+            if product is None or ref not in {v["id"] for v in product["variants"]}:
+                return None
+            override = self.config.freight_overrides.get(source_id, "")
+        if override is None:
+            return []
+        h = _h(self.config.seed, "freight", provider, source_id, ref, country.upper())
+        n = 2 + h % 3
+        cheapest = str(override) if override != "" else ("0.00" if h % 8 == 0 else _cents(50 + h // 8 % 1500))
+        base = int(Decimal(cheapest) * 100)
+        amounts = [cheapest] + [_cents(base + 100 * (i + 1) + h // (i + 11) % 90) for i in range(n - 1)]
+        names = ["Cainiao Saver", "AliExpress Standard", "Yanwen Express", "DHL Express"] if provider == ALIEXPRESS \
+            else ["CJPacket Ordinary", "CJPacket Liquid", "USPS+", "DHL"]
+        options = list(zip(names, amounts))
+        shift = 1 + h % (n - 1)  # the cheapest is never listed first
+        return options[shift:] + options[:shift]
+
+    def cheapest_freight(self, provider: str, source_id: str, ref: str, country: str) -> str | None:
+        options = self.freight(provider, source_id, ref, country)
+        return min((a for _, a in options), key=Decimal) if options else None
+
     def product(self, provider: str, source_id: str) -> dict[str, Any] | None:
         """The product as this fake's supplier has it now (None: removed)."""
         with self.lock:
             if source_id in self.config.removed_products:
                 return None
             return product_spec(provider, source_id, self.config.seed, self.config.product_overrides.get(source_id))
+
+    def shown_cj(self, product: dict[str, Any]) -> None:
+        """Remember the vids of a CJ product answer (CJ's freight is asked by vid)."""
+        with self.lock:
+            for variant in product["variants"]:
+                self.cj_vids[variant["id"]] = product["id"]
 
     def count(self, name: str) -> None:
         with self.lock:
@@ -594,6 +676,20 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(state.config.timeout_sleep_s)
             raise _Reply(504, error_body)
 
+    def _inject_freight(self, provider: str, request: dict[str, Any], error_body: Any) -> None:
+        """Count a freight request and apply the freight failure plan (raises for a failure)."""
+        state = self.server.state
+        kind = state.next_freight_failure(provider, request)
+        if kind == "500":
+            raise _Reply(500, error_body)
+        if kind == "429":
+            after = state.config.retry_after
+            seconds = str(int(after)) if float(after).is_integer() else str(after)
+            raise _Reply(429, {"error": "too_many_requests", "message": "Too Many Requests"}, {"Retry-After": seconds})
+        if kind == "timeout":
+            time.sleep(state.config.timeout_sleep_s)
+            raise _Reply(504, error_body)
+
     # --------------------------------------------------------------- admin
 
     def _admin(self, method: str, path: str) -> None:
@@ -604,7 +700,13 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(200, state.snapshot())
         if path == "/_admin/requests" and method == "GET":
             raise _Reply(200, {"per_second": state.requests_per_second(),
-                               "product_requests": dict(state.stats["product_requests"])})
+                               "product_requests": dict(state.stats["product_requests"]),
+                               "freight_requests": dict(state.stats["freight_requests"])})
+        if path == "/_admin/freight" and method == "GET":
+            q = dict(parse_qsl(urlsplit(self.path).query))
+            amount = state.cheapest_freight(q.get("provider", ""), q.get("id", ""), q.get("ref", ""),
+                                            q.get("country", ""))
+            raise _Reply(200, {"amount": amount})
         if path == "/_admin/products" and method == "GET":
             query = dict(parse_qsl(urlsplit(self.path).query))
             raise _Reply(200, {"product": state.product(query.get("provider", ""), query.get("id", ""))})
@@ -670,6 +772,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise error("isv.product-not-exist", "The product does not exist or has been removed")
             raise _Reply(200, {key: {"result": _ae_product(pid, product), "rsp_code": 200,
                                      "rsp_msg": "Call succeeds", "request_id": request_id}})
+        if method == "aliexpress.ds.freight.query":
+            raise _Reply(200, {key: {"result": self._ae_freight(params), "request_id": request_id}})
         if method == "aliexpress.trade.ds.order.get":
             raw_query = params.get("single_order_query") or "{}"
             try:
@@ -733,6 +837,41 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(200, {key: {"result": result, "request_id": request_id}})
         raise error("InvalidApiPath", f"The specified API {method!r} is not found")
 
+    def _ae_freight(self, params: dict[str, str]) -> dict[str, Any]:
+        state = self.server.state
+        try:
+            req = json.loads(params.get("queryDeliveryReq") or "")
+        except ValueError:
+            req = None
+        if not isinstance(req, dict):
+            return {"success": False, "code": 400, "msg": "queryDeliveryReq must be a JSON object"}
+        self._inject_freight(ALIEXPRESS, req, {"error": "internal", "message": "Internal Server Error"})
+        missing = [k for k in ("productId", "shipToCountry", "quantity") if req.get(k) in (None, "")]
+        if missing:
+            return {"success": False, "code": 400, "msg": f"{', '.join(missing)} required"}
+        pid, country = str(req["productId"]), str(req["shipToCountry"])
+        currency = str(req.get("currency") or "USD")
+        product = state.product(ALIEXPRESS, pid)
+        if product is None:
+            return {"success": False, "code": 501, "msg": "The product does not exist or has been removed"}
+        sku = str(req.get("selectedSkuId") or product["variants"][0]["id"])
+        options = state.freight(ALIEXPRESS, pid, sku, country)
+        if options is None:
+            return {"success": False, "code": 501, "msg": f"sku {sku} not found in product {pid}"}
+        rows = []
+        for i, (name, amount) in enumerate(options):
+            row: dict[str, Any] = {
+                "code": name.upper().replace(" ", "_"), "company": name, "shipping_fee_currency": currency,
+                "free_shipping": amount == "0.00", "min_delivery_days": 5 + 3 * i, "max_delivery_days": 12 + 4 * i,
+                "tracking": True, "ship_from_country": "CN", "delivery_date_desc": "",
+            }
+            if amount != "0.00":  # a free option carries no fee, only free_shipping
+                row["shipping_fee_cent"] = amount
+                row["shipping_fee_format"] = f"US ${amount}"
+            rows.append(row)
+        return {"success": True, "code": 200, "msg": "Call succeeds",
+                "delivery_options": {"delivery_option_d_t_o": rows}}
+
     def _ae_place(self, params: dict[str, str]) -> dict[str, Any]:
         try:
             dto = json.loads(params.get("param_place_order_request4_open_api_d_t_o") or "")
@@ -789,6 +928,7 @@ class _Handler(BaseHTTPRequestHandler):
             product = state.product(CJ, pid)
             if product is None:
                 raise _Reply(200, _cj_body(1605001, "Product does not exist or has been removed", None))
+            state.shown_cj(product)
             raise _Reply(200, _cj_body(200, "Success", _cj_product(product)))
         if path == "/product/list" and method == "GET":
             self._inject_read(CJ, _cj_body(500, "Internal Server Error", None))
@@ -798,7 +938,27 @@ class _Handler(BaseHTTPRequestHandler):
             if len(pids) > CJ_LIST_MAX:
                 raise _Reply(200, _cj_body(1600100, f"Param error: at most {CJ_LIST_MAX} pids", None))
             found = [p for p in (state.product(CJ, pid) for pid in pids) if p is not None]
+            for product in found:
+                state.shown_cj(product)
             data = {"pageNum": 1, "pageSize": len(pids), "total": len(found), "list": [_cj_product(p) for p in found]}
+            raise _Reply(200, _cj_body(200, "Success", data))
+        if path == "/logistic/freightCalculate" and method == "POST":
+            body = self._json()
+            self._inject_freight(CJ, body if isinstance(body, dict) else {}, _cj_body(500, "Internal Server Error", None))
+            products = body.get("products") if isinstance(body, dict) else None
+            if (not isinstance(body, dict) or not body.get("startCountryCode") or not body.get("endCountryCode")
+                    or not isinstance(products, list) or len(products) != 1
+                    or not products[0].get("vid") or int(products[0].get("quantity") or 0) < 1):
+                raise _Reply(200, _cj_body(1600100, "Param error: startCountryCode, endCountryCode and one "
+                                                     "product {vid, quantity} required", None))
+            vid = str(products[0]["vid"])
+            with state.lock:
+                pid = state.cj_vids.get(vid)
+            options = None if pid is None else state.freight(CJ, pid, vid, str(body["endCountryCode"]))
+            if options is None:
+                raise _Reply(200, _cj_body(1600100, f"Param error: variant {vid} does not exist", None))
+            data = [{"logisticName": name, "logisticPrice": float(amount), "logisticPriceCn": float(amount) * 7,
+                     "logisticAging": "7-15", "taxesFee": 0} for name, amount in options]
             raise _Reply(200, _cj_body(200, "Success", data))
         if path == "/shopping/order/getOrderDetail" and method == "GET":
             if query.get("orderId"):
@@ -1070,13 +1230,19 @@ class _Admin:
         self._call("POST", "/_admin/reset", {"keep_config": keep_config})
 
     def requests(self) -> dict[str, Any]:
-        """``{"per_second": {provider: {epoch second: count}}, "product_requests": {provider: n}}``."""
+        """``{"per_second": {provider: {epoch second: count}}, "product_requests": {provider: n},
+        "freight_requests": {provider: n}}``."""
         return self._call("GET", "/_admin/requests")
 
     def product(self, provider: str, source_id: str) -> dict[str, Any] | None:
         """The fake's truth about a product (None: removed)."""
         query = urllib.parse.urlencode({"provider": provider, "id": source_id})
         return self._call("GET", f"/_admin/products?{query}")["product"]
+
+    def freight(self, provider: str, source_id: str, ref: str, country: str) -> str | None:
+        """The fake's cheapest freight of one unit of variant ``ref`` to ``country`` (None: no option)."""
+        query = urllib.parse.urlencode({"provider": provider, "id": source_id, "ref": ref, "country": country})
+        return self._call("GET", f"/_admin/freight?{query}")["amount"]
 
 
 class FakeSupplierServer(_Admin):
@@ -1144,10 +1310,19 @@ class FakeSupplierServer(_Admin):
 
     def requests(self) -> dict[str, Any]:
         return {"per_second": self.state.requests_per_second(),
-                "product_requests": dict(self.state.stats["product_requests"])}
+                "product_requests": dict(self.state.stats["product_requests"]),
+                "freight_requests": dict(self.state.stats["freight_requests"])}
 
     def product(self, provider: str, source_id: str) -> dict[str, Any] | None:
         return self.state.product(provider, source_id)
+
+    def freight(self, provider: str, source_id: str, ref: str, country: str) -> str | None:
+        return self.state.cheapest_freight(provider, source_id, ref, country)
+
+    def freight_log(self) -> list[dict[str, Any]]:
+        """The last freight requests' parameters, newest last."""
+        with self.state.lock:
+            return list(self.state.freight_log)
 
 
 class SupplierServerProcess(_Admin):

@@ -25,7 +25,8 @@ from connectors.suppliers.base import (
     SupplierProduct,
     Unavailable,
 )
-from connectors.suppliers.http import CircuitBreaker
+from connectors.suppliers.http import BusinessRejected, CircuitBreaker
+from models.freight import FreightOption
 from models.orders import Address, Customer, SupplierLine
 from tests.fakes.clients import PROVIDERS, make_adapter
 from tests.fakes.supplier_server import (
@@ -510,6 +511,193 @@ def test_cj_per_product_query_when_batches_are_off(fake: FakeSupplierServer) -> 
 
 
 # --------------------------------------------------------------------------- #
+# The contract: freight quotes (SupplierFreight; AliExpress and CJ, whose product
+# answers carry no shipping fee)
+# --------------------------------------------------------------------------- #
+
+FREIGHT_PROVIDERS = ["ALIEXPRESS", "CJ_DROPSHIPPING"]
+
+
+@pytest.fixture(params=FREIGHT_PROVIDERS)
+def freighter(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def freight_requests(fake: FakeSupplierServer, provider: str) -> int:
+    return int(fake.requests()["freight_requests"][provider])
+
+
+def quotes(
+    provider: str, fake: Any, ids: list[str], country: str = "US", **kw: Any
+) -> list[tuple[SupplierProduct, FreightOption | None]]:
+    """Each variant of ``ids`` fetched, then its freight to ``country`` quoted."""
+
+    async def body(adapter: Any) -> list[tuple[SupplierProduct, FreightOption | None]]:
+        products = await adapter.fetch_products(ids)
+        return [(p, await adapter.quote_freight(p.source_id, p.freight_ref, country)) for p in products]
+
+    return run(provider, fake, body, **kw)  # type: ignore[arg-type]
+
+
+def test_freight_is_the_cheapest_option_for_the_variant_and_country(freighter: str, fake: FakeSupplierServer) -> None:
+    got = quotes(freighter, fake, IDS[:4], country="DE")
+    assert len(got) > 4  # some products have several variants, each quoted
+    for product, option in got:
+        truth = fake.product(freighter, product.source_id)
+        assert truth is not None
+        # the id the freight call takes: AliExpress's SKU id (not the sku_attr), CJ's vid
+        assert product.freight_ref in {v["id"] for v in truth["variants"]}
+        assert option is not None and option.currency == "USD" and isinstance(option.amount, Decimal)
+        assert option.amount == Decimal(str(fake.freight(freighter, product.source_id, product.freight_ref, "DE")))
+    # the supplier lists the cheapest option anywhere but first: the adapter took the minimum
+    assert freight_requests(fake, freighter) == len(got)
+    sent = fake.freight_log()[-1]["request"]
+    last = got[-1][0]
+    if freighter == "ALIEXPRESS":
+        assert sent == {"productId": last.source_id, "selectedSkuId": last.freight_ref, "quantity": 1,
+                        "shipToCountry": "DE", "currency": "USD", "language": "en_US", "locale": "en_US"}
+    else:
+        assert sent == {"startCountryCode": "CN", "endCountryCode": "DE",
+                        "products": [{"quantity": 1, "vid": last.freight_ref}]}
+
+
+def test_freight_depends_on_the_country(freighter: str, fake: FakeSupplierServer) -> None:
+    us = [option for _, option in quotes(freighter, fake, IDS[:3], country="US")]
+    gb = [option for _, option in quotes(freighter, fake, IDS[:3], country="GB")]
+    assert us != gb and all(o is not None for o in us + gb)
+
+
+def test_freight_without_a_delivery_option_is_none(freighter: str, fake: FakeSupplierServer) -> None:
+    fake.configure(freight_overrides={IDS[11]: None, IDS[12]: "4.20"})
+    got = {p.source_id: option for p, option in quotes(freighter, fake, [IDS[11], IDS[12]])}
+    assert got[IDS[11]] is None
+    assert got[IDS[12]] is not None and got[IDS[12]].amount == Decimal("4.20")
+
+
+def test_freight_of_a_removed_product_is_refused_and_not_retried(freighter: str, fake: FakeSupplierServer) -> None:
+    async def body(adapter: Any) -> None:
+        [product, *_] = await adapter.fetch_products([IDS[13]])
+        fake.configure(removed_products=[IDS[13]])
+        with pytest.raises(BusinessRejected) as info:
+            await adapter.quote_freight(IDS[13], product.freight_ref, "US")
+        assert not info.value.retryable
+
+    run(freighter, fake, body)
+    assert freight_requests(fake, freighter) == 1
+
+
+def test_freight_retries_429_honouring_retry_after_then_500_gives_up(freighter: str, fake: FakeSupplierServer) -> None:
+    fake.configure(next_freight_failures=["429"], retry_after=1)
+    start = time.monotonic()
+    got = quotes(freighter, fake, [IDS[14]])
+    assert time.monotonic() - start >= 1.0  # waited the Retry-After before the second attempt
+    for product, option in got:
+        assert option is not None
+        assert option.amount == Decimal(str(fake.freight(freighter, IDS[14], product.freight_ref, "US")))
+    assert freight_requests(fake, freighter) == len(got) + 1  # the first quote asked twice
+
+    fake.reset()
+    fake.configure(next_freight_failures=["500", "500"])
+
+    async def body(adapter: Any) -> None:
+        [product, *_] = await adapter.fetch_products([IDS[14]])
+        with pytest.raises(OutcomeUnknown) as info:
+            await adapter.quote_freight(IDS[14], product.freight_ref, "US")  # read_attempts=2: both failed
+        assert getattr(info.value, "http_status", None) == 500
+
+    run(freighter, fake, body)
+    assert freight_requests(fake, freighter) == 2
+
+
+def test_freight_timeout_is_unknown_and_not_retried(freighter: str, fake: FakeSupplierServer) -> None:
+    fake.configure(next_freight_failures=["timeout"], timeout_sleep_s=1.5)
+
+    async def body(adapter: Any) -> float:
+        [product, *_] = await adapter.fetch_products([IDS[15]])
+        start = time.monotonic()
+        with pytest.raises(OutcomeUnknown):
+            await adapter.quote_freight(IDS[15], product.freight_ref, "US")
+        return time.monotonic() - start
+
+    assert run(freighter, fake, body) < 1.4  # the client's read timeout, not the server's sleep
+    assert freight_requests(fake, freighter) == 1
+
+
+def test_freight_with_bad_credentials_is_rejected_and_a_stopped_server_unavailable(freighter: str,
+                                                                                   fake: FakeSupplierServer) -> None:
+    async def bad(adapter: Any) -> None:
+        with pytest.raises(Rejected):
+            await adapter.quote_freight(IDS[16], "any-ref", "US")
+
+    run(freighter, fake, bad, creds=BAD)
+    assert fake.orders()["stats"]["auth_failures"] == 1
+    stopped = FakeSupplierServer().start()
+    stopped.stop()
+
+    async def down(adapter: Any) -> None:
+        with pytest.raises(Unavailable):
+            await adapter.quote_freight(IDS[16], "any-ref", "US")
+
+    run(freighter, stopped, down)
+
+
+def test_freight_failures_open_the_accounts_one_breaker(freighter: str, fake: FakeSupplierServer) -> None:
+    """Freight, product fetch and orders of an account share one circuit breaker."""
+    now = [1000.0]
+    breaker = CircuitBreaker(freighter, failure_threshold=3, cooldown_s=30.0, clock=lambda: now[0])
+
+    async def body(adapter: Any) -> FreightOption | None:
+        [product, *_] = await adapter.fetch_products([IDS[17]])
+        fake.configure(next_freight_failures=["500", "500", "500"])
+        for _ in range(3):
+            with pytest.raises(OutcomeUnknown):
+                await adapter.quote_freight(IDS[17], product.freight_ref, "US")
+        assert breaker.state == "open"
+        with pytest.raises(Unavailable, match="circuit open"):
+            await adapter.fetch_products([IDS[17]])
+        with pytest.raises(Unavailable, match="circuit open"):
+            await adapter.quote_freight(IDS[17], product.freight_ref, "US")
+        assert freight_requests(fake, freighter) == 3 and product_requests(fake, freighter) == 1
+        now[0] += 30.0
+        return await adapter.quote_freight(IDS[17], product.freight_ref, "US")  # the half-open probe
+
+    assert run(freighter, fake, body, breaker=breaker, read_attempts=1) is not None
+    assert breaker.state == "closed"
+
+
+def test_freight_shares_the_accounts_rate_limit_with_product_fetches(freighter: str, fake: FakeSupplierServer) -> None:
+    """5 requests/s, burst 1: product fetches and freight quotes of one account together
+    never exceed the rate plus the burst in any whole second at the fake."""
+    rate, burst = 5, 1
+
+    async def body(adapter: Any) -> float:
+        [product, *_] = await adapter.fetch_products([IDS[18]])  # the burst; CJ asks freight by a vid it showed
+        start = time.monotonic()
+        work = [adapter.fetch_products([f"6{n:08d}"]) for n in range(8)]
+        work += [adapter.quote_freight(IDS[18], product.freight_ref, "US") for _ in range(8)]
+        results = await asyncio.gather(*work)
+        assert all(r is not None for r in results[8:])
+        return time.monotonic() - start
+
+    elapsed = run(freighter, fake, body, rate_per_s=rate, burst=burst)
+    seen = fake.requests()
+    per_second = seen["per_second"][freighter]
+    assert (seen["product_requests"][freighter], seen["freight_requests"][freighter]) == (9, 8)
+    assert sum(per_second.values()) == 17
+    assert max(per_second.values()) <= rate + burst, per_second
+    assert len(per_second) >= 3, per_second
+    assert elapsed >= 16 / rate - 0.05  # the 16 calls after the burst waited for the bucket's tokens
+
+
+def test_spocket_quotes_no_freight_its_products_carry_their_shipping(fake: FakeSupplierServer) -> None:
+    adapter = make_adapter("SPOCKET", fake)
+    assert not hasattr(adapter, "quote_freight")
+    asyncio.run(adapter.aclose())
+    [product, *_] = fetch("SPOCKET", fake, [IDS[19]])
+    assert product.shipping_cost == Decimal(fake.product("SPOCKET", IDS[19])["shipping"])  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------- #
 # The fake itself
 # --------------------------------------------------------------------------- #
 
@@ -557,3 +745,10 @@ def test_fake_products_are_seeded_and_its_admin_speaks_http() -> None:
         assert sum(seen["per_second"]["SPOCKET"].values()) == 1
         with pytest.raises(RuntimeError, match="unknown keys"):
             proc.configure(product_overrides={"sp-3": {"colour": "red"}})
+        ae = proc.product("ALIEXPRESS", "ae-1")
+        assert ae is not None
+        ref = ae["variants"][0]["id"]
+        truth = SupplierState(FakeConfig(seed=5)).cheapest_freight("ALIEXPRESS", "ae-1", ref, "US")
+        assert truth is not None and proc.freight("ALIEXPRESS", "ae-1", ref, "US") == truth
+        proc.configure(freight_overrides={"ae-1": None})
+        assert proc.freight("ALIEXPRESS", "ae-1", ref, "US") is None

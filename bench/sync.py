@@ -24,7 +24,16 @@ and the same database:
 The sync's products/s is printed with its ratio to each. Results in
 bench/results/sync.json.
 
-    .venv/bin/python bench/sync.py [--stores 10] [--products 10000]
+Freight (``--freight``): the bench measures the steady state, where every
+AliExpress and CJ product has a fresh freight quote. ``seeded`` (default): the
+quotes of every product are written to the database's
+``supplier_freight_quotes`` before the sync (the fake's cheapest option, keyed
+as the syncer keys them), and the syncer keeps its quotes there: each page
+reads them in one query and asks the fake none (checked: the fake counts zero
+freight requests). ``off``: ``OPS_FREIGHT_LOOKUPS_PER_PAGE=0``, no quotes at
+all (shipping 0), as before quotes existed. The mode is printed and saved.
+
+    .venv/bin/python bench/sync.py [--stores 10] [--products 10000] [--freight seeded|off]
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +62,20 @@ sys.path.insert(0, str(ROOT))
 from connectors.broker import EmbeddedBroker  # noqa: E402
 from connectors.postgres.migrate import migrate  # noqa: E402
 from connectors.postgres.server import LocalPostgres  # noqa: E402
+from connectors.postgres.pool import create_pool  # noqa: E402
+from connectors.suppliers import aliexpress, cj  # noqa: E402
 from connectors.suppliers.registry import SupplierAccounts, build_catalogs  # noqa: E402
+from connectors.sync.pages import freight_want, pick  # noqa: E402
+from connectors.sync.quote_store import PostgresQuoteStore  # noqa: E402
+from models.freight import FreightKey, FreightQuote  # noqa: E402
 from tests.fakes.clients import supplier_env  # noqa: E402
-from tests.fakes.supplier_server import SupplierServerProcess  # noqa: E402
+from tests.fakes.supplier_server import (  # noqa: E402
+    FakeConfig,
+    SupplierServerProcess,
+    SupplierState,
+    _ae_product,
+    _cj_product,
+)
 from tests.harness import Worker, cli_publish, wait_for  # noqa: E402
 
 PROVIDERS = ["ALIEXPRESS", "CJ_DROPSHIPPING", "SPOCKET"]
@@ -81,6 +102,41 @@ def seed_snapshots(stores: list[str], products: int, providers: list[str]) -> li
                 for n in range(first, min(first + 500, products))
             ])
     return pages
+
+
+FAKE_SEED = 5
+COUNTRY = "US"  # the stores' ship_to_country (the setting's default)
+
+
+async def seed_quotes(dsn: str, products: int, providers: list[str]) -> int:
+    """A fresh freight quote for every AliExpress and CJ product the stores track, in
+    ``supplier_freight_quotes``: the fake's cheapest option, under the key the syncer
+    computes (the adapters' own parsing of the fake's answer, ``pick``, ``freight_want``)."""
+    truth = SupplierState(FakeConfig(seed=FAKE_SEED))
+    now = datetime.now(timezone.utc)
+    quotes: dict[FreightKey, FreightQuote] = {}
+    for n in range(products):
+        provider, source = provider_of(n, providers), source_id(n)
+        spec = truth.product(provider, source)
+        if provider == aliexpress.PROVIDER:
+            entries = aliexpress._products_of(source, _ae_product(source, spec), "USD")
+        elif provider == cj.PROVIDER:
+            entries = cj._products_of(source, _cj_product(spec))  # type: ignore[arg-type]
+        else:
+            continue  # Spocket's answer carries its shipping
+        entry = pick(entries, None)  # the bench's items are product-level (no variant id)
+        assert entry is not None and entry.freight_ref is not None
+        want = freight_want(provider, source, entry, COUNTRY)
+        amount = truth.cheapest_freight(provider, source, entry.freight_ref, COUNTRY)
+        quotes[want.key] = FreightQuote(None if amount is None else Decimal(amount), "USD", now, "seeded")
+    store = PostgresQuoteStore(await create_pool(dsn))
+    try:
+        keys = list(quotes)
+        for first in range(0, len(keys), 5000):
+            await store.put_many({k: quotes[k] for k in keys[first : first + 5000]})
+    finally:
+        await store.aclose()
+    return len(quotes)
 
 
 class Poll:
@@ -219,6 +275,9 @@ def main() -> None:
     parser.add_argument("--page-size", type=int, default=500, help="OPS_SYNC_PAGE_SIZE")
     parser.add_argument("--providers", default=",".join(PROVIDERS),
                         help="the suppliers the products are spread over, in turn (default: all three)")
+    parser.add_argument("--freight", choices=("seeded", "off"), default="seeded",
+                        help="seeded: every product's freight quote fresh in PostgreSQL before the sync (the steady "
+                             "state; no freight calls); off: OPS_FREIGHT_LOOKUPS_PER_PAGE=0")
     parser.add_argument("--keep", action="store_true", help="keep the logs and data directory")
     parser.add_argument("--profile", type=Path, default=None,
                         help="py-spy the worker, the syncer and the fake during the sync (raw stacks in this folder)")
@@ -233,13 +292,22 @@ def main() -> None:
     procs: list[Worker] = []
     result: dict[str, Any] = {"products": total, "stores": args.stores, "providers": providers,
                               "page_size": args.page_size, "syncer_concurrency": args.concurrency,
-                              "fetch_concurrency": args.fetch_concurrency, "load_before": os.getloadavg(),
+                              "fetch_concurrency": args.fetch_concurrency, "freight": args.freight,
+                              "load_before": os.getloadavg(),
                               "at": datetime.now(timezone.utc).isoformat()}
     try:
         broker.start()
         pg.start()
         asyncio.run(migrate(pg.dsn))
-        with SupplierServerProcess(seed=5, extra_args=["--keep-alive"]) as fake:
+        if args.freight == "seeded":
+            seeded = asyncio.run(seed_quotes(pg.dsn, args.products, providers))
+            freight_env = {"OPS_DATABASE_URL": pg.dsn}
+            print(f"freight: {seeded:,} quotes seeded fresh in PostgreSQL; the syncer reads them per page and "
+                  "asks the supplier none (steady state)", flush=True)
+        else:
+            freight_env = {"OPS_FREIGHT_LOOKUPS_PER_PAGE": "0"}
+            print("freight: off (OPS_FREIGHT_LOOKUPS_PER_PAGE=0): no quotes, shipping 0", flush=True)
+        with SupplierServerProcess(seed=FAKE_SEED, extra_args=["--keep-alive"]) as fake:
             env = {
                 **supplier_env(fake, read_timeout=10),
                 "OPS_ALIEXPRESS_RATE_PER_S": LIFTED, "OPS_CJ_RATE_PER_S": LIFTED, "OPS_SPOCKET_RATE_PER_S": LIFTED,
@@ -249,7 +317,7 @@ def main() -> None:
                             OPS_SYNC_PAGE_SIZE=str(args.page_size)).start()
             procs.append(worker)
             procs.append(Worker(broker, tmp, name="syncer", command="syncer", OPS_SYNCER_METRICS_PORT="0",
-                                OPS_SYNCER_CONCURRENCY=str(args.concurrency), **env).start())
+                                OPS_SYNCER_CONCURRENCY=str(args.concurrency), **env, **freight_env).start())
             procs.append(Worker(broker, tmp, name="recorder", command="recorder", OPS_DATABASE_URL=pg.dsn,
                                 OPS_RECORDER_METRICS_PORT="0").start())
             worker.wait_ready(60)
@@ -292,10 +360,14 @@ def main() -> None:
             runs_ms = poll("SELECT (EXTRACT(EPOCH FROM max(completed_at) - min(started_at)) * 1000)::bigint"
                            " FROM sync_logs WHERE run_id = ANY($1::text[])", run_ids)
             rate = total / elapsed
-            requests = fake.requests()["product_requests"]
+            asked = fake.requests()
+            requests, freight_requests = asked["product_requests"], asked["freight_requests"]
             poll.close()
+            # The steady state asks no freight: a lookup here would mean the seeded keys are not the syncer's.
+            assert not any(freight_requests.values()), freight_requests
             print(f"sync: {total:,} products, {args.stores} stores, {', '.join(providers)}, into PostgreSQL: "
-                  f"{elapsed:.1f} s, {rate:,.0f} products/s (supplier requests {requests})", flush=True)
+                  f"{elapsed:.1f} s, {rate:,.0f} products/s (supplier requests {requests}; freight {args.freight}, "
+                  f"freight requests {sum(freight_requests.values())})", flush=True)
             print("  recorded by then: " + " ".join(f"{t:.0f}s:{n // 1000}k" for t, n in trace[::max(1, len(trace) // 15)]))
             print(f"  every run ended {runs_ms / 1000:.1f} s after the first started (the engine's clock)")
             print("  CPU s in the sync: " + ", ".join(f"{n} {s:.1f}" for n, s in cpu.items())

@@ -40,7 +40,8 @@ REQUIRED: dict[str, dict[str, str]] = {
         "OPS_BROKER_URL": "the default is 127.0.0.1:9092, nothing in a container",
         "OPS_REPLICATION": "the default 1 loses data with a broker; the stack has three",
         "OPS_PARTITIONS": "every process must agree (co-partitioned topics and tables)",
-        "OPS_DATABASE_URL": "the executor and notifier record there; /health checks it",
+        "OPS_DATABASE_URL": "the executor and notifier record there, the syncer keeps freight quotes there; "
+                            "/health checks it",
         "OPS_PRODUCER_IDEMPOTENCE": "real Kafka: on (the default is off for the embedded broker)",
     },
     "worker": {

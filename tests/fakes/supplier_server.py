@@ -235,39 +235,35 @@ class SupplierState:
         with self.lock:
             return {p: {str(sec): n for sec, n in sorted(c.items())} for p, c in self.per_second.items()}
 
+    def _draw(self, provider: str, forced: list[str], rate: float, injected: str) -> str | None:
+        """The read failure to inject: the next forced one, else one drawn at ``rate``
+        (for the providers that may fail); counted in ``stats[injected]``. Under the lock."""
+        cfg = self.config
+        if forced:
+            kind: str | None = forced.pop(0)
+        elif cfg.failure_providers is not None and provider not in cfg.failure_providers:
+            kind = None
+        elif rate > 0 and self.rng.random() < rate:
+            kind = self.rng.choice(READ_KINDS)
+        else:
+            kind = None
+        if kind:
+            self.stats[injected][kind] += 1
+        return kind
+
     def next_read_failure(self, provider: str) -> str | None:
         with self.lock:
-            cfg = self.config
             self.stats["product_requests"][provider] += 1
-            if cfg.next_read_failures:
-                kind: str | None = cfg.next_read_failures.pop(0)
-            elif cfg.failure_providers is not None and provider not in cfg.failure_providers:
-                kind = None
-            elif cfg.read_failure_rate > 0 and self.rng.random() < cfg.read_failure_rate:
-                kind = self.rng.choice(READ_KINDS)
-            else:
-                kind = None
-            if kind:
-                self.stats["read_failures_injected"][kind] += 1
-            return kind
+            cfg = self.config
+            return self._draw(provider, cfg.next_read_failures, cfg.read_failure_rate, "read_failures_injected")
 
     def next_freight_failure(self, provider: str, request: dict[str, Any]) -> str | None:
         """Count a freight request (and keep its parameters); the failure to inject, if any."""
         with self.lock:
-            cfg = self.config
             self.stats["freight_requests"][provider] += 1
             self.freight_log = self.freight_log[-99:] + [{"provider": provider, "request": request}]
-            if cfg.next_freight_failures:
-                kind: str | None = cfg.next_freight_failures.pop(0)
-            elif cfg.failure_providers is not None and provider not in cfg.failure_providers:
-                kind = None
-            elif cfg.freight_failure_rate > 0 and self.rng.random() < cfg.freight_failure_rate:
-                kind = self.rng.choice(READ_KINDS)
-            else:
-                kind = None
-            if kind:
-                self.stats["freight_failures_injected"][kind] += 1
-            return kind
+            cfg = self.config
+            return self._draw(provider, cfg.next_freight_failures, cfg.freight_failure_rate, "freight_failures_injected")
 
     def freight(self, provider: str, source_id: str, ref: str, country: str) -> list[tuple[str, str]] | None:
         """The delivery options (service, amount) of one unit of variant ``ref`` of the
@@ -664,22 +660,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _inject_read(self, provider: str, error_body: Any) -> None:
         """Apply the read failure plan to a product read (raises for a failure)."""
-        state = self.server.state
-        kind = state.next_read_failure(provider)
-        if kind == "500":
-            raise _Reply(500, error_body)
-        if kind == "429":
-            after = state.config.retry_after
-            seconds = str(int(after)) if float(after).is_integer() else str(after)
-            raise _Reply(429, {"error": "too_many_requests", "message": "Too Many Requests"}, {"Retry-After": seconds})
-        if kind == "timeout":
-            time.sleep(state.config.timeout_sleep_s)
-            raise _Reply(504, error_body)
+        self._fail_read(self.server.state.next_read_failure(provider), error_body)
 
     def _inject_freight(self, provider: str, request: dict[str, Any], error_body: Any) -> None:
         """Count a freight request and apply the freight failure plan (raises for a failure)."""
+        self._fail_read(self.server.state.next_freight_failure(provider, request), error_body)
+
+    def _fail_read(self, kind: str | None, error_body: Any) -> None:
         state = self.server.state
-        kind = state.next_freight_failure(provider, request)
         if kind == "500":
             raise _Reply(500, error_body)
         if kind == "429":

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
@@ -24,6 +23,7 @@ from models.freight import FreightKey, FreightQuote
 from models.sync import SyncItem, SyncJob
 from tests.fakes.clients import make_adapter
 from tests.fakes.supplier_server import FakeSupplierServer
+from tests.integration.test_sync_end_to_end import database
 
 AE, CJ = "ALIEXPRESS", "CJ_DROPSHIPPING"
 DAY = 86400.0
@@ -167,14 +167,7 @@ def test_quotes_in_postgresql_outlive_the_process_and_a_newer_one_wins(fake: Fak
     asked = fake.requests()["freight_requests"]
     assert asked[AE] == len(AE_IDS) and asked[CJ] == len(CJ_IDS)
 
-    async def rows() -> list[Any]:
-        conn = await asyncpg.connect(pg_dsn)
-        try:
-            return list(await conn.fetch("SELECT * FROM supplier_freight_quotes ORDER BY provider, source_id"))
-        finally:
-            await conn.close()
-
-    stored = asyncio.run(rows())
+    stored = database(pg_dsn, "SELECT * FROM supplier_freight_quotes ORDER BY provider, source_id")
     assert len(stored) == len(AE_IDS) + len(CJ_IDS)
     assert {(r["source_id"], r["amount"]) for r in stored} == {
         (s, truth(fake, AE if s in AE_IDS else CJ, s, "GB")) for s in AE_IDS + CJ_IDS}

@@ -7,17 +7,15 @@ with PostgreSQL the quotes survive a restart of the syncer."""
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-
-import asyncpg
 
 from tests.fakes.clients import supplier_env
 from tests.fakes.supplier_server import FakeSupplierServer
 from tests.harness import Worker, cli_publish, read_json, wait_for
 from tests.integration.test_sync import STORE, now, product, run_sync
+from tests.integration.test_sync_end_to_end import database
 
 AE, CJ, SP = "ALIEXPRESS", "CJ_DROPSHIPPING", "SPOCKET"
 #: (product_id, provider, source id, the fake's cheapest freight for it): pages of 4 items,
@@ -131,14 +129,7 @@ def test_quotes_in_postgresql_survive_a_syncer_restart_for_the_stores_country(  
         assert {r["request"].get("shipToCountry") or r["request"].get("endCountryCode") for r in fake.freight_log()} \
             == {"DE"}
 
-        async def rows() -> list[Any]:
-            conn = await asyncpg.connect(pg_dsn)
-            try:
-                return list(await conn.fetch("SELECT provider, source_id, country, amount FROM supplier_freight_quotes"))
-            finally:
-                await conn.close()
-
-        stored = asyncio.run(rows())
+        stored = database(pg_dsn, "SELECT provider, source_id, country, amount FROM supplier_freight_quotes")
         assert len(stored) == len(freight) and {r["country"] for r in stored} == {"DE"}
 
         # A crash of the syncer, another in its place: it asks no freight again and the

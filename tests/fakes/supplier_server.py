@@ -75,6 +75,7 @@ import hmac
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -156,8 +157,8 @@ class FakeConfig:
         if not 0.0 <= self.freight_failure_rate <= 1.0:
             raise ValueError("freight_failure_rate must be in [0, 1]")
         for pid, amount in self.freight_overrides.items():
-            if amount is not None:
-                Decimal(str(amount))  # raises for a bad amount
+            if amount is not None and not re.fullmatch(r"\d{1,9}\.\d{2}", str(amount)):
+                raise ValueError(f"freight_overrides[{pid!r}]: {amount!r} is not an amount like 4.20")
         self.removed_products = [str(p) for p in self.removed_products]
         for pid, override in self.product_overrides.items():
             unknown = set(override) - {"stock", "price", "shipping"}

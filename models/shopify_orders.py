@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from models.webhooks import InboundWebhook, WebhookSource, dedup_key
+from models.webhooks import InboundWebhook, WebhookSource, shop_webhook
 
 
 def _tail(gid: Any) -> int | str | None:
@@ -112,16 +112,8 @@ def rest_fulfillment(order_id: Any, fulfillment: dict[str, Any]) -> dict[str, An
 
 
 def _hook(shop: str, topic: str, delivery: str, body: dict[str, Any], received_at: datetime) -> InboundWebhook:
-    return InboundWebhook(
-        source=WebhookSource.SHOPIFY,
-        topic=topic,
-        delivery_id=delivery,
-        dedup_key=dedup_key(WebhookSource.SHOPIFY, delivery, shop_domain=shop),
-        shop_domain=shop,
-        headers={"x-shopify-topic": topic, "x-shopify-shop-domain": shop},
-        body=orjson.dumps(body).decode(),
-        received_at=received_at,
-    )
+    headers = {"x-shopify-topic": topic, "x-shopify-shop-domain": shop}
+    return shop_webhook(WebhookSource.SHOPIFY, shop, topic, delivery, headers, orjson.dumps(body).decode(), received_at)
 
 
 def webhooks_of(shop: str, node: dict[str, Any], received_at: datetime) -> list[InboundWebhook]:

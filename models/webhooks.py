@@ -462,6 +462,26 @@ def dedup_key(
     return f"supplier:{provider}:{delivery_id}"
 
 
+def shop_webhook(
+    source: WebhookSource, shop: str, topic: str | None, delivery_id: str, headers: dict[str, str], body: str,
+    received_at: Any,
+) -> InboundWebhook:
+    """The record of a storefront's webhook (SHOPIFY: ``shop`` the shop domain;
+    WOOCOMMERCE: the site's host), built the one way for what the ingress
+    stores of a delivery and what the reconciliation stores of a pulled order
+    (models/shopify_orders.py, models/woocommerce_orders.py)."""
+    return InboundWebhook(
+        source=source,
+        topic=topic,
+        delivery_id=delivery_id,
+        dedup_key=dedup_key(source, delivery_id, shop_domain=shop),
+        shop_domain=shop,
+        headers=headers,
+        body=body,
+        received_at=received_at,
+    )
+
+
 def select_headers(
     headers: Mapping[str, str], names: Sequence[str], never: frozenset[str] = SECRET_HEADERS
 ) -> dict[str, str]:

@@ -85,6 +85,7 @@ from models.webhooks import (
     dedup_key,
     safe_id,
     select_headers,
+    shop_webhook,
     shopify_delivery_id,
     stripe_delivery_id,
     is_woocommerce_ping,
@@ -336,16 +337,7 @@ class Ingress:
         headers["x-shopify-shop-domain"] = shop
         if topic is not None:
             headers["x-shopify-topic"] = topic
-        return InboundWebhook(
-            source=WebhookSource.SHOPIFY,
-            topic=topic,
-            delivery_id=delivery,
-            dedup_key=dedup_key(WebhookSource.SHOPIFY, delivery, shop_domain=shop),
-            shop_domain=shop,
-            headers=headers,
-            body=body.decode("utf-8"),
-            received_at=self._now(),
-        )
+        return shop_webhook(WebhookSource.SHOPIFY, shop, topic, delivery, headers, body.decode("utf-8"), self._now())
 
     # -- WooCommerce ------------------------------------------------------------------
     async def woocommerce(self, request: Request, seen: Seen) -> InboundWebhook | None:
@@ -390,16 +382,8 @@ class Ingress:
         headers = select_headers(request.headers, WOOCOMMERCE_HEADERS)
         if topic is not None:
             headers["x-wc-webhook-topic"] = topic
-        return InboundWebhook(
-            source=WebhookSource.WOOCOMMERCE,
-            topic=topic,
-            delivery_id=delivery,
-            dedup_key=dedup_key(WebhookSource.WOOCOMMERCE, delivery, shop_domain=site),
-            shop_domain=site,
-            headers=headers,
-            body=body.decode("utf-8"),
-            received_at=self._now(),
-        )
+        return shop_webhook(WebhookSource.WOOCOMMERCE, site, topic, delivery, headers, body.decode("utf-8"),
+                            self._now())
 
     # -- Stripe -----------------------------------------------------------------------
     async def stripe(self, request: Request, seen: Seen) -> InboundWebhook:

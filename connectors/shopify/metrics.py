@@ -20,12 +20,3 @@ THROTTLE_WAIT_SECONDS = Histogram(
     "Time a request waited for the shop's cost bucket before it was sent (0 when it had the points)",
     buckets=(0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-RECONCILE_RUNS = Counter(
-    "ops_shopify_reconcile_runs_total",
-    "Pulls of a shop's updated orders by the reconciliation, by result (OK, FAILED)",
-    ["result"],
-)
-RECONCILED_ORDERS = Counter(
-    "ops_shopify_reconciled_orders_total",
-    "Orders the reconciliation pulled and published as webhooks (most are duplicates the router drops)",
-)

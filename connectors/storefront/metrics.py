@@ -36,3 +36,14 @@ CATALOGUE_VARIANTS = Gauge(
     "ops_storefront_catalogue_variants",
     "Store products the storefront process can map to a storefront variant (read from catalog.variants)",
 )
+RECONCILE_RUNS = Counter(
+    "ops_storefront_reconcile_runs_total",
+    "Pulls of a shop's (site's) modified orders by the reconciliation, by platform and result (OK, FAILED)",
+    ["platform", "result"],
+)
+RECONCILED_ORDERS = Counter(
+    "ops_storefront_reconciled_orders_total",
+    "Orders the reconciliation pulled and published as webhooks, by platform "
+    "(most are duplicates the router drops)",
+    ["platform"],
+)

@@ -24,9 +24,9 @@ without an account (``NO_ACCOUNT``) and of products the catalogue does not map
 The catalogue (``catalog.variants``) is read in full by every storefront
 process before the first push (connectors/storefront/catalogue.py).
 
-With ``OPS_DATABASE_URL``, the process also reconciles the Shopify shops'
-orders (connectors/shopify/reconcile.py): lost webhooks are pulled and
-published on ``webhooks.inbound``.
+With ``OPS_DATABASE_URL``, the process also reconciles the stores' orders
+(connectors/storefront/reconcile.py; Shopify shops and WooCommerce sites):
+lost webhooks are pulled and published on ``webhooks.inbound``.
 """
 
 from __future__ import annotations
@@ -44,12 +44,15 @@ from pydantic import ValidationError
 
 from connectors.consumers import backoff, commit, group_consumer
 from connectors.postgres.pool import create_pool
-from connectors.shopify.reconcile import reconcile_loop
+from connectors.shopify import reconcile as shopify_reconcile
 from connectors.shopify.storefront import ShopifyStorefront
 from connectors.storefront import metrics
 from connectors.storefront.base import PushOutcome, Storefront, build_storefront
 from connectors.storefront.catalogue import CatalogueIndex, follow
+from connectors.storefront.reconcile import Target, reconcile_loop
 from connectors.storefront.settings import StorefrontSettings
+from connectors.woocommerce import reconcile as woocommerce_reconcile
+from connectors.woocommerce.storefront import WooCommerceStorefront
 from models.events import DeadLetter, DeadLetterReason, InventoryChange
 from models.orders import StorefrontCommand
 from models.webhooks import InboundWebhook, message_key
@@ -162,6 +165,21 @@ def storefronts_of(accounts: Mapping[str, Any]) -> dict[str, Storefront]:
     return {store_id: build_storefront(store_id, account) for store_id, account in accounts.items()}
 
 
+def reconcile_targets(storefronts: Mapping[str, Storefront], settings: StorefrontSettings) -> list[Target]:
+    """The shops to reconcile, through their adapters' clients (one rate limit per shop)."""
+    targets = []
+    for storefront in storefronts.values():
+        if isinstance(storefront, ShopifyStorefront):
+            targets.append(shopify_reconcile.target(
+                storefront.client, interval_s=settings.shopify_reconcile_interval_s,
+                lookback_s=settings.shopify_reconcile_lookback_s))
+        elif isinstance(storefront, WooCommerceStorefront):
+            targets.append(woocommerce_reconcile.target(
+                storefront.client, interval_s=settings.woocommerce_reconcile_interval_s,
+                lookback_s=settings.woocommerce_reconcile_lookback_s))
+    return targets
+
+
 async def run_storefront(
     settings: Settings,
     storefront_settings: StorefrontSettings,
@@ -185,7 +203,7 @@ async def run_storefront(
     pool = None
     reconciler: asyncio.Task[None] | None = None
     try:
-        shops = [sf.client for sf in storefronts.values() if isinstance(sf, ShopifyStorefront)]
+        shops = reconcile_targets(storefronts, storefront_settings)
         if shops and settings.database_url:
             pool = await create_pool(settings.database_url, max_size=2)
 
@@ -194,12 +212,9 @@ async def run_storefront(
                 for future in futures:
                     await future
 
-            reconciler = asyncio.create_task(reconcile_loop(
-                pool, shops, publish, stop, interval_s=storefront_settings.shopify_reconcile_interval_s,
-                lookback_s=storefront_settings.shopify_reconcile_lookback_s,
-            ))
+            reconciler = asyncio.create_task(reconcile_loop(pool, shops, publish, stop))
         elif shops:
-            log.warning("OPS_DATABASE_URL is not set: the Shopify reconciliation (lost webhooks) is off")
+            log.warning("OPS_DATABASE_URL is not set: the reconciliation of the stores' orders (lost webhooks) is off")
         while not catalogue_ready.is_set() and not stop.is_set():
             if follower.done():
                 follower.result()  # raises what stopped it

@@ -1,4 +1,5 @@
-"""Settings of the storefront process (``ops-engine storefront``, ``ops-engine shopify ...``).
+"""Settings of the storefront process (``ops-engine storefront``, ``ops-engine shopify ...``,
+``ops-engine woocommerce ...``).
 
 Apart from streams/settings.py, like the notifier's: a worker must not fail to
 start over a storefront setting.
@@ -77,6 +78,16 @@ class StorefrontSettings(secrets_file.SecretsFileSettings):
     shopify_reconcile_lookback_s: float = Field(
         86400.0, ge=1, description="how far back the first pull of a shop reaches, s"
     )
+    woocommerce_reconcile_interval_s: float = Field(
+        900.0, ge=1, description="s between pulls of each WooCommerce site's modified orders (needs OPS_DATABASE_URL)"
+    )
+    woocommerce_reconcile_lookback_s: float = Field(
+        86400.0, ge=1, description="how far back the first pull of a WooCommerce site reaches, s"
+    )
     public_url: str | None = Field(
-        None, description="the engine's public base URL; webhooks are registered at PUBLIC_URL/webhooks/shopify"
+        None,
+        description=(
+            "the engine's public base URL; webhooks are registered at PUBLIC_URL/webhooks/shopify "
+            "and PUBLIC_URL/webhooks/woocommerce"
+        ),
     )

@@ -15,7 +15,14 @@ Retries: the batch updates set absolute values and the status update sets a
 status, so repeating them is harmless: they are retried on 429 and 5xx
 (``read_with_retries``, jittered backoff, Retry-After honoured). Adding a note
 is not idempotent at WooCommerce, so :meth:`add_order_note` makes one attempt;
-the adapter makes it idempotent by listing the notes first.
+the adapter makes it idempotent by listing the notes first. The same for
+creating a webhook (:meth:`create_webhook`: one attempt; the registration
+lists the site's webhooks first), while :meth:`update_webhook` sets values and
+is retried.
+
+Collections (the orders the reconciliation pulls, the webhooks) are read a
+page at a time (:meth:`page`, retried), with the ``X-WP-Total`` and
+``X-WP-TotalPages`` counts WordPress sends along.
 
 Batch answers carry an outcome per item: ``{"update": [{...the product...} |
 {"id": 7, "error": {"code", "message", "data": {"status"}}}]}``; they are
@@ -27,6 +34,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -39,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: WooCommerce refuses a batch of more than 100 objects (``woocommerce_rest_batch_items_limit``).
 BATCH_LIMIT = 100
+#: The most items WordPress returns in one page of a collection (``per_page`` is 1..100).
+PER_PAGE = 100
 _SECRET_IN_URL = re.compile(r"(consumer_secret=)[^&\s\"']+")
 
 
@@ -60,6 +70,22 @@ def _mask_query_secrets() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _MaskQuerySecret) for f in logger.filters):
             logger.addFilter(_MaskQuerySecret())
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a collection and WordPress's counts of the whole collection."""
+
+    items: list[dict[str, Any]]
+    total: int | None
+    total_pages: int | None
+
+
+def _count(value: str | None) -> int | None:
+    try:
+        return max(0, int(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def item_error(item: Mapping[str, Any]) -> str | None:
@@ -103,15 +129,31 @@ class WooCommerceClient:
             _mask_query_secrets()
             self._params = {"consumer_key": key, "consumer_secret": secret}
 
-    async def _call(self, method: str, path: str, json: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+    async def _answer(
+        self, method: str, path: str, json: Any = None, params: Mapping[str, Any] | None = None
+    ) -> tuple[Any, httpx.Headers]:
         response = await self.http.request(method, path, json=json, params={**(params or {}), **self._params})
-        return json_body(response)
+        return json_body(response), response.headers
+
+    async def _call(self, method: str, path: str, json: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+        return (await self._answer(method, path, json=json, params=params))[0]
 
     async def _retried(self, method: str, path: str, json: Any = None, params: Mapping[str, Any] | None = None) -> Any:
         return await read_with_retries(
             lambda: self._call(method, path, json=json, params=params),
             attempts=self.attempts, base_delay=self.base_delay,
         )
+
+    async def page(self, path: str, params: Mapping[str, Any]) -> Page:
+        """One page of a collection (``GET``, retried): its items and the
+        ``X-WP-Total`` / ``X-WP-TotalPages`` WordPress sends with it (None when absent)."""
+        body, headers = await read_with_retries(
+            lambda: self._answer("GET", path, params=params), attempts=self.attempts, base_delay=self.base_delay,
+        )
+        if not isinstance(body, list):
+            raise Rejected(f"GET {path} of {self.account.site} answered no list")
+        return Page([i for i in body if isinstance(i, dict)], _count(headers.get("X-WP-Total")),
+                    _count(headers.get("X-WP-TotalPages")))
 
     # -- products -------------------------------------------------------------------
     async def _batch_update(self, path: str, updates: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -149,6 +191,26 @@ class WooCommerceClient:
 
     async def set_order_status(self, order_id: str | int, status: str) -> dict[str, Any]:
         return dict(await self._retried("PUT", f"/orders/{int(order_id)}", json={"status": status}))
+
+    # -- webhooks -------------------------------------------------------------------
+    async def webhooks(self) -> list[dict[str, Any]]:
+        """Every webhook of the site, whatever its status, with its secret (``context=edit``)."""
+        found: list[dict[str, Any]] = []
+        number = 1
+        while True:
+            page = await self.page("/webhooks", {"per_page": PER_PAGE, "page": number, "context": "edit"})
+            found.extend(page.items)
+            if len(page.items) < PER_PAGE or (page.total_pages is not None and number >= page.total_pages):
+                return found
+            number += 1
+
+    async def create_webhook(self, webhook: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /webhooks``: one attempt (a repeat would create a second webhook)."""
+        return dict(await self._call("POST", "/webhooks", json=dict(webhook)))
+
+    async def update_webhook(self, webhook_id: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """``PUT /webhooks/{id}``: sets values, so it is retried."""
+        return dict(await self._retried("PUT", f"/webhooks/{int(webhook_id)}", json=dict(fields)))
 
     async def aclose(self) -> None:
         await self.http.aclose()

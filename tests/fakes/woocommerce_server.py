@@ -12,8 +12,24 @@ the REST API v3 (``/wp-json/wc/v3``) the storefront push uses.
 * ``GET /orders/{id}``, ``PUT /orders/{id}`` (``status``),
   ``GET /orders/{id}/notes``, ``POST /orders/{id}/notes`` (``note``,
   ``customer_note``); unknown order: 404 ``woocommerce_rest_shop_order_invalid_id``.
+* ``GET /orders`` (the collection): ``modified_after`` / ``modified_before``
+  (ISO 8601; compared with ``date_modified_gmt`` when ``dates_are_gmt`` is
+  true, else with the site's local ``date_modified``: the fake site's clock is
+  :data:`LOCAL_OFFSET` ahead of GMT, as a site's timezone makes it),
+  ``orderby`` (``modified``, ``date``, ``id``), ``order``, ``per_page``
+  (1..100, else 400 ``rest_invalid_param``) and ``page``, with the
+  ``X-WP-Total`` / ``X-WP-TotalPages`` headers. Every order has
+  ``date_modified``/``date_modified_gmt`` (``touch_order`` moves them to now,
+  as an edit does); ``on_orders_page`` is called after each page is served
+  (a test changes the orders mid-pull there).
+* ``GET /webhooks`` (``per_page``, ``page``, ``status``; the ``secret`` only
+  with ``context=edit``, as WooCommerce's schema says), ``POST /webhooks``
+  (``name``, ``topic``: ``{coupon|customer|order|product}.{created|updated|
+  deleted|restored}`` or ``action.*``; ``delivery_url``: http(s); ``secret``;
+  ``status``: 201 with the webhook), ``PUT /webhooks/{id}`` (unknown: 400
+  ``woocommerce_rest_shop_webhook_invalid_id``; a bad status or topic: 400).
 
-Authentication: HTTP Basic with the consumer key and secret, or
+Authentication, on every route: HTTP Basic with the consumer key and secret, or
 ``consumer_key`` / ``consumer_secret`` in the query; anything else is a 401
 ``woocommerce_rest_cannot_view``. Each request is recorded (method, path,
 query without the secret, body, which auth) and every write too;
@@ -25,6 +41,9 @@ In a test::
     with FakeWooCommerce(products={93: {...}}, variations={22: {23: {...}}}, orders={727: {...}}) as fake:
         fake.api_url      # http://127.0.0.1:PORT/wp-json/wc/v3
         fake.writes       # [{"method", "path", "body"}]
+        fake.add_order(728, modified=..., **order)   # another order (modified at that time)
+        fake.touch_order(727, status="completed")    # edited in the shop: modified now
+        fake.webhooks_list()                         # the site's webhooks, with their secrets
 """
 
 from __future__ import annotations
@@ -33,8 +52,11 @@ import base64
 import copy
 import itertools
 import json
+import math
+import secrets
 import threading
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -42,6 +64,53 @@ from urllib.parse import parse_qs, urlsplit
 API = "/wp-json/wc/v3"
 BATCH_LIMIT = 100
 STOCK_STATUSES = ("instock", "outofstock", "onbackorder")
+#: The fake site's timezone: its local dates (``date_modified``) are this far ahead of GMT.
+LOCAL_OFFSET = timedelta(hours=2)
+WEBHOOK_RESOURCES = ("coupon", "customer", "order", "product")
+WEBHOOK_EVENTS = ("created", "updated", "deleted", "restored")
+WEBHOOK_STATUSES = ("active", "paused", "disabled")
+_WC_DATE = "%Y-%m-%dT%H:%M:%S"
+
+
+def wc_date(at: datetime) -> str:
+    """A GMT time as WooCommerce writes ``*_gmt`` dates."""
+    return at.astimezone(timezone.utc).strftime(_WC_DATE)
+
+
+def _parse_date(value: str, name: str) -> datetime:
+    """An ISO 8601 query date (rest_parse_date): naive, ``Z`` or an offset."""
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise _error(400, "rest_invalid_param", f"Invalid parameter(s): {name}") from None
+    return parsed.replace(tzinfo=None) if parsed.tzinfo is None else parsed.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _int_param(query: dict[str, list[str]], name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = (query.get(name) or [str(default)])[-1]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _error(400, "rest_invalid_param", f"Invalid parameter(s): {name}") from None
+    if value < low or (high is not None and value > high):
+        raise _error(400, "rest_invalid_param", f"Invalid parameter(s): {name}")
+    return value
+
+
+def _one_of(query: dict[str, list[str]], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (query.get(name) or [default])[-1]
+    if value not in allowed:
+        raise _error(400, "rest_invalid_param", f"Invalid parameter(s): {name}")
+    return value
+
+
+def _paged(items: list[dict[str, Any]], query: dict[str, list[str]]) -> _Reply:
+    """One page of a collection, with WordPress's X-WP-Total and X-WP-TotalPages."""
+    per_page = _int_param(query, "per_page", 10, 1, 100)
+    page = _int_param(query, "page", 1, 1)
+    start = (page - 1) * per_page
+    headers = {"X-WP-Total": str(len(items)), "X-WP-TotalPages": str(math.ceil(len(items) / per_page))}
+    return _Reply(200, copy.deepcopy(items[start:start + per_page]), headers)
 
 
 class _Reply(Exception):
@@ -69,6 +138,12 @@ def _check_item(item: dict[str, Any]) -> None:
         raise _error(400, "rest_invalid_param", "Invalid parameter(s): update[stock_status] is not one of instock, outofstock, onbackorder.")
 
 
+def _valid_topic(topic: str) -> bool:
+    """wc_is_webhook_valid_topic: ``action.*``, or a known resource and event."""
+    resource, _, event = topic.partition(".")
+    return (resource == "action" and bool(event)) or (resource in WEBHOOK_RESOURCES and event in WEBHOOK_EVENTS)
+
+
 class FakeWooCommerce:
     def __init__(
         self,
@@ -85,13 +160,18 @@ class FakeWooCommerce:
             int(p): {int(k): {"id": int(k), "parent_id": int(p), **v} for k, v in items.items()}
             for p, items in (variations or {}).items()
         }
-        self.orders = {int(k): {"id": int(k), "status": "processing", "line_items": [], **v} for k, v in (orders or {}).items()}
-        self.notes: dict[int, list[dict[str, Any]]] = {k: [] for k in self.orders}
+        self.orders: dict[int, dict[str, Any]] = {}
+        self.notes: dict[int, list[dict[str, Any]]] = {}
+        self.webhooks: dict[int, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self.writes: list[dict[str, Any]] = []
         self.fail_next: list[str] = []
+        self.on_orders_page: Callable[[int], None] | None = None
+        self.total_headers = True  # False: no X-WP-Total(Pages) on the orders list (as behind some proxies)
         self._ids = itertools.count(1001)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        for k, v in (orders or {}).items():
+            self.add_order(int(k), **v)
         fake = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -103,9 +183,13 @@ class FakeWooCommerce:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 try:
-                    status, body, headers = 200, fake.handle(self.command, self.path, dict(self.headers), raw), {}
+                    answer = fake.handle(self.command, self.path, dict(self.headers), raw)
                 except _Reply as reply:
-                    status, body, headers = reply.status, reply.body, reply.headers
+                    answer = reply
+                if isinstance(answer, _Reply):
+                    status, body, headers = answer.status, answer.body, answer.headers
+                else:
+                    status, body, headers = 200, answer, {}
                 payload = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -143,6 +227,53 @@ class FakeWooCommerce:
     def order_notes(self, order_id: int) -> list[dict[str, Any]]:
         with self._lock:
             return copy.deepcopy(self.notes[order_id])
+
+    def add_order(self, order_id: int, modified: datetime | None = None, **fields: Any) -> None:
+        """An order of the site, last modified at ``modified`` (default: now, or the fields' ``date_modified_gmt``)."""
+        with self._lock:
+            order = {"id": int(order_id), "status": "processing", "line_items": [], **copy.deepcopy(fields)}
+            if modified is not None or not order.get("date_modified_gmt"):
+                self._stamp(order, modified or datetime.now(timezone.utc))
+            elif not order.get("date_modified"):
+                gmt = datetime.strptime(order["date_modified_gmt"], _WC_DATE).replace(tzinfo=timezone.utc)
+                self._stamp(order, gmt)
+            self.orders[int(order_id)] = order
+            self.notes.setdefault(int(order_id), [])
+
+    def touch_order(self, order_id: int, **changes: Any) -> None:
+        """An edit of the order in the shop: its fields change and it is modified now."""
+        with self._lock:
+            self.orders[order_id].update(copy.deepcopy(changes))
+            self._stamp(self.orders[order_id], datetime.now(timezone.utc))
+
+    @staticmethod
+    def _stamp(order: dict[str, Any], at: datetime) -> None:
+        order["date_modified_gmt"] = wc_date(at)
+        order["date_modified"] = wc_date(at + LOCAL_OFFSET)
+
+    def add_webhook(self, topic: str, delivery_url: str, secret: str, status: str = "active",
+                    name: str | None = None) -> int:
+        """A webhook already on the site (made by hand, or by an earlier run)."""
+        with self._lock:
+            hook_id = next(self._ids)
+            now = wc_date(datetime.now(timezone.utc))
+            resource, _, event = topic.partition(".")
+            self.webhooks[hook_id] = {
+                "id": hook_id, "name": name or f"Webhook {hook_id}", "status": status, "topic": topic,
+                "resource": resource, "event": event, "hooks": [f"woocommerce_{resource}_{event}"],
+                "delivery_url": delivery_url, "secret": secret, "date_created": now, "date_modified": now,
+            }
+            return hook_id
+
+    def webhooks_list(self) -> list[dict[str, Any]]:
+        """Every webhook of the site, secrets included."""
+        with self._lock:
+            return copy.deepcopy(sorted(self.webhooks.values(), key=lambda h: h["id"]))
+
+    def order_pulls(self) -> list[dict[str, Any]]:
+        """The ``GET /orders`` list requests served so far (their query, without the secret)."""
+        with self._lock:
+            return [copy.deepcopy(r) for r in self.requests if r["method"] == "GET" and r["path"] == API + "/orders"]
 
     def __enter__(self) -> FakeWooCommerce:
         self.thread.start()
@@ -190,6 +321,10 @@ class FakeWooCommerce:
 
     def _route(self, method: str, path: str, body: Any, query: dict[str, list[str]]) -> Any:
         segments = [s for s in path.split("/") if s]
+        if segments == ["orders"] and method == "GET":
+            return self._orders_page(query)
+        if segments[:1] == ["webhooks"]:
+            return self._webhooks(method, segments[1:], body, query)
         if method == "POST" and segments == ["products", "batch"]:
             return self._batch(path, body, self.products, "woocommerce_rest_product_invalid_id")
         if method == "POST" and len(segments) == 4 and segments[0] == "products" and segments[2:] == ["variations", "batch"]:
@@ -223,6 +358,87 @@ class FakeWooCommerce:
                 self.notes[order_id].append(note)
                 self.writes.append({"method": method, "path": path, "body": body})
                 return copy.deepcopy(note)
+        raise _error(404, "rest_no_route", "No route was found matching the URL and request method.")
+
+    def _orders_page(self, query: dict[str, list[str]]) -> _Reply:
+        gmt = (query.get("dates_are_gmt") or ["false"])[-1].lower() in ("1", "true")
+        field = "date_modified_gmt" if gmt else "date_modified"
+        after = _parse_date(query["modified_after"][-1], "modified_after") if "modified_after" in query else None
+        before = _parse_date(query["modified_before"][-1], "modified_before") if "modified_before" in query else None
+        orderby = _one_of(query, "orderby", "date", ("date", "id", "include", "title", "slug", "modified"))
+        order = _one_of(query, "order", "desc", ("asc", "desc"))
+        found = []
+        for item in self.orders.values():
+            modified = datetime.strptime(item[field], _WC_DATE)
+            if (after is None or modified > after) and (before is None or modified < before):
+                found.append(item)
+        sort_field = {"modified": "date_modified_gmt", "date": "date_created_gmt"}.get(orderby)
+        found.sort(key=lambda o: (str(o.get(sort_field) or "") if sort_field else "", o["id"]),
+                   reverse=order == "desc")
+        reply = _paged(found, query)
+        if not self.total_headers:
+            reply.headers = {}
+        if self.on_orders_page is not None:
+            self.on_orders_page(_int_param(query, "page", 1, 1))
+        return reply
+
+    def _webhooks(self, method: str, rest: list[str], body: Any, query: dict[str, list[str]]) -> Any:
+        def shown(hook: dict[str, Any], context: str) -> dict[str, Any]:
+            out = copy.deepcopy(hook)
+            if context != "edit":
+                out.pop("secret", None)
+            return out
+
+        if not rest and method == "GET":
+            status = _one_of(query, "status", "all", ("all", *WEBHOOK_STATUSES))
+            context = _one_of(query, "context", "view", ("view", "edit"))
+            hooks = [shown(h, context) for _, h in sorted(self.webhooks.items())
+                     if status == "all" or h["status"] == status]
+            return _paged(hooks, query)
+        if not rest and method == "POST":
+            if not isinstance(body, dict):
+                raise _error(400, "rest_invalid_json", "Invalid JSON body passed.")
+            topic = str(body.get("topic") or "").lower()
+            url = body.get("delivery_url")
+            if not _valid_topic(topic):
+                raise _error(400, "woocommerce_rest_shop_webhook_invalid_topic", "Webhook topic is required and must be valid.")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise _error(400, "woocommerce_rest_shop_webhook_invalid_delivery_url",
+                             "Webhook delivery URL must be a valid URL starting with http:// or https://.")
+            status = body.get("status") or "active"
+            if status not in WEBHOOK_STATUSES:
+                raise _error(400, "rest_invalid_param", "Invalid parameter(s): status")
+            hook_id = self.add_webhook(topic, url, str(body.get("secret") or secrets.token_urlsafe(37)), status,
+                                       body.get("name"))
+            self.writes.append({"method": method, "path": API + "/webhooks", "body": copy.deepcopy(body)})
+            return _Reply(201, shown(self.webhooks[hook_id], "edit"),
+                          {"Location": f"{API}/webhooks/{hook_id}"})
+        if len(rest) == 1 and method in ("PUT", "POST", "PATCH", "GET"):
+            hook = self.webhooks.get(int(rest[0])) if rest[0].isdigit() else None
+            if hook is None:
+                raise _error(400 if method != "GET" else 404, "woocommerce_rest_shop_webhook_invalid_id", "ID is invalid.")
+            if method == "GET":
+                return shown(hook, _one_of(query, "context", "view", ("view", "edit")))
+            if not isinstance(body, dict):
+                raise _error(400, "rest_invalid_json", "Invalid JSON body passed.")
+            if body.get("topic"):
+                if not _valid_topic(str(body["topic"]).lower()):
+                    raise _error(400, "woocommerce_rest_shop_webhook_invalid_topic", "Webhook topic must be valid.")
+                hook["topic"] = str(body["topic"]).lower()
+                hook["resource"], _, hook["event"] = hook["topic"].partition(".")
+            if body.get("delivery_url"):
+                hook["delivery_url"] = str(body["delivery_url"])
+            if body.get("secret"):
+                hook["secret"] = str(body["secret"])
+            if body.get("status"):
+                if body["status"] not in WEBHOOK_STATUSES:
+                    raise _error(400, "woocommerce_rest_shop_webhook_invalid_status", "Webhook status must be valid.")
+                hook["status"] = body["status"]
+            if body.get("name"):
+                hook["name"] = str(body["name"])
+            hook["date_modified"] = wc_date(datetime.now(timezone.utc))
+            self.writes.append({"method": method, "path": f"{API}/webhooks/{hook['id']}", "body": copy.deepcopy(body)})
+            return shown(hook, "edit")
         raise _error(404, "rest_no_route", "No route was found matching the URL and request method.")
 
     def _batch(self, path: str, body: Any, items: dict[int, dict[str, Any]], invalid: str) -> Any:

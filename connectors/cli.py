@@ -646,6 +646,27 @@ def storefront() -> None:
     _serve(lambda stop: run_storefront(settings, storefront_settings, stop))
 
 
+def _webhook_url(url: str | None, public_url: str | None, path: str) -> str:
+    """The delivery URL of a store's webhooks: ``--url``, else OPS_PUBLIC_URL + ``path``."""
+    if url is not None:
+        return url
+    if not public_url:
+        raise click.ClickException("OPS_PUBLIC_URL is not set (or pass --url)")
+    return public_url.rstrip("/") + path
+
+
+def _registered(shop: str, register: Callable[[], Awaitable[list[tuple[str, str]]]]) -> None:
+    """Run a webhook registration and print each topic with what was done; exit 1 when one FAILED."""
+    try:
+        results = asyncio.run(register())
+    except Exception as exc:  # the shop's answer, never the token
+        raise click.ClickException(f"registering the webhooks of {shop} failed: {exc}") from exc
+    for topic, result in results:
+        click.echo(f"{topic:<26} {result}")
+    if any(r.startswith("FAILED") for _, r in results):
+        sys.exit(1)
+
+
 @main.group()
 def shopify() -> None:
     """Shopify shops of the stores (accounts in OPS_STOREFRONT_ACCOUNTS / _SECRETS_FILE)."""
@@ -665,18 +686,46 @@ def shopify_register_webhooks(store_id: str, url: str | None) -> None:
     account = storefront_settings.storefront_accounts.get(store_id)
     if not isinstance(account, ShopifyAccount):
         raise click.ClickException(f"store {store_id} has no Shopify account in the storefront accounts")
-    if url is None:
-        if not storefront_settings.public_url:
-            raise click.ClickException("OPS_PUBLIC_URL is not set (or pass --url)")
-        url = storefront_settings.public_url.rstrip("/") + "/webhooks/shopify"
-    try:
-        results = asyncio.run(register_webhooks(account, url))
-    except Exception as exc:  # the shop's answer, never the token
-        raise click.ClickException(f"registering the webhooks of {account.shop_domain} failed: {exc}") from exc
-    for topic, result in results:
-        click.echo(f"{topic:<26} {result}")
-    if any(r.startswith("FAILED") for _, r in results):
-        sys.exit(1)
+    callback = _webhook_url(url, storefront_settings.public_url, "/webhooks/shopify")
+    _registered(account.shop_domain, lambda: register_webhooks(account, callback))
+
+
+@main.group()
+def woocommerce() -> None:
+    """WooCommerce sites of the stores (accounts in OPS_STOREFRONT_ACCOUNTS / _SECRETS_FILE)."""
+
+
+@woocommerce.command("register-webhooks")
+@click.argument("store_or_site")
+@click.option("--url", default=None, help="delivery URL (default: OPS_PUBLIC_URL/webhooks/woocommerce)")
+def woocommerce_register_webhooks(store_or_site: str, url: str | None) -> None:
+    """Create the order webhooks the ingress handles at the site of STORE_OR_SITE (a store id,
+    or a site's host), delivered to the URL and signed with the site's current secret in
+    OPS_WOOCOMMERCE_WEBHOOK_SECRETS; a webhook already there is left alone (re-activated, or
+    given the secret, when it needs it). Prints each topic and what was done (CREATED, EXISTS,
+    ACTIVATED, SECRET_UPDATED, or why it was not)."""
+    from connectors.ingress.settings import IngressSettings
+    from connectors.storefront.settings import StorefrontSettings
+    from connectors.woocommerce.settings import WooCommerceAccount
+    from connectors.woocommerce.webhooks import register_webhooks
+
+    storefront_settings = StorefrontSettings.load()
+    accounts = storefront_settings.storefront_accounts
+    account = accounts.get(store_or_site)
+    if not isinstance(account, WooCommerceAccount):
+        account = next((a for a in accounts.values()
+                        if isinstance(a, WooCommerceAccount) and a.site == store_or_site.strip().lower()), None)
+    if account is None:
+        raise click.ClickException(f"{store_or_site} is neither a store nor a site with a WooCommerce account "
+                                   "in the storefront accounts")
+    secrets = IngressSettings.load().woocommerce_webhook_secrets.get(account.site) or ()
+    if not secrets:
+        raise click.ClickException(
+            f"no webhook secret for {account.site} in OPS_WOOCOMMERCE_WEBHOOK_SECRETS (or the webhook secrets "
+            "file): the ingress would refuse its webhooks")
+    secret = secrets[0].get_secret_value()
+    delivery = _webhook_url(url, storefront_settings.public_url, "/webhooks/woocommerce")
+    _registered(account.site, lambda: register_webhooks(account, delivery, secret))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -238,3 +238,72 @@ def test_a_note_whose_answer_was_lost_is_not_added_twice() -> None:
 
         assert asyncio.run(run()) == ["ALREADY_SHOWN"]
         assert len(fake.order_notes(727)) == 1
+
+
+def test_register_webhooks_creates_the_order_topics_once(tmp_path: Any) -> None:
+    """``ops-engine woocommerce register-webhooks``: what is missing is created, a disabled webhook
+    re-activated, one with an old secret given the current one, and a second run changes nothing."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from connectors.woocommerce.webhooks import TOPICS
+    from tests.harness import ROOT
+
+    ours = "https://ops.example.com/webhooks/woocommerce"
+    current, previous = "wc-secret-current-0123456789", "wc-secret-previous-9876543210"
+    with FakeWooCommerce() as fake:
+        for n in range(130):  # the site's own webhooks: the list spans two pages
+            fake.add_webhook("product.updated", f"https://erp.example.com/hook/{n}", "theirs")
+        other = fake.add_webhook("order.created", "https://crm.example.com/hook", "theirs")
+        disabled = fake.add_webhook("order.updated", ours, previous, status="disabled")
+        secrets = tmp_path / "storefront.json"
+        secrets.write_text(json.dumps({"storefront_accounts": {"store-w": {
+            "platform": "WOOCOMMERCE", "site_url": fake.site_url, "site_host": SITE,
+            "consumer_key": fake.consumer_key, "consumer_secret": fake.consumer_secret}}}))
+        secrets.chmod(0o600)
+        env = {**os.environ, "OPS_STOREFRONT_SECRETS_FILE": str(secrets), "OPS_PUBLIC_URL": "https://ops.example.com",
+               "OPS_WOOCOMMERCE_WEBHOOK_SECRETS": json.dumps({SITE: [current, previous]}), "PYTHONPATH": str(ROOT)}
+
+        def register(arg: str, **extra: str) -> subprocess.CompletedProcess[str]:
+            done = subprocess.run([sys.executable, "-m", "connectors.cli", "woocommerce", "register-webhooks", arg],
+                                  env={**env, **extra}, cwd=ROOT, capture_output=True, text=True, timeout=60)
+            for secret in (current, previous, fake.consumer_secret):
+                assert secret not in done.stdout + done.stderr
+            return done
+
+        def results(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
+            assert done.returncode == 0, done.stderr
+            return dict(line.split(None, 1) for line in done.stdout.splitlines())
+
+        first = results(register("store-w"))
+        writes = len(fake.writes)
+        second = results(register(SITE))  # by the site's host too
+        hooks = fake.webhooks_list()
+        assert len(fake.writes) == writes  # the second run wrote nothing
+
+        # The site's secret is rotated: each webhook is given the new one, nothing is created.
+        third = results(register("store-w", OPS_WOOCOMMERCE_WEBHOOK_SECRETS=json.dumps({SITE: ["wc-rotated-42", current]})))
+        rotated = [h for h in fake.webhooks_list() if h["delivery_url"] == ours]
+        unknown = register("store-x")
+        no_secret = register("store-w", OPS_WOOCOMMERCE_WEBHOOK_SECRETS="{}")
+        final = fake.webhooks_list()
+
+    assert first == {"order.created": "CREATED", "order.updated": "ACTIVATED", "order.restored": "CREATED"}
+    assert second == {topic: "EXISTS" for topic in TOPICS}
+    mine = [h for h in hooks if h["delivery_url"] == ours]
+    assert sorted(h["topic"] for h in mine) == sorted(TOPICS)
+    assert all(h["status"] == "active" and h["secret"] == current for h in mine)
+    assert next(h for h in mine if h["topic"] == "order.updated")["id"] == disabled  # re-activated, not duplicated
+    assert len(hooks) == 130 + 2 + 2
+    assert next(h for h in hooks if h["id"] == other)["secret"] == "theirs"  # another URL's: left alone
+    assert third == {topic: "SECRET_UPDATED" for topic in TOPICS}
+    assert len(rotated) == 3 and {h["secret"] for h in rotated} == {"wc-rotated-42"}
+    assert unknown.returncode != 0 and "store-x" in unknown.stderr
+    assert no_secret.returncode != 0 and "no webhook secret" in no_secret.stderr
+    assert len(final) == len(hooks)
+    created = [w["body"] for w in fake.writes if w["method"] == "POST" and w["path"].endswith("/webhooks")]
+    assert sorted(b["topic"] for b in created) == ["order.created", "order.restored"]
+    assert all(b["status"] == "active" and b["delivery_url"] == ours and b["name"].startswith("ops-engine")
+               for b in created)

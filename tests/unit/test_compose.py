@@ -82,7 +82,8 @@ REQUIRED: dict[str, dict[str, str]] = {
         "OPS_WEB_HOST": "the metrics server binds it",
         "OPS_STOREFRONT_METRICS_PORT": "Prometheus scrapes it",
         "OPS_STOREFRONT_SECRETS_FILE": "the stores' storefront accounts",
-        "OPS_PUBLIC_URL": "the callback URL ops-engine shopify register-webhooks registers",
+        "OPS_PUBLIC_URL": "the callback URL ops-engine shopify (woocommerce) register-webhooks registers",
+        "OPS_WEBHOOK_SECRETS_FILE": "the site's secret ops-engine woocommerce register-webhooks signs with",
     },
     "db": {},
 }
@@ -190,6 +191,7 @@ def test_the_engine_services_settings_load(
             assert str(RenderSettings.load().render_output_dir) == "/videos"
         if command == "storefront":
             assert StorefrontSettings.load().public_url
+            IngressSettings.load()
     partitions = {s["environment"]["OPS_PARTITIONS"] for s in engine.values()}
     assert len(partitions) == 1, "every engine process must use one partition count"
 

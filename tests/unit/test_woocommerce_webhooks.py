@@ -346,3 +346,54 @@ def test_order_ids_notes_and_completion() -> None:
     assert not covers_order(shipped, {"line_items": [{"id": 315}, {"id": 317}]})
     assert not covers_order(shipped, {"line_items": []})
     assert covers_order(shipped.model_copy(update={"line_ids": ()}), {"line_items": [{"id": 1}]})
+
+
+# --------------------------------------------------------------------------- #
+# Reconciliation and webhook registration
+# --------------------------------------------------------------------------- #
+
+
+def test_a_pulled_order_is_the_webhook_the_ingress_stores() -> None:
+    from models.woocommerce_orders import webhook_of
+
+    pulled = orjson.loads(BODY)  # GET /orders answers the body an order webhook (API v3) carries
+    hook = webhook_of(SITE, pulled, AT)
+    assert (hook.source, hook.topic, hook.shop_domain) == (WebhookSource.WOOCOMMERCE, "order.updated", SITE)
+    assert hook.delivery_id == "reconcile:order:727:2026-11-24T10:12:41"
+    assert hook.dedup_key == dedup_key(WebhookSource.WOOCOMMERCE, hook.delivery_id, shop_domain=SITE)
+    assert hook.key == SITE.encode()  # the site's partition, where its catalogue is
+    # the headers are the ingress's allow-list, and name the site and topic as a delivery does
+    assert set(hook.headers) <= set(WOOCOMMERCE_HEADERS) and not set(hook.headers) & SECRET_HEADERS
+    assert woocommerce_site(hook.headers["x-wc-webhook-source"]) == SITE
+    assert hook.headers["x-wc-webhook-topic"] == "order.updated"
+    assert orjson.loads(hook.body) == pulled
+    # a second pull of the unchanged order is the same delivery (the router drops it); a change is a new one
+    assert webhook_of(SITE, pulled, AT).dedup_key == hook.dedup_key
+    assert webhook_of(SITE, {**pulled, "date_modified_gmt": "2026-11-24T11:00:00"}, AT).dedup_key != hook.dedup_key
+    assert InboundWebhook.model_validate_json(hook.model_dump_json()) == hook
+
+
+def test_a_pulled_order_routes_like_its_webhook() -> None:
+    from models.woocommerce_orders import webhook_of
+
+    for status in ("processing", "pending", "cancelled", "refunded"):
+        pulled = order(status=status)
+        hook = webhook_of(SITE, pulled, AT)
+        from_pull = route(hook.source.value, hook.topic, hook.shop_domain, orjson.loads(hook.body), AT, catalogue)
+        from_webhook = route("WOOCOMMERCE", "order.updated", SITE, pulled, AT, catalogue)
+        assert from_pull == from_webhook and from_pull.events, status
+    created = route("WOOCOMMERCE", "order.created", SITE, order(), AT, catalogue).events
+    pulled = route("WOOCOMMERCE", "order.updated", SITE, orjson.loads(webhook_of(SITE, order(), AT).body), AT,
+                   catalogue).events
+    assert [e.event_id for e in pulled] == [e.event_id for e in created]  # the order machine drops the copy
+
+
+def test_the_registered_topics_are_the_ones_the_router_acts_on() -> None:
+    from connectors.woocommerce.webhooks import TOPICS
+
+    assert {"order.created", "order.updated"} <= set(TOPICS)
+    for topic in TOPICS:
+        routed = route("WOOCOMMERCE", topic, SITE, order(), AT, catalogue)
+        assert routed.events and routed.ignored is None, topic
+    for topic in ("order.deleted", "product.updated", "customer.created"):  # no action: not registered
+        assert route("WOOCOMMERCE", topic, SITE, order(), AT, catalogue).ignored and topic not in TOPICS

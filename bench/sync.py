@@ -327,7 +327,7 @@ def main() -> None:
             assert cli_publish(broker, "supplier.snapshots", seed_snapshots(stores, args.products, providers)).returncode == 0
             wait_for(lambda: poll("SELECT count(*) FROM products") == total, timeout=900, interval=0.5,
                      what="seeded products recorded")
-            wait_for(lambda: all(worker.get(f"/stores/{s}/products").json().get("count") == args.products
+            wait_for(lambda: all(worker.get(f"/stores/{s}/products", limit=1).json().get("total") == args.products
                                  for s in stores), timeout=300, what="seeded products tracked")
             print(f"seeded {total:,} products in {time.monotonic() - seeding:.1f} s", flush=True)
 

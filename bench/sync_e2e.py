@@ -56,7 +56,7 @@ def main() -> None:
                 for store in stores for n in range(args.products)
             ]
             assert cli_publish(broker, "supplier.snapshots", snaps).returncode == 0
-            wait_for(lambda: all(worker.get(f"/stores/{s}/products").json().get("count") == args.products
+            wait_for(lambda: all(worker.get(f"/stores/{s}/products", limit=1).json().get("total") == args.products
                                  for s in stores), timeout=300, what="seeded products")
             started = time.monotonic()
             run_ids = {s: worker.post(f"/stores/{s}/sync").json()["run_id"] for s in stores}

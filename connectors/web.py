@@ -237,9 +237,9 @@ def register(engine: Engine, processor: InventoryProcessor) -> None:
             keys = processor.store_keys.of(store_id, data)
             if not keys and engine.tables.settings.data.get(store_id) is None:
                 return _error(self, 404, f"store {store_id!r} is unknown (no product or settings seen)")
-            page, more = product_page(keys, data, after, limit, status)
+            page, more, total = product_page(keys, data, after, limit, status)
             items = [decode_state(raw).to_json_dict(key) for key, raw in page]
-            body = {"store_id": store_id, "count": len(items), "products": items,
+            body = {"store_id": store_id, "count": len(items), "total": total, "products": items,
                     "next": product_cursor(page[-1][0]) if more else None}
             return _json(self, body)
 
@@ -266,8 +266,8 @@ def register(engine: Engine, processor: InventoryProcessor) -> None:
                 if kind is not None and alert["type"] != kind.value:
                     continue
                 items.append(alert)
-            page, more = alert_page(items, request.query.get("after") or None, limit)
-            return _json(self, {"store_id": store_id, "count": len(page), "alerts": page,
+            page, more, total = alert_page(items, request.query.get("after") or None, limit)
+            return _json(self, {"store_id": store_id, "count": len(page), "total": total, "alerts": page,
                                 "next": alert_cursor(page[-1]) if more else None})
 
     def alert_action(action: AlertAction) -> type[View]:

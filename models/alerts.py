@@ -146,15 +146,19 @@ def alert_cursor(alert: dict[str, Any]) -> str:
     return "|".join(_newest_first(alert))
 
 
-def alert_page(alerts: list[dict[str, Any]], after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
-    """One page of a store's alert list (alert records as parsed JSON), and whether more follow.
+def alert_page(
+    alerts: list[dict[str, Any]], after: str | None, limit: int
+) -> tuple[list[dict[str, Any]], bool, int]:
+    """One page of a store's alert list (alert records as parsed JSON), whether more
+    follow, and how many alerts the whole list holds.
 
     Newest first: by ``created_at``, then ``alert_id``, both descending. The
     page starts after the cursor ``after`` (``alert_cursor`` of the last alert
     of the page before) and holds at most ``limit`` alerts.
     """
     ordered = sorted(alerts, key=_newest_first, reverse=True)
+    total = len(ordered)
     if after is not None:
         created_at, _, alert_id = after.partition("|")
         ordered = [a for a in ordered if _newest_first(a) < (created_at, alert_id)]
-    return ordered[:limit], len(ordered) > limit
+    return ordered[:limit], len(ordered) > limit, total

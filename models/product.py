@@ -84,15 +84,16 @@ def product_page(
     after: str | None,
     limit: int,
     status: ProductStatus | None = None,
-) -> tuple[list[tuple[str, bytes]], bool]:
-    """One page of a store's product list: (key, state) pairs, and whether more follow.
+) -> tuple[list[tuple[str, bytes]], bool, int]:
+    """One page of a store's product list: (key, state) pairs, whether more follow,
+    and how many products the whole list holds.
 
     ``keys`` are the store's product keys and ``data`` the product table. The
-    list is ordered by product id, then variant id (none first); it starts after
-    the cursor ``after`` (``product_cursor`` of the last key of the page before),
-    holds only products in ``status`` when given, and at most ``limit`` of them.
-    A cursor stays valid while products come and go: the next page starts after
-    its place in the order.
+    list is ordered by product id, then variant id (none first), and holds only
+    products in ``status`` when given; the page starts after the cursor
+    ``after`` (``product_cursor`` of the last key of the page before) and holds
+    at most ``limit`` of them. A cursor stays valid while products come and go:
+    the next page starts after its place in the order.
     """
     ordered = sorted(keys, key=_list_order)
     start = 0
@@ -100,16 +101,20 @@ def product_page(
         product_id, _, variant_id = after.partition(KEY_SEP)
         start = bisect_right(ordered, (product_id, variant_id), key=_list_order)
     page: list[tuple[str, bytes]] = []
-    for key in ordered[start:]:
+    total = following = 0
+    for index, key in enumerate(ordered):
         raw = data.get(key)
         if raw is None:
             continue
         if status is not None and _CODE_STATUS[state_fields(raw)[10]] is not status:
             continue
-        if len(page) == limit:
-            return page, True
-        page.append((key, raw))
-    return page, False
+        total += 1
+        if index >= start:
+            if len(page) < limit:
+                page.append((key, raw))
+            else:
+                following += 1
+    return page, following > 0, total
 
 
 @dataclass(frozen=True, slots=True)

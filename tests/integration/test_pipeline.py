@@ -89,6 +89,7 @@ def test_pipeline_end_to_end(broker, spawn) -> None:  # type: ignore[no-untyped-
     # Pages: limit and the cursor the previous page names.
     first = worker.get(f"/stores/{STORE}/products", limit=2).json()
     assert [p["product_id"] for p in first["products"]] == ["p1", "p2"] and first["next"] == "p2|"
+    assert first["count"] == 2 and first["total"] == 3
     rest = worker.get(f"/stores/{STORE}/products", limit=2, after=first["next"]).json()
     assert [p["product_id"] for p in rest["products"]] == ["p3"] and rest["next"] is None
 

@@ -31,11 +31,14 @@ def catalogue(products: list[tuple[str, str | None, bool]]) -> dict[str, bytes]:
 def walk(keys: list[str], data: dict[str, bytes], limit: int, status: ProductStatus | None) -> list[str]:
     """Every page, following ``next`` until there is none."""
     seen: list[str] = []
+    totals: set[int] = set()
     after = None
     while True:
-        page, more = product_page(keys, data, after, limit, status)
+        page, more, total = product_page(keys, data, after, limit, status)
+        totals.add(total)
         seen.extend(key for key, _ in page)
         if not more:
+            assert totals == {len(seen)}  # every page says how many the whole list holds
             return seen
         assert len(page) == limit
         after = product_cursor(page[-1][0])
@@ -68,31 +71,31 @@ def test_product_order_is_by_product_then_variant_not_by_key_text() -> None:
     # "p1|" sorts after "p1a|" as text ('|' > 'a'); the list orders p1 (all its variants) first.
     data = catalogue([("p1a", None, True), ("p1", "v2", True), ("p1", None, True), ("p1", "v1", True)])
     keys = [k for k in data if k.startswith(f"{STORE}|")]
-    page, more = product_page(keys, data, None, 10)
+    page, more, _ = product_page(keys, data, None, 10)
     assert [k for k, _ in page] == ["s1|p1|", "s1|p1|v1", "s1|p1|v2", "s1|p1a|"]
     assert not more
-    page, more = product_page(keys, data, None, 2)
+    page, more, _ = product_page(keys, data, None, 2)
     assert more and product_cursor(page[-1][0]) == "p1|v1"
-    rest, more = product_page(keys, data, "p1|v1", 2)
-    assert [k for k, _ in rest] == ["s1|p1|v2", "s1|p1a|"] and not more
+    rest, more, total = product_page(keys, data, "p1|v1", 2)
+    assert [k for k, _ in rest] == ["s1|p1|v2", "s1|p1a|"] and not more and total == 4
 
 
 def test_a_cursor_survives_products_coming_and_going() -> None:
     data = catalogue([("a", None, True), ("b", None, True), ("c", None, True), ("d", None, True)])
     keys = [k for k in data if k.startswith(f"{STORE}|")]
-    page, more = product_page(keys, data, None, 2)
+    page, more, _ = product_page(keys, data, None, 2)
     cursor = product_cursor(page[-1][0])  # "b|"
     del data["s1|b|"]  # the cursor's own product goes, and a new one comes before it
     data["s1|a0|"] = data["s1|a|"]
     keys = [k for k in keys if k in data] + ["s1|a0|"]
-    rest, more = product_page(keys, data, cursor, 2)
+    rest, more, _ = product_page(keys, data, cursor, 2)
     assert [k for k, _ in rest] == ["s1|c|", "s1|d|"] and not more
 
 
 def test_a_key_in_the_index_but_not_in_the_table_is_skipped() -> None:
     data = catalogue([("a", None, True)])
-    page, more = product_page(["s1|a|", "s1|gone|"], data, None, 5)
-    assert [k for k, _ in page] == ["s1|a|"] and not more
+    page, more, total = product_page(["s1|a|", "s1|gone|"], data, None, 5)
+    assert [k for k, _ in page] == ["s1|a|"] and not more and total == 1
 
 
 def alert(created_at: str, alert_id: str) -> dict[str, Any]:
@@ -110,7 +113,8 @@ def test_alert_pages_list_every_alert_once_newest_first(rows: list[tuple[str, st
     seen: list[tuple[str, str]] = []
     after = None
     while True:
-        page, more = alert_page(alerts, after, limit)
+        page, more, total = alert_page(alerts, after, limit)
+        assert total == len(alerts)
         seen.extend((a["created_at"], a["alert_id"]) for a in page)
         if not more:
             break

@@ -340,19 +340,23 @@ class AliExpressOrders:
 
     # --------------------------------------------------------------- catalog
 
-    async def fetch_products(self, source_ids: Sequence[str]) -> list[SupplierProduct]:
-        return await fetch_batched(source_ids, self.max_batch, self._fetch_batch, concurrency=self.fetch_concurrency)
+    async def fetch_products(self, source_ids: Sequence[str], country: str | None = None) -> list[SupplierProduct]:
+        destination = country or self.ship_to_country  # prices and stock are per destination
 
-    async def _fetch_batch(self, ids: list[str]) -> list[SupplierProduct]:
-        products: list[SupplierProduct] = []
-        for source_id in ids:
-            products += await read_with_retries(lambda: self._product(source_id), attempts=self.read_attempts)
-        return products
+        async def fetch_batch(ids: list[str]) -> list[SupplierProduct]:
+            products: list[SupplierProduct] = []
+            for source_id in ids:
+                products += await read_with_retries(
+                    lambda: self._product(source_id, destination), attempts=self.read_attempts
+                )
+            return products
 
-    async def _product(self, source_id: str) -> list[SupplierProduct]:
+        return await fetch_batched(source_ids, self.max_batch, fetch_batch, concurrency=self.fetch_concurrency)
+
+    async def _product(self, source_id: str, country: str) -> list[SupplierProduct]:
         params = {
             "product_id": source_id,
-            "ship_to_country": self.ship_to_country,
+            "ship_to_country": country,
             "target_currency": self.currency,
             "target_language": "en",
         }

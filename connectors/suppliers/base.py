@@ -137,13 +137,17 @@ class SupplierCatalog(Protocol):
     #: ids per call: the API's batch size; 1 where the API has no batch.
     max_batch: int
 
-    async def fetch_products(self, source_ids: Sequence[str]) -> list[SupplierProduct]:
+    async def fetch_products(self, source_ids: Sequence[str], country: str | None = None) -> list[SupplierProduct]:
         """One entry per variant of each product found; ONE ``available=False,
         stock=0`` entry for a product the supplier no longer has. Duplicates in
         ``source_ids`` are fetched once; the adapter splits the ids into calls
         of ``max_batch`` with bounded concurrency. Raises the port's errors
         (``Rejected``, ``RateLimited``, ``Unavailable``, ``OutcomeUnknown``)
-        after the read retries; a failure fails the whole fetch."""
+        after the read retries; a failure fails the whole fetch. ``country``:
+        where the store ships (ISO 3166-1 alpha-2, a sync job's
+        ``ship_to_country``); an API whose prices and stock depend on the
+        destination asks for that one (else the account's default), the
+        others ignore it."""
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

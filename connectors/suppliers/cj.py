@@ -258,7 +258,8 @@ class CJOrders:
 
     # --------------------------------------------------------------- catalog
 
-    async def fetch_products(self, source_ids: Sequence[str]) -> list[SupplierProduct]:
+    async def fetch_products(self, source_ids: Sequence[str], country: str | None = None) -> list[SupplierProduct]:
+        # ``country`` is not asked for: CJ's product answers do not depend on the destination.
         return await fetch_batched(source_ids, self.max_batch, self._fetch_batch, concurrency=self.fetch_concurrency)
 
     async def _fetch_batch(self, ids: list[str]) -> list[SupplierProduct]:

@@ -85,7 +85,7 @@ class Syncer:
                 failed[provider] = "no supplier account configured"
                 continue
             try:
-                products = await catalog.fetch_products(ids)
+                products = await catalog.fetch_products(ids, job.ship_to_country)
             except SupplierError as exc:
                 failed[provider] = f"{type(exc).__name__}: {exc.reason}"[:500]
                 continue

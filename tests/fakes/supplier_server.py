@@ -217,6 +217,8 @@ class SupplierState:
             "read_failures_injected": {k: 0 for k in READ_KINDS},
             "freight_requests": {p: 0 for p in PREFIXES},
             "freight_failures_injected": {k: 0 for k in READ_KINDS},
+            #: AliExpress product gets per ``ship_to_country`` asked for
+            "aliexpress_ship_to": {},
         }
         #: the last freight requests' parameters, newest last: {"provider", "request"}
         self.freight_log: list[dict[str, Any]] = []
@@ -690,7 +692,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/_admin/requests" and method == "GET":
             raise _Reply(200, {"per_second": state.requests_per_second(),
                                "product_requests": dict(state.stats["product_requests"]),
-                               "freight_requests": dict(state.stats["freight_requests"])})
+                               "freight_requests": dict(state.stats["freight_requests"]),
+                               "aliexpress_ship_to": dict(state.stats["aliexpress_ship_to"])})
         if path == "/_admin/freight" and method == "GET":
             q = dict(parse_qsl(urlsplit(self.path).query))
             amount = state.cheapest_freight(q.get("provider", ""), q.get("id", ""), q.get("ref", ""),
@@ -756,6 +759,10 @@ class _Handler(BaseHTTPRequestHandler):
             pid = params.get("product_id", "")
             if not pid:
                 raise error("MissingParameter", "product_id is required")
+            with state.lock:
+                ship_to = state.stats["aliexpress_ship_to"]
+                country = params.get("ship_to_country", "")
+                ship_to[country] = ship_to.get(country, 0) + 1
             product = state.product(ALIEXPRESS, pid)
             if product is None and gone_style(pid) == "missing":
                 raise error("isv.product-not-exist", "The product does not exist or has been removed")
@@ -1220,7 +1227,7 @@ class _Admin:
 
     def requests(self) -> dict[str, Any]:
         """``{"per_second": {provider: {epoch second: count}}, "product_requests": {provider: n},
-        "freight_requests": {provider: n}}``."""
+        "freight_requests": {provider: n}, "aliexpress_ship_to": {country: product gets}}``."""
         return self._call("GET", "/_admin/requests")
 
     def product(self, provider: str, source_id: str) -> dict[str, Any] | None:
@@ -1300,7 +1307,8 @@ class FakeSupplierServer(_Admin):
     def requests(self) -> dict[str, Any]:
         return {"per_second": self.state.requests_per_second(),
                 "product_requests": dict(self.state.stats["product_requests"]),
-                "freight_requests": dict(self.state.stats["freight_requests"])}
+                "freight_requests": dict(self.state.stats["freight_requests"]),
+                "aliexpress_ship_to": dict(self.state.stats["aliexpress_ship_to"])}
 
     def product(self, provider: str, source_id: str) -> dict[str, Any] | None:
         return self.state.product(provider, source_id)

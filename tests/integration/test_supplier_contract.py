@@ -752,3 +752,13 @@ def test_fake_products_are_seeded_and_its_admin_speaks_http() -> None:
         assert truth is not None and proc.freight("ALIEXPRESS", "ae-1", ref, "US") == truth
         proc.configure(freight_overrides={"ae-1": None})
         assert proc.freight("ALIEXPRESS", "ae-1", ref, "US") is None
+
+
+def test_aliexpress_products_are_asked_for_the_given_destination(fake: FakeSupplierServer) -> None:
+    """AliExpress prices and stock per destination: a sync asks for its store's country, else the account's."""
+    fetch("ALIEXPRESS", fake, IDS[:2])
+    catalog_run("ALIEXPRESS", fake, lambda a: a.fetch_products(IDS[2:5], "GB"))
+    assert fake.requests()["aliexpress_ship_to"] == {"US": 2, "GB": 3}
+    # The other suppliers' answers do not depend on it: the same entries either way.
+    for provider in ("CJ_DROPSHIPPING", "SPOCKET"):
+        assert catalog_run(provider, fake, lambda a: a.fetch_products(IDS[:3], "GB")) == fetch(provider, fake, IDS[:3])

@@ -128,6 +128,8 @@ def test_quotes_in_postgresql_survive_a_syncer_restart_for_the_stores_country(  
         assert {p: a for p, a in shipped.items() if p in freight} == freight
         assert {r["request"].get("shipToCountry") or r["request"].get("endCountryCode") for r in fake.freight_log()} \
             == {"DE"}
+        # The products themselves are asked for the store's country too (AliExpress prices per destination).
+        assert set(fake.requests()["aliexpress_ship_to"]) == {"DE"}
 
         stored = database(pg_dsn, "SELECT provider, source_id, country, amount FROM supplier_freight_quotes")
         assert len(stored) == len(freight) and {r["country"] for r in stored} == {"DE"}

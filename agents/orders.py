@@ -23,19 +23,26 @@ A table value is JSON: ``{"status", "since", "due", "state", "outbox"}``;
 ``status``, ``since`` (when the order entered its status, epoch seconds) and
 ``due`` are there so gauges and the deadline index read them without decoding
 the whole state.
+
+An order final (DELIVERED, CANCELLED, REFUNDED) with no deadline for
+``OPS_ORDER_KEEP_DAYS`` is archived by the hourly sweep (``KeyedMachine.archive``):
+its value becomes ``{"status", "since", "archived": true, "archived_at",
+"store_id", "order_number"}`` (models/archive.py), and a later event for it
+goes to ``deadletter`` (``ARCHIVED``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from connectors import metrics
+from models.archive import is_archived, order_archivable, order_marker
 from models.events import AlertRecord, DeadLetterReason
 from models.fulfillment import (
     Decision,
@@ -102,10 +109,13 @@ def decode_record(raw: bytes) -> tuple[dict[str, Any], OrderState]:
 
 class OrderProcessor(KeyedMachine):
     input_topic = topics.ORDERS_EVENTS
+    table_name = "orders"
+    what = "order"
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, engine.tables.orders, engine.settings.order_scan_interval)
         self.config = machine_config(engine)
+        self.keep = timedelta(days=engine.settings.order_keep_days)
 
     # ------------------------------------------------------------------ #
     # one message
@@ -127,8 +137,13 @@ class OrderProcessor(KeyedMachine):
                 f"message key {message.key!r} is not the event's order_id {key!r}",
             )
             return
-        raw = self.table.data.get(key)
-        state = None if raw is None else decode_record(raw)[1]
+        body = self.body(key)
+        if is_archived(body):
+            assert body is not None
+            metrics.ORDER_EVENTS.labels(order_event.type.value, "ARCHIVED").inc()
+            self.refuse_archived(message, key, body)
+            return
+        state = None if body is None else OrderState.model_validate(body["state"])
         decision = decide(state, order_event, self.config)
         self._count(order_event, decision)
         if decision.duplicate:
@@ -176,6 +191,11 @@ class OrderProcessor(KeyedMachine):
             out.append(dead_letter(message, DeadLetterReason.INVALID_IN_STATE, detail, encode(parked), log_detail=True))
         return out
 
+    def archive_marker(self, body: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+        if body.get("since") is None and body.get("state") and not is_archived(body):  # written before "since"
+            body = {**body, "since": status_since(OrderState.model_validate(body["state"])).timestamp()}
+        return order_marker(body, now) if order_archivable(body, now - self.keep) else None
+
     async def resend_recovered(self) -> int:
         """Send again the outboxes of recovered records this worker owns."""
         resent = await self.store.resend_recovered(self.active_partitions())
@@ -192,10 +212,9 @@ class OrderProcessor(KeyedMachine):
         now = now or datetime.now(timezone.utc)
         published = 0
         for key in self.due_keys(now):
-            raw = self.table.data.get(key)
-            if raw is None:
+            state = self.load(key)
+            if state is None:
                 continue
-            state = decode_record(raw)[1]
             for deadline in deadlines(state, self.config):
                 if deadline.due_at > now:
                     break
@@ -250,13 +269,17 @@ class OrderProcessor(KeyedMachine):
             age = max(0.0, now - since)
             if age < min_age_s:
                 continue
-            found.append({"order_id": key, "status": current, "in_status_s": round(age, 3)})
+            entry = {"order_id": key, "status": current, "in_status_s": round(age, 3)}
+            if is_archived(body):
+                entry["archived"] = True
+            found.append(entry)
         found.sort(key=lambda o: -o["in_status_s"])
         return found
 
     def load(self, order_id: str) -> OrderState | None:
-        raw = self.table.data.get(order_id)
-        return None if raw is None else decode_record(raw)[1]
+        """The order's state (None: unknown, or archived: see ``archived``)."""
+        body = self.body(order_id)
+        return None if body is None or is_archived(body) else OrderState.model_validate(body["state"])
 
 
 def register(engine: Engine) -> OrderProcessor:
@@ -277,5 +300,7 @@ def register(engine: Engine) -> OrderProcessor:
     @app.timer(interval=engine.settings.gauge_interval)
     async def refresh_order_gauges() -> None:
         processor.refresh_gauges()
+
+    processor.schedule_archive()
 
     return processor

@@ -20,13 +20,18 @@ Deadlines: a job that stays QUEUED or PROCESSING longer than
 it owns), published on the job's own partition and handled in order with its
 other events. The machine fails the attempt and retries it.
 
-A table value is JSON: ``{"status", "due", "job", "outbox"}``.
+A table value is JSON: ``{"status", "due", "job", "outbox"}``. A job final
+(COMPLETED, FAILED, CANCELLED) for ``OPS_VIDEO_KEEP_DAYS`` after its last
+change is archived by the hourly sweep (``KeyedMachine.archive``): its value
+becomes ``{"status", "since", "archived": true, "archived_at", "video_id",
+"store_id", "product_id"}`` (models/archive.py), and a later event for it
+(a request, a retry, a renderer outcome) goes to ``deadletter`` (``ARCHIVED``).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -34,6 +39,7 @@ from pydantic import ValidationError
 
 from agents.wiring import KeyedMachine, refusal, run_agent
 from connectors import metrics
+from models.archive import is_archived, video_archivable, video_marker
 from models.events import DeadLetterReason
 from models.video import (
     ACTIVE,
@@ -67,16 +73,15 @@ def record_body(job: VideoJob) -> dict[str, Any]:
     }
 
 
-def decode_job(raw: bytes) -> VideoJob:
-    return VideoJob.model_validate(orjson.loads(raw)["job"])
-
-
 class VideoProcessor(KeyedMachine):
     input_topic = topics.VIDEO_REQUESTS
+    table_name = "video-jobs"
+    what = "video"
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, engine.tables.video_jobs, engine.settings.video_scan_interval)
         self.config = video_config(engine)
+        self.keep = timedelta(days=engine.settings.video_keep_days)
 
     # ------------------------------------------------------------------ #
 
@@ -94,8 +99,13 @@ class VideoProcessor(KeyedMachine):
             metrics.VIDEO_EVENTS.labels(kind, "INVALID").inc()
             self.dead(message, DeadLetterReason.KEY_MISMATCH, f"message key {message.key!r} is not the video_id {key!r}")
             return
-        raw_job = self.table.data.get(key)
-        job = None if raw_job is None else decode_job(raw_job)
+        body = self.body(key)
+        if is_archived(body):
+            assert body is not None
+            metrics.VIDEO_EVENTS.labels(kind, "ARCHIVED").inc()
+            self.refuse_archived(message, key, body)
+            return
+        job = None if body is None else VideoJob.model_validate(body["job"])
         decision = decide(job, event, self.config)
         if decision.refused:
             metrics.VIDEO_EVENTS.labels(kind, "REFUSED").inc()
@@ -121,8 +131,12 @@ class VideoProcessor(KeyedMachine):
         return out
 
     def load(self, video_id: str) -> VideoJob | None:
-        raw = self.table.data.get(video_id)
-        return None if raw is None else decode_job(raw)
+        """The job (None: unknown, or archived: see ``archived``)."""
+        body = self.body(video_id)
+        return None if body is None or is_archived(body) else VideoJob.model_validate(body["job"])
+
+    def archive_marker(self, body: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+        return video_marker(body, now) if video_archivable(body, now - self.keep) else None
 
     def scan_deadlines(self, now: datetime | None = None) -> int:
         """Publish a TIMER event for every passed deadline of the jobs this worker owns."""
@@ -173,5 +187,7 @@ def register(engine: Engine) -> VideoProcessor:
     @app.timer(interval=engine.settings.gauge_interval)
     async def refresh_video_gauges() -> None:
         processor.refresh_gauges()
+
+    processor.schedule_archive()
 
     return processor

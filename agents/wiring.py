@@ -22,15 +22,17 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 import time
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import faust
+import orjson
 from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from connectors import metrics
+from models.archive import archived_detail, is_archived
 from models.events import DeadLetter, DeadLetterReason
 from streams import topics
 from streams.app import Engine
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: Longest stretch of handling before the agent lets the loop run other tasks, s.
 YIELD_AFTER_S = 0.002
+#: Keys one step of the archive sweep reads before it lets the loop run again.
+ARCHIVE_SLICE = 2000
 
 
 def run_agent(engine: Engine, topic: faust.TopicT, name: str, handle: Callable[[faust.EventT], None]) -> Any:
@@ -110,10 +114,19 @@ class KeyedMachine(ABC):
     partitions it owns (``due_keys``), publishing each deadline's event once in
     a quiet period (``first_firing``). The subclass decodes and decides
     (``_handle``) and says what a passed deadline publishes.
+
+    A sweep (``archive``, every ``OPS_ARCHIVE_INTERVAL_S``) replaces the
+    records the subclass finds closed for its keep period (``archive_marker``)
+    by a marker (models/archive.py), in the partitions this worker owns and
+    only once the key's outputs are delivered (``OutboxTable.settled``). An
+    event for an archived key goes to ``deadletter`` (``refuse_archived``).
     """
 
     #: The topic whose partitions the machine's keys live on.
     input_topic: str
+    #: The table's name (``ops_archived_total{table}``) and what a key is ("order").
+    table_name: str
+    what: str
 
     def __init__(self, engine: Engine, table: Any, scan_interval_s: float) -> None:
         self.engine = engine
@@ -139,6 +152,67 @@ class KeyedMachine(ABC):
     @abstractmethod
     def _handle(self, message: Any) -> None:
         """Decode one record, decide, and write the key's new record with its outputs."""
+
+    @abstractmethod
+    def archive_marker(self, body: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+        """The marker that replaces this (parsed) record now, or None if it stays."""
+
+    def body(self, key: str) -> dict[str, Any] | None:
+        """The key's record, parsed (None: no record)."""
+        raw = self.table.data.get(key)
+        return None if raw is None else orjson.loads(raw)
+
+    def archived(self, key: str) -> dict[str, Any] | None:
+        """The key's archive marker, or None if the key is not archived."""
+        body = self.body(key)
+        return body if is_archived(body) else None
+
+    def refuse_archived(self, message: Any, key: str, marker: dict[str, Any]) -> None:
+        """An event for an archived key: to ``deadletter`` (nothing accepted is lost)."""
+        self.dead(message, DeadLetterReason.ARCHIVED, archived_detail(self.what, key, marker))
+
+    def archive(self, keys: Iterable[str], now: datetime | None = None) -> int:
+        """Replace the records among ``keys`` that ``archive_marker`` closes by their
+        marker (the table and its changelog), in the partitions this worker owns,
+        if the key's outputs are delivered; they leave the deadline index. Returns
+        how many were archived."""
+        now = now or datetime.now(timezone.utc)
+        active = self.active_partitions()
+        data = self.table.data
+        archived = 0
+        for key in keys:
+            raw = data.get(key)
+            if raw is None:
+                continue
+            partition = self.partition_of(key)
+            if partition not in active or not self.store.settled(key):
+                continue
+            marker = self.archive_marker(orjson.loads(raw), now)
+            if marker is None:
+                continue
+            self.store.replace(partition, key, marker)
+            self.next_due.pop(key, None)
+            archived += 1
+        if archived:
+            metrics.ARCHIVED.labels(self.table_name).inc(archived)
+            log.info("archived %d %s records", archived, self.table_name)
+        return archived
+
+    def schedule_archive(self) -> None:
+        """The sweep: every ``OPS_ARCHIVE_INTERVAL_S``, a slice of keys at a time
+        (the agent's loop goes on between them), never while rebalancing."""
+        app = self.app
+
+        async def archive_sweep() -> None:
+            keys = list(self.table.data)
+            now = datetime.now(timezone.utc)
+            for start in range(0, len(keys), ARCHIVE_SLICE):
+                if app.rebalancing:
+                    return  # the next sweep, with the partitions it brings
+                self.archive(keys[start : start + ARCHIVE_SLICE], now)
+                await asyncio.sleep(0)
+
+        app.timer(interval=self.engine.settings.archive_interval_s, name=f"archive_{self.table_name}")(archive_sweep)
 
     def dead(self, message: Any, reason: DeadLetterReason, detail: str) -> None:
         topic, key, value = dead_letter(message, reason, detail, log_detail=True)

@@ -40,6 +40,11 @@ ALERTS_PURGED = Counter(
     "ops_alerts_purged_total",
     "Closed alerts removed from the alerts table after OPS_ALERT_KEEP_DAYS",
 )
+ARCHIVED = Counter(
+    "ops_archived_total",
+    "Final orders and video jobs replaced by an archive marker after OPS_ORDER_KEEP_DAYS / OPS_VIDEO_KEEP_DAYS",
+    ["table"],
+)
 ALERTS_ACTIVE = Gauge(
     "ops_alerts_active",
     "Alerts ACTIVE in the partitions this worker owns, by type",
@@ -91,7 +96,8 @@ PROCESSING_SECONDS = Histogram(
 
 ORDER_EVENTS = Counter(
     "ops_order_events_total",
-    "orders.events records handled, by type and result (APPLIED, PARKED, REFUSED, IGNORED, DUPLICATE, INVALID)",
+    "orders.events records handled, by type and result (APPLIED, PARKED, REFUSED, IGNORED, DUPLICATE, INVALID, "
+    "ARCHIVED)",
     ["type", "result"],
 )
 ORDER_TRANSITIONS = Counter(
@@ -152,7 +158,7 @@ WEBHOOKS_ROUTED = Counter(
 VIDEO_EVENTS = Counter(
     "ops_video_events_total",
     "video.requests / video.events records handled, by kind (REQUEST, STARTED, PROGRESS, COMPLETED, FAILED, "
-    "RETRY, CANCEL, TIMER) and result (APPLIED, DUPLICATE, REFUSED, INVALID)",
+    "RETRY, CANCEL, TIMER) and result (APPLIED, DUPLICATE, REFUSED, INVALID, ARCHIVED)",
     ["kind", "result"],
 )
 VIDEO_JOBS = Counter(

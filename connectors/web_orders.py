@@ -12,6 +12,9 @@ waits briefly to return the new state (202 if it has not applied yet).
 
 An ``Idempotency-Key`` header makes a repeated request the same event (the
 machine drops a duplicate ``event_id``).
+
+An archived order (models/archive.py) answers ``GET`` with its marker
+(``"archived": true``) and a retry or cancel with 409 and why.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from agents.orders import OrderProcessor
+from models.archive import archived_detail
 from models.fulfillment import OrderState, OrderStatus, decide, next_deadline
 from models.orders import CancelRequested, OrderEvent, Retry
 from streams.app import Engine
@@ -61,6 +65,9 @@ def register(engine: Engine, processor: OrderProcessor) -> None:
     class OrderDetail(View):
         @app.table_route(table=orders, match_info="order_id")
         async def get(self, request: Request, order_id: str) -> Response:
+            marker = processor.archived(order_id)
+            if marker is not None:
+                return _json(self, {"order_id": order_id, **marker})
             state = processor.load(order_id)
             if state is None:
                 return _error(self, 404, f"order {order_id!r} is unknown")
@@ -70,6 +77,10 @@ def register(engine: Engine, processor: OrderProcessor) -> None:
         class OrderAction(View):
             @app.table_route(table=orders, match_info="order_id")
             async def post(self, request: Request, order_id: str) -> Response:
+                marker = processor.archived(order_id)
+                if marker is not None:
+                    return _error(self, 409, archived_detail("order", order_id, marker),
+                                  order_status=marker["status"], archived=True)
                 state = processor.load(order_id)
                 if state is None or not state.created:
                     return _error(self, 404, f"order {order_id!r} is unknown")

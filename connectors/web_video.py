@@ -11,6 +11,8 @@
 - ``POST /videos/{video_id}/retry`` and ``/cancel``: a RETRY or CANCEL event on
   ``video.events``; the view asks the machine first (409 with its reason),
   then waits briefly for the new job (202 if it has not applied yet).
+- an archived job (models/archive.py) answers ``GET`` with its marker
+  (``"archived": true``) and a retry or cancel with 409 and why.
 - ``GET /video-files/{name}``: a rendered MP4 or thumbnail from the output
   folder (the default public base URL points here); any other name is 404.
 
@@ -35,6 +37,7 @@ from pydantic import ValidationError
 from agents.video import VideoProcessor
 from connectors.render.settings import RenderSettings
 from connectors.render.storage import CONTENT_TYPES, Storage
+from models.archive import archived_detail
 from models.ids import name_uuid
 from models.video import CancelRequested, RetryRequested, VideoRequest, check_control, job_view
 from streams.app import Engine
@@ -152,6 +155,9 @@ def register(engine: Engine, processor: VideoProcessor, render_settings: RenderS
     class VideoDetail(View):
         @app.table_route(table=jobs, match_info="video_id")
         async def get(self, request: Request, video_id: str) -> Response:
+            marker = processor.archived(video_id)
+            if marker is not None:
+                return _json(self, {"video_id": video_id, **marker})
             job = processor.load(video_id)
             if job is None:
                 return _error(self, 404, f"video {video_id!r} is unknown")
@@ -169,6 +175,10 @@ def register(engine: Engine, processor: VideoProcessor, render_settings: RenderS
                     video_id=video_id,
                     occurred_at=datetime.now(timezone.utc),
                 )
+                marker = processor.archived(video_id)
+                if marker is not None:
+                    return _error(self, 409, archived_detail("video", video_id, marker),
+                                  video_status=marker["status"], archived=True)
                 job = processor.load(video_id)
                 if job is not None and event.event_id in job.control_seen:
                     return _json(self, job_view(job))

@@ -456,6 +456,7 @@ class DeadLetterReason(str, Enum):
     PROCESSING_ERROR = "PROCESSING_ERROR"
     INVALID_IN_STATE = "INVALID_IN_STATE"  # an order event the order's state refuses
     UNMAPPABLE = "UNMAPPABLE"  # a webhook the engine cannot turn into events (models/webhook_routing.py)
+    ARCHIVED = "ARCHIVED"  # an event for an order or video job already archived (models/archive.py)
 
 
 class DeadLetter(Event):

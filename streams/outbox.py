@@ -318,6 +318,25 @@ class OutboxTable(ResendRetry):
         self._unconfirmed[partition].pop(key, None)
         self.outputs.add(self.changelog, partition, key.encode(), None)
 
+    def replace(self, partition: int, key: str, body: dict[str, Any]) -> None:
+        """Replace the record of ``key`` by a plain ``body`` (the table and a changelog
+        record, no outbox): an archive marker. Only for a ``settled`` key."""
+        plain = self.encode(body, [])
+        self.table.data[key] = plain
+        self._unconfirmed[partition].pop(key, None)
+        self.outputs.add(self.changelog, partition, key.encode(), plain)
+
+    def settled(self, key: str) -> bool:
+        """Every output of the key's records is known delivered: no outbox written
+        here waits for its commit or its plain rewrite, and none recovered waits to
+        be sent again."""
+        return not (
+            self.ledger.has_pending(key)
+            or key in self.recovered
+            or key in self._resending
+            or any(key in unconfirmed for unconfirmed in self._unconfirmed.values())
+        )
+
     def _rewrite(self, partition: int, key: str) -> None:
         """The outputs the key's record carries are delivered: write it plain."""
         if key in self._resending:

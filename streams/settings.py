@@ -117,6 +117,17 @@ class Settings(BaseSettings):
     alert_keep_days: float = Field(
         30.0, gt=0, description="days a closed (RESOLVED or DISMISSED) alert stays in the alerts table after its last change"
     )
+    order_keep_days: float = Field(
+        90.0, gt=0, description="days a final order (DELIVERED, CANCELLED, REFUNDED, no deadline) stays whole in the "
+        "orders table after it entered its status; then an archive marker replaces it"
+    )
+    video_keep_days: float = Field(
+        30.0, gt=0, description="days a final video job (COMPLETED, FAILED, CANCELLED) stays whole in the video-jobs "
+        "table after its last change; then an archive marker replaces it"
+    )
+    archive_interval_s: float = Field(
+        3600.0, gt=0, description="how often each worker archives the final orders and video jobs past their keep days, s"
+    )
     webhook_dedup_days: float = Field(
         7.0, gt=0, description="days a webhook's delivery id is remembered (Stripe retries for 3, Shopify for 4 h)"
     )

@@ -13,7 +13,8 @@ twice:
 - ``alerts`` -> ``alerts``: the record with the newest ``updated_at`` wins, and of
   equal times the later status in the lifecycle (``models.alerts.supersedes``);
 - the ``orders`` table's changelog -> ``orders`` (newest ``updated_at`` wins)
-  and ``order_history`` (append-only, by place; ``DO NOTHING``);
+  and ``order_history`` (append-only, by place; ``DO NOTHING``); an archive
+  marker (models/archive.py) writes nothing, the rows keep the order;
 - ``webhooks.inbound`` -> ``processed_webhook_events`` (ids and times only,
   never the body);
 - ``sync.runs`` -> ``sync_logs`` (migration 007): one row per run; a record
@@ -226,6 +227,8 @@ def _order_rows(value: bytes) -> list[Row]:
         body = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise Unrecordable(f"not JSON: {exc}") from None
+    if isinstance(body, dict) and body.get("archived") is True:
+        return []  # an archive marker (models/archive.py): the row keeps the order as it was
     if not isinstance(body, dict) or not isinstance(body.get("state"), dict):
         raise Unrecordable("an orders changelog record without a state")
     try:

@@ -1,0 +1,98 @@
+"""Archiving closed orders and video jobs: which records may become a marker, and the marker.
+
+The ``orders`` and ``video-jobs`` tables would otherwise keep every order and
+job for good (docs/runbook.md, "Memory of a worker"). A record that is closed
+and waits on nothing is replaced, after a keep period, by a small marker:
+
+``{"status", "since", "archived": true, "archived_at", ...who it was}``
+
+Not a tombstone: a late event for an archived key must not start a fresh
+order or job. The agent sends such an event to ``deadletter`` (reason
+``ARCHIVED``, the detail from ``archived_detail``). PostgreSQL's ``orders``
+and ``video_assets`` keep the full record.
+
+The functions take the table's JSON value (parsed) and return plain data: no
+I/O. Whether the key's outputs are delivered (``OutboxTable.settled``) and
+whether its partition is this worker's is the agent's business.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from models.fulfillment import TERMINAL
+from models.video import FINAL
+
+ORDER_FINAL = frozenset(s.value for s in TERMINAL)
+VIDEO_FINAL = frozenset(s.value for s in FINAL)
+
+
+def is_archived(body: dict[str, Any] | None) -> bool:
+    """Whether a table value is an archive marker."""
+    return bool(body) and body.get("archived") is True  # type: ignore[union-attr]
+
+
+def _waits(body: dict[str, Any]) -> bool:
+    """The record still has a deadline or outputs not known delivered."""
+    return bool(body.get("due")) or bool(body.get("outbox"))
+
+
+def order_archivable(body: dict[str, Any], cutoff: datetime) -> bool:
+    """Whether an ``orders`` value may become a marker: a created order in a final
+    status (DELIVERED, CANCELLED, REFUNDED) with no deadline and no outbox, which
+    entered that status (``since``, epoch seconds) before ``cutoff``."""
+    if is_archived(body) or body.get("status") not in ORDER_FINAL or _waits(body):
+        return False
+    since = body.get("since")
+    return since is not None and since < cutoff.timestamp()
+
+
+def order_marker(body: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """The marker that replaces an archivable ``orders`` value at ``at``."""
+    state = body.get("state") or {}
+    return {
+        "status": body["status"],
+        "since": body["since"],
+        "archived": True,
+        "archived_at": at.isoformat(),
+        "store_id": state.get("store_id"),
+        "order_number": state.get("order_number"),
+    }
+
+
+def video_archivable(body: dict[str, Any], cutoff: datetime) -> bool:
+    """Whether a ``video-jobs`` value may become a marker: a job in a final status
+    (COMPLETED, FAILED, CANCELLED) with no deadline and no outbox, last changed
+    (``job.updated_at``) before ``cutoff``."""
+    if is_archived(body) or body.get("status") not in VIDEO_FINAL or _waits(body):
+        return False
+    job = body.get("job") or {}
+    if job.get("due_at"):
+        return False
+    updated_at = job.get("updated_at")
+    return updated_at is not None and datetime.fromisoformat(updated_at) < cutoff
+
+
+def video_marker(body: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """The marker that replaces an archivable ``video-jobs`` value at ``at``."""
+    job = body["job"]
+    return {
+        "status": body["status"],
+        "since": datetime.fromisoformat(job["updated_at"]).timestamp(),
+        "archived": True,
+        "archived_at": at.isoformat(),
+        "video_id": job.get("video_id"),
+        "store_id": job.get("store_id"),
+        "product_id": job.get("product_id"),
+    }
+
+
+def archived_detail(what: str, key: str, marker: dict[str, Any]) -> str:
+    """Why an event for an archived key is refused (the dead letter's detail, a 409's reason)."""
+    since = marker.get("since")
+    entered = datetime.fromtimestamp(since, timezone.utc).isoformat() if since is not None else "?"
+    return (
+        f"{what} {key!r} was archived at {marker.get('archived_at')} "
+        f"({marker.get('status')} since {entered}): its full record is in PostgreSQL"
+    )

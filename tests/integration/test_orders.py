@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -202,3 +203,38 @@ def order_json(worker: Worker, order_id: str) -> dict[str, Any]:
     found = order(worker, order_id)
     assert found is not None
     return found
+
+
+def test_a_delivered_order_is_archived_and_stays_archived_after_a_restart(broker, spawn) -> None:  # type: ignore[no-untyped-def]
+    env = {"OPS_ORDER_KEEP_DAYS": "0.00001", "OPS_ARCHIVE_INTERVAL_S": "1"}  # under a second
+    worker = spawn("w1", **env)
+    worker.wait_ready()
+    cli_publish(broker, "orders.events", [
+        created("o9", providers=("SPOCKET",), paid=True),
+        ev("SUPPLIER_ORDER_PLACED", "o9-placed", "o9", 2, group_id="SPOCKET", supplier_order_id="SP-9"),
+        ev("TRACKING_RECEIVED", "o9-track", "o9", 3, group_id="SPOCKET", tracking_number="LP00123456789012CN"),
+        ev("DELIVERED", "o9-delivered", "o9", 4),
+    ])
+    marker = wait_for(lambda: (o := order(worker, "o9")) is not None and o.get("archived") and o,
+                      timeout=60, what="o9 archived")
+    assert marker["status"] == "DELIVERED" and marker["store_id"] == STORE and marker["order_number"] == "#1001"
+    assert "state" not in marker and "items" not in marker
+    listed = worker.get("/orders", status="DELIVERED").json()["orders"]
+    assert [(o["order_id"], o.get("archived")) for o in listed] == [("o9", True)]
+    refused = worker.post("/orders/o9/cancel")
+    assert refused.status_code == 409 and "archived" in refused.json()["error"]
+    assert "ops_archived_total{table=\"orders\"} 1.0" in worker.get("/metrics").text
+
+    # A refund weeks later: to deadletter, the order stays archived (no fresh order).
+    cli_publish(broker, "orders.events", [ev("REFUND_REQUESTED", "o9-refund", "o9", 50, reason="late")])
+    dead = wait_for(lambda: [d for d in read_json(broker, "deadletter") if d["reason"] == "ARCHIVED"],
+                    what="ARCHIVED dead letter")
+    assert len(dead) == 1 and marker["archived_at"] in dead[0]["detail"]
+    assert orjson.loads(base64.b64decode(dead[0]["value"]))["event_id"] == "o9-refund"
+    assert order(worker, "o9") == marker
+
+    # A new worker recovers the marker from the changelog.
+    worker.stop()
+    again = spawn("w2", **env)
+    again.wait_ready(timeout=60)
+    assert wait_for(lambda: order(again, "o9"), timeout=30, what="o9 after restart") == marker

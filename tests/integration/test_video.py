@@ -257,3 +257,35 @@ def test_cancel_stops_a_running_render(broker: EmbeddedBroker, tmp_path: Path, s
     assert job(worker, video_id)["status"] == "CANCELLED"  # type: ignore[index]
     outcomes = [e for e in read_json(broker, "video.events") if e["video_id"] == video_id]
     assert {e["type"] for e in outcomes} <= {"STARTED", "PROGRESS", "CANCEL"}
+
+
+def test_a_finished_job_is_archived_and_refuses_what_comes_later(broker: EmbeddedBroker, spawn: Any) -> None:
+    """No renderer: the job waits QUEUED until cancelled; then, past OPS_VIDEO_KEEP_DAYS, a marker replaces it."""
+    env = {"OPS_VIDEO_KEEP_DAYS": "0.00001", "OPS_ARCHIVE_INTERVAL_S": "1"}  # under a second
+    worker = spawn("w1", **env)
+    worker.wait_ready()
+    request = {"store_id": "s1", "product_id": "p1", "duration": 5, "image_urls": ["http://127.0.0.1:9/a.jpg"]}
+    video_id = post(worker, "/videos", request, **{"Idempotency-Key": "arch-1"}).json()["video_id"]
+    wait_status(worker, video_id, "QUEUED")
+    cancel = post(worker, f"/videos/{video_id}/cancel", **{"Idempotency-Key": "arch-c1"})
+    assert cancel.status_code == 200 and cancel.json()["status"] == "CANCELLED", cancel.text
+
+    marker = wait_for(lambda: (j := job(worker, video_id)) is not None and j.get("archived") and j,
+                      timeout=60, what="the job archived")
+    assert marker["status"] == "CANCELLED" and marker["store_id"] == "s1" and "job" not in marker
+    retry = post(worker, f"/videos/{video_id}/retry", **{"Idempotency-Key": "arch-r1"})
+    assert retry.status_code == 409 and "archived" in retry.json()["error"]
+    assert 'ops_archived_total{table="video-jobs"} 1.0' in worker.get("/metrics").text
+
+    # The same request again (same key, same id): refused to deadletter, the job is not started again.
+    assert post(worker, "/videos", request, **{"Idempotency-Key": "arch-1"}).json()["video_id"] == video_id
+    dead = wait_for(lambda: [d for d in read_json(broker, "deadletter") if d["reason"] == "ARCHIVED"],
+                    what="the ARCHIVED dead letter")
+    assert len(dead) == 1 and video_id in dead[0]["detail"]
+    assert job(worker, video_id) == marker
+
+    # A new worker recovers the marker from the changelog.
+    worker.stop()
+    again = spawn("w2", **env)
+    again.wait_ready(timeout=60)
+    assert wait_for(lambda: job(again, video_id), timeout=30, what="the job after a restart") == marker

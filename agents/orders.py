@@ -27,8 +27,9 @@ the whole state.
 An order final (DELIVERED, CANCELLED, REFUNDED) with no deadline for
 ``OPS_ORDER_KEEP_DAYS`` is archived by the hourly sweep (``KeyedMachine.archive``):
 its value becomes ``{"status", "since", "archived": true, "archived_at",
-"store_id", "order_number"}`` (models/archive.py), and a later event for it
-goes to ``deadletter`` (``ARCHIVED``).
+"order_id", "store_id", "order_number", "redacted"}`` (models/archive.py), and a
+later event for it goes to ``deadletter`` (``ARCHIVED``), but a redaction of
+the customer's data, which is applied (``redact_archived_order``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import orjson
 from pydantic import ValidationError
 
 from connectors import metrics
-from models.archive import is_archived, order_archivable, order_marker
+from models.archive import is_archived, order_archivable, order_marker, redact_archived_order
 from models.events import AlertRecord, DeadLetterReason
 from models.fulfillment import (
     Decision,
@@ -54,7 +55,7 @@ from models.fulfillment import (
     decide,
     next_deadline,
 )
-from models.orders import OrderEvent, decode_order_event
+from models.orders import OrderEvent, RedactRequested, decode_order_event
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
@@ -140,6 +141,9 @@ class OrderProcessor(KeyedMachine):
         body = self.body(key)
         if is_archived(body):
             assert body is not None
+            if isinstance(order_event, RedactRequested):  # never refused: PostgreSQL's row still has the data
+                self._redact_archived(message, key, body, order_event)
+                return
             metrics.ORDER_EVENTS.labels(order_event.type.value, "ARCHIVED").inc()
             self.refuse_archived(message, key, body)
             return
@@ -151,6 +155,17 @@ class OrderProcessor(KeyedMachine):
         due = next_deadline(decision.state, self.config)
         self.store.write(message, key, record_body(decision.state, due), self._outputs(message, order_event, decision))
         self.set_due(key, due)
+
+    def _redact_archived(self, message: Any, key: str, marker: dict[str, Any], event: RedactRequested) -> None:
+        """The marker says the order is redacted (the recorder redacts PostgreSQL's row on it)
+        and the store owner gets the notice (the notifier redacts its records first)."""
+        redaction = redact_archived_order(key, marker, event)
+        if redaction is None:
+            metrics.ORDER_EVENTS.labels(event.type.value, "DUPLICATE").inc()
+            return
+        redacted, notice = redaction
+        metrics.ORDER_EVENTS.labels(event.type.value, "APPLIED").inc()
+        self.store.write(message, key, redacted, [(topics.NOTIFICATIONS, notice.store_id.encode(), encode(notice))])
 
     def _count(self, event: OrderEvent, decision: Decision) -> None:
         result = (

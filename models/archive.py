@@ -8,8 +8,10 @@ and waits on nothing is replaced, after a keep period, by a small marker:
 
 Not a tombstone: a late event for an archived key must not start a fresh
 order or job. The agent sends such an event to ``deadletter`` (reason
-``ARCHIVED``, the detail from ``archived_detail``). PostgreSQL's ``orders``
-and ``video_assets`` keep the full record.
+``ARCHIVED``, the detail from ``archived_detail``), except a redaction of an
+order's personal data, which still reaches the full record PostgreSQL's
+``orders`` keeps (``redact_archived_order``). ``video_assets`` keeps the
+jobs' records.
 
 The functions take the table's JSON value (parsed) and return plain data: no
 I/O. Whether the key's outputs are delivered (``OutboxTable.settled``) and
@@ -21,7 +23,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from models.fulfillment import TERMINAL
+from models.fulfillment import TERMINAL, order_output_id
+from models.orders import Audience, Notification, NotificationKind, RedactRequested
 from models.video import FINAL
 
 ORDER_FINAL = frozenset(s.value for s in TERMINAL)
@@ -56,9 +59,45 @@ def order_marker(body: dict[str, Any], at: datetime) -> dict[str, Any]:
         "since": body["since"],
         "archived": True,
         "archived_at": at.isoformat(),
+        "order_id": state.get("order_id"),
         "store_id": state.get("store_id"),
         "order_number": state.get("order_number"),
+        "redacted": bool(state.get("redacted")),
     }
+
+
+def redact_archived_order(
+    order_id: str, marker: dict[str, Any], event: RedactRequested
+) -> tuple[dict[str, Any], Notification] | None:
+    """A redaction of an archived order: the marker that says so, and the store
+    owner's ADMIN_REDACTED notice (the same id the order machine gives it, so a
+    replay is one notice); None when the order is redacted already.
+
+    The marker holds no personal data; PostgreSQL's ``orders`` row does, and the
+    recorder redacts it on this marker (connectors/postgres/record.py), as the
+    notifier redacts its records of the order's notifications on the notice.
+    Redaction must reach them however old the order: it is never refused.
+    """
+    if marker.get("redacted"):
+        return None
+    store_id = marker.get("store_id") or event.store_id
+    notice = Notification(
+        notification_id=order_output_id(order_id, "notify", NotificationKind.ADMIN_REDACTED.value, "redacted"),
+        kind=NotificationKind.ADMIN_REDACTED,
+        audience=Audience.ADMIN,
+        store_id=store_id,
+        order_id=order_id,
+        recipient=None,
+        data={
+            "order_id": order_id,
+            "store_id": store_id,
+            "order_number": marker.get("order_number") or order_id,
+            "customer_name": "",
+            "reason": event.reason or "requested",
+        },
+        created_at=event.occurred_at,
+    )
+    return {**marker, "order_id": order_id, "redacted": True}, notice
 
 
 def video_archivable(body: dict[str, Any], cutoff: datetime) -> bool:

@@ -35,7 +35,7 @@ when its other events came first (a PAYMENT_ISSUE alert).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -260,6 +260,17 @@ def initial(event: OrderEvent) -> OrderState:
         first_seen_at=event.occurred_at,
         updated_at=event.occurred_at,
     )
+
+
+def order_output_id(order_id: str, *parts: str) -> str:
+    """The deterministic id of an order's output (a command, a notification): the
+    same parts of the same order give the same id, so a replay dedupes."""
+    return name_uuid(_NS, "|".join((order_id, *parts)))
+
+
+def redacted_customer() -> tuple[Customer, Callable[[str], Address]]:
+    """What a redaction leaves of the customer (nothing) and of a shipping address (its country)."""
+    return Customer(), lambda country: Address(name=REDACTED, line1=REDACTED, city=REDACTED, country_code=country)
 
 
 def decide(state: OrderState | None, event: OrderEvent, config: MachineConfig = MachineConfig()) -> Decision:
@@ -541,7 +552,7 @@ class _Step:
         return cancelled
 
     def _id(self, *parts: str) -> str:
-        return name_uuid(_NS, "|".join((self.state.order_id, *parts)))
+        return order_output_id(self.state.order_id, *parts)
 
     def _notify(
         self,
@@ -902,11 +913,10 @@ class _Step:
         if state.redacted:
             raise _Ignore
         address = state.shipping_address
+        customer, redacted_address = redacted_customer()
         self._set(
-            customer=Customer(),
-            shipping_address=None if address is None else Address(
-                name=REDACTED, line1=REDACTED, city=REDACTED, country_code=address.country_code
-            ),
+            customer=customer,
+            shipping_address=None if address is None else redacted_address(address.country_code),
             redacted=True,
         )
         # After the change: the notice carries no name (the notifier redacts its records on it).

@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from models.alerts import ALERT_STATUS_RANK
 from models.events import Alert, InventoryChange
-from models.fulfillment import OrderState
+from models.fulfillment import OrderState, redacted_customer
 from models.sync import SyncRun
 from models.video import FINAL, VideoStatus, VideoStatusRecord
 from models.webhooks import InboundWebhook
@@ -95,6 +95,27 @@ ON CONFLICT (order_id) DO UPDATE SET
   created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, state = EXCLUDED.state
 WHERE orders.updated_at <= EXCLUDED.updated_at
 """
+def _redaction_json() -> tuple[str, str]:
+    customer, address = redacted_customer()
+    dump = {"mode": "json", "by_alias": True}
+    return orjson.dumps(customer.model_dump(**dump)).decode(), orjson.dumps(address("ZZ").model_dump(**dump)).decode()
+
+
+_REDACTED_CUSTOMER, _REDACTED_ADDRESS = _redaction_json()
+# The redaction of an archived order's row: what the order machine's redaction
+# leaves (models.fulfillment.redacted_customer: no customer, the address's
+# country), written into the row's state as the machine's own state would be.
+_REDACT_ORDER = """
+UPDATE orders SET redacted = true,
+  state = jsonb_set(
+    jsonb_set(state, '{customer}', $2::jsonb),
+    '{shipping_address}',
+    CASE WHEN jsonb_typeof(state->'shipping_address') = 'object'
+      THEN jsonb_set($3::jsonb, '{country_code}', state->'shipping_address'->'country_code')
+      ELSE 'null'::jsonb END
+  ) || '{"redacted": true}'::jsonb
+WHERE order_id = $1 AND NOT redacted
+"""
 _HISTORY = """
 INSERT INTO order_history (order_id, seq, at, event_id, event, from_status, to_status, note)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -137,6 +158,7 @@ STATEMENTS: dict[str, str] = {
     _PRODUCT: "products",
     _ALERT: "alerts",
     _ORDER: "orders",
+    _REDACT_ORDER: "orders",  # after the upsert: a batch with both ends redacted
     _HISTORY: "order_history",
     _WEBHOOK: "processed_webhook_events",
     _SYNC_RUN: "sync_logs",
@@ -228,7 +250,11 @@ def _order_rows(value: bytes) -> list[Row]:
     except orjson.JSONDecodeError as exc:
         raise Unrecordable(f"not JSON: {exc}") from None
     if isinstance(body, dict) and body.get("archived") is True:
-        return []  # an archive marker (models/archive.py): the row keeps the order as it was
+        # An archive marker (models/archive.py): the row keeps the order as it was,
+        # but for a redaction, which must reach it however old the order.
+        if body.get("redacted") is True and isinstance(body.get("order_id"), str):
+            return [(_REDACT_ORDER, (body["order_id"], _REDACTED_CUSTOMER, _REDACTED_ADDRESS))]
+        return []
     if not isinstance(body, dict) or not isinstance(body.get("state"), dict):
         raise Unrecordable("an orders changelog record without a state")
     try:
@@ -361,5 +387,5 @@ async def write_rows(pool: Any, rows: Iterable[Row]) -> Written:
                     await copied.write(conn, batch)
                 else:
                     await conn.executemany(statement, batch)
-                counts[STATEMENTS[statement]] = len(batch)
+                counts[STATEMENTS[statement]] = counts.get(STATEMENTS[statement], 0) + len(batch)
     return Written(counts)

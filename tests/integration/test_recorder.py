@@ -360,3 +360,54 @@ def test_the_recorder_catches_up_after_its_database_was_down(broker, spawn) -> N
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_redaction_of_an_archived_order_reaches_its_row(pg_dsn: str) -> None:
+    """An archived order's row keeps the whole order, personal data included, until a redaction:
+    the marker that says redacted leaves the row as the machine's own redaction would."""
+    from datetime import timedelta as td
+
+    from agents.orders import record_body
+    from models.archive import order_marker, redact_archived_order
+    from models.fulfillment import MachineConfig, decide
+    from models.orders import OrderEventType
+    from streams import tables
+    from streams.outbox import OutboxTable
+    from tests.unit.order_events import ORDER, created, delivered, event, paid
+
+    state = None
+    for e in (created(), paid()):
+        state = decide(state, e, MachineConfig()).state
+    assert state is not None
+    for e in [event(OrderEventType.SUPPLIER_ORDER_PLACED, f"placed-{g.group_id}", 2, group_id=g.group_id,
+                    supplier_order_id=f"SO-{g.group_id}") for g in state.groups] + [delivered()]:
+        state = decide(state, e, MachineConfig()).state
+    changelog = f"ops-{tables.ORDERS}-changelog"
+    body = orjson.loads(OutboxTable.encode(record_body(state, None), []))  # as the table holds it
+    redact = event(OrderEventType.REDACT_REQUESTED, "redact", 99, reason="customers/redact")
+    live = decide(state, redact, MachineConfig()).state  # the machine's redaction, for comparison
+    later = datetime.now(timezone.utc) + td(days=365)
+    marker = order_marker(body, later)
+    redaction = redact_archived_order(ORDER, marker, redact)
+    assert redaction is not None
+
+    async def body_(pool: Any) -> Any:
+        await write_rows(pool, rows_of(changelog, OutboxTable.encode(body, [])))
+        await write_rows(pool, rows_of(changelog, OutboxTable.encode(marker, [])))  # archived: the row stays
+        async with pool.acquire() as conn:
+            kept = orjson.loads(await conn.fetchval("SELECT state FROM orders WHERE order_id = $1", ORDER))
+        for _ in range(2):  # replayed: the same
+            await write_rows(pool, rows_of(changelog, OutboxTable.encode(redaction[0], [])))
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT redacted, state FROM orders WHERE order_id = $1", ORDER)
+        return kept, row["redacted"], orjson.loads(row["state"])
+
+    kept, redacted, after = run(pg_dsn, body_)
+    assert kept["customer"]["email"] == "ada@example.com" and kept["shipping_address"]["line1"] == "1 Main St"
+    view = live.model_dump(mode="json", by_alias=True, exclude={"seen", "parked"})
+    assert redacted is True
+    for field in ("customer", "shipping_address", "redacted"):
+        assert after[field] == view[field], field
+    assert "ada" not in orjson.dumps(after).decode().lower()
+    assert {k: v for k, v in after.items() if k not in ("customer", "shipping_address", "redacted")} == \
+        {k: v for k, v in kept.items() if k not in ("customer", "shipping_address", "redacted")}

@@ -47,7 +47,8 @@ LATER = at(4) + KEEP_ORDERS + timedelta(days=1)  # past the keep period of an or
 def order_body(status: str | None, since: datetime | None, due: str | None = None, outbox: list[Any] | None = None) -> dict[str, Any]:
     return {
         "status": status, "since": since.timestamp() if since else None, "due": due,
-        "state": {"store_id": "s-1", "order_number": "#1001"}, "outbox": outbox or [],
+        "state": {"order_id": "o-1", "store_id": "s-1", "order_number": "#1001", "redacted": False},
+        "outbox": outbox or [],
     }
 
 
@@ -64,7 +65,7 @@ def test_a_final_order_without_deadline_past_the_keep_period_is_archivable() -> 
     marker = archive.order_marker(order_body("DELIVERED", at(-1)), cutoff)
     assert marker == {
         "status": "DELIVERED", "since": at(-1).timestamp(), "archived": True, "archived_at": cutoff.isoformat(),
-        "store_id": "s-1", "order_number": "#1001",
+        "order_id": "o-1", "store_id": "s-1", "order_number": "#1001", "redacted": False,
     }
     assert archive.is_archived(marker)
     assert not archive.order_archivable(marker, cutoff + timedelta(days=1000))  # archived once
@@ -338,3 +339,40 @@ def test_video_jobs_of_other_partitions_or_unsettled_stay() -> None:
     proc.store._unconfirmed[proc.partition_of("v1")]["v1"] = [("video.status", b"v1", b"{}")]
     assert proc.archive([theirs, "v1"], job.updated_at + timedelta(days=365)) == 0
     assert proc.archived(theirs) is None and proc.archived("v1") is None
+
+
+def test_a_redaction_of_an_archived_order_is_applied_not_refused() -> None:
+    """Shopify's customers/redact of an old order: the marker says redacted, the owner gets the
+    same notice the machine would have sent, PostgreSQL's row is redacted; a repeat does nothing."""
+    from models.orders import OrderEventType
+    from tests.unit.order_events import event
+
+    proc, outputs, fake, messages = order_processor()
+    deliver(proc, messages, fake)
+    state = proc.load(ORDER)
+    assert state is not None and not state.redacted
+    redact = event(OrderEventType.REDACT_REQUESTED, "redact-late", 20, reason="customers/redact")
+    machine = decide(state, redact, MachineConfig())  # what the machine does on the live order
+    [expected] = machine.notifications
+    proc.archive([ORDER], LATER)
+    marker = proc.archived(ORDER)
+    assert marker is not None and marker["redacted"] is False and marker["order_id"] == ORDER
+    written = len(outputs.values)
+
+    feed(proc, messages, [redact])
+
+    new = outputs.values[written:]
+    assert sorted(t for t, _, _ in new) == ["notifications", "orders-changelog"]  # no dead letter
+    redacted = proc.archived(ORDER)
+    assert redacted == {**marker, "redacted": True}
+    notice = orjson.loads(next(v for t, _, v in new if t == "notifications"))
+    assert notice["notification_id"] == expected.notification_id and notice["kind"] == "ADMIN_REDACTED"
+    assert notice["order_id"] == ORDER and notice["recipient"] is None
+    assert notice["data"]["reason"] == "customers/redact" and notice["data"]["order_number"] == state.order_number
+    # The recorder redacts PostgreSQL's row on the marker.
+    [(sql, params)] = rows_of(changelog_topic("ops", tables.ORDERS), proc.table.data[ORDER])
+    assert sql.lstrip().startswith("UPDATE orders SET redacted = true") and params[0] == ORDER
+    # Again (Shopify retries): nothing more.
+    written = len(outputs.values)
+    feed(proc, messages, [event(OrderEventType.REDACT_REQUESTED, "redact-again", 30, reason="customers/redact")])
+    assert outputs.values[written:] == [] and proc.archived(ORDER) == redacted

@@ -73,7 +73,10 @@ def main() -> None:
             for store, run in runs.items():
                 print(f"  {store}: {run['status']} done {run['done']}/{run['total']} failed {run['failed']} "
                       f"changed {run['changed']} in {run['duration_s']:.1f} s")
-            print("supplier product requests:", fake.requests()["product_requests"])
+            requests = fake.requests()
+            print("supplier product requests:", requests["product_requests"])
+            # The syncer's default freight lookups (OPS_FREIGHT_LOOKUPS_PER_PAGE) on this first sync.
+            print("supplier freight requests:", requests["freight_requests"])
     finally:
         for proc in procs:
             proc.kill()

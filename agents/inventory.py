@@ -32,7 +32,6 @@ video agent keeps the first request of an id.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -84,7 +83,7 @@ from models.product import (
     to_micros,
     with_outbox,
 )
-from agents.wiring import error_text, refusal, run_agent
+from agents.wiring import error_text, refusal, run_agent, sweep_timer
 from models.video import auto_request_for
 from streams import topics
 from streams.app import Engine
@@ -94,15 +93,13 @@ from streams.tables import StoreKeys, entries
 
 log = logging.getLogger(__name__)
 
-#: How often closed alerts past OPS_ALERT_KEEP_DAYS leave the alerts table, s, and how many keys a step reads.
+#: How often closed alerts past OPS_ALERT_KEEP_DAYS leave the alerts table, s.
 ALERT_PURGE_INTERVAL_S = 3600.0
-ALERT_PURGE_SLICE = 2000
 
 _PAGE = TypeAdapter(list[SupplierSnapshot])
 T = TypeVar("T")
 C = TypeVar("C", SupplierUpdate, StorefrontStock)
 _ITEM = TypeAdapter(SupplierSnapshot)
-
 
 
 def alert_key(store_id: str, alert_id: str) -> str:
@@ -870,16 +867,8 @@ def register(engine: Engine) -> InventoryProcessor:
 
     keep = timedelta(days=engine.settings.alert_keep_days)
 
-    @app.timer(interval=ALERT_PURGE_INTERVAL_S)
-    async def purge_alerts() -> None:
-        # A slice at a time, so that the agent's loop goes on between them.
-        keys = list(entries(engine.tables.alerts))
-        cutoff = datetime.now(timezone.utc) - keep
-        for start in range(0, len(keys), ALERT_PURGE_SLICE):
-            if app.rebalancing:
-                return  # the next sweep, with the partitions it brings
-            processor.purge_alerts(keys[start : start + ALERT_PURGE_SLICE], cutoff, partition_of)
-            await asyncio.sleep(0)
+    sweep_timer(app, ALERT_PURGE_INTERVAL_S, "purge_alerts", lambda: entries(engine.tables.alerts),
+                lambda keys, now: processor.purge_alerts(keys, now - keep, partition_of))
 
     @app.timer(interval=engine.settings.gauge_interval)
     async def refresh_gauges() -> None:

@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 
 #: Longest stretch of handling before the agent lets the loop run other tasks, s.
 YIELD_AFTER_S = 0.002
-#: Keys one step of the archive sweep reads before it lets the loop run again.
-ARCHIVE_SLICE = 2000
+#: Keys one step of a table sweep reads before it lets the loop run again.
+SWEEP_SLICE = 2000
 
 
 def run_agent(engine: Engine, topic: faust.TopicT, name: str, handle: Callable[[faust.EventT], None]) -> Any:
@@ -87,6 +87,31 @@ def dead_letter(
 
 def active_partitions(app: faust.App, topic: str) -> set[int]:
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+
+
+def sweep_timer(
+    app: faust.App,
+    interval_s: float,
+    name: str,
+    keys: Callable[[], Iterable[str]],
+    step: Callable[[list[str], datetime], object],
+) -> None:
+    """A timer that every ``interval_s`` hands a table's ``keys()`` to ``step(keys, now)``,
+    ``SWEEP_SLICE`` at a time (the agents' loop goes on between slices), and never while
+    rebalancing: the next sweep covers the partitions a rebalance brings. Used by the
+    alerts' purge and the orders' and video jobs' archive."""
+
+    async def sweep() -> None:
+        todo = list(keys())
+        now = datetime.now(timezone.utc)
+        for start in range(0, len(todo), SWEEP_SLICE):
+            if app.rebalancing:
+                return
+            step(todo[start : start + SWEEP_SLICE], now)
+            await asyncio.sleep(0)
+
+    sweep.__name__ = name
+    app.timer(interval=interval_s, name=name)(sweep)
 
 
 def refusal(exc: ValidationError) -> tuple[DeadLetterReason, str]:
@@ -199,20 +224,9 @@ class KeyedMachine(ABC):
         return archived
 
     def schedule_archive(self) -> None:
-        """The sweep: every ``OPS_ARCHIVE_INTERVAL_S``, a slice of keys at a time
-        (the agent's loop goes on between them), never while rebalancing."""
-        app = self.app
-
-        async def archive_sweep() -> None:
-            keys = list(self.table.data)
-            now = datetime.now(timezone.utc)
-            for start in range(0, len(keys), ARCHIVE_SLICE):
-                if app.rebalancing:
-                    return  # the next sweep, with the partitions it brings
-                self.archive(keys[start : start + ARCHIVE_SLICE], now)
-                await asyncio.sleep(0)
-
-        app.timer(interval=self.engine.settings.archive_interval_s, name=f"archive_{self.table_name}")(archive_sweep)
+        """The sweep: ``archive`` every ``OPS_ARCHIVE_INTERVAL_S`` (``sweep_timer``)."""
+        sweep_timer(self.app, self.engine.settings.archive_interval_s, f"archive_{self.table_name}",
+                    lambda: self.table.data, self.archive)
 
     def dead(self, message: Any, reason: DeadLetterReason, detail: str) -> None:
         topic, key, value = dead_letter(message, reason, detail, log_detail=True)

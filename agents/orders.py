@@ -28,8 +28,10 @@ An order final (DELIVERED, CANCELLED, REFUNDED) with no deadline for
 ``OPS_ORDER_KEEP_DAYS`` is archived by the hourly sweep (``KeyedMachine.archive``):
 its value becomes ``{"status", "since", "archived": true, "archived_at",
 "order_id", "store_id", "order_number", "redacted"}`` (models/archive.py), and a
-later event for it goes to ``deadletter`` (``ARCHIVED``), but a redaction of
-the customer's data, which is applied (``redact_archived_order``).
+later event for it goes to ``deadletter`` (``ARCHIVED``), but the two requests
+about the customer's data: a redaction is applied (``redact_archived_order``),
+and a data request is answered from PostgreSQL's row
+(``data_request_archived_order``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ import orjson
 from pydantic import ValidationError
 
 from connectors import metrics
-from models.archive import is_archived, order_archivable, order_marker, redact_archived_order
+from models.archive import (
+    data_request_archived_order,
+    is_archived,
+    order_archivable,
+    order_marker,
+    redact_archived_order,
+)
 from models.events import AlertRecord, DeadLetterReason
 from models.fulfillment import (
     Decision,
@@ -55,7 +63,7 @@ from models.fulfillment import (
     decide,
     next_deadline,
 )
-from models.orders import OrderEvent, RedactRequested, decode_order_event
+from models.orders import DataRequested, OrderEvent, RedactRequested, decode_order_event
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
@@ -141,8 +149,12 @@ class OrderProcessor(KeyedMachine):
         body = self.body(key)
         if is_archived(body):
             assert body is not None
-            if isinstance(order_event, RedactRequested):  # never refused: PostgreSQL's row still has the data
+            # Never refused: the customer's data is still in PostgreSQL's row.
+            if isinstance(order_event, RedactRequested):
                 self._redact_archived(message, key, body, order_event)
+                return
+            if isinstance(order_event, DataRequested):
+                self._data_request_archived(message, key, body, order_event)
                 return
             metrics.ORDER_EVENTS.labels(order_event.type.value, "ARCHIVED").inc()
             self.refuse_archived(message, key, body)
@@ -166,6 +178,13 @@ class OrderProcessor(KeyedMachine):
         redacted, notice = redaction
         metrics.ORDER_EVENTS.labels(event.type.value, "APPLIED").inc()
         self.store.write(message, key, redacted, [(topics.NOTIFICATIONS, notice.store_id.encode(), encode(notice))])
+
+    def _data_request_archived(self, message: Any, key: str, marker: dict[str, Any], event: DataRequested) -> None:
+        """The store owner's notice, which the notifier completes from PostgreSQL's row.
+        The marker is written again with it (the outbox makes the notice durable)."""
+        notice = data_request_archived_order(key, marker, event)
+        metrics.ORDER_EVENTS.labels(event.type.value, "APPLIED").inc()
+        self.store.write(message, key, marker, [(topics.NOTIFICATIONS, notice.store_id.encode(), encode(notice))])
 
     def _count(self, event: OrderEvent, decision: Decision) -> None:
         result = (

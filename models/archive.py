@@ -8,9 +8,10 @@ and waits on nothing is replaced, after a keep period, by a small marker:
 
 Not a tombstone: a late event for an archived key must not start a fresh
 order or job. The agent sends such an event to ``deadletter`` (reason
-``ARCHIVED``, the detail from ``archived_detail``), except a redaction of an
-order's personal data, which still reaches the full record PostgreSQL's
-``orders`` keeps (``redact_archived_order``). ``video_assets`` keeps the
+``ARCHIVED``, the detail from ``archived_detail``), except the two requests
+about an order's personal data, which reach the full record PostgreSQL's
+``orders`` keeps: a redaction (``redact_archived_order``) and a data request
+(``data_request_archived_order``). ``video_assets`` keeps the
 jobs' records.
 
 The functions take the table's JSON value (parsed) and return plain data: no
@@ -23,8 +24,23 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from models.fulfillment import TERMINAL, order_output_id
-from models.orders import Audience, Notification, NotificationKind, RedactRequested
+from pydantic import ValidationError
+
+from models.fulfillment import (
+    TERMINAL,
+    customer_data,
+    data_request_id_parts,
+    order_output_id,
+)
+from models.orders import (
+    Address,
+    Audience,
+    Customer,
+    DataRequested,
+    Notification,
+    NotificationKind,
+    RedactRequested,
+)
 from models.video import FINAL
 
 ORDER_FINAL = frozenset(s.value for s in TERMINAL)
@@ -98,6 +114,77 @@ def redact_archived_order(
         created_at=event.occurred_at,
     )
     return {**marker, "order_id": order_id, "redacted": True}, notice
+
+
+#: ``data["record"]`` of an ADMIN_DATA_REQUEST notice whose customer data the
+#: notifier reads from PostgreSQL's ``orders`` row (the order is archived).
+FROM_ORDERS_RECORD = "orders"
+
+
+def data_request_archived_order(order_id: str, marker: dict[str, Any], event: DataRequested) -> Notification:
+    """The store owner's ADMIN_DATA_REQUEST notice for an archived order.
+
+    The marker holds no personal data: the notice names the order and says
+    ``record: orders``, and the notifier fills in the customer's data from
+    PostgreSQL's ``orders`` row before it sends it (connectors/notify). Same id
+    as the live order's notice for the same request, so a replay is one notice.
+    A redacted order's notice asks for no lookup: nothing personal is left.
+    """
+    store_id = marker.get("store_id") or event.store_id
+    data = {
+        "order_id": order_id,
+        "store_id": store_id,
+        "order_number": marker.get("order_number") or order_id,
+        "customer_name": "",
+        "customer_email": "",
+        "customer_phone": "",
+        "shipping_address": "",
+        "archived_at": str(marker.get("archived_at") or ""),
+    }
+    if not marker.get("redacted"):
+        data["record"] = FROM_ORDERS_RECORD
+    return Notification(
+        notification_id=order_output_id(
+            order_id, "notify", NotificationKind.ADMIN_DATA_REQUEST.value, *data_request_id_parts(event)
+        ),
+        kind=NotificationKind.ADMIN_DATA_REQUEST,
+        audience=Audience.ADMIN,
+        store_id=store_id,
+        order_id=order_id,
+        recipient=None,
+        data=data,
+        created_at=event.occurred_at,
+    )
+
+
+def complete_data_request(notice: Notification, state: dict[str, Any] | None) -> Notification:
+    """An archived order's ADMIN_DATA_REQUEST notice (``data["record"] == "orders"``)
+    with the customer's data from the order's PostgreSQL record: ``state`` is the
+    row's ``state`` (parsed JSON), None when there is no row. The notice says where
+    its data came from, or that none was found."""
+    data = {k: v for k, v in notice.data.items() if k != "record"}
+    archived = data.get("archived_at") or "an earlier date"
+    if state is None:
+        data["reason"] = (
+            f"The order was archived on {archived} and no durable record of it was found in PostgreSQL: "
+            "the engine holds none of its customer's data."
+        )
+        return notice.model_copy(update={"data": data})
+    try:
+        raw_customer, raw_address = state.get("customer"), state.get("shipping_address")
+        customer = None if raw_customer is None else Customer.model_validate(raw_customer)
+        address = None if raw_address is None else Address.model_validate(raw_address)
+    except ValidationError as exc:
+        data["reason"] = (
+            f"The order was archived on {archived}; its durable record in PostgreSQL could not be read "
+            f"({exc.error_count()} errors): look it up there (orders, order_id {notice.order_id})."
+        )
+        return notice.model_copy(update={"data": data})
+    data.update(customer_data(customer, address))
+    data["reason"] = f"The order was archived on {archived}; this comes from its durable record in PostgreSQL." + (
+        " Its customer's data was redacted." if state.get("redacted") else ""
+    )
+    return notice.model_copy(update={"data": data})
 
 
 def video_archivable(body: dict[str, Any], cutoff: datetime) -> bool:

@@ -268,6 +268,27 @@ def order_output_id(order_id: str, *parts: str) -> str:
     return name_uuid(_NS, "|".join((order_id, *parts)))
 
 
+def customer_data(customer: Customer | None, address: Address | None) -> dict[str, str]:
+    """The customer's personal data an order holds, as the ADMIN_DATA_REQUEST notice
+    carries it (empty strings for what it lacks)."""
+    customer = customer or Customer()
+    lines = [] if address is None else [
+        address.name, address.line1, address.line2, address.city, address.province, address.postal_code,
+        address.country_code, address.phone,
+    ]
+    return {
+        "customer_name": customer.name or "",
+        "customer_email": customer.email or "",
+        "customer_phone": customer.phone or "",
+        "shipping_address": ", ".join(p for p in lines if p),
+    }
+
+
+def data_request_id_parts(event: DataRequested) -> tuple[str, ...]:
+    """The id parts (after ``notify``, the kind) of a data request's notice: one notice per request."""
+    return ("data-request", event.event_id)
+
+
 def redacted_customer() -> tuple[Customer, Callable[[str], Address]]:
     """What a redaction leaves of the customer (nothing) and of a shipping address (its country)."""
     return Customer(), lambda country: Address(name=REDACTED, line1=REDACTED, city=REDACTED, country_code=country)
@@ -893,18 +914,8 @@ class _Step:
     def _data_request(self, event: DataRequested) -> str | None:
         """Tell the store owner what the order holds of the customer (nothing, once redacted)."""
         state = self.state
-        customer = state.customer or Customer()
-        address = state.shipping_address
-        lines = [] if address is None else [
-            address.name, address.line1, address.line2, address.city, address.province, address.postal_code,
-            address.country_code, address.phone,
-        ]
-        extra = {
-            "customer_email": customer.email or "",
-            "customer_phone": customer.phone or "",
-            "shipping_address": ", ".join(p for p in lines if p),
-        }
-        self._notify(event, NotificationKind.ADMIN_DATA_REQUEST, "data-request", event.event_id, extra=extra)
+        extra = customer_data(state.customer, state.shipping_address)
+        self._notify(event, NotificationKind.ADMIN_DATA_REQUEST, *data_request_id_parts(event), extra=extra)
         return "customer data sent to the store owner" + (" (already redacted)" if state.redacted else "")
 
     def _redact(self, event: RedactRequested) -> str | None:

@@ -124,6 +124,8 @@ _TEMPLATES: dict[NotificationKind, tuple[str, str]] = {
         "?Phone: ${customer_phone}\n"
         "?Shipping address: ${shipping_address}\n"
         "\n"
+        "?${reason}\n"
+        "\n"
         "Send it to the customer as Shopify's data request asks.\n",
     ),
     NotificationKind.ADMIN_REDACTED: (

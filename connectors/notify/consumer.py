@@ -32,6 +32,7 @@ from connectors.consumers import backoff, commit, group_consumer, pause
 from connectors.notify.digest import record_alert, record_store_settings, send_due_digests
 from connectors.notify.sender import NotificationSender, TransientDeliveryError
 from connectors.notify.settings import NotifySettings
+from models.archive import FROM_ORDERS_RECORD
 from models.events import Alert, DeadLetter, DeadLetterReason, StoreSettings, utcnow
 from models.orders import Notification, NotificationKind
 from streams import topics
@@ -96,6 +97,9 @@ class RecordHandler:
                 if event.kind is NotificationKind.ADMIN_REDACTED and event.order_id:
                     # Our own records first: the notice is sent only once they hold no address.
                     await self.sender.redact_order(event.order_id)
+                if event.data.get("record") == FROM_ORDERS_RECORD and event.order_id:
+                    # An archived order's data request: its customer's data is in PostgreSQL's row.
+                    event = await self.sender.complete_from_record(event)
                 return await self.sender.deliver(event)
             if isinstance(event, Alert):
                 kept = await record_alert(

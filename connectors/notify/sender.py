@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import orjson
 from prometheus_client import Counter
 
 from connectors.notify.settings import NotifySettings
@@ -37,6 +38,7 @@ from connectors.notify.smtp import (
     build_message,
     valid_email,
 )
+from models.archive import complete_data_request
 from models.fulfillment import REDACTED
 from models.notifications import CUSTOMER_KINDS, render_notification
 from models.orders import Audience, Notification
@@ -108,6 +110,13 @@ class NotificationSender:
         (the owner's own addresses stay): a redaction. Idempotent; returns the rows changed."""
         done = await self.pool.execute(_REDACT, order_id, REDACTED, list(CUSTOMER_KINDS))
         return int(done.split()[-1])
+
+    async def complete_from_record(self, notification: Notification) -> Notification:
+        """An archived order's data request notice with the customer's data of the
+        order's ``orders`` row (the recorder's), or saying that there is none."""
+        raw = await self.pool.fetchval("SELECT state FROM orders WHERE order_id = $1", notification.order_id)
+        state = orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw
+        return complete_data_request(notification, state if isinstance(state, dict) else None)
 
     async def deliver(self, notification: Notification) -> str:
         """Send ``notification`` unless its id was claimed before.

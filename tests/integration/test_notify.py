@@ -596,3 +596,53 @@ def test_a_redaction_notice_removes_the_customer_address_from_the_records_first(
     assert notice["Subject"] == "[ops-engine] Personal data removed from order #1001"
     assert "customers/redact" in notice.get_payload(decode=True).decode()
     assert "ada@example.com" not in notice.as_string()
+
+
+def test_a_data_request_for_an_archived_order_is_answered_from_its_postgresql_row(
+    pg_dsn: str, smtp: tuple[Inbox, int]
+) -> None:
+    """Shopify's customers/data_request for an order archived long ago: the worker's marker holds no
+    personal data, so the notifier fills the owner's notice in from the recorder's ``orders`` row.
+    An order PostgreSQL never recorded gets a notice that says so."""
+    import orjson
+
+    from agents.orders import record_body
+    from connectors.postgres.record import rows_of, write_rows
+    from models.archive import data_request_archived_order, order_marker
+    from models.fulfillment import MachineConfig, decide
+    from models.orders import OrderEventType
+    from streams import tables
+    from streams.outbox import OutboxTable
+    from tests.unit.order_events import ORDER, delivered_order, event
+
+    inbox, port = smtp
+    state = delivered_order()
+    request = event(OrderEventType.DATA_REQUESTED, "shopify:dr-1", 99, request_id="dr-1")
+    live = decide(state, request, MachineConfig()).notifications[0]  # what the live order would have sent
+    body = orjson.loads(OutboxTable.encode(record_body(state, None), []))
+    marker = order_marker(body, datetime(2027, 3, 1, tzinfo=UTC))
+    notice = data_request_archived_order(ORDER, marker, request)
+    assert notice.notification_id == live.notification_id and notice.data["record"] == "orders"
+    assert "ada@example.com" not in notice.model_dump_json()  # the marker has none of it
+    unknown = data_request_archived_order("o-never-recorded", {**marker, "order_id": "o-never-recorded"}, request)
+
+    async def body_(pool: Any) -> list[str]:
+        await write_rows(pool, rows_of(f"ops-{tables.ORDERS}-changelog", OutboxTable.encode(body, [])))
+        settings = notify_settings(port, admin_email="owner@shop.example")
+        handler = RecordHandler(pool, NotificationSender(pool, settings), settings, FakeProducer())
+        return [
+            await handler.handle(Record(topics.NOTIFICATIONS, encode(notice))),
+            await handler.handle(Record(topics.NOTIFICATIONS, encode(notice), offset=1)),  # redelivered
+            await handler.handle(Record(topics.NOTIFICATIONS, encode(unknown), offset=2)),
+        ]
+
+    assert run(pg_dsn, body_) == ["SENT", "ALREADY", "SENT"]
+    assert [m.rcpt_tos for m in inbox.mails] == [["owner@shop.example"], ["owner@shop.example"]]
+    answered = inbox.mails[0].message.get_payload(decode=True).decode()
+    expected = live.data
+    for line in (f"E-mail: {expected['customer_email']}", f"Shipping address: {expected['shipping_address']}",
+                 f"Name: {expected['customer_name']}", "archived on 2027-03-01",
+                 "comes from its durable record in PostgreSQL"):
+        assert line in answered, line
+    none_found = inbox.mails[1].message.get_payload(decode=True).decode()
+    assert "no durable record of it was found" in none_found and "E-mail:" not in none_found

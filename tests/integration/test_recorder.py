@@ -373,15 +373,9 @@ def test_the_redaction_of_an_archived_order_reaches_its_row(pg_dsn: str) -> None
     from models.orders import OrderEventType
     from streams import tables
     from streams.outbox import OutboxTable
-    from tests.unit.order_events import ORDER, created, delivered, event, paid
+    from tests.unit.order_events import ORDER, delivered_order, event
 
-    state = None
-    for e in (created(), paid()):
-        state = decide(state, e, MachineConfig()).state
-    assert state is not None
-    for e in [event(OrderEventType.SUPPLIER_ORDER_PLACED, f"placed-{g.group_id}", 2, group_id=g.group_id,
-                    supplier_order_id=f"SO-{g.group_id}") for g in state.groups] + [delivered()]:
-        state = decide(state, e, MachineConfig()).state
+    state = delivered_order()
     changelog = f"ops-{tables.ORDERS}-changelog"
     body = orjson.loads(OutboxTable.encode(record_body(state, None), []))  # as the table holds it
     redact = event(OrderEventType.REDACT_REQUESTED, "redact", 99, reason="customers/redact")

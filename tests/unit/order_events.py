@@ -120,3 +120,17 @@ def timer(kind: TimerKind, group: str | None, due: datetime, seconds: float) -> 
         group_id=group,
         due_at=due,
     )
+
+
+def delivered_order() -> Any:
+    """The state of the default order (``created()``) paid, placed with each supplier and delivered."""
+    from models.fulfillment import MachineConfig, decide
+
+    state = None
+    for e in (created(), paid()):
+        state = decide(state, e, MachineConfig()).state
+    assert state is not None
+    for e in [event(OrderEventType.SUPPLIER_ORDER_PLACED, f"placed-{g.group_id}", 2, group_id=g.group_id,
+                    supplier_order_id=f"SO-{g.group_id}") for g in state.groups] + [delivered()]:
+        state = decide(state, e, MachineConfig()).state
+    return state

@@ -25,6 +25,7 @@ from connectors.postgres.record import changelog_topic, rows_of
 from models import archive
 from models.events import DeadLetterReason
 from models.fulfillment import MachineConfig, OrderState, OrderStatus, decide
+from models.orders import Notification, NotificationKind
 from models.video import VideoJob, VideoStatus
 from models.video import decide as decide_video
 from streams import tables
@@ -376,3 +377,50 @@ def test_a_redaction_of_an_archived_order_is_applied_not_refused() -> None:
     written = len(outputs.values)
     feed(proc, messages, [event(OrderEventType.REDACT_REQUESTED, "redact-again", 30, reason="customers/redact")])
     assert outputs.values[written:] == [] and proc.archived(ORDER) == redacted
+
+
+def test_a_data_request_for_an_archived_order_is_answered_not_refused() -> None:
+    """Shopify's customers/data_request of an old order: the owner's notice goes out with the
+    live order's id, asking the notifier to read PostgreSQL's row; the marker is unchanged.
+    Once the order is redacted, the notice asks for no lookup."""
+    from models.archive import complete_data_request
+    from models.orders import OrderEventType
+    from tests.unit.order_events import event
+
+    proc, outputs, fake, messages = order_processor()
+    deliver(proc, messages, fake)
+    state = proc.load(ORDER)
+    assert state is not None
+    request = event(OrderEventType.DATA_REQUESTED, "dr-late", 20, request_id="dr-1")
+    [live] = decide(state, request, MachineConfig()).notifications  # what the live order sends
+    proc.archive([ORDER], LATER)
+    marker = proc.archived(ORDER)
+    assert marker is not None
+    before = metrics.ORDER_EVENTS.labels("DATA_REQUESTED", "APPLIED")._value.get()
+    written = len(outputs.values)
+
+    feed(proc, messages, [request])
+
+    new = outputs.values[written:]
+    assert sorted(t for t, _, _ in new) == ["notifications", "orders-changelog"]  # no dead letter
+    assert proc.archived(ORDER) == marker
+    notice = Notification.model_validate_json(next(v for t, _, v in new if t == "notifications"))
+    assert notice.notification_id == live.notification_id and notice.kind is NotificationKind.ADMIN_DATA_REQUEST
+    assert notice.recipient is None and notice.data["record"] == "orders"
+    assert notice.data["order_number"] == state.order_number and notice.data["customer_email"] == ""
+    assert metrics.ORDER_EVENTS.labels("DATA_REQUESTED", "APPLIED")._value.get() == before + 1
+    # The notifier's completion from the row gives what the live order's notice carried.
+    row = state.model_dump(mode="json", by_alias=True, exclude={"seen", "parked"})
+    completed = complete_data_request(notice, row)
+    for field in ("customer_name", "customer_email", "customer_phone", "shipping_address"):
+        assert completed.data[field] == live.data[field], field
+    assert "record" not in completed.data and "durable record" in completed.data["reason"]
+    unreadable = complete_data_request(notice, {**row, "customer": {"email": "not an e-mail"}})
+    assert unreadable.data["customer_email"] == "" and "could not be read" in unreadable.data["reason"]
+
+    # Redacted since: nothing to look up.
+    feed(proc, messages, [event(OrderEventType.REDACT_REQUESTED, "redact-late", 30, reason="customers/redact")])
+    written = len(outputs.values)
+    feed(proc, messages, [event(OrderEventType.DATA_REQUESTED, "dr-later", 40, request_id="dr-2")])
+    notice = Notification.model_validate_json(next(v for t, _, v in outputs.values[written:] if t == "notifications"))
+    assert "record" not in notice.data and notice.data["customer_email"] == ""

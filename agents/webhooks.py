@@ -53,10 +53,13 @@ from models.webhooks import InboundWebhook
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
-from agents.wiring import active_partitions, dead_letter, run_agent
+from agents.wiring import active_partitions, dead_letter, run_agent, sweep_timer
 from streams.outbox import Output, OutboxTable
 
 log = logging.getLogger(__name__)
+
+#: How often each worker sweeps the webhook dedup entries past ``OPS_WEBHOOK_DEDUP_DAYS``.
+DEDUP_PURGE_INTERVAL_S = 3600.0
 
 
 class WebhookRouter:
@@ -224,16 +227,23 @@ class WebhookRouter:
     def active_partitions(self) -> set[int]:
         return active_partitions(self.app, topics.WEBHOOKS_INBOUND)
 
-    def purge(self, now: datetime | None = None) -> int:
-        """Remove dedup entries older than the keep period, in the partitions this worker owns."""
+    def purge(self, keys: list[str], now: datetime | None = None) -> int:
+        """Remove the dedup entries among ``keys`` older than the keep period, in the
+        partitions this worker owns, whose outputs are known delivered (an entry's
+        outbox is what a recovery sends again). Returns how many were removed."""
         cutoff = (now or datetime.now(timezone.utc)) - self.keep
         active = self.active_partitions()
+        data = self.dedup.table.data
         removed = 0
-        for key, raw in list(self.dedup.table.data.items()):
+        for key in keys:
+            raw = data.get(key)
+            if raw is None:
+                continue
             body = orjson.loads(raw)
-            if body.get("p") in active and datetime.fromisoformat(body["at"]) < cutoff:
+            if body.get("p") in active and datetime.fromisoformat(body["at"]) < cutoff and self.dedup.settled(key):
                 self.dedup.delete(body["p"], key)
                 removed += 1
+        metrics.WEBHOOK_DEDUP_PURGED.inc(removed)
         return removed
 
 
@@ -253,9 +263,6 @@ def register(engine: Engine) -> WebhookRouter:
 
         outbox_table.table.on_recover(resend_recovered)
 
-    @app.timer(interval=3600.0)
-    async def purge_dedup() -> None:
-        if not app.rebalancing:
-            router.purge()
+    sweep_timer(app, DEDUP_PURGE_INTERVAL_S, "purge_dedup", lambda: router.dedup.table.data.keys(), router.purge)
 
     return router

@@ -40,6 +40,10 @@ ALERTS_PURGED = Counter(
     "ops_alerts_purged_total",
     "Closed alerts removed from the alerts table after OPS_ALERT_KEEP_DAYS",
 )
+WEBHOOK_DEDUP_PURGED = Counter(
+    "ops_webhook_dedup_purged_total",
+    "Webhook dedup entries removed from the webhook-dedup table after OPS_WEBHOOK_DEDUP_DAYS",
+)
 ARCHIVED = Counter(
     "ops_archived_total",
     "Final orders and video jobs replaced by an archive marker after OPS_ORDER_KEEP_DAYS / OPS_VIDEO_KEEP_DAYS",

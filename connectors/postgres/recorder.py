@@ -13,7 +13,10 @@ committed. So:
   skipped; the consumer keeps its group membership meanwhile (aiokafka
   heartbeats from its own task) and catches up when the database is back;
 - a record that cannot be read goes to ``deadletter`` with the reason and
-  the rest of the batch is written.
+  the rest of the batch is written; so does a record whose values PostgreSQL
+  refuses as data (a number beyond its column, a NUL character in a text):
+  the batch is then written record by record, each in its own transaction,
+  and the refused one is dead-lettered instead of tried again forever.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ BATCH_SECONDS = Histogram(
 
 #: Database errors that a later attempt may get past: the server down or restarting, a timeout.
 _RETRYABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+#: A record's values refused as data (by the server, or by asyncpg encoding them: COPY raises
+#: OverflowError for an integer beyond its column): the same record fails the same way again.
+_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, OverflowError)
 
 
 class Recorder:
@@ -57,23 +63,43 @@ class Recorder:
         self.pool = pool
         self.producer = producer
 
-    async def rows(self, records: list[Any]) -> list[Row]:
-        """The rows of ``records``; what cannot be read goes to deadletter."""
-        out: list[Row] = []
+    async def rows(self, records: list[Any]) -> list[tuple[Any, list[Row]]]:
+        """Each readable record with its rows; what cannot be read goes to deadletter."""
+        out: list[tuple[Any, list[Row]]] = []
         for record in records:
             try:
-                out.extend(rows_of(record.topic, record.value))
+                out.append((record, rows_of(record.topic, record.value)))
             except Unrecordable as exc:
                 await self._refuse(record, str(exc))
         return out
 
+    async def record(self, records: list[Any], stop: asyncio.Event) -> bool:
+        """Write the rows of ``records`` (one transaction); False if stopped first. A record
+        whose values the database refuses goes to deadletter, the others are written."""
+        readable = await self.rows(records)
+        try:
+            return await self.write_until_done([row for _, rows in readable for row in rows], stop)
+        except _REFUSED as exc:
+            log.warning("a batch of %d record(s) refused (%s: %s); writing it record by record",
+                        len(readable), type(exc).__name__, exc)
+        for record, rows in readable:  # in record order, each in its own transaction
+            try:
+                if not await self.write_until_done(rows, stop):
+                    return False
+            except _REFUSED as exc:
+                await self._refuse(record, f"refused by PostgreSQL: {type(exc).__name__}: {exc}")
+        return True
+
     async def write_until_done(self, rows: list[Row], stop: asyncio.Event) -> bool:
-        """Write ``rows``, trying again while the database fails; False if stopped first."""
+        """Write ``rows``, trying again while the database fails; False if stopped first.
+        Raises what ``_REFUSED`` names: trying the same rows again cannot help."""
         wait: float | None = 1.0
         while wait is not None:
             started = time.monotonic()
             try:
                 written = await write_rows(self.pool, rows)
+            except _REFUSED:
+                raise
             except _RETRYABLE as exc:
                 RETRIES.inc()
                 log.warning("writing %d row(s) failed (%s: %s); again in %.0f s",
@@ -114,7 +140,7 @@ async def run_recorder(settings: Settings, stop: asyncio.Event) -> None:
             if not batches:
                 continue
             records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
-            if not await recorder.write_until_done(await recorder.rows(records), stop):
+            if not await recorder.record(records, stop):
                 break  # stopped before the write: nothing of this batch is committed
             await commit(consumer, {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items() if rs})
     finally:

@@ -5,6 +5,7 @@ while mid-stream (nothing lost, nothing written twice)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import shutil
 import tempfile
 import time
@@ -46,7 +47,7 @@ from models.video import decide as decide_video
 from models.webhooks import sign_shopify
 from streams import topics
 from streams.codecs import encode
-from tests.harness import Worker, cli_publish, produce_raw, wait_for
+from tests.harness import Worker, cli_publish, produce_raw, read_json, wait_for
 
 T = TypeVar("T")
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
@@ -405,3 +406,42 @@ def test_the_redaction_of_an_archived_order_reaches_its_row(pg_dsn: str) -> None
     assert "ada" not in orjson.dumps(after).decode().lower()
     assert {k: v for k, v in after.items() if k not in ("customer", "shipping_address", "redacted")} == \
         {k: v for k, v in kept.items() if k not in ("customer", "shipping_address", "redacted")}
+
+
+def test_a_record_the_database_refuses_goes_to_deadletter_and_the_rest_is_recorded(  # type: ignore[no-untyped-def]
+    broker, spawn, pg_dsn: str
+) -> None:
+    """A record valid for its model but refused by PostgreSQL as data (a stock beyond the
+    column's integer, a NUL character in a text) is a poison record: the recorder must
+    dead-letter it with the reason and record the rest, not retry it forever (nor crash,
+    as COPY's client-side overflow did) and stall every recorded topic behind it."""
+    recorder: Worker = spawn("r1", command="recorder", OPS_DATABASE_URL=pg_dsn, OPS_RECORDER_METRICS_PORT="0")
+    at = datetime.now(timezone.utc) - timedelta(minutes=1)
+    good = [change("s-1", n, 5, at) for n in range(60)]  # enough to go by COPY if they come in one batch
+    huge = change("s-1", 99, 3_000_000_000, at)  # a supplier's "unlimited" stock: valid, beyond PostgreSQL's integer
+    nul = encode(alert(AlertStatus.ACTIVE, 0).model_copy(update={"alert_id": "a-nul", "message": "bad\x00byte"}))
+    records = [(b"s-1", good[0]), (b"s-1", huge)] + [(b"s-1", g) for g in good[1:]]
+    assert asyncio.run(produce_raw(broker, topics.INVENTORY_CHANGES, records)) == 61
+    assert asyncio.run(produce_raw(broker, topics.ALERTS, [(b"s-1", nul), (b"s-1", encode(alert(AlertStatus.ACTIVE, 0)))])) == 2
+
+    def count(sql: str) -> int:
+        return run(pg_dsn, lambda pool: pool.fetchval(sql))
+
+    try:
+        wait_for(lambda: count("SELECT count(*) FROM products WHERE store_id = 's-1'") == 60, timeout=60,
+                 what="the good products")
+        wait_for(lambda: count("SELECT count(*) FROM alerts") == 1, timeout=60, what="the good alert")
+    except TimeoutError:
+        raise AssertionError(recorder.log_tail(30)) from None
+
+    def letters() -> list[dict[str, Any]]:
+        return [d for d in read_json(broker, topics.DEADLETTER) if d["topic"] in (topics.INVENTORY_CHANGES, topics.ALERTS)]
+
+    wait_for(lambda: len(letters()) == 2, timeout=60, what="both dead letters")
+    by_topic = {d["topic"]: d for d in letters()}
+    assert sorted(by_topic) == sorted([topics.INVENTORY_CHANGES, topics.ALERTS])
+    assert all(d["reason"] == "SCHEMA_VIOLATION" for d in by_topic.values())
+    assert "range" in by_topic[topics.INVENTORY_CHANGES]["detail"]
+    assert "0x00" in by_topic[topics.ALERTS]["detail"]
+    assert base64.b64decode(by_topic[topics.INVENTORY_CHANGES]["value"]) == huge
+    assert count("SELECT count(*) FROM products WHERE product_id = 'p-99'") == 0

@@ -16,7 +16,9 @@ For each page: the items are grouped by provider, each provider's source ids
 fetched in one ``fetch_products`` call (the adapter batches and rate-limits);
 a supplier error after the adapter's retries fails that provider's items of the
 page (``failed``, with the error text: the run is FAILED). A provider with no
-account configured fails the same way. Snapshots go out as one
+account configured fails the same way, and so does any other exception of the
+fetch (an answer or a source id the adapter cannot take: trying the page again
+would meet it again, and hold the partition's commit for good). Snapshots go out as one
 ``supplier.snapshots`` message per page (a JSON array, key ``store_id``,
 ``captured_at`` = fetch time, ``sync_run_id`` = the run).
 
@@ -42,6 +44,7 @@ from pydantic import ValidationError
 
 from connectors.consumers import commit, group_consumer
 from connectors.suppliers.base import SupplierCatalog, SupplierError, SupplierProduct
+from connectors.suppliers.http import clean_reason
 from connectors.sync.freight import FreightQuotes, freight_providers
 from connectors.sync.metrics import PAGE_SECONDS, PAGES, PRODUCTS
 from connectors.sync.pages import snapshots_of_page
@@ -88,6 +91,12 @@ class Syncer:
                 products = await catalog.fetch_products(ids, job.ship_to_country)
             except SupplierError as exc:
                 failed[provider] = f"{type(exc).__name__}: {exc.reason}"[:500]
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # an answer or an id the adapter cannot take: the same again next time
+                log.exception("%s fetch of page %s of run %s failed", provider, job.page, job.run_id)
+                failed[provider] = clean_reason(f"{type(exc).__name__}: {exc}", 500)
                 continue
             by_source: dict[str, list[SupplierProduct]] = defaultdict(list)
             for product in products:

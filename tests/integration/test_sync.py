@@ -275,3 +275,27 @@ def test_a_syncer_killed_mid_run_is_replaced_and_the_run_counts_each_page_once( 
     run = wait_for(finished, timeout=60, what="run finished after the syncer's replacement")
     assert (run["status"], run["total"], run["done"], run["failed"], run["changed"]) == ("COMPLETED", 4, 4, 0, 4)
     assert run["pages"] == 4
+
+
+def test_an_adapter_failure_that_is_not_the_port_s_error_fails_its_items_and_the_run_goes_on(  # type: ignore[no-untyped-def]
+    broker, tmp_path, spawn, workers, fake
+) -> None:
+    """A tracked product whose source id the adapter cannot take (blank after stripping: the
+    snapshot's SourceId accepts it) makes ``fetch_products`` raise a ValueError, not a
+    SupplierError. That must fail the provider's items of the page with the reason (the run
+    FAILED, its alert), not retry the page forever: the run would stay RUNNING until its
+    deadline, and the stuck page would hold the syncer's partition uncommitted for good."""
+    worker = start(broker, tmp_path, spawn, workers, fake)
+    blank = {"store_id": STORE, "product_id": "p-blank", "provider": "SPOCKET", "source_id": " ", "stock": 1,
+             "cost_price": "1.00", "currency": "USD", "captured_at": now()}
+    assert cli_publish(broker, "supplier.snapshots", [blank]).returncode == 0
+    wait_for(lambda: worker.get(f"/stores/{STORE}/products").json().get("count") == len(TRACKED) + 1,
+             timeout=30, what="the blank-source product")
+
+    run = run_sync(worker)
+    assert run["status"] == "FAILED", run
+    spocket = sum(1 for _, provider, _ in TRACKED if provider == "SPOCKET") + 1
+    assert (run["total"], run["done"], run["failed"]) == (len(TRACKED) + 1, len(TRACKED) + 1, spocket), run
+    assert "SPOCKET" in run["error"] and "blank source id" in run["error"], run
+    # The other suppliers' products were synced all the same.
+    assert product(worker, "p-ae")["sync_run_id"] == run["run_id"]

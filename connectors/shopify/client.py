@@ -21,7 +21,9 @@ Failures, after the rule of connectors/suppliers/http.py (its
   its caller looks before it tries again. What remains is raised:
   ``OutcomeUnknown`` (the shop may have acted) or ``Unavailable`` (it did not).
 * other 4xx (bad token, unknown shop, ...) and GraphQL ``errors`` other than
-  THROTTLED: :class:`ShopifyRejected`, not retried.
+  THROTTLED: :class:`ShopifyRejected`, not retried; for GraphQL ``errors`` its
+  subclass :class:`DocumentRejected` (the shop refused this document, a value
+  it cannot take, say: nothing of it ran; another document may pass).
 * a mutation's ``userErrors``: :class:`UserErrors` (typed: field, message,
   code), raised by :func:`check_user_errors` for the caller that wants it.
 
@@ -54,6 +56,11 @@ THROTTLED = "THROTTLED"
 
 class ShopifyRejected(Rejected):
     """The shop refused the request (4xx, or GraphQL errors): it did nothing."""
+
+
+class DocumentRejected(ShopifyRejected):
+    """The shop answered the request with GraphQL ``errors`` (not THROTTLED): it refused the
+    document as a whole (a variable it cannot coerce, a cost beyond its bucket) and ran nothing of it."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,6 @@ class ShopifyClient:
                     continue
                 metrics.REQUESTS.labels(operation, "REJECTED").inc()
                 text = "; ".join(str((e or {}).get("message")) for e in errors[:3])
-                raise ShopifyRejected(clean_reason(f"{operation}: {text}"))
+                raise DocumentRejected(clean_reason(f"{operation}: {text}"))
             metrics.REQUESTS.labels(operation, "OK").inc()
             return dict(answer.get("data") or {})

@@ -14,6 +14,10 @@ For the changes of one store, in order (models/storefront.py decides each write)
    comparison (``COMPARE_QUANTITY_STALE``: the shop sold units meanwhile) is
    followed by a read of the shop's quantity and a new attempt compared with
    it (the supplier's count is the truth), at most :data:`STALE_ATTEMPTS` times.
+   A document the shop refuses as a whole (GraphQL ``errors``: nothing of it ran;
+   a quantity beyond GraphQL's Int, say) is sent again one mutation at a time, and
+   a change refused alone is counted REJECTED, not raised (the storefront process
+   would try the batch again forever, and no store's writes would get past it).
 3. Prices: one read of the variants' current prices (``nodes``), then one
    ``productVariantsBulkUpdate`` per product for the variants whose price
    differs from the newest change's. A redelivered change writes nothing.
@@ -36,7 +40,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from connectors.shopify.client import ShopifyClient, UserErrors, check_user_errors, gid, user_errors_of
+from connectors.shopify.client import (
+    DocumentRejected,
+    ShopifyClient,
+    UserErrors,
+    check_user_errors,
+    gid,
+    user_errors_of,
+)
 from connectors.storefront.base import CatalogueLookup, PushOutcome
 from connectors.storefront.settings import ShopifyAccount
 from models.events import InventoryChange
@@ -206,13 +217,30 @@ class ShopifyStorefront:
         )
         return [user_errors_of(data.get(f"q{i}")) for i in range(len(batch))]
 
+    async def _send_or_split(self, batch: list[_Pending], outcome: PushOutcome) -> list[tuple[_Pending, list[Any]]]:
+        """Each write of ``batch`` with its userErrors. A document the shop refuses as a whole ran
+        nothing: its writes are sent again one at a time, and one refused alone is counted
+        REJECTED and left out of the answer."""
+        try:
+            return list(zip(batch, await self._send(batch)))
+        except DocumentRejected as err:
+            if len(batch) == 1:
+                outcome.write("quantity", "REJECTED")
+                log.warning("store %s change %s: quantity refused: %s", self.store_id, batch[0].change.change_id,
+                            err.reason)
+                return []
+        answered: list[tuple[_Pending, list[Any]]] = []
+        for p in batch:
+            answered += await self._send_or_split([p], outcome)
+        return answered
+
     async def _set_quantities(self, pending: list[_Pending], outcome: PushOutcome) -> None:
         stale: list[_Pending] = []
         # no request may cost more than the shop's whole bucket (it would be refused)
         size = max(1, min(QUANTITY_BATCH, int(self.client.bucket.maximum // MUTATION_COST)))
         for start in range(0, len(pending), size):
             batch = pending[start:start + size]
-            for p, errors in zip(batch, await self._send(batch)):
+            for p, errors in await self._send_or_split(batch, outcome):
                 if not errors:
                     outcome.write("quantity", "OK")
                 elif any(e.code == STALE for e in errors):
@@ -233,7 +261,10 @@ class ShopifyStorefront:
                 outcome.write("quantity", "ALREADY_SET")
                 return
             p = _Pending(p.change, following, p.item, attempt)
-            errors = (await self._send([p]))[0]
+            answered = await self._send_or_split([p], outcome)
+            if not answered:
+                return
+            errors = answered[0][1]
             if not errors:
                 outcome.write("quantity", "OK")
                 return

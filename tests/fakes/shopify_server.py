@@ -14,7 +14,10 @@ A shop's API lives at ``{url}/{shop_domain}/admin/api/{version}/graphql.json``
   ``changeFromQuantity``; ``ignoreCompareQuantity: true`` skips it): a stale one
   answers the userError ``COMPARE_QUANTITY_STALE`` and changes nothing; with
   ``@idempotent(key:)`` the same key answers the first answer again and changes
-  nothing. Mutations of one document run in order, aliases allowed.
+  nothing. Mutations of one document run in order, aliases allowed;
+* coerces ``inventorySetQuantities``' quantities (``quantity``, ``compareQuantity``)
+  to GraphQL's ``Int`` (32-bit) first: a value beyond it refuses the whole
+  document with top-level ``errors`` (no ``data``), and nothing of it runs.
 
 It has no GraphQL parser: it finds the root fields it knows in the query text
 and reads ``variables``. Known: mutations ``inventorySetQuantities``,
@@ -63,6 +66,17 @@ def gid(kind: str, value: str | int) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+INT_MAX = 2**31 - 1
+
+
+class GraphQLErrors(Exception):
+    """The document is refused before it runs (a variable GraphQL cannot coerce): top-level ``errors``."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(errors[0]["message"])
+        self.errors = errors
 
 
 class Refusal(Exception):
@@ -233,7 +247,12 @@ class FakeShopify:
                 return {"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}], "extensions": extensions}
             shop.bucket.available -= cost
             shop.count("REQUESTS")
-            data = self._run(shop, query, variables)
+            try:
+                data = self._run(shop, query, variables)
+            except GraphQLErrors as refused:
+                shop.count("GRAPHQL_ERRORS")
+                extensions["cost"]["throttleStatus"] = shop.bucket.status()
+                return {"errors": refused.errors, "extensions": extensions}
             extensions["cost"]["actualQueryCost"] = cost
             extensions["cost"]["throttleStatus"] = shop.bucket.status()
             return {"data": data, "extensions": extensions}
@@ -252,6 +271,7 @@ class FakeShopify:
 
     def _run(self, shop: Shop, query: str, v: dict[str, Any]) -> dict[str, Any]:
         if "inventorySetQuantities" in query:
+            self._coerce_quantities([v[input_var] for _, input_var, _ in _SET_QUANTITIES.findall(query)])
             data = {}
             for alias, input_var, key_var in _SET_QUANTITIES.findall(query):
                 key = v.get(key_var) if key_var else None
@@ -275,6 +295,24 @@ class FakeShopify:
         if "nodes(ids:" in query:
             return {"nodes": [self._variant(shop, i) for i in v["ids"]]}
         raise Refusal(400, "the fake does not know this query")
+
+    @staticmethod
+    def _coerce_quantities(inputs: list[dict[str, Any]]) -> None:
+        """GraphQL's Int is 32-bit: a quantity beyond it refuses the document before it runs."""
+        errors = []
+        for n, data in enumerate(inputs):
+            for i, q in enumerate(data.get("quantities") or []):
+                for name in ("quantity", "compareQuantity"):
+                    value = q.get(name)
+                    if value is not None and (not isinstance(value, int) or not -INT_MAX - 1 <= value <= INT_MAX):
+                        errors.append({
+                            "message": (f"Variable $input{n} of type InventorySetQuantitiesInput! was provided invalid"
+                                        f" value for quantities.{i}.{name} (Could not coerce value {value} to Int)"),
+                            "extensions": {"problems": [{"path": ["quantities", i, name],
+                                                         "explanation": f"Could not coerce value {value} to Int"}]},
+                        })
+        if errors:
+            raise GraphQLErrors(errors)
 
     # -- mutations ----------------------------------------------------------------------
     def _set_quantities(self, shop: Shop, data: dict[str, Any], key: str | None) -> dict[str, Any]:

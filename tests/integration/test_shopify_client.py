@@ -198,3 +198,26 @@ def test_register_webhooks_is_idempotent(fake: FakeShopifyServer, tmp_path: Any)
     assert first.count("CREATED") == len(TOPICS) and "EXISTS" not in first
     assert second.count("EXISTS") == len(TOPICS) and "CREATED" not in second
     assert "customers/redact" in second and "APP_CONFIG" in second
+
+
+def test_a_write_the_shop_refuses_as_a_document_is_rejected_alone_and_the_others_are_written(
+    fake: FakeShopifyServer,
+) -> None:
+    """A stock beyond GraphQL's 32-bit Int (a supplier's "unlimited": valid for the engine) makes
+    Shopify refuse the whole aliased document with top-level ``errors``. The push must count
+    that change REJECTED and write the others of the batch, not raise: the storefront process
+    retries a raised push forever, so one such change would stall every store's writes."""
+    changes = [change(1, 10, 7), change(2, 10, 3_000_000_000), change(3, 10, 12, price="11.50")]
+
+    async def main() -> Any:
+        storefront = ShopifyStorefront("store-1", account(fake))
+        try:
+            return await storefront.push(changes, Catalogue())
+        finally:
+            await storefront.aclose()
+
+    outcome = run(main())
+    assert [fake.quantity(SHOP, f"{n}11") for n in (1, 2, 3)] == [7, 10, 12]
+    assert fake.price(SHOP, "31") == "11.50"
+    assert outcome.writes[("quantity", "OK")] == 2 and outcome.writes[("quantity", "REJECTED")] == 1
+    assert fake.stats(SHOP)["GRAPHQL_ERRORS"] >= 1

@@ -131,6 +131,8 @@ class FakeShopify:
         self.fail_next = 0
         #: empty the shop's bucket before this many of the next requests (another app used it up): THROTTLED
         self.drain_next = 0
+        #: units of an item (gid) sold right after each read of its quantity: a shop selling as fast as it is read
+        self.sell_after_read: dict[str, int] = {}
 
     def next_id(self) -> int:
         self._ids += 1
@@ -291,7 +293,10 @@ class FakeShopify:
         if re.search(r"\border\(", query):
             return {"order": self._order(shop, v["id"])}
         if "inventoryItem(" in query:
-            return {"inventoryItem": self._level(shop, v["id"], v["locationId"])}
+            level = self._level(shop, v["id"], v["locationId"])
+            if level is not None and self.sell_after_read.get(v["id"]):
+                shop.levels[(v["id"], v["locationId"])] -= self.sell_after_read[v["id"]]
+            return {"inventoryItem": level}
         if "nodes(ids:" in query:
             return {"nodes": [self._variant(shop, i) for i in v["ids"]]}
         raise Refusal(400, "the fake does not know this query")

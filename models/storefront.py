@@ -103,12 +103,24 @@ def after_stale(write: QuantityWrite, current: int) -> QuantityWrite | None:
     return QuantityWrite(write.change_id, write.quantity, current)
 
 
-def idempotency_key(change_id: str, what: str, attempt: int = 0) -> str:
+def idempotency_key(change_id: str, what: str, attempt: int | str = 0) -> str:
     """The key of one write of one change: the same for every delivery of the change.
-    ``what`` names the write (``qty``, ``price``); ``attempt`` counts the retries after a
-    stale comparison, so a replay meets the same keys in the same order."""
+    ``what`` names the write (``qty``, ``price``); ``attempt`` tells the writes of one
+    change apart (``quantity_key``: by the quantity compared with)."""
     digest = hashlib.sha256(change_id.encode()).hexdigest()[:40]
     return f"ops-{what}-{digest}-{attempt}"
+
+
+def quantity_key(write: QuantityWrite) -> str:
+    """The key of a quantity write: its change and the quantity it is compared with.
+
+    A delivery of the change again meets the key of the same write (the shop
+    answers as before), and a write compared with another quantity (the shop sold
+    meanwhile) has a key of its own. A key per attempt number instead was burnt
+    by a busy shop: once every attempt had gone stale, each later try of the
+    change replayed the stored STALE answers and could never write it.
+    """
+    return idempotency_key(write.change_id, "qty", "any" if write.compare is None else f"c{write.compare}")
 
 
 def newest_per_variant(changes: Iterable[InventoryChange]) -> list[InventoryChange]:

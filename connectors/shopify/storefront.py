@@ -8,7 +8,7 @@ For the changes of one store, in order (models/storefront.py decides each write)
    item, from the catalogue; changes of unmapped products are counted and skipped.
 2. Quantities: ``inventorySetQuantities`` on the account's location, name
    ``available``, one mutation per change with its own ``@idempotent`` key
-   (models.storefront.idempotency_key), up to :data:`QUANTITY_BATCH` of them
+   (models.storefront.quantity_key: the change and the quantity compared with), up to :data:`QUANTITY_BATCH` of them
    as aliases of one request (Shopify runs a document's mutations in order).
    Each compares with the quantity the engine pushed before; a stale
    comparison (``COMPARE_QUANTITY_STALE``: the shop sold units meanwhile) is
@@ -56,11 +56,11 @@ from models.storefront import (
     OpenLine,
     QuantityWrite,
     after_stale,
-    idempotency_key,
     lines_to_fulfill,
     newest_per_variant,
     numeric_id,
     price_write,
+    quantity_key,
     quantity_write,
     shopify_order_number,
 )
@@ -123,7 +123,6 @@ class _Pending:
     change: InventoryChange
     write: QuantityWrite
     item: str  # inventory item gid
-    attempt: int = 0
 
 
 class ShopifyStorefront:
@@ -211,7 +210,7 @@ class ShopifyStorefront:
         variables: dict[str, Any] = {}
         for i, p in enumerate(batch):
             variables[f"input{i}"] = self._input(p)
-            variables[f"key{i}"] = idempotency_key(p.change.change_id, "qty", p.attempt)
+            variables[f"key{i}"] = quantity_key(p.write)
         data = await self.client.execute(
             "SetQuantities", set_quantities_document(len(batch)), variables, cost=MUTATION_COST * len(batch)
         )
@@ -254,13 +253,13 @@ class ShopifyStorefront:
 
     async def _after_stale(self, p: _Pending, outcome: PushOutcome) -> None:
         outcome.write("quantity", "STALE")
-        for attempt in range(1, STALE_ATTEMPTS + 1):
+        for _ in range(STALE_ATTEMPTS):
             current = await self._available(p.item)
             following = after_stale(p.write, current)
             if following is None:
                 outcome.write("quantity", "ALREADY_SET")
                 return
-            p = _Pending(p.change, following, p.item, attempt)
+            p = _Pending(p.change, following, p.item)
             answered = await self._send_or_split([p], outcome)
             if not answered:
                 return

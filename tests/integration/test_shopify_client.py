@@ -223,9 +223,6 @@ def test_a_write_the_shop_refuses_as_a_document_is_rejected_alone_and_the_others
     assert fake.stats(SHOP)["GRAPHQL_ERRORS"] >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (audit-sync): a change stale STALE_ATTEMPTS times has burnt its "
-                   "idempotency keys; every later try replays their STALE answers, so it can never be written and the "
-                   "storefront process retries it forever")
 def test_a_change_that_met_a_busy_shop_is_written_once_the_shop_is_quiet(fake: FakeShopifyServer) -> None:
     """A shop selling item 111 between each read and write: the push's compare-and-set goes
     stale at every attempt and raises (the storefront process tries the batch again). Once

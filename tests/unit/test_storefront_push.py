@@ -14,6 +14,7 @@ from models.storefront import (
     QuantityWrite,
     after_stale,
     idempotency_key,
+    quantity_key,
     lines_to_fulfill,
     newest_per_variant,
     price_write,
@@ -74,6 +75,15 @@ def test_keys_are_deterministic_per_change_write_and_attempt() -> None:
             idempotency_key("c1", "price", 0)}
     assert len(keys) == 4
     assert all(len(k) <= 64 for k in keys)
+
+
+def test_a_quantity_write_is_keyed_by_its_change_and_the_quantity_it_compares_with() -> None:
+    """The same write again meets its key; a write compared with another quantity (the shop
+    sold meanwhile) gets its own, however often the change is tried."""
+    assert quantity_key(QuantityWrite("c1", 8, 10)) == quantity_key(QuantityWrite("c1", 8, 10))
+    keys = {quantity_key(w) for w in (QuantityWrite("c1", 8, 10), QuantityWrite("c1", 8, 7),
+                                      QuantityWrite("c1", 8, None), QuantityWrite("c2", 8, 10))}
+    assert len(keys) == 4 and all(len(k) <= 64 for k in keys)
 
 
 def test_newest_per_variant_keeps_arrival_order() -> None:

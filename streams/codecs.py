@@ -39,6 +39,26 @@ def encode(obj: Any) -> bytes:
     return orjson.dumps(obj, default=_default, option=orjson.OPT_UTC_Z)
 
 
+def json_arrays(items: list[bytes], max_bytes: int) -> list[bytes]:
+    """JSON arrays of the encoded ``items``, in order, each at most ``max_bytes`` long
+    (an item longer than that alone is an array of its own): a page of records as
+    messages a broker takes (Kafka refuses a message over ``max.message.bytes``,
+    1 MB by default)."""
+    arrays: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 2  # the brackets
+    for item in items:
+        grown = size + len(item) + (1 if chunk else 0)
+        if chunk and grown > max_bytes:
+            arrays.append(b"[" + b",".join(chunk) + b"]")
+            chunk, grown = [], 2 + len(item)
+        chunk.append(item)
+        size = grown
+    if chunk:
+        arrays.append(b"[" + b",".join(chunk) + b"]")
+    return arrays
+
+
 def decode(raw: bytes | str) -> Any:
     return orjson.loads(raw)
 

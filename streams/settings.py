@@ -149,7 +149,10 @@ class Settings(BaseSettings):
     sync_full_at: str = Field("03:00", pattern=r"^([01]?[0-9]|2[0-3]):[0-5][0-9]$", description="daily FULL sync of every store, HH:MM UTC")
     sync_run_timeout: float = Field(1800.0, gt=0, description="s a sync run may stay RUNNING before it is marked FAILED")
     sync_scan_interval: float = Field(30.0, gt=0, description="how often each worker looks for due syncs and overdue runs, s")
-    sync_page_size: int = Field(200, ge=1, le=5000, description="tracked products per sync.jobs page")
+    sync_page_size: int = Field(
+        200, ge=1, le=2000,
+        description="tracked products per sync.jobs page (at most 2,000: a page is one sync.jobs message, about 200 bytes a product, under Kafka's default 1 MB message limit)",
+    )
     syncer_concurrency: int = Field(8, ge=1, le=256, description="sync.jobs pages the syncer fetches at once")
     syncer_metrics_port: int = Field(
         6072, ge=0, le=65535, description="port of the syncer's /metrics (Prometheus); 0: none"

@@ -20,7 +20,9 @@ account configured fails the same way, and so does any other exception of the
 fetch (an answer or a source id the adapter cannot take: trying the page again
 would meet it again, and hold the partition's commit for good). Snapshots go out as one
 ``supplier.snapshots`` message per page (a JSON array, key ``store_id``,
-``captured_at`` = fetch time, ``sync_run_id`` = the run).
+``captured_at`` = fetch time, ``sync_run_id`` = the run), split into several
+when it would be larger than ``SNAPSHOT_MESSAGE_BYTES`` (Kafka refuses a
+message over the topic's ``max.message.bytes``, 1 MB by default).
 
 Freight (``freight.py``): between the fetch and the snapshots, the page's
 AliExpress and CJ products get their freight quotes (kept in PostgreSQL with
@@ -52,12 +54,14 @@ from connectors.sync.quote_store import MemoryQuoteStore, PostgresQuoteStore, Qu
 from models.events import DeadLetter, DeadLetterReason
 from models.sync import SyncJob, SyncProgress
 from streams import topics
-from streams.codecs import encode
+from streams.codecs import encode, json_arrays
 from streams.embedded import EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 RETRY_PAUSE_S = 1.0
+#: Largest ``supplier.snapshots`` message the syncer sends (half of Kafka's default limit).
+SNAPSHOT_MESSAGE_BYTES = 512 * 1024
 
 
 class Syncer:
@@ -132,8 +136,9 @@ class Syncer:
             job.store_id, job.run_id, job.items, fetched, failed, datetime.now(timezone.utc), freight
         )
         key = job.store_id.encode()
-        if result.snapshots:
-            await (await self.producer.send(topics.SUPPLIER_SNAPSHOTS, key=key, value=encode(result.snapshots)))
+        # One message per page, or a few when the page is larger than a broker takes.
+        for value in json_arrays([encode(s) for s in result.snapshots], SNAPSHOT_MESSAGE_BYTES):
+            await (await self.producer.send(topics.SUPPLIER_SNAPSHOTS, key=key, value=value))
         progress = SyncProgress(
             run_id=job.run_id,
             store_id=job.store_id,

@@ -562,8 +562,12 @@ class _Step:
     def _cancel_unshipped(self, event: OrderEvent) -> list[str]:
         cancelled = []
         for group in self.state.groups:
-            if group.status in (GroupStatus.PLACED, GroupStatus.PLACING):
+            tried = group.status in (GroupStatus.RETRY_WAIT, GroupStatus.FAILED) and group.attempt >= 1
+            if group.status in (GroupStatus.PLACED, GroupStatus.PLACING) or tried:
                 # PLACING: the place may land after this; the executor cancels by reference.
+                # RETRY_WAIT, FAILED after an attempt: the supplier may hold it all the same
+                # (an unknown outcome whose lookup failed is a retryable failure): the
+                # executor looks it up by reference, cancels it or marks the key CANCELLED.
                 self._command(event, group, CommandType.CANCEL_SUPPLIER_ORDER)
             if group.status not in SHIPPED_OR_DELIVERED and group.status is not GroupStatus.CANCELLED:
                 self._set_group(

@@ -355,6 +355,28 @@ def test_refund_cancels_only_unshipped_groups() -> None:
     assert state.group(A).status is GroupStatus.SHIPPED and state.group(B).status is GroupStatus.CANCELLED
 
 
+def test_cancel_or_refund_after_a_failed_attempt_still_cancels_at_the_supplier() -> None:
+    """A failed attempt may have left an order at the supplier: the executor reports
+    a retryable failure when a call's outcome was unknown and the lookup by our
+    reference failed too (connectors/fulfillment/executor.py ``_find``), and a
+    FAILED group may end such a series. Cancelling the order must reach the
+    executor for those groups (it looks the order up by reference and cancels it,
+    or marks the key CANCELLED so nothing places it later); a group never tried
+    (attempt 0) needs nothing."""
+    for story in (
+        [created(providers=(A,)), paid(), failed(A, 1)],  # RETRY_WAIT
+        [created(providers=(A,)), paid(), failed(A, 1, retryable=False)],  # FAILED
+    ):
+        for ending in (cancel(), refund()):
+            state, ds = run([*story, ending])
+            assert state.group(A).status is GroupStatus.CANCELLED
+            assert [(c.type, c.group_id, c.idempotency_key) for c in ds[-1].commands] == [
+                (CommandType.CANCEL_SUPPLIER_ORDER, A, supplier_key(ORDER, A))
+            ], (story[-1].event_id, ending.type)
+    # Unpaid, never tried: nothing to cancel anywhere.
+    state, ds = run([created(providers=(A,)), cancel()])
+    assert state.status is OrderStatus.CANCELLED and ds[-1].commands == []
+
 def test_store_fulfilled_by_hand_ships_a_group_not_placed_by_us() -> None:
     state, _ = run([created(), paid(), placed(B), tracking(A, source="STOREFRONT")])
     assert state.group(A).status is GroupStatus.SHIPPED and state.status is OrderStatus.PARTIALLY_SHIPPED

@@ -20,7 +20,10 @@ The events carry ids made from the key (``{key}:placed``,
 event twice and the order machine keeps one.
 
 CANCEL_SUPPLIER_ORDER marks the row CANCELLED (so no later placement happens)
-and cancels the supplier's order when there is one.
+and cancels the supplier's order when there is one. A cancel the supplier
+cannot take now leaves the row CANCELLING (no placement passes it either) and
+``retry_cancels``, run by the executor's reconciler loop, tries it again until
+the supplier answers: the command itself is done and holds up nothing.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class Executor:
             if row.status == "PLACED":
                 assert row.supplier_order_id is not None
                 return self._placed(command, row.supplier_order_id)
-            if row.status == "CANCELLED":
+            if row.status in ("CANCELLED", "CANCELLING"):
                 return self._failed(command, "the order was cancelled before it was placed", retryable=False)
             if row.status in ("IN_FLIGHT", "UNKNOWN"):
                 found = await self._find(command, client, rows)
@@ -133,38 +136,72 @@ class Executor:
             row, fresh = await rows.claim(command, status="CANCELLED")
             if fresh or row.status == "CANCELLED":
                 return
-            supplier_order_id = row.supplier_order_id
-            if row.status in ("IN_FLIGHT", "UNKNOWN") and client is not None:
-                try:
-                    found = await client.find_order(command.reference)
-                except SupplierError as exc:
-                    # The row stays as it is (a later PLACE still looks up first);
-                    # a retryable failure is raised, and the runner tries again.
-                    log.warning("cancel of %s: lookup failed (%s)", key, exc.reason)
-                    if exc.retryable:
-                        raise
-                    return
-                supplier_order_id = found.supplier_order_id if found else None
-            if supplier_order_id is None:
-                await rows.mark(key, "CANCELLED", error="cancelled before placement")
-                return
-            if client is None:
-                log.error("cancel of %s: no supplier account for %s", key, command.provider)
-                return
-            placed = PlacedOrder(supplier_order_id=supplier_order_id, reference=command.reference, status="PLACED")
+            await self._cancel_at_supplier(rows, row, client)
+
+    async def retry_cancels(self, older_than_s: float, limit: int = 100) -> int:
+        """The reconciler of cancels: try again the CANCELLING rows not tried for
+        ``older_than_s`` (the supplier could not take them when asked). Returns how
+        many were tried."""
+        tried = 0
+        for claimed in await records.claim_cancel_batch(self.pool, older_than_s, limit):
+            async with records.locked(self.pool, claimed.idempotency_key) as rows:
+                row = await rows.current(claimed.idempotency_key)
+                if row is None or row.status != "CANCELLING":
+                    continue  # done meanwhile
+                await self._cancel_at_supplier(rows, row, self.clients.get(row.provider))
+                tried += 1
+        return tried
+
+    async def _cancel_at_supplier(
+        self, rows: records.SupplierOrderRecords, row: records.Row, client: SupplierOrders | None
+    ) -> None:
+        """Cancel the supplier's order of a row that is not CANCELLED (under the key's lock).
+
+        A cancel the supplier cannot take now (a retryable failure of the lookup or
+        of the cancel) leaves the row CANCELLING, which no placement passes, for
+        ``retry_cancels``: the command is done, and the commands after it on its
+        partition are not held up while the supplier is down.
+        """
+        key = row.idempotency_key
+        supplier_order_id = row.supplier_order_id
+        unsure = row.status in ("IN_FLIGHT", "UNKNOWN") or (row.status == "CANCELLING" and supplier_order_id is None)
+        if unsure and client is not None:
             try:
-                done = await client.cancel_order(placed)
+                found = await client.find_order(row.reference)
             except SupplierError as exc:
-                SUPPLIER_CALLS.labels(command.provider, "cancel", type(exc).__name__.upper()).inc()
-                log.warning("cancel of %s at %s failed: %s", key, command.provider, exc.reason)
+                log.warning("cancel of %s: lookup failed (%s)", key, exc.reason)
                 if exc.retryable:
-                    raise  # the runner tries it again until the supplier answers
+                    await rows.mark(key, "CANCELLING", error=f"cancel: lookup failed: {exc.reason}")
+                elif row.status == "CANCELLING":  # no use trying again: as unknown as before
+                    await rows.mark(key, "UNKNOWN", error=f"cancel: lookup failed: {exc.reason}")
+                # else: the row stays as it is (a later PLACE still looks up first)
                 return
-            SUPPLIER_CALLS.labels(command.provider, "cancel", "OK" if done else "REFUSED").inc()
-            if done:
-                await rows.mark(key, "CANCELLED", supplier_order_id=supplier_order_id, error="cancelled")
-            else:
-                log.error("supplier %s refused to cancel %s (%s): already shipped?", command.provider, key, supplier_order_id)
+            supplier_order_id = found.supplier_order_id if found else None
+        if supplier_order_id is None:
+            await rows.mark(key, "CANCELLED", error="cancelled before placement")
+            return
+        if client is None:
+            log.error("cancel of %s: no supplier account for %s", key, row.provider)
+            return
+        placed = PlacedOrder(supplier_order_id=supplier_order_id, reference=row.reference, status="PLACED")
+        try:
+            done = await client.cancel_order(placed)
+        except SupplierError as exc:
+            SUPPLIER_CALLS.labels(row.provider, "cancel", type(exc).__name__.upper()).inc()
+            log.warning("cancel of %s at %s failed: %s", key, row.provider, exc.reason)
+            if exc.retryable:  # retry_cancels tries it again until the supplier answers
+                await rows.mark(key, "CANCELLING", supplier_order_id=supplier_order_id,
+                                error=f"cancel: {exc.reason}")
+            elif row.status == "CANCELLING":  # refused for good: no use trying again
+                await rows.mark(key, "PLACED", supplier_order_id=supplier_order_id, error=f"cancel: {exc.reason}")
+            return
+        SUPPLIER_CALLS.labels(row.provider, "cancel", "OK" if done else "REFUSED").inc()
+        if done:
+            await rows.mark(key, "CANCELLED", supplier_order_id=supplier_order_id, error="cancelled")
+        else:
+            log.error("supplier %s refused to cancel %s (%s): already shipped?", row.provider, key, supplier_order_id)
+            if row.status == "CANCELLING":  # nothing to try again: the supplier has it, the poller watches it
+                await rows.mark(key, "PLACED", supplier_order_id=supplier_order_id, error="cancel refused")
 
     # ------------------------------------------------------------------ #
 

@@ -9,6 +9,9 @@ and completed after, and its status says what a later attempt may do:
   (a crash during the call, a timeout, a 5xx): look the order up by our
   reference first; place it only if the supplier does not have it.
 - ``PLACED``: done; report it again, never place again.
+- ``CANCELLING``: the order was cancelled, and the supplier could not take the
+  cancel when asked (down, 5xx, the lookup failed): never place; the
+  executor's reconciler tries the cancel again (``claim_cancel_batch``).
 - ``CANCELLED``: the order was cancelled; never place.
 
 Work on one key is serialised across executors by a session-level advisory
@@ -90,6 +93,11 @@ class SupplierOrderRecords:
         assert record is not None
         return _row(record), bool(record["inserted"])
 
+    async def current(self, key: str) -> Row | None:
+        """The key's row as it is now (read under the key's lock)."""
+        record = await self.conn.fetchrow(f"SELECT {_COLUMNS} FROM supplier_orders WHERE idempotency_key = $1", key)
+        return None if record is None else _row(record)
+
     async def mark(
         self,
         key: str,
@@ -133,17 +141,16 @@ async def locked(pool: asyncpg.Pool, key: str) -> AsyncIterator[SupplierOrderRec
                 await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
 
 
-async def claim_tracking_batch(pool: asyncpg.Pool, older_than_s: float, limit: int) -> list[Row]:
-    """Placed rows not yet delivered whose tracking was not checked for ``older_than_s``,
-    marked checked now (``SKIP LOCKED``: several executors share the work)."""
+async def _claim_batch(pool: asyncpg.Pool, column: str, due: str, older_than_s: float, limit: int) -> list[Row]:
+    """Up to ``limit`` rows matching ``due`` (``$1``: ``older_than_s``), oldest ``column`` first,
+    with ``column`` set to now (``SKIP LOCKED``: several executors share the work)."""
     records = await pool.fetch(
         f"""
-        UPDATE supplier_orders SET tracking_checked_at = now()
+        UPDATE supplier_orders SET {column} = now()
          WHERE idempotency_key IN (
            SELECT idempotency_key FROM supplier_orders
-            WHERE status = 'PLACED' AND delivered_at IS NULL
-              AND (tracking_checked_at IS NULL OR tracking_checked_at < now() - make_interval(secs => $1))
-            ORDER BY tracking_checked_at NULLS FIRST
+            WHERE {due}
+            ORDER BY {column} NULLS FIRST
             LIMIT $2
             FOR UPDATE SKIP LOCKED)
         RETURNING {_COLUMNS}
@@ -152,6 +159,20 @@ async def claim_tracking_batch(pool: asyncpg.Pool, older_than_s: float, limit: i
         limit,
     )
     return [_row(r) for r in records]
+
+
+async def claim_tracking_batch(pool: asyncpg.Pool, older_than_s: float, limit: int) -> list[Row]:
+    """Placed rows not yet delivered whose tracking was not checked for ``older_than_s``,
+    marked checked now."""
+    due = """status = 'PLACED' AND delivered_at IS NULL
+              AND (tracking_checked_at IS NULL OR tracking_checked_at < now() - make_interval(secs => $1))"""
+    return await _claim_batch(pool, "tracking_checked_at", due, older_than_s, limit)
+
+
+async def claim_cancel_batch(pool: asyncpg.Pool, older_than_s: float, limit: int) -> list[Row]:
+    """CANCELLING rows not tried for ``older_than_s``, marked tried now (``updated_at``)."""
+    due = "status = 'CANCELLING' AND updated_at < now() - make_interval(secs => $1)"
+    return await _claim_batch(pool, "updated_at", due, older_than_s, limit)
 
 
 async def find(pool: asyncpg.Pool, provider: str, reference: str | None, supplier_order_id: str | None) -> Row | None:

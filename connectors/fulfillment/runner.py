@@ -2,6 +2,10 @@
 carry each out (executor.py), publish the outcome on ``orders.events``, and
 commit the input offsets only after the outcomes are acknowledged.
 
+A cancel the supplier cannot take when asked is left to the same loop as the
+tracking poller, which tries it again every ``CANCEL_RETRY_S`` (executor.py,
+``retry_cancels``), so a supplier that is down holds up no command.
+
 It also consumes ``supplier.tracking`` (tracking a supplier sent by webhook,
 routed by agents/webhooks.py): it finds the supplier order by our reference or
 the supplier's id in its record and publishes TRACKING_RECEIVED / DELIVERED
@@ -48,6 +52,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 RETRY_PAUSE_S = 1.0
+#: How long a cancel the supplier could not take (a CANCELLING row) waits before the
+#: reconciler loop tries it again, s.
+CANCEL_RETRY_S = 30.0
 COMMIT_EVERY_S = 0.2
 
 
@@ -206,6 +213,11 @@ async def _tracking_loop(
                 pass
         except Exception:  # the poller must outlive a bad round
             log.exception("tracking poll failed")
+        try:  # cancels the supplier could not take when asked
+            while await runner.executor.retry_cancels(CANCEL_RETRY_S):
+                pass
+        except Exception:
+            log.exception("cancel retry failed")
         try:
             await asyncio.wait_for(stop.wait(), timeout=tick)
         except asyncio.TimeoutError:

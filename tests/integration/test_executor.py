@@ -5,6 +5,7 @@ often a command is repeated."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -219,3 +220,71 @@ def test_tracking_poller_publishes_tracking_once_per_round(pg_dsn: str, fake: Fa
     (event,) = published
     assert isinstance(event, TrackingReceived) and event.group_id == "ALIEXPRESS"
     assert event.event_id == f"{supplier_key('o11', 'ALIEXPRESS')}:tracking:{event.tracking_number}"
+
+
+def _unreachable_url() -> str:
+    """A loopback address nothing listens on: the supplier is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/down"
+
+
+class _Down:
+    """Where an adapter is pointed when its supplier is down."""
+
+    def __init__(self) -> None:
+        self.url = _unreachable_url()
+
+    def base_url(self, provider: str) -> str:
+        return self.url
+
+
+def test_a_cancelling_row_blocks_placement_and_is_cancelled_when_the_supplier_answers(
+    pg_dsn: str, fake: FakeSupplierServer
+) -> None:
+    fake.configure(tracking_delay_s=3600)  # not shipped: cancellable
+    order = command("o-down", "SPOCKET")
+
+    async def body(executor: Executor, pool: asyncpg.Pool) -> None:
+        placed = await executor.run(order)
+        assert isinstance(placed, SupplierOrderPlaced)
+        down = make_adapter("SPOCKET", _Down(), read_attempts=1)
+        try:
+            cancel = command("o-down", "SPOCKET", kind=CommandType.CANCEL_SUPPLIER_ORDER)
+            assert await Executor(pool, {"SPOCKET": down}).run(cancel) is None  # done, not raised
+        finally:
+            await down.aclose()
+        assert await status(pool, order.idempotency_key) == "CANCELLING"
+        # A placement of it (a replay, a late re-issue) never passes a wanted cancel.
+        again = await executor.run(command("o-down", "SPOCKET", attempt=2))
+        assert isinstance(again, SupplierOrderFailed) and not again.retryable
+        # The supplier answers again: the reconciler carries the cancel out, once.
+        assert await executor.retry_cancels(0.0) == 1
+        assert await status(pool, order.idempotency_key) == "CANCELLED"
+        assert await executor.retry_cancels(0.0) == 0
+
+    run(pg_dsn, fake, body)
+    assert [o["cancelled"] for o in fake.orders()["orders"] if o["reference"] == order.reference] == [True]
+
+
+def test_a_cancelling_row_the_supplier_refuses_for_good_is_not_tried_again(
+    pg_dsn: str, fake: FakeSupplierServer
+) -> None:
+    fake.configure(tracking_delay_s=3600)
+    order = command("o-gone", "SPOCKET")
+
+    async def body(executor: Executor, pool: asyncpg.Pool) -> None:
+        assert isinstance(await executor.run(order), SupplierOrderPlaced)
+        down = make_adapter("SPOCKET", _Down(), read_attempts=1)
+        try:
+            await Executor(pool, {"SPOCKET": down}).run(command("o-gone", "SPOCKET", kind=CommandType.CANCEL_SUPPLIER_ORDER))
+        finally:
+            await down.aclose()
+        assert await status(pool, order.idempotency_key) == "CANCELLING"
+        fake.reset()  # the supplier no longer knows the order: its cancel is a 404, refused for good
+        assert await executor.retry_cancels(0.0) == 1
+        assert await status(pool, order.idempotency_key) == "PLACED"
+        assert await executor.retry_cancels(0.0) == 0
+
+    run(pg_dsn, fake, body)

@@ -86,9 +86,12 @@ def test_migrations_apply(pg_dsn: str) -> None:
             pg_dsn, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'supplier_orders'"
         )
         indexes = {r["indexname"]: r["indexdef"] for r in index_rows}
-        assert set(indexes) == {"supplier_orders_pkey", "supplier_orders_order", "supplier_orders_tracking_due"}
+        assert set(indexes) == {
+            "supplier_orders_pkey", "supplier_orders_order", "supplier_orders_tracking_due", "supplier_orders_cancelling"
+        }
         assert "(idempotency_key)" in indexes["supplier_orders_pkey"]
         assert "WHERE" in indexes["supplier_orders_tracking_due"]
+        assert "CANCELLING" in indexes["supplier_orders_cancelling"]
 
         # Nothing left to do: a second run applies nothing.
         assert await migrate(pg_dsn) == []

@@ -162,7 +162,11 @@ class OrderProcessor(KeyedMachine):
         state = None if body is None else OrderState.model_validate(body["state"])
         decision = decide(state, order_event, self.config)
         self._count(order_event, decision)
-        if decision.duplicate:
+        if decision.duplicate or (state is None and decision.ignored):
+            # Ignored by an order with no record (a data request, a redaction, a timer of an
+            # order never seen): no record either, or it would stay for good (never created,
+            # never archived), raise an "unknown order" alert, and give the order the event's
+            # store (a redaction's is the shop), refusing the order's own should it come.
             return
         due = next_deadline(decision.state, self.config)
         self.store.write(message, key, record_body(decision.state, due), self._outputs(message, order_event, decision))

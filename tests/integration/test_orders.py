@@ -238,3 +238,25 @@ def test_a_delivered_order_is_archived_and_stays_archived_after_a_restart(broker
     again = spawn("w2", **env)
     again.wait_ready(timeout=60)
     assert wait_for(lambda: order(again, "o9"), timeout=30, what="o9 after restart") == marker
+
+
+def test_an_event_about_an_unknown_order_that_changes_nothing_leaves_no_record(broker, spawn) -> None:  # type: ignore[no-untyped-def]
+    """A data request or a redaction naming an order the engine never saw (Shopify's
+    customers/data_request and customers/redact name the customer's orders, from before
+    the app too; the router gives them the shop as store) is ignored: it must not leave
+    a record behind, which would stay for good (never created, never archived), raise an
+    'unknown order' alert, and refuse the order should it come after all, its store
+    differing from the shop's."""
+    worker = spawn(OPS_ORDER_MISSING_TIMEOUT="1", OPS_ORDER_SCAN_INTERVAL="0.2")
+    worker.wait_ready()
+    shop = "demo-shop.myshopify.com"
+    asked = {**ev("DATA_REQUESTED", "o9-data", "o9", 0, request_id="dr-1"), "store_id": shop}
+    redact = {**ev("REDACT_REQUESTED", "o10-redact", "o10", 0, reason="customers/redact"), "store_id": shop}
+    assert cli_publish(broker, "orders.events", [asked, redact]).returncode == 0
+    wait_for(lambda: 'ops_order_events_total{result="IGNORED",type="REDACT_REQUESTED"} 1.0' in worker.get("/metrics").text,
+             what="the redaction handled")
+    assert order(worker, "o10") is None
+    # The order comes after all (its store is the catalogue's, not the shop): it is placed.
+    assert cli_publish(broker, "orders.events", [created("o9", providers=("SPOCKET",), paid=True)]).returncode == 0
+    assert status_is(worker, "o9", "PROCESSING")["store_id"] == STORE
+    assert not [d for d in read_json(broker, "deadletter") if "o9" in d.get("detail", "")]

@@ -187,6 +187,7 @@ class OrderState(Event):
     shipping_total: Decimal | None = None
     tax_total: Decimal | None = None
     total: Decimal | None = None
+    refunded: Decimal = Decimal("0")  # partial refunds so far (REFUND_REQUESTED with an amount under the total)
     groups: tuple[SupplierGroup, ...] = ()
     problem: str | None = None  # order-level reason for intervention
     redacted: bool = False  # the customer's personal data was removed
@@ -890,11 +891,30 @@ class _Step:
         return f"cancelled ({event.reason or 'no reason given'}); groups {', '.join(cancelled) or 'none'}"
 
     def _refund(self, event: RefundRequested) -> str | None:
-        if self.state.status is OrderStatus.REFUNDED:
+        """A refund of the whole order (no amount, or the refunds so far reach the total)
+        cancels what is not shipped and ends it REFUNDED. A partial one (a line, the
+        shipping, a goodwill amount: Shopify's refunds/create comes for each) is added
+        up and alerted, and the order goes on."""
+        state = self.state
+        if state.status is OrderStatus.REFUNDED:
             raise _Refuse("order already refunded")
+        reason = event.reason or "no reason given"
+        if event.amount is not None and state.total is not None:
+            refunded = state.refunded + event.amount
+            self._set(refunded=refunded)
+            if refunded < state.total:
+                currency = f" {state.currency}" if state.currency else ""
+                self._alert(
+                    event,
+                    AlertType.PAYMENT_ISSUE,
+                    f"Order {state.order_number or state.order_id}: partial refund",
+                    f"{event.amount}{currency} refunded ({reason}); {refunded} of {state.total}{currency} "
+                    "refunded in all. The order goes on: cancel it if it should not ship.",
+                )
+                return f"partial refund of {event.amount} ({refunded} of {state.total} in all): the order goes on"
         cancelled = self._cancel_unshipped(event)
         self._set(status=OrderStatus.REFUNDED, problem=None)
-        return f"refunded ({event.reason or 'no reason given'}); unshipped groups cancelled: {', '.join(cancelled) or 'none'}"
+        return f"refunded ({reason}); unshipped groups cancelled: {', '.join(cancelled) or 'none'}"
 
     def _retry(self, event: Retry) -> str | None:
         state = self.state

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
@@ -495,3 +496,35 @@ def test_a_data_request_tells_the_store_owner_what_the_order_holds() -> None:
     assert note.kind is NotificationKind.ADMIN_DATA_REQUEST and note.recipient is None
     assert note.data["customer_email"] == "ada@example.com" and "1 Main St" in note.data["shipping_address"]
     assert d.state.status is state.status
+
+
+def test_a_partial_refund_is_alerted_and_the_order_goes_on_until_the_refunds_reach_the_total() -> None:
+    """Shopify sends refunds/create for every refund (a line, the shipping, a goodwill
+    amount): a 5.00 refund of a 39.98 order cancels nothing. Refunds adding up to the
+    total refund the order; a replay of a refund counts once."""
+    from models.webhook_routing import route
+
+    routed = route("SHOPIFY", "refunds/create", "demo.myshopify.com",
+                   {"id": 77, "order_id": 1, "transactions": [{"kind": "refund", "amount": "5.00"}]},
+                   at(9), lambda shop, variant: None)
+    (routed_refund,) = routed.events
+    assert routed_refund.type is OrderEventType.REFUND_REQUESTED and str(routed_refund.amount) == "5.00"
+    state, _ = run([created(), paid(), placed(A), placed(B)])
+    assert state.total == Decimal("39.98")
+
+    first = event(OrderEventType.REFUND_REQUESTED, "shopify-refund-77", 9, reason="shipping", amount="5.00")
+    d = decide(state, first, CONFIG)
+    assert d.state.status is state.status and d.commands == []
+    assert all(g.status is GroupStatus.PLACED for g in d.state.groups)
+    assert d.state.refunded == Decimal("5.00")
+    (alert,) = d.alerts
+    assert alert.type is AlertType.PAYMENT_ISSUE and "5.00 USD refunded (shipping)" in alert.message
+    assert "5.00 of 39.98 USD" in alert.message
+    assert decide(d.state, first, CONFIG).duplicate  # the same refund again: counted once
+
+    rest = event(OrderEventType.REFUND_REQUESTED, "shopify-refund-78", 10, reason="the rest", amount="34.98")
+    full = decide(d.state, rest, CONFIG)
+    assert full.state.status is OrderStatus.REFUNDED and full.state.refunded == Decimal("39.98")
+    assert sorted(c.type.value for c in full.commands) == ["CANCEL_SUPPLIER_ORDER", "CANCEL_SUPPLIER_ORDER"]
+    # No amount (an operator's refund, the store's "refunded" status): the whole order, as before.
+    assert decide(state, refund(), CONFIG).state.status is OrderStatus.REFUNDED

@@ -705,6 +705,17 @@ class _Step:
             status=OrderStatus.PENDING,
             created_at=event.occurred_at,
         )
+        if event.fulfilled_in_store:
+            # First heard of once the store had shipped it (by hand, before the app, a
+            # reconciliation's pull): placing it would send a second parcel. A person decides
+            # (RETRY places it); the store's own tracking, when it comes, ships the group.
+            for group in self.state.groups:
+                self._set_group(
+                    group,
+                    status=GroupStatus.FAILED,
+                    problem="the store had fulfilled the order when the engine first heard of it: "
+                    "not placed at the supplier (RETRY places it)",
+                )
         if event.payment_status is PaymentStatus.PAID:
             self._pay(event)
             return "created paid"

@@ -109,6 +109,10 @@ class OrderCreated(_OrderEvent):
     total: Money
     currency: Currency
     payment_status: PaymentStatus = PaymentStatus.PENDING
+    #: The store had fulfilled (some of) the order when the engine first heard of it
+    #: (Shopify ``fulfillment_status`` fulfilled or partial, WooCommerce ``completed``):
+    #: nothing is placed at a supplier until a person says so (RETRY).
+    fulfilled_in_store: bool = False
 
 
 class PaymentConfirmed(_OrderEvent):

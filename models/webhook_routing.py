@@ -314,6 +314,7 @@ def _shopify_created(
         "total": _money(order.get("total_price")),
         "currency": order.get("currency") or "USD",
         "payment_status": "PAID" if paid else "PENDING",
+        "fulfilled_in_store": order.get("fulfillment_status") in ("fulfilled", "partial"),
     }
     events = [_event(created)]
     if paid:
@@ -611,6 +612,7 @@ def _woo_created(site: str, order: dict[str, Any], at: datetime, catalogue: Cata
         "total": _money(order.get("total")),
         "currency": order.get("currency") or "USD",
         "payment_status": "PAID" if paid else "PENDING",
+        "fulfilled_in_store": order.get("status") == "completed",
     }
     events = [_event(created)]
     if paid:

@@ -528,3 +528,42 @@ def test_a_partial_refund_is_alerted_and_the_order_goes_on_until_the_refunds_rea
     assert sorted(c.type.value for c in full.commands) == ["CANCEL_SUPPLIER_ORDER", "CANCEL_SUPPLIER_ORDER"]
     # No amount (an operator's refund, the store's "refunded" status): the whole order, as before.
     assert decide(state, refund(), CONFIG).state.status is OrderStatus.REFUNDED
+
+
+def test_an_order_the_store_had_fulfilled_when_first_heard_of_is_not_placed_at_the_supplier() -> None:
+    """orders/updated (or a reconciliation's pull) of an order the engine never saw and the
+    store already fulfilled: placing it would send a second parcel. It waits for a person
+    (RETRY places it); the store's tracking ships its group."""
+    from models.webhook_routing import CatalogueVariant, route
+
+    variant = CatalogueVariant(shop_domain="demo.myshopify.com", shopify_variant_id="4001", store_id="store-1",
+                               product_id="p-1", provider="CJ_DROPSHIPPING", source_id="CJ-1")
+    body = {
+        "id": 5001, "name": "#1001", "email": "ada@example.com", "financial_status": "paid",
+        "fulfillment_status": "fulfilled", "currency": "USD", "total_price": "10.00", "subtotal_price": "10.00",
+        "shipping_address": {"name": "Ada", "address1": "1 Main St", "city": "Austin", "country_code": "US"},
+        "line_items": [{"id": 1, "variant_id": 4001, "quantity": 1, "price": "10.00", "title": "Mug"}],
+    }
+    lookup = lambda shop, v: variant if v == "4001" else None  # noqa: E731
+    routed = route("SHOPIFY", "orders/updated", "demo.myshopify.com", body, at(0), lookup)
+    assert routed.events[0].fulfilled_in_store is True
+    state, commands, alerts = None, [], []
+    for e in routed.events:
+        d = decide(state, e, CONFIG)
+        state, commands, alerts = d.state, commands + d.commands, alerts + d.alerts
+    assert state is not None and commands == []
+    assert state.status is OrderStatus.INTERVENTION_REQUIRED and "the store had fulfilled" in (state.reason or "")
+    assert [a.type for a in alerts] == [AlertType.ORDER_ISSUE]
+
+    # The store's fulfillment webhook brings its tracking: the group is shipped, nothing placed.
+    shipped = decide(state, event(OrderEventType.TRACKING_RECEIVED, "store-track", 5, order=state.order_id,
+                                  group_id="CJ_DROPSHIPPING", tracking_number="1Z999AA10123456784",
+                                  source="STORE"), CONFIG)
+    assert shipped.commands == [] and shipped.state.status is OrderStatus.SHIPPED
+    # Or a person decides it must be placed after all.
+    placed_now = decide(state, event(OrderEventType.RETRY, "retry", 5, order=state.order_id), CONFIG)
+    assert [c.type.value for c in placed_now.commands] == ["PLACE_SUPPLIER_ORDER"]
+
+    unfulfilled = route("SHOPIFY", "orders/create", "demo.myshopify.com", {**body, "fulfillment_status": None},
+                        at(0), lookup)
+    assert unfulfilled.events[0].fulfilled_in_store is False

@@ -397,3 +397,11 @@ def test_the_registered_topics_are_the_ones_the_router_acts_on() -> None:
         assert routed.events and routed.ignored is None, topic
     for topic in ("order.deleted", "product.updated", "customer.created"):  # no action: not registered
         assert route("WOOCOMMERCE", topic, SITE, order(), AT, catalogue).ignored and topic not in TOPICS
+
+
+def test_an_order_first_heard_of_completed_is_marked_fulfilled_in_the_store() -> None:
+    """A WooCommerce order the engine first hears of as ``completed`` (the reconciliation's
+    first pull, say) was shipped by the store: the machine must not place it again."""
+    assert route("WOOCOMMERCE", "order.created", SITE, order(), AT, catalogue).events[0].fulfilled_in_store is False
+    created = route("WOOCOMMERCE", "order.updated", SITE, order(status="completed"), AT, catalogue).events[0]
+    assert created.type is OrderEventType.ORDER_CREATED and created.fulfilled_in_store is True

@@ -24,8 +24,8 @@ A table value is JSON: ``{"status", "since", "due", "state", "outbox"}``;
 ``due`` are there so gauges and the deadline index read them without decoding
 the whole state.
 
-An order final (DELIVERED, CANCELLED, REFUNDED) with no deadline for
-``OPS_ORDER_KEEP_DAYS`` is archived by the hourly sweep (``KeyedMachine.archive``):
+An order final (DELIVERED, CANCELLED, REFUNDED), or open and waiting on nothing
+(models.archive.ORDER_QUIET), with no deadline for ``OPS_ORDER_KEEP_DAYS`` is archived by the hourly sweep (``KeyedMachine.archive``):
 its value becomes ``{"status", "since", "archived": true, "archived_at",
 "order_id", "store_id", "order_number", "redacted"}`` (models/archive.py), and a
 later event for it goes to ``deadletter`` (``ARCHIVED``), but the two requests

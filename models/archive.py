@@ -57,11 +57,20 @@ def _waits(body: dict[str, Any]) -> bool:
     return bool(body.get("due")) or bool(body.get("outbox"))
 
 
+#: Open statuses in which an order with no deadline waits on nothing the engine
+#: expects: unpaid after its PAYMENT_ISSUE alert, shipped with no delivery report
+#: after its DELIVERY_OVERDUE alert. Archived like the final ones, or the table
+#: would keep them for good. INTERVENTION_REQUIRED stays: it waits on a person.
+ORDER_QUIET = frozenset({"PENDING", "SHIPPED", "PARTIALLY_SHIPPED"})
+
+
 def order_archivable(body: dict[str, Any], cutoff: datetime) -> bool:
-    """Whether an ``orders`` value may become a marker: a created order in a final
-    status (DELIVERED, CANCELLED, REFUNDED) with no deadline and no outbox, which
-    entered that status (``since``, epoch seconds) before ``cutoff``."""
-    if is_archived(body) or body.get("status") not in ORDER_FINAL or _waits(body):
+    """Whether an ``orders`` value may become a marker: a created order with no
+    deadline and no outbox, in a final status (DELIVERED, CANCELLED, REFUNDED) or
+    a quiet one (``ORDER_QUIET``), which entered that status (``since``, epoch
+    seconds) before ``cutoff``."""
+    status = body.get("status")
+    if is_archived(body) or (status not in ORDER_FINAL and status not in ORDER_QUIET) or _waits(body):
         return False
     since = body.get("since")
     return since is not None and since < cutoff.timestamp()

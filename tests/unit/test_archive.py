@@ -59,6 +59,11 @@ def test_a_final_order_without_deadline_past_the_keep_period_is_archivable() -> 
         assert archive.order_archivable(order_body(status, at(-1)), cutoff)
     assert not archive.order_archivable(order_body("DELIVERED", at(1)), cutoff)  # recently
     assert not archive.order_archivable(order_body("PROCESSING", at(-1)), cutoff)  # open, however old
+    assert not archive.order_archivable(order_body("INTERVENTION_REQUIRED", at(-1)), cutoff)  # waits on a person
+    # Open but waiting on nothing (no deadline left after their alerts): unpaid, never reported delivered.
+    for status in ("PENDING", "SHIPPED", "PARTIALLY_SHIPPED"):
+        assert archive.order_archivable(order_body(status, at(-1)), cutoff), status
+        assert not archive.order_archivable(order_body(status, at(-1), due=at(5).isoformat()), cutoff), status
     assert not archive.order_archivable(order_body(None, at(-1)), cutoff)  # events waiting for their order
     assert not archive.order_archivable(order_body("DELIVERED", at(-1), due=at(5).isoformat()), cutoff)
     assert not archive.order_archivable(order_body("DELIVERED", at(-1), outbox=[["t", "k", {}]]), cutoff)
@@ -424,3 +429,26 @@ def test_a_data_request_for_an_archived_order_is_answered_not_refused() -> None:
     feed(proc, messages, [event(OrderEventType.DATA_REQUESTED, "dr-later", 40, request_id="dr-2")])
     notice = Notification.model_validate_json(next(v for t, _, v in outputs.values[written:] if t == "notifications"))
     assert "record" not in notice.data and notice.data["customer_email"] == ""
+
+
+def test_a_shipment_never_reported_delivered_is_archived_once_nothing_is_awaited() -> None:
+    """The parcel's DELIVERY_OVERDUE alert is the last thing the order waits for; then the
+    order is archived like a delivered one, or the table would keep it for good."""
+    from models.events import AlertType
+    from models.fulfillment import next_deadline
+    from models.orders import TimerKind
+    from tests.unit.order_events import timer
+
+    state = None
+    for e in [created(providers=("ALIEXPRESS",)), paid(), placed("ALIEXPRESS"), tracking("ALIEXPRESS")]:
+        state = decide(state, e, MachineConfig()).state
+    assert state is not None and state.status is OrderStatus.SHIPPED
+    due = next_deadline(state, MachineConfig())
+    assert due is not None and not archive.order_archivable(record_body(state, due), due + KEEP_ORDERS * 10)  # awaited
+    d = decide(state, timer(TimerKind.DELIVERY_OVERDUE, "ALIEXPRESS", due, 46 * 86400), MachineConfig())
+    assert [a.type for a in d.alerts] == [AlertType.ORDER_ISSUE] and next_deadline(d.state, MachineConfig()) is None
+    body = orjson.loads(OutboxTable.encode(record_body(d.state, None), []))
+    # The sweep's cutoff is now minus OPS_ORDER_KEEP_DAYS: kept until the keep period after shipping.
+    shipped_at = d.state.group("ALIEXPRESS").shipped_at
+    assert not archive.order_archivable(body, shipped_at - timedelta(seconds=1))
+    assert archive.order_archivable(body, shipped_at + timedelta(seconds=1))

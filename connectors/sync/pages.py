@@ -74,7 +74,7 @@ def freight_wants(
     for item in items:
         if item.provider not in providers:
             continue
-        entry = pick(fetched.get(item.provider, {}).get(item.source_id, []), item.variant_id)
+        entry = pick(fetched.get(item.provider, {}).get(item.source_id.strip(), []), item.variant_id)
         if entry is not None and entry.available:
             wants.setdefault(item.provider, []).append(freight_want(item.provider, item.source_id, entry, country))
     return wants
@@ -116,7 +116,7 @@ def snapshots_of_page(
         if item.provider in failed_providers:
             result.failed += 1
             continue
-        entries = fetched.get(item.provider, {}).get(item.source_id, [])
+        entries = fetched.get(item.provider, {}).get(item.source_id.strip(), [])
         entry = pick(entries, item.variant_id)
         if entry is None:  # the adapter returns an entry for every id; a gap is a failure
             result.failed += 1

@@ -284,3 +284,13 @@ def test_the_worker_builds_a_runs_pages_with_the_stores_country_and_shipping() -
     [job] = [SyncJob.model_validate_json(v) for t, v in outputs.values if t == "sync.jobs"]
     assert job.ship_to_country == "FR"
     assert [(i.product_id, i.last_shipping) for i in job.items] == [("p", D("2.75"))]
+
+
+def test_an_item_whose_source_id_has_spaces_finds_what_the_adapter_fetched_for_it() -> None:
+    """The adapters fetch a source id stripped (connectors.suppliers.catalog.unique_ids) and
+    key their answers so: a tracked id with spaces around it must find them, not fail
+    quietly on every run."""
+    padded = (item("one", AE, " A1 "), item("spk", SP, "S1\t"))
+    result = snapshots_of_page("s", "run-1", padded, FETCHED, {}, T0)
+    assert [s.product_id for s in result.snapshots] == ["one", "spk"] and result.failed == 0
+    assert freight_wants(padded, FETCHED, "GB", frozenset({AE}))[AE][0].ref == "sku-1"

@@ -131,6 +131,11 @@ Provider = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True
 SourceId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
+#: The largest stock a supplier may report: what PostgreSQL's ``integer`` and Shopify's
+#: GraphQL ``Int`` hold (2**31 - 1). A larger count is a supplier's error, refused at the edge.
+MAX_STOCK = 2_147_483_647
+
+
 class SupplierSnapshot(Event):
     """What a supplier says of one product (or variant) at one moment.
 
@@ -144,7 +149,7 @@ class SupplierSnapshot(Event):
     provider: Provider = Field(description="ALIEXPRESS, CJ_DROPSHIPPING, SPOCKET, or another name")
     source_id: SourceId
     available: bool = Field(True, description="false when the supplier removed the item")
-    stock: int = Field(ge=0)
+    stock: int = Field(ge=0, le=MAX_STOCK)
     cost_price: Money
     shipping_cost: Money = Decimal("0")
     currency: Currency
@@ -419,7 +424,7 @@ class SupplierUpdate(Event):
     provider: Provider
     source_id: SourceId
     available: bool | None = None
-    stock: int | None = Field(None, ge=0)
+    stock: int | None = Field(None, ge=0, le=MAX_STOCK)
     cost_price: Money | None = None
     currency: Currency | None = None
     captured_at: UtcDatetime

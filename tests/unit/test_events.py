@@ -62,6 +62,7 @@ def error_locs(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[Any, ..
     ("overrides", "loc", "needle"),
     [
         pytest.param({"stock": -1}, ("stock",), "greater than or equal to 0", id="negative-stock"),
+        pytest.param({"stock": 2**31}, ("stock",), "less than or equal to 2147483647", id="stock-beyond-int32"),
         pytest.param({"stock": "many"}, ("stock",), "integer", id="stock-not-a-number"),
         pytest.param({"cost_price": 12.5}, ("cost_price",), "not a float", id="float-cost"),
         pytest.param({"cost_price": 12.0}, ("cost_price",), "not a float", id="float-cost-integral-value"),

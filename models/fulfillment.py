@@ -123,6 +123,9 @@ class MachineConfig:
 
     retry_backoff_s: tuple[float, ...] = (60.0, 300.0, 900.0)
     outcome_timeout_s: float = 120.0
+    #: The longest wait for an outcome: each re-issue of a command without one doubles the
+    #: wait, up to this (an executor down for a day re-issues about 30 times, not 700).
+    outcome_timeout_max_s: float = 3600.0
     tracking_timeout_s: float = 7 * 24 * 3600.0
     order_missing_s: float = 24 * 3600.0
     payment_timeout_s: float = 72 * 3600.0
@@ -152,6 +155,7 @@ class SupplierGroup(Event):
     delivered_at: datetime | None = None
     next_retry_at: datetime | None = None
     outcome_due_at: datetime | None = None
+    reissues: int = 0  # times the command of this attempt was re-issued for want of an outcome
     tracking_due_at: datetime | None = None
     delivery_alerted: bool = False
 
@@ -549,13 +553,17 @@ class _Step:
             )
         )
 
-    def _place(self, event: OrderEvent, group: SupplierGroup, attempt: int) -> SupplierGroup:
+    def _place(self, event: OrderEvent, group: SupplierGroup, attempt: int, reissues: int = 0) -> SupplierGroup:
+        """Send the PLACE command of ``attempt`` (again, ``reissues`` > 0: its outcome is
+        overdue; the wait for it doubles each time, up to ``outcome_timeout_max_s``)."""
+        wait = min(self.config.outcome_timeout_s * 2 ** min(reissues, 32), self.config.outcome_timeout_max_s)
         group = self._set_group(
             group,
             status=GroupStatus.PLACING,
             attempt=attempt,
+            reissues=reissues,
             next_retry_at=None,
-            outcome_due_at=event.occurred_at + timedelta(seconds=self.config.outcome_timeout_s),
+            outcome_due_at=event.occurred_at + timedelta(seconds=max(wait, self.config.outcome_timeout_s)),
         )
         self._command(event, group, CommandType.PLACE_SUPPLIER_ORDER)
         return group
@@ -995,8 +1003,8 @@ class _Step:
         if event.timer is TimerKind.OUTCOME_OVERDUE:
             if group.status is not GroupStatus.PLACING or group.outcome_due_at != event.due_at:
                 raise _Ignore
-            self._place(event, group, attempt=group.attempt)  # same key, same attempt
-            return f"{group.group_id} outcome of attempt {group.attempt} overdue: command re-issued"
+            group = self._place(event, group, attempt=group.attempt, reissues=group.reissues + 1)  # same key
+            return f"{group.group_id} outcome of attempt {group.attempt} overdue: command re-issued ({group.reissues})"
         if event.timer is TimerKind.TRACKING_OVERDUE:
             if group.status is not GroupStatus.PLACED or group.tracking_due_at != event.due_at or group.problem:
                 raise _Ignore

@@ -309,7 +309,7 @@ def test_a_command_whose_outcome_never_came_back_is_reissued_with_the_same_key()
     assert [(c.command_id, c.idempotency_key) for c in d.commands] == [
         (p.commands[0].command_id, p.commands[0].idempotency_key)
     ]
-    assert d.state.group(A).outcome_due_at == at(200 + CONFIG.outcome_timeout_s)
+    assert d.state.group(A).outcome_due_at == at(200 + 2 * CONFIG.outcome_timeout_s)  # waits twice as long
     # The old deadline's timer, delivered again late, is moot.
     stale = decide(d.state, timer(TimerKind.OUTCOME_OVERDUE, A, deadline.due_at, 201).model_copy(
         update={"event_id": "timer-again"}), CONFIG)
@@ -567,3 +567,26 @@ def test_an_order_the_store_had_fulfilled_when_first_heard_of_is_not_placed_at_t
     unfulfilled = route("SHOPIFY", "orders/create", "demo.myshopify.com", {**body, "fulfillment_status": None},
                         at(0), lookup)
     assert unfulfilled.events[0].fulfilled_in_store is False
+
+
+def test_each_reissue_without_an_outcome_waits_twice_as_long_up_to_the_cap() -> None:
+    """An executor down for a day must not make every order re-issue its command every two
+    minutes (each adds a history line and a seen id): the waits double up to an hour."""
+    state, _ = run([created(providers=(A,)), paid(1)])
+    waits, t = [], 1.0
+    for n in range(8):
+        due = state.group(A).outcome_due_at
+        waits.append((due - at(t)).total_seconds())
+        t = (due - at(0)).total_seconds()
+        d = decide(state, timer(TimerKind.OUTCOME_OVERDUE, A, due, t).model_copy(update={"event_id": f"t{n}"}), CONFIG)
+        assert [c.type.value for c in d.commands] == ["PLACE_SUPPLIER_ORDER"]
+        state = d.state
+    assert waits == [120, 240, 480, 960, 1920, 3600, 3600, 3600]
+    assert state.group(A).attempt == 1 and state.group(A).reissues == 8
+    # An outcome ends it; the next attempt starts from the short wait again.
+    failed_once = decide(state, event(OrderEventType.SUPPLIER_ORDER_FAILED, "f1", t + 1, group_id=A, error="5xx",
+                                      retryable=True, attempt=1), CONFIG).state
+    again = decide(failed_once, timer(TimerKind.RETRY_DUE, A, failed_once.group(A).next_retry_at, t + 100), CONFIG)
+    group = again.state.group(A)
+    assert group.attempt == 2 and group.reissues == 0
+    assert group.outcome_due_at == at(t + 100 + CONFIG.outcome_timeout_s)

@@ -462,6 +462,7 @@ class DeadLetterReason(str, Enum):
     INVALID_IN_STATE = "INVALID_IN_STATE"  # an order event the order's state refuses
     UNMAPPABLE = "UNMAPPABLE"  # a webhook the engine cannot turn into events (models/webhook_routing.py)
     ARCHIVED = "ARCHIVED"  # an event for an order or video job already archived (models/archive.py)
+    STOREFRONT_REFUSED = "STOREFRONT_REFUSED"  # the shop refused the store's account (401/403): replay once fixed
 
 
 class DeadLetter(Event):

@@ -44,6 +44,7 @@ import httpx
 
 from connectors.shopify import metrics
 from connectors.shopify.throttle import CostBucket
+from connectors.storefront.base import ACCOUNT_STATUSES, AccountRefused
 from connectors.suppliers.base import OutcomeUnknown, RateLimited, Rejected, SupplierError
 from connectors.suppliers.http import classify_exception, classify_response, clean_reason
 
@@ -56,6 +57,11 @@ THROTTLED = "THROTTLED"
 
 class ShopifyRejected(Rejected):
     """The shop refused the request (4xx, or GraphQL errors): it did nothing."""
+
+
+class ShopifyAccountRefused(ShopifyRejected, AccountRefused):
+    """HTTP 401/403: the shop refused the app's token itself (wrong, revoked, the app
+    uninstalled); no request of this shop can pass until a person fixes it."""
 
 
 class DocumentRejected(ShopifyRejected):
@@ -203,6 +209,8 @@ class ShopifyClient:
                     await asyncio.sleep(pause)
                     continue
                 metrics.REQUESTS.labels(operation, "REJECTED").inc()
+                if getattr(status_error, "http_status", None) in ACCOUNT_STATUSES:
+                    raise ShopifyAccountRefused(f"{self.shop_domain} {operation}: {status_error.reason}")
                 raise ShopifyRejected(f"{operation}: {status_error.reason}")
             try:
                 answer = response.json()

@@ -23,6 +23,13 @@ a write the shop refuses for good (a 4xx, a userError) is counted as REJECTED,
 logged, and not raised (it would block the store forever). A change whose
 product the catalogue does not map to the shop is counted UNMAPPED and skipped.
 
+A refusal of the account itself (HTTP 401 or 403: a wrong or revoked token, the
+app uninstalled) is raised as :class:`AccountRefused`, by ``push`` and
+``show_tracking`` alike: no write of that store can pass until a person fixes
+the account, and retrying would hold up every other store. The process sends
+the store's records of the batch to ``deadletter`` (reason
+``STOREFRONT_REFUSED``), to be replayed once the account is fixed.
+
 ``show_tracking(command)`` makes the shop show a shipment's tracking on the
 order (and notify the customer as the account says). Idempotent the same way:
 if the shop already shows that tracking number, do nothing. Returns an
@@ -41,6 +48,22 @@ from typing import Any, Protocol
 from models.events import InventoryChange
 from models.orders import StorefrontCommand
 from models.webhook_routing import CatalogueVariant
+
+class AccountRefused(Exception):
+    """The platform refused the store's account itself (HTTP 401/403): nothing of the
+    store can be written until a person fixes it. A mixin of the adapters' own
+    refusal classes, so that what catches those catches it too."""
+
+
+#: HTTP statuses that refuse the account, not one write.
+ACCOUNT_STATUSES = (401, 403)
+
+
+def refuses_account(exc: BaseException) -> bool:
+    """Whether ``exc`` is the platform refusing the store's account (see ``AccountRefused``):
+    raised as such, or a refusal tagged with HTTP 401/403 (connectors/suppliers/http.py)."""
+    return isinstance(exc, AccountRefused) or getattr(exc, "http_status", None) in ACCOUNT_STATUSES
+
 
 #: What ``show_tracking`` may answer.
 TRACKING_OUTCOMES = ("CREATED", "ALREADY_SHOWN", "NOTHING_OPEN", "ORDER_NOT_FOUND", "NOT_THIS_PLATFORM", "REJECTED")

@@ -32,6 +32,12 @@ FAILURES = Counter(
     "Pushes or commands that failed and will be tried again, by platform",
     ["platform"],
 )
+REFUSED = Counter(
+    "ops_storefront_account_refused_total",
+    "Records sent to deadletter (STOREFRONT_REFUSED) because the shop refused the store's account (HTTP 401/403), "
+    "by platform",
+    ["platform"],
+)
 CATALOGUE_VARIANTS = Gauge(
     "ops_storefront_catalogue_variants",
     "Store products the storefront process can map to a storefront variant (read from catalog.variants)",

@@ -47,7 +47,7 @@ from connectors.postgres.pool import create_pool
 from connectors.shopify import reconcile as shopify_reconcile
 from connectors.shopify.storefront import ShopifyStorefront
 from connectors.storefront import metrics
-from connectors.storefront.base import PushOutcome, Storefront, build_storefront
+from connectors.storefront.base import PushOutcome, Storefront, build_storefront, refuses_account
 from connectors.storefront.catalogue import CatalogueIndex, follow
 from connectors.storefront.reconcile import Target, reconcile_loop
 from connectors.storefront.settings import StorefrontSettings
@@ -85,8 +85,10 @@ class StorefrontRunner:
         self.stop = stop
         self.limit = asyncio.Semaphore(concurrency)
 
-    async def _dead(self, message: Any, detail: str) -> None:
-        letter = DeadLetter.of(message, DeadLetterReason.SCHEMA_VIOLATION, detail)
+    async def _dead(
+        self, message: Any, detail: str, reason: DeadLetterReason = DeadLetterReason.SCHEMA_VIOLATION
+    ) -> None:
+        letter = DeadLetter.of(message, reason, detail)
         await (await self.producer.send(topics.DEADLETTER, key=message.topic.encode(), value=encode(letter)))
 
     async def _until_done(self, what: str, platform: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -97,6 +99,8 @@ class StorefrontRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if refuses_account(exc):
+                    raise  # no use trying again: the store's batch goes to deadletter (``_store``)
                 metrics.FAILURES.labels(platform).inc()
                 log.warning("%s failed (%s: %s); trying again", what, type(exc).__name__, str(exc)[:300])
                 pause = await backoff(self.stop, pause or FIRST_PAUSE_S, LONGEST_PAUSE_S)
@@ -107,14 +111,17 @@ class StorefrontRunner:
         """One fetched batch, to its last write (raises ``Stopped`` when cut short)."""
         changes: dict[str, list[InventoryChange]] = defaultdict(list)
         commands: dict[str, list[StorefrontCommand]] = defaultdict(list)
+        read: dict[str, list[Any]] = defaultdict(list)  # each store's messages, for deadletter
         for message in messages:
             try:
                 if message.topic == topics.STOREFRONT_COMMANDS:
                     command = StorefrontCommand.model_validate_json(message.value or b"")
                     commands[command.store_id].append(command)
+                    read[command.store_id].append(message)
                 else:
                     change = InventoryChange.model_validate_json(message.value or b"")
                     changes[change.store_id].append(change)
+                    read[change.store_id].append(message)
             except ValidationError as exc:
                 kind = "command" if message.topic == topics.STOREFRONT_COMMANDS else "change"
                 if kind == "command":
@@ -123,13 +130,39 @@ class StorefrontRunner:
                     metrics.CHANGES.labels("NONE", "INVALID").inc()
                 await self._dead(message, f"not a storefront {kind}: {exc.errors()[:3]}")
         stores = sorted(set(changes) | set(commands))
-        tasks = [asyncio.create_task(self._store(s, changes.get(s, []), commands.get(s, []))) for s in stores]
+        tasks = [
+            asyncio.create_task(self._refused_to_deadletter(s, read[s], self._store(s, changes.get(s, []), commands.get(s, []))))
+            for s in stores
+        ]
         try:
             await asyncio.gather(*tasks)
         finally:  # one store cut short (stopping): the others stop too, nothing is committed
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _refused_to_deadletter(self, store_id: str, messages: list[Any], work: Awaitable[None]) -> None:
+        """``work`` for one store; if the shop refuses the store's account (401/403), the
+        store's records of the batch go to ``deadletter`` (STOREFRONT_REFUSED) and the
+        batch goes on: the other stores are not held up, and nothing is lost (replay
+        them with ``ops-engine deadletter replay`` once the account is fixed). Writes
+        done before the refusal are done again then: every write is idempotent."""
+        try:
+            await work
+        except Exception as exc:
+            if not refuses_account(exc):
+                raise
+            metrics.REFUSED.labels(self.storefronts[store_id].platform).inc(len(messages))
+            reason = str(getattr(exc, "reason", exc))[:500]
+            log.error("store %s: the storefront refused its account (%s); %d record(s) to deadletter",
+                      store_id, reason, len(messages))
+            for message in messages:
+                await self._dead(
+                    message,
+                    f"store {store_id}: the storefront refused the account ({reason}); fix the account's "
+                    "credentials, then replay with ops-engine deadletter replay",
+                    DeadLetterReason.STOREFRONT_REFUSED,
+                )
 
     async def _store(self, store_id: str, changes: list[InventoryChange], commands: list[StorefrontCommand]) -> None:
         storefront = self.storefronts.get(store_id)

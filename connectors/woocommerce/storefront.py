@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from connectors.storefront.base import CatalogueLookup, PushOutcome
+from connectors.storefront.base import CatalogueLookup, PushOutcome, refuses_account
 from connectors.suppliers.base import OutcomeUnknown, Rejected
 from connectors.woocommerce.client import WooCommerceClient, item_error
 from connectors.woocommerce.settings import WooCommerceAccount
@@ -116,6 +116,8 @@ class WooCommerceStorefront:
         try:
             answers = await send(updates)
         except Rejected as exc:  # the whole batch refused for good (4xx): counted, not retried forever
+            if refuses_account(exc):
+                raise  # 401/403: no write of this site can pass; the process dead-letters the store's batch
             log.warning("woocommerce %s: %s of store %s refused: %s", self.account.site, what, self.store_id, exc)
             for fields in items.values():
                 for kind in _kinds(fields):
@@ -148,6 +150,8 @@ class WooCommerceStorefront:
             try:
                 await self.client.add_order_note(order_id, tracking_note(command), self.account.customer_note)
             except Rejected as exc:
+                if refuses_account(exc):
+                    raise
                 log.warning("woocommerce %s: note on order %s refused: %s", self.account.site, order_id, exc)
                 return "REJECTED"
             except OutcomeUnknown:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from connectors.storefront.base import refuses_account
 from connectors.suppliers.base import OutcomeUnknown
 from connectors.woocommerce.client import WooCommerceClient
 from connectors.woocommerce.settings import WooCommerceAccount
@@ -166,7 +167,10 @@ def test_5xx_and_429_are_retried_and_query_auth_keeps_the_secret_out_of_logs(cap
     assert secret not in caplog.text and "consumer_secret=***" in caplog.text
 
 
-def test_bad_credentials_and_a_whole_batch_refused_are_rejected_not_raised() -> None:
+def test_bad_credentials_are_raised_as_a_refusal_of_the_account_and_nothing_is_written() -> None:
+    """A 401 refuses the site's account, not one write: counted REJECTED it was lost; raised,
+    the storefront process sends the store's batch to deadletter (STOREFRONT_REFUSED) for a
+    replay once the key is fixed (tests/integration/test_storefront.py)."""
     catalogue = Catalogue(woo("p-93", "93"))
     with FakeWooCommerce(products={93: {"type": "simple"}}) as fake:
         acct = WooCommerceAccount(site_url=fake.site_url, site_host=SITE, consumer_key=fake.consumer_key,
@@ -179,9 +183,10 @@ def test_bad_credentials_and_a_whole_batch_refused_are_rejected_not_raised() -> 
             finally:
                 await shop.aclose()
 
-        outcome = asyncio.run(run())
+        with pytest.raises(Exception) as raised:
+            asyncio.run(run())
         assert fake.writes == []
-    assert outcome.writes == {("quantity", "REJECTED"): 1, ("price", "REJECTED"): 1}
+    assert refuses_account(raised.value) and "401" in str(raised.value)
 
 
 def test_tracking_note_is_added_once_and_the_order_completed_when_all_lines_shipped() -> None:

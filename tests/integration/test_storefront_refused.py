@@ -1,0 +1,112 @@
+"""A shop that refuses a store's account (HTTP 401) holds up no other store and loses nothing.
+
+The storefront process's batch handler (``StorefrontRunner.handle``) against the
+fake Shopify Admin API on loopback: two stores in one batch, one with a wrong
+token. The other store's writes are made; the refused store's records go to
+``deadletter`` as STOREFRONT_REFUSED with the reason; once the token is fixed,
+the replayed records are written. Before, the handler retried the refused push
+forever and no later batch of any store was handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+
+from connectors.shopify.storefront import ShopifyStorefront
+from connectors.storefront import metrics
+from connectors.storefront.runner import StorefrontRunner
+from connectors.storefront.settings import ShopifyAccount
+from models.events import DeadLetter, DeadLetterReason, InventoryChange
+from models.webhook_routing import CatalogueVariant
+from streams import topics
+from streams.codecs import encode
+from tests.fakes.shopify_server import FakeShopifyServer
+from tests.integration.test_shopify_client import change
+
+SHOP_A, SHOP_B = "a.myshopify.com", "b.myshopify.com"
+
+
+class Producer:
+    """What the handler sends (dead letters), acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
+        self.sent.append((topic, key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class Catalogue:
+    def variant(self, store_id: str, product_id: str, variant_id: str | None) -> CatalogueVariant | None:
+        shop = SHOP_A if store_id == "store-a" else SHOP_B
+        n = product_id.removeprefix("p")
+        return CatalogueVariant(shop_domain=shop, shopify_variant_id=f"{n}1", store_id=store_id, product_id=product_id,
+                                provider="ALIEXPRESS", source_id=f"AE-{n}", shopify_inventory_item_id=f"{n}11")
+
+
+def account(fake: FakeShopifyServer, shop: str, token: str) -> ShopifyAccount:
+    return ShopifyAccount(shop_domain=shop, access_token=token, location_id="1", admin_url=fake.admin_url(shop))
+
+
+def message(c: InventoryChange, offset: int) -> Any:
+    return SimpleNamespace(topic=topics.INVENTORY_CHANGES, partition=0, offset=offset, key=c.store_id.encode(),
+                           value=encode(c))
+
+
+def for_store(c: InventoryChange, store: str) -> InventoryChange:
+    return c.model_copy(update={"store_id": store, "change_id": f"{store}-{c.change_id}"})
+
+
+def test_a_refused_account_sends_its_store_s_records_to_deadletter_and_the_others_are_written() -> None:
+    with FakeShopifyServer() as fake:
+        for shop in (SHOP_A, SHOP_B):
+            fake.add_shop(shop, f"token-{shop}", maximum_available=100, restore_rate=100)
+            for n in (1, 2):
+                fake.add_variant(shop, variant=f"{n}1", product=str(n), item=f"{n}11", price="10.00", quantity=10)
+        batch = [
+            message(for_store(change(1, 10, 4), "store-a"), 0),
+            message(for_store(change(1, 10, 6), "store-b"), 1),
+            message(for_store(change(2, 10, 8), "store-a"), 2),
+        ]
+        before = metrics.REFUSED.labels("SHOPIFY")._value.get()
+
+        async def handle(token_a: str, messages: list[Any]) -> Producer:
+            storefronts = {
+                "store-a": ShopifyStorefront("store-a", account(fake, SHOP_A, token_a)),
+                "store-b": ShopifyStorefront("store-b", account(fake, SHOP_B, f"token-{SHOP_B}")),
+            }
+            producer = Producer()
+            runner = StorefrontRunner(storefronts, Catalogue(), producer, asyncio.Event())
+            try:
+                await asyncio.wait_for(runner.handle(messages), timeout=30)  # before: retried for good
+            finally:
+                for storefront in storefronts.values():
+                    await storefront.aclose()
+            return producer
+
+        producer = asyncio.run(handle("revoked", batch))
+        assert fake.quantity(SHOP_B, "111") == 6  # the other store is written
+        assert [fake.quantity(SHOP_A, item) for item in ("111", "211")] == [10, 10]  # nothing of the refused one
+        letters = [DeadLetter.model_validate_json(v) for t, _, v in producer.sent if t == topics.DEADLETTER]
+        assert [(d.reason, d.offset) for d in letters] == [(DeadLetterReason.STOREFRONT_REFUSED, 0),
+                                                          (DeadLetterReason.STOREFRONT_REFUSED, 2)]
+        assert "store store-a" in letters[0].detail and "401" in letters[0].detail
+        assert "replay" in letters[0].detail
+        assert metrics.REFUSED.labels("SHOPIFY")._value.get() == before + 2
+
+        # The token fixed, the dead letters replayed as they were: written.
+        replayed = [SimpleNamespace(topic=d.topic, partition=d.partition, offset=d.offset,
+                                    key=base64.b64decode(d.key or ""), value=base64.b64decode(d.value))
+                    for d in letters]
+        assert orjson.loads(replayed[0].value)["store_id"] == "store-a"
+        again = asyncio.run(handle(f"token-{SHOP_A}", replayed))
+        assert again.sent == []
+        assert [fake.quantity(SHOP_A, item) for item in ("111", "211")] == [4, 8]

@@ -105,23 +105,8 @@ def redact_archived_order(
     """
     if marker.get("redacted"):
         return None
-    store_id = marker.get("store_id") or event.store_id
-    notice = Notification(
-        notification_id=order_output_id(order_id, "notify", NotificationKind.ADMIN_REDACTED.value, "redacted"),
-        kind=NotificationKind.ADMIN_REDACTED,
-        audience=Audience.ADMIN,
-        store_id=store_id,
-        order_id=order_id,
-        recipient=None,
-        data={
-            "order_id": order_id,
-            "store_id": store_id,
-            "order_number": marker.get("order_number") or order_id,
-            "customer_name": "",
-            "reason": event.reason or "requested",
-        },
-        created_at=event.occurred_at,
-    )
+    notice = _owner_notice(order_id, marker, event, NotificationKind.ADMIN_REDACTED, ("redacted",),
+                           {"reason": event.reason or "requested"})
     return {**marker, "order_id": order_id, "redacted": True}, notice
 
 
@@ -139,29 +124,39 @@ def data_request_archived_order(order_id: str, marker: dict[str, Any], event: Da
     as the live order's notice for the same request, so a replay is one notice.
     A redacted order's notice asks for no lookup: nothing personal is left.
     """
-    store_id = marker.get("store_id") or event.store_id
-    data = {
-        "order_id": order_id,
-        "store_id": store_id,
-        "order_number": marker.get("order_number") or order_id,
-        "customer_name": "",
-        "customer_email": "",
-        "customer_phone": "",
-        "shipping_address": "",
-        "archived_at": str(marker.get("archived_at") or ""),
-    }
+    data = {**customer_data(None, None), "archived_at": str(marker.get("archived_at") or "")}
     if not marker.get("redacted"):
         data["record"] = FROM_ORDERS_RECORD
+    kind = NotificationKind.ADMIN_DATA_REQUEST
+    return _owner_notice(order_id, marker, event, kind, data_request_id_parts(event), data)
+
+
+def _owner_notice(
+    order_id: str,
+    marker: dict[str, Any],
+    event: RedactRequested | DataRequested,
+    kind: NotificationKind,
+    id_parts: tuple[str, ...],
+    data: dict[str, str],
+) -> Notification:
+    """The store owner's notice of ``kind`` about an archived order, with the id the live
+    order's machine gives it (``order_output_id``: ``notify``, the kind, ``id_parts``) and
+    the order's names from the marker under ``data``."""
+    store_id = marker.get("store_id") or event.store_id
     return Notification(
-        notification_id=order_output_id(
-            order_id, "notify", NotificationKind.ADMIN_DATA_REQUEST.value, *data_request_id_parts(event)
-        ),
-        kind=NotificationKind.ADMIN_DATA_REQUEST,
+        notification_id=order_output_id(order_id, "notify", kind.value, *id_parts),
+        kind=kind,
         audience=Audience.ADMIN,
         store_id=store_id,
         order_id=order_id,
         recipient=None,
-        data=data,
+        data={
+            "order_id": order_id,
+            "store_id": store_id,
+            "order_number": marker.get("order_number") or order_id,
+            "customer_name": "",
+            **data,
+        },
         created_at=event.occurred_at,
     )
 

@@ -224,14 +224,17 @@ class ShopifyStorefront:
             return list(zip(batch, await self._send(batch)))
         except DocumentRejected as err:
             if len(batch) == 1:
-                outcome.write("quantity", "REJECTED")
-                log.warning("store %s change %s: quantity refused: %s", self.store_id, batch[0].change.change_id,
-                            err.reason)
+                self._refused(batch[0], outcome, err.reason)
                 return []
         answered: list[tuple[_Pending, list[Any]]] = []
         for p in batch:
             answered += await self._send_or_split([p], outcome)
         return answered
+
+    def _refused(self, p: _Pending, outcome: PushOutcome, reason: str) -> None:
+        """A quantity write the shop refused for good: counted REJECTED and logged, not raised."""
+        outcome.write("quantity", "REJECTED")
+        log.warning("store %s change %s: quantity refused: %s", self.store_id, p.change.change_id, reason)
 
     async def _set_quantities(self, pending: list[_Pending], outcome: PushOutcome) -> None:
         stale: list[_Pending] = []
@@ -245,9 +248,7 @@ class ShopifyStorefront:
                 elif any(e.code == STALE for e in errors):
                     stale.append(p)
                 else:
-                    outcome.write("quantity", "REJECTED")
-                    log.warning("store %s change %s: quantity refused: %s", self.store_id, p.change.change_id,
-                                UserErrors("inventorySetQuantities", errors).reason)
+                    self._refused(p, outcome, UserErrors("inventorySetQuantities", errors).reason)
         for p in stale:  # in order: a later change of the same item compares with the earlier one's result
             await self._after_stale(p, outcome)
 
@@ -268,9 +269,7 @@ class ShopifyStorefront:
                 outcome.write("quantity", "OK")
                 return
             if not any(e.code == STALE for e in errors):
-                outcome.write("quantity", "REJECTED")
-                log.warning("store %s change %s: quantity refused: %s", self.store_id, p.change.change_id,
-                            UserErrors("inventorySetQuantities", errors).reason)
+                self._refused(p, outcome, UserErrors("inventorySetQuantities", errors).reason)
                 return
         raise RuntimeError(f"change {p.change.change_id}: the shop's quantity kept moving ({STALE_ATTEMPTS} tries)")
 

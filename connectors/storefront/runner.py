@@ -131,7 +131,9 @@ class StorefrontRunner:
                 await self._dead(message, f"not a storefront {kind}: {exc.errors()[:3]}")
         stores = sorted(set(changes) | set(commands))
         tasks = [
-            asyncio.create_task(self._refused_to_deadletter(s, read[s], self._store(s, changes.get(s, []), commands.get(s, []))))
+            asyncio.create_task(
+                self._refused_to_deadletter(s, read[s], self._store(s, changes.get(s, []), commands.get(s, [])))
+            )
             for s in stores
         ]
         try:

@@ -62,6 +62,12 @@ def freight_want(provider: str, source_id: str, entry: SupplierProduct, country:
     return FreightWant(FreightKey(provider, source_id, entry.source_variant_id, country), entry.freight_ref)
 
 
+def entries_of(fetched: dict[str, dict[str, list[SupplierProduct]]], item: SyncItem) -> list[SupplierProduct]:
+    """What the adapter fetched for ``item``: the adapters fetch a source id stripped
+    (connectors.suppliers.catalog.unique_ids) and key their answers so."""
+    return fetched.get(item.provider, {}).get(item.source_id.strip(), [])
+
+
 def freight_wants(
     items: tuple[SyncItem, ...],
     fetched: dict[str, dict[str, list[SupplierProduct]]],
@@ -74,7 +80,7 @@ def freight_wants(
     for item in items:
         if item.provider not in providers:
             continue
-        entry = pick(fetched.get(item.provider, {}).get(item.source_id.strip(), []), item.variant_id)
+        entry = pick(entries_of(fetched, item), item.variant_id)
         if entry is not None and entry.available:
             wants.setdefault(item.provider, []).append(freight_want(item.provider, item.source_id, entry, country))
     return wants
@@ -116,8 +122,7 @@ def snapshots_of_page(
         if item.provider in failed_providers:
             result.failed += 1
             continue
-        entries = fetched.get(item.provider, {}).get(item.source_id.strip(), [])
-        entry = pick(entries, item.variant_id)
+        entry = pick(entries_of(fetched, item), item.variant_id)
         if entry is None:  # the adapter returns an entry for every id; a gap is a failure
             result.failed += 1
             continue

@@ -60,11 +60,13 @@ def pushed_quantity(view: ProductView) -> int:
 @dataclass(frozen=True)
 class QuantityWrite:
     """Set one product's quantity to ``quantity`` if the shop shows ``compare``
-    (None: whatever it shows)."""
+    (None: whatever it shows); ``reread``: compared with a quantity read from the
+    shop after a stale comparison (:func:`after_stale`)."""
 
     change_id: str
     quantity: int
     compare: int | None
+    reread: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def after_stale(write: QuantityWrite, current: int) -> QuantityWrite | None:
     shop already shows the engine's quantity."""
     if current == write.quantity:
         return None
-    return QuantityWrite(write.change_id, write.quantity, current)
+    return QuantityWrite(write.change_id, write.quantity, current, reread=True)
 
 
 def idempotency_key(change_id: str, what: str, attempt: int | str = 0) -> str:
@@ -112,15 +114,22 @@ def idempotency_key(change_id: str, what: str, attempt: int | str = 0) -> str:
 
 
 def quantity_key(write: QuantityWrite) -> str:
-    """The key of a quantity write: its change and the quantity it is compared with.
+    """The key of a quantity write: its change, the quantity it is compared with, and
+    whether that quantity was read from the shop after a stale comparison.
 
     A delivery of the change again meets the key of the same write (the shop
     answers as before), and a write compared with another quantity (the shop sold
     meanwhile) has a key of its own. A key per attempt number instead was burnt
     by a busy shop: once every attempt had gone stale, each later try of the
-    change replayed the stored STALE answers and could never write it.
+    change replayed the stored STALE answers and could never write it. A write
+    compared with a re-read quantity has its own keys too: two changes of one
+    product in a batch, the earlier one stale, made the later one's re-read find
+    exactly the quantity its first, stale write had been compared with, and the
+    shop replayed STALE to it for good.
     """
-    return idempotency_key(write.change_id, "qty", "any" if write.compare is None else f"c{write.compare}")
+    if write.compare is None:
+        return idempotency_key(write.change_id, "qty", "any")
+    return idempotency_key(write.change_id, "qty", f"{'r' if write.reread else 'c'}{write.compare}")
 
 
 def newest_per_variant(changes: Iterable[InventoryChange]) -> list[InventoryChange]:

@@ -13,7 +13,9 @@ For the changes of one store, in order (models/storefront.py decides each write)
    Each compares with the quantity the engine pushed before; a stale
    comparison (``COMPARE_QUANTITY_STALE``: the shop sold units meanwhile) is
    followed by a read of the shop's quantity and a new attempt compared with
-   it (the supplier's count is the truth), at most :data:`STALE_ATTEMPTS` times.
+   it (the supplier's count is the truth), at most :data:`STALE_ATTEMPTS` times;
+   the stale writes of a push are read and written again in batches too (a shop
+   that sold units of many products is not set one product at a time).
    A document the shop refuses as a whole (GraphQL ``errors``: nothing of it ran;
    a quantity beyond GraphQL's Int, say) is sent again one mutation at a time, and
    a change refused alone is counted REJECTED, not raised (the storefront process
@@ -78,9 +80,12 @@ VARIANTS_QUERY = """query VariantPrices($ids: [ID!]!) {
   nodes(ids: $ids) { ... on ProductVariant { id price compareAtPrice product { id } inventoryItem { id } } }
 }"""
 
-AVAILABLE_QUERY = """query AvailableQuantity($id: ID!, $locationId: ID!) {
-  inventoryItem(id: $id) { id inventoryLevel(locationId: $locationId) { quantities(names: ["available"]) { name quantity } } }
+AVAILABLE_QUERY = """query AvailableQuantities($ids: [ID!]!, $locationId: ID!) {
+  nodes(ids: $ids) {
+    ... on InventoryItem { id inventoryLevel(locationId: $locationId) { quantities(names: ["available"]) { name quantity } } }
+  }
 }"""
+AVAILABLE_NODE_COST = 3
 
 PRICES_MUTATION = """mutation UpdatePrices($productId: ID!, $variants: [ProductVariantsBulkInput!]!) {
   productVariantsBulkUpdate(productId: $productId, variants: $variants) {
@@ -226,10 +231,18 @@ class ShopifyStorefront:
             if len(batch) == 1:
                 self._refused(batch[0], outcome, err.reason)
                 return []
+        # the answer told the shop's bucket: a batch that cost more than it goes in batches that fit
+        size = self._batch_size()
+        size = size if size < len(batch) else 1
         answered: list[tuple[_Pending, list[Any]]] = []
-        for p in batch:
-            answered += await self._send_or_split([p], outcome)
+        for start in range(0, len(batch), size):
+            answered += await self._send_or_split(batch[start:start + size], outcome)
         return answered
+
+    def _batch_size(self) -> int:
+        """Quantity writes per request: :data:`QUANTITY_BATCH`, fewer when the shop's
+        bucket holds less (a request costing more than the whole bucket is refused)."""
+        return max(1, min(QUANTITY_BATCH, int(self.client.bucket.maximum // MUTATION_COST)))
 
     def _refused(self, p: _Pending, outcome: PushOutcome, reason: str) -> None:
         """A quantity write the shop refused for good: counted REJECTED and logged, not raised."""
@@ -238,50 +251,82 @@ class ShopifyStorefront:
 
     async def _set_quantities(self, pending: list[_Pending], outcome: PushOutcome) -> None:
         stale: list[_Pending] = []
-        # no request may cost more than the shop's whole bucket (it would be refused)
-        size = max(1, min(QUANTITY_BATCH, int(self.client.bucket.maximum // MUTATION_COST)))
+        for p, errors in await self._send_all(pending, outcome):
+            if not errors:
+                outcome.write("quantity", "OK")
+            elif any(e.code == STALE for e in errors):
+                outcome.write("quantity", "STALE")
+                stale.append(p)
+            else:
+                self._refused(p, outcome, UserErrors("inventorySetQuantities", errors).reason)
+        await self._after_stale(stale, outcome)
+
+    async def _send_all(self, pending: list[_Pending], outcome: PushOutcome) -> list[tuple[_Pending, list[Any]]]:
+        """``pending`` in requests of up to :data:`QUANTITY_BATCH` mutations, in order."""
+        size = self._batch_size()
+        answered: list[tuple[_Pending, list[Any]]] = []
         for start in range(0, len(pending), size):
-            batch = pending[start:start + size]
-            for p, errors in await self._send_or_split(batch, outcome):
+            answered += await self._send_or_split(pending[start:start + size], outcome)
+        return answered
+
+    async def _after_stale(self, stale: list[_Pending], outcome: PushOutcome) -> None:
+        """Each stale write again, compared with what the shop shows now, up to
+        :data:`STALE_ATTEMPTS` times each. In rounds: one read of the round's items'
+        quantities, then their writes in batches. A round holds the earliest stale write
+        of each item; a later change of the same item waits for the next round, so it
+        compares with the earlier one's result."""
+        tries: dict[str, int] = {}  # change id -> reads so far
+        while stale:
+            round_: list[_Pending] = []
+            waiting: list[_Pending] = []
+            items: set[str] = set()
+            for p in stale:
+                (waiting if p.item in items else round_).append(p)
+                items.add(p.item)
+            for p in round_:
+                tries[p.change.change_id] = tries.get(p.change.change_id, 0) + 1
+                if tries[p.change.change_id] > STALE_ATTEMPTS:
+                    raise RuntimeError(
+                        f"change {p.change.change_id}: the shop's quantity kept moving ({STALE_ATTEMPTS} tries)")
+            current = await self._available([p.item for p in round_])
+            following: list[_Pending] = []
+            for p in round_:
+                write = after_stale(p.write, current.get(p.item, 0))
+                if write is None:
+                    outcome.write("quantity", "ALREADY_SET")
+                else:
+                    following.append(_Pending(p.change, write, p.item))
+            again: list[_Pending] = []
+            for p, errors in await self._send_all(following, outcome):
                 if not errors:
                     outcome.write("quantity", "OK")
                 elif any(e.code == STALE for e in errors):
-                    stale.append(p)
+                    again.append(p)
                 else:
                     self._refused(p, outcome, UserErrors("inventorySetQuantities", errors).reason)
-        for p in stale:  # in order: a later change of the same item compares with the earlier one's result
-            await self._after_stale(p, outcome)
+            stale = again + waiting  # an item's earlier write stays before its later ones
 
-    async def _after_stale(self, p: _Pending, outcome: PushOutcome) -> None:
-        outcome.write("quantity", "STALE")
-        for _ in range(STALE_ATTEMPTS):
-            current = await self._available(p.item)
-            following = after_stale(p.write, current)
-            if following is None:
-                outcome.write("quantity", "ALREADY_SET")
-                return
-            p = _Pending(p.change, following, p.item)
-            answered = await self._send_or_split([p], outcome)
-            if not answered:
-                return
-            errors = answered[0][1]
-            if not errors:
-                outcome.write("quantity", "OK")
-                return
-            if not any(e.code == STALE for e in errors):
-                self._refused(p, outcome, UserErrors("inventorySetQuantities", errors).reason)
-                return
-        raise RuntimeError(f"change {p.change.change_id}: the shop's quantity kept moving ({STALE_ATTEMPTS} tries)")
-
-    async def _available(self, item: str) -> int:
-        data = await self.client.execute(
-            "AvailableQuantity", AVAILABLE_QUERY, {"id": item, "locationId": self.location}, cost=3
-        )
-        level = ((data.get("inventoryItem") or {}).get("inventoryLevel")) or {}
-        for q in level.get("quantities") or []:
-            if q.get("name") == "available":
-                return int(q.get("quantity") or 0)
-        return 0
+    async def _available(self, items: list[str]) -> dict[str, int]:
+        """The ``available`` quantity at the account's location of each inventory item
+        (0 when the shop has no level for it), read in requests of up to
+        :data:`NODES_BATCH` items."""
+        ids = sorted(set(items))
+        out: dict[str, int] = {}
+        # a node costs about 3 (the item, its level, the quantities); no read may cost more than the bucket
+        size = max(1, min(NODES_BATCH, (int(self.client.bucket.maximum) - 1) // AVAILABLE_NODE_COST))
+        for start in range(0, len(ids), size):
+            chunk = ids[start:start + size]
+            data = await self.client.execute(
+                "AvailableQuantities", AVAILABLE_QUERY, {"ids": chunk, "locationId": self.location},
+                cost=1 + AVAILABLE_NODE_COST * len(chunk),
+            )
+            for node in data.get("nodes") or []:
+                if not node or not node.get("id"):
+                    continue
+                quantities = ((node.get("inventoryLevel") or {}).get("quantities")) or []
+                out[node["id"]] = next(
+                    (int(q.get("quantity") or 0) for q in quantities if q.get("name") == "available"), 0)
+        return out
 
     async def _set_prices(
         self, prices: list[tuple[InventoryChange, CatalogueVariant]], nodes: dict[str, dict[str, Any]], outcome: PushOutcome

@@ -22,8 +22,8 @@ A shop's API lives at ``{url}/{shop_domain}/admin/api/{version}/graphql.json``
 It has no GraphQL parser: it finds the root fields it knows in the query text
 and reads ``variables``. Known: mutations ``inventorySetQuantities``,
 ``productVariantsBulkUpdate``, ``fulfillmentCreate``,
-``webhookSubscriptionCreate``; queries ``nodes`` (variants), ``inventoryItem``
-(the available quantity at a location), ``order`` (fulfillments and fulfillment
+``webhookSubscriptionCreate``; queries ``nodes`` (variants, or inventory items
+with the available quantity at a location), ``order`` (fulfillments and fulfillment
 orders), ``orders`` (``query: "updated_at:>'...'"``, ``first``, ``after``; cursor
 pagination), ``webhookSubscriptions``.
 
@@ -263,8 +263,8 @@ class FakeShopify:
     def _cost(query: str, variables: dict[str, Any]) -> int:
         if query.lstrip().startswith("mutation"):
             return MUTATION_COST * max(1, len(_SET_QUANTITIES.findall(query)))
-        if "nodes(ids:" in query and "order(" not in query:
-            return 1 + len(variables.get("ids") or [])
+        if "nodes(ids:" in query and "order(" not in query:  # an inventory item's level and quantities cost more
+            return 1 + (3 if "on InventoryItem" in query else 1) * len(variables.get("ids") or [])
         if re.search(r"\borders\(", query) or "webhookSubscriptions(" in query:
             return 1 + int(variables.get("first") or 50)
         if re.search(r"\border\(", query):
@@ -292,11 +292,8 @@ class FakeShopify:
             return {"orders": self._orders(shop, v)}
         if re.search(r"\border\(", query):
             return {"order": self._order(shop, v["id"])}
-        if "inventoryItem(" in query:
-            level = self._level(shop, v["id"], v["locationId"])
-            if level is not None and self.sell_after_read.get(v["id"]):
-                shop.levels[(v["id"], v["locationId"])] -= self.sell_after_read[v["id"]]
-            return {"inventoryItem": level}
+        if "nodes(ids:" in query and "on InventoryItem" in query:
+            return {"nodes": [self._read_level(shop, i, v["locationId"]) for i in v["ids"]]}
         if "nodes(ids:" in query:
             return {"nodes": [self._variant(shop, i) for i in v["ids"]]}
         raise Refusal(400, "the fake does not know this query")
@@ -478,6 +475,12 @@ class FakeShopify:
                 for fo in order["fulfillmentOrders"]
             ]},
         }
+
+    def _read_level(self, shop: Shop, item: str, location: str) -> dict[str, Any] | None:
+        level = self._level(shop, item, location)
+        if level is not None and self.sell_after_read.get(item):
+            shop.levels[(item, location)] -= self.sell_after_read[item]
+        return level
 
     @staticmethod
     def _level(shop: Shop, item: str, location: str) -> dict[str, Any] | None:

@@ -67,6 +67,18 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def push(fake: FakeShopifyServer, changes: list[InventoryChange]) -> Any:
+    """One push of ``changes`` by a new adapter of store-1; its outcome."""
+    async def main() -> Any:
+        storefront = ShopifyStorefront("store-1", account(fake))
+        try:
+            return await storefront.push(changes, Catalogue())
+        finally:
+            await storefront.aclose()
+
+    return run(main())
+
+
 def test_a_bad_token_is_refused(fake: FakeShopifyServer) -> None:
     async def main() -> None:
         client = ShopifyClient(SHOP, "wrong", admin_url=fake.admin_url(SHOP))
@@ -135,15 +147,28 @@ def test_push_sets_quantities_with_compare_and_set_and_prices(fake: FakeShopifyS
     assert again.writes.get(("price", "ALREADY_SET")) == 1
 
 
-def test_unmapped_products_are_counted_and_skipped(fake: FakeShopifyServer) -> None:
-    async def main() -> Any:
-        storefront = ShopifyStorefront("store-1", account(fake))
-        try:
-            return await storefront.push([change(9, 10, 3)], Catalogue())
-        finally:
-            await storefront.aclose()
+def test_stale_writes_of_many_products_are_read_and_written_again_in_batches(fake: FakeShopifyServer) -> None:
+    """The shop sold units of every product since the engine's last push (or never got that
+    push): every compare-and-set of the push goes stale. They are read and written again in
+    rounds of batched requests, not one product at a time; a later change of the same
+    product waits for the earlier one's result and compares with it."""
+    for n in range(1, 6):
+        fake.sell(SHOP, f"{n}11", n)  # the shop shows 10 - n
+    changes = [change(n, 10, 20 + n) for n in range(1, 6)] + [change(1, 21, 30)]
+    outcome = push(fake, changes)
+    assert [fake.quantity(SHOP, f"{n}11") for n in range(1, 6)] == [30, 22, 23, 24, 25]
+    item_1 = [(w["quantity"], w["compare"]) for w in fake.writes(SHOP, "quantity") if w["item"] == gid("InventoryItem", "111")]
+    assert item_1 == [(21, 9), (30, 21)]  # in order: the later change compared with the earlier one's result
+    assert outcome.writes[("quantity", "STALE")] == 6 and outcome.writes[("quantity", "OK")] == 6
+    # 6 first writes: in one request, which the shop refuses for its cost (the client learns the
+    # bucket, 40, from that answer), then in 2 requests of 4 at most; a round of the 5 products
+    # (1 read, 2 requests of writes); a round of product 1's later change (1 read, 1 write)
+    assert fake.stats(SHOP).get("MAX_COST_EXCEEDED", 0) == 1
+    assert fake.stats(SHOP)["REQUESTS"] == 2 + 3 + 2
 
-    assert run(main()).changes == {"UNMAPPED": 1}
+
+def test_unmapped_products_are_counted_and_skipped(fake: FakeShopifyServer) -> None:
+    assert push(fake, [change(9, 10, 3)]).changes == {"UNMAPPED": 1}
     assert fake.writes(SHOP) == []
 
 
@@ -208,15 +233,7 @@ def test_a_write_the_shop_refuses_as_a_document_is_rejected_alone_and_the_others
     that change REJECTED and write the others of the batch, not raise: the storefront process
     retries a raised push forever, so one such change would stall every store's writes."""
     changes = [change(1, 10, 7), change(2, 10, 3_000_000_000), change(3, 10, 12, price="11.50")]
-
-    async def main() -> Any:
-        storefront = ShopifyStorefront("store-1", account(fake))
-        try:
-            return await storefront.push(changes, Catalogue())
-        finally:
-            await storefront.aclose()
-
-    outcome = run(main())
+    outcome = push(fake, changes)
     assert [fake.quantity(SHOP, f"{n}11") for n in (1, 2, 3)] == [7, 10, 12]
     assert fake.price(SHOP, "31") == "11.50"
     assert outcome.writes[("quantity", "OK")] == 2 and outcome.writes[("quantity", "REJECTED")] == 1
@@ -231,16 +248,9 @@ def test_a_change_that_met_a_busy_shop_is_written_once_the_shop_is_quiet(fake: F
     fake.sell(SHOP, "111", 1)  # stale from the first write on
     fake.sell_after_read[item] = 1
 
-    async def push() -> Any:
-        storefront = ShopifyStorefront("store-1", account(fake))
-        try:
-            return await storefront.push([change(1, 10, 50)], Catalogue())
-        finally:
-            await storefront.aclose()
-
     with pytest.raises(RuntimeError, match="kept moving"):
-        run(push())
+        push(fake, [change(1, 10, 50)])
     fake.sell_after_read.clear()  # the shop is quiet now
-    outcome = run(push())
+    outcome = push(fake, [change(1, 10, 50)])
     assert fake.quantity(SHOP, "111") == 50
     assert outcome.writes.get(("quantity", "OK")) == 1

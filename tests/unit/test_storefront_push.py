@@ -65,7 +65,7 @@ def test_price_writes() -> None:
 
 def test_after_a_stale_comparison_the_supplier_count_wins_unless_already_shown() -> None:
     write = QuantityWrite("c1", 8, 10)
-    assert after_stale(write, 7) == QuantityWrite("c1", 8, 7)  # the shop sold 3: set 8 compared with 7
+    assert after_stale(write, 7) == QuantityWrite("c1", 8, 7, reread=True)  # the shop sold 3: set 8 compared with 7
     assert after_stale(write, 8) is None  # an earlier delivery wrote it
 
 
@@ -84,6 +84,17 @@ def test_a_quantity_write_is_keyed_by_its_change_and_the_quantity_it_compares_wi
     keys = {quantity_key(w) for w in (QuantityWrite("c1", 8, 10), QuantityWrite("c1", 8, 7),
                                       QuantityWrite("c1", 8, None), QuantityWrite("c2", 8, 10))}
     assert len(keys) == 4 and all(len(k) <= 64 for k in keys)
+
+
+def test_a_write_compared_with_a_reread_quantity_never_meets_a_stale_first_write_s_key() -> None:
+    """Product 1 changes 10 -> 21 (c-a) then 21 -> 30 (c-b) in one batch, and the shop shows 9:
+    both first writes go stale. Once c-a is written, c-b's re-read finds 21, the very quantity
+    its first, stale write compared with; the same key would have the shop replay STALE."""
+    first = QuantityWrite("c-b", 30, 21)
+    again = after_stale(first, 21)
+    assert again is not None and again.compare == first.compare
+    assert quantity_key(again) != quantity_key(first)
+    assert quantity_key(again) == quantity_key(after_stale(first, 21) or first)  # a redelivery meets it again
 
 
 def test_newest_per_variant_keeps_arrival_order() -> None:

@@ -63,6 +63,8 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FIRST_PAUSE_S = 1.0
+#: How long a batch with unmapped products waits for the catalogue to be read up to it.
+CATALOGUE_WAIT_S = 10.0
 LONGEST_PAUSE_S = 30.0
 
 
@@ -107,8 +109,10 @@ class StorefrontRunner:
                 if pause is None:
                     raise Stopped(what) from None
 
-    async def handle(self, messages: list[Any]) -> None:
-        """One fetched batch, to its last write (raises ``Stopped`` when cut short)."""
+    async def handle(self, messages: list[Any], fetched_at: float | None = None) -> None:
+        """One fetched batch, to its last write (raises ``Stopped`` when cut short).
+        ``fetched_at`` (``time.monotonic``, now if None): when the batch was consumed."""
+        fetched_at = time.monotonic() if fetched_at is None else fetched_at
         changes: dict[str, list[InventoryChange]] = defaultdict(list)
         commands: dict[str, list[StorefrontCommand]] = defaultdict(list)
         read: dict[str, list[Any]] = defaultdict(list)  # each store's messages, for deadletter
@@ -129,6 +133,7 @@ class StorefrontRunner:
                 else:
                     metrics.CHANGES.labels("NONE", "INVALID").inc()
                 await self._dead(message, f"not a storefront {kind}: {exc.errors()[:3]}")
+        await self._catalogue_since(fetched_at, changes)
         stores = sorted(set(changes) | set(commands))
         tasks = [
             asyncio.create_task(
@@ -142,6 +147,19 @@ class StorefrontRunner:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _catalogue_since(self, fetched_at: float, changes: Mapping[str, list[InventoryChange]]) -> None:
+        """Before a product of a store with an account counts as unmapped, the catalogue is
+        read up to the moment the batch was consumed: a catalogue record published just
+        before the change may not have been applied yet."""
+        if not any(
+            self.catalogue.variant(c.store_id, c.product_id, c.variant_id) is None
+            for store_id, of_store in changes.items() if store_id in self.storefronts for c in of_store
+        ):
+            return
+        if not await self.catalogue.read_since(fetched_at, CATALOGUE_WAIT_S):
+            log.warning("the catalogue was not read up to the batch within %.0f s; its unmapped products "
+                        "are skipped", CATALOGUE_WAIT_S)
 
     async def _refused_to_deadletter(self, store_id: str, messages: list[Any], work: Awaitable[None]) -> None:
         """``work`` for one store; if the shop refuses the store's account (401/403), the
@@ -266,12 +284,13 @@ async def run_storefront(
             if follower.done():
                 follower.result()
             batch = await consumer.getmany(timeout_ms=200, max_records=500)
+            fetched_at = time.monotonic()
             messages = [m for records in batch.values() for m in records]
             if not messages:
                 continue
             started = time.perf_counter()
             try:
-                await runner.handle(messages)
+                await runner.handle(messages, fetched_at)
             except Stopped:
                 break
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)

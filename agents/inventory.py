@@ -53,6 +53,7 @@ from models.events import (
     AlertStatus,
     DeadLetter,
     DeadLetterReason,
+    ProductMapped,
     StoreSettings,
     StorefrontStock,
     SupplierSnapshot,
@@ -67,6 +68,7 @@ from models.inventory import (
     apply_unchanged,
     check_storefront_stock,
     item_product_key,
+    mapped_change,
     reprice,
     snapshot_of_update,
 )
@@ -98,7 +100,7 @@ ALERT_PURGE_INTERVAL_S = 3600.0
 
 _PAGE = TypeAdapter(list[SupplierSnapshot])
 T = TypeVar("T")
-C = TypeVar("C", SupplierUpdate, StorefrontStock)
+C = TypeVar("C", SupplierUpdate, StorefrontStock, ProductMapped)
 _ITEM = TypeAdapter(SupplierSnapshot)
 
 
@@ -411,7 +413,7 @@ class InventoryProcessor(ResendRetry):
                 self.outputs.add(topics.INVENTORY_CHANGES, None, store_key, value)
                 change = orjson.loads(value)
                 self._change_records(change["reason"]).inc()
-                if change["reason"] != "NEW":
+                if change["reason"] not in ("NEW", "MAPPED"):  # not a move of these fields
                     for kind in change["changed"]:
                         self._changes(kind).inc()
             elif code == "v":
@@ -678,6 +680,21 @@ class InventoryProcessor(ResendRetry):
         self.commit_transition(key, encode_state(outcome.state), self.outbox(report.store_id, outcome))
         metrics.STOREFRONT_STOCK.labels("DRIFT" if outcome.opened else "AGREES").inc()
 
+    def on_product_mapped(self, message: Any) -> None:
+        """A store product newly mapped to a storefront variant: its current values go out
+        again as a MAPPED change, for the storefront (models.inventory.mapped_change)."""
+        found = self.product_command(message, ProductMapped.model_validate_json)
+        if found is None:
+            return
+        command, key, raw = found
+        if raw is None:  # not tracked yet: its first snapshot's NEW change is pushed
+            metrics.PRODUCTS_MAPPED.labels("UNKNOWN_PRODUCT").inc()
+            return
+        state = decode_state(raw)
+        # the state as it is, carrying the change: the change is sent once the record is durable
+        self.commit_transition(key, encode_state(state), [("c", encode(mapped_change(key, state, command)))])
+        metrics.PRODUCTS_MAPPED.labels("PUBLISHED").inc()
+
     def on_command(self, message: Any) -> None:
         try:
             parsed = orjson.loads(message.value or b"")
@@ -692,6 +709,9 @@ class InventoryProcessor(ResendRetry):
             return
         if kind == "STOREFRONT_STOCK":
             self.on_storefront_stock(message)
+            return
+        if kind == "PRODUCT_MAPPED":
+            self.on_product_mapped(message)
             return
         command = self.decode(AlertCommand.model_validate_json, message)
         if command is None:

@@ -19,6 +19,11 @@ not drop anyway (its events' ids are made from what they are about).
 Dedup entries are kept ``OPS_WEBHOOK_DEDUP_DAYS`` (7; Stripe retries for 3)
 and then removed by a timer.
 
+A catalogue record that maps a shop variant to a store product for the first
+time also sends a ``PRODUCT_MAPPED`` command to ``inventory.commands``: the
+inventory agent publishes the product's current values as a MAPPED change, so
+the storefront shows them without waiting for the product's next change.
+
 Supplier stock and price news takes one more hop. Each catalogue record is
 filed again on ``catalog.sources`` under its supplier product; the router
 keeps that index (``source-index``) on the supplier product's partition, and
@@ -46,6 +51,7 @@ from models.webhook_routing import (
     SupplierProductUpdate,
     catalogue_key,
     inventory_item_ref,
+    newly_mapped,
     route,
     source_records,
 )
@@ -60,6 +66,14 @@ log = logging.getLogger(__name__)
 
 #: How often each worker sweeps the webhook dedup entries past ``OPS_WEBHOOK_DEDUP_DAYS``.
 DEDUP_PURGE_INTERVAL_S = 3600.0
+
+
+def _timestamp(message: Any) -> datetime:
+    """The record's own time (a replay keeps it); now when it has none."""
+    stamp = getattr(message, "timestamp", None)
+    if isinstance(stamp, (int, float)) and stamp > 0:
+        return datetime.fromtimestamp(stamp, tz=timezone.utc)
+    return datetime.now(timezone.utc)
 
 
 class WebhookRouter:
@@ -118,6 +132,11 @@ class WebhookRouter:
             now_filed = {record.index for record in records}
             records += [r for r in source_records(key, previous, removed=True) if r.index not in now_filed]
         outputs: list[Output] = [(topics.CATALOG_SOURCES, r.key, encode(r)) for r in records]
+        # A product mapped for the first time: the inventory agent shows its values on the storefront.
+        mapped = newly_mapped(previous, variant, f"catalogue:{message.partition}:{message.offset}",
+                              _timestamp(message))
+        if mapped is not None:
+            outputs.append((topics.INVENTORY_COMMANDS, mapped.store_id.encode(), encode(mapped)))
         self.catalogue.write(message, key, variant.model_dump(mode="json"), outputs)
         # Filed under its inventory item too, for inventory_levels/update.
         item = variant.shopify_inventory_item_id

@@ -28,7 +28,7 @@ CHANGES = Counter(
 )
 CHANGE_RECORDS = Counter(
     "ops_inventory_change_records_total",
-    "inventory.changes records emitted, by reason (NEW, SNAPSHOT, SETTINGS_CHANGED)",
+    "inventory.changes records emitted, by reason (NEW, SNAPSHOT, SETTINGS_CHANGED, MAPPED)",
     ["reason"],
 )
 ALERTS_EMITTED = Counter(
@@ -73,6 +73,12 @@ SUPPLIER_UPDATES = Counter(
     "ops_supplier_updates_total",
     "Supplier webhook stock/price news applied to store products, by result"
     " (NEW, CHANGED, UNCHANGED, STALE, UNKNOWN_PRODUCT, SOURCE_MISMATCH)",
+    ["result"],
+)
+PRODUCTS_MAPPED = Counter(
+    "ops_products_mapped_total",
+    "Store products newly mapped to a storefront variant (catalog.variants), by result"
+    " (PUBLISHED: its current values sent as a MAPPED change, UNKNOWN_PRODUCT: not tracked yet)",
     ["result"],
 )
 STOREFRONT_STOCK = Counter(

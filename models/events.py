@@ -266,6 +266,7 @@ class ChangeReason(str, Enum):
     NEW = "NEW"
     SNAPSHOT = "SNAPSHOT"
     SETTINGS_CHANGED = "SETTINGS_CHANGED"
+    MAPPED = "MAPPED"  # the product's current values, for a storefront variant newly mapped to it
 
 
 class ChangedField(str, Enum):
@@ -446,6 +447,25 @@ class StorefrontStock(Event):
     available: int  # Shopify's count may be negative (oversold)
     location_id: str | None = None
     reported_at: UtcDatetime
+
+
+class ProductMapped(Event):
+    """A store product that a ``catalog.variants`` record maps to a storefront
+    variant for the first time (the webhook router saw the record). Topic
+    ``inventory.commands``, key ``store_id``. The agent publishes the product's
+    current values as an ``InventoryChange`` (reason MAPPED, no ``before``), so
+    the storefront shows them without waiting for the product's next change. A
+    product not tracked yet is left to its first snapshot, whose NEW change is
+    pushed. A replay publishes the same change (same id) again."""
+
+    kind: Literal["PRODUCT_MAPPED"] = "PRODUCT_MAPPED"
+    command_id: str
+    store_id: Ident
+    product_id: Ident
+    variant_id: Ident | None = None
+    shop_domain: str
+    storefront_variant_id: str
+    mapped_at: UtcDatetime
 
 
 # --------------------------------------------------------------------------- #

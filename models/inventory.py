@@ -45,6 +45,7 @@ from models.events import (
     ProductStatus,
     StoreSettings,
     SupplierSnapshot,
+    ProductMapped,
     StorefrontStock,
     SupplierUpdate,
     trusted,
@@ -131,10 +132,11 @@ def _make_change(
     before: ProductState | None,
     after: ProductState,
     id_micros: int,
+    ident: str | None = None,
 ) -> InventoryChange:
     return trusted(
         InventoryChange,
-        change_id=change_id(key, reason, id_micros),
+        change_id=ident or change_id(key, reason, id_micros),
         store_id=snap_store,
         product_id=snap_product,
         variant_id=snap_variant,
@@ -410,6 +412,17 @@ def snapshot_of_update(state: ProductState, update: SupplierUpdate) -> SupplierS
         images=(),
         sync_run_id=None,
     )
+
+
+def mapped_change(key: str, state: ProductState, command: ProductMapped) -> InventoryChange:
+    """The change that shows a newly mapped product's current values on the storefront:
+    no ``before`` (the storefront sets the quantity whatever it shows, and the price).
+    Its id comes from the command and the state's snapshot time: a replay of the
+    command is the same change, a later mapping of the product (or the same one after
+    the product moved) is another."""
+    ident = name_uuid(_CHANGE_NS, f"{key}|{ChangeReason.MAPPED.value}|{command.command_id}|{state.captured_at_us}")
+    return _make_change(key, command.store_id, command.product_id, command.variant_id, ChangeReason.MAPPED,
+                        ALL_FIELDS, None, state, state.captured_at_us, ident)
 
 
 def engine_stock(state: ProductState) -> int:

@@ -6,7 +6,16 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from models.events import CONTRACT, MESSAGE_KEY, AlertCommand, AlertRecord, SupplierSnapshot, SupplierUpdate
+from models.events import (
+    CONTRACT,
+    MESSAGE_KEY,
+    AlertCommand,
+    AlertRecord,
+    ProductMapped,
+    StorefrontStock,
+    SupplierSnapshot,
+    SupplierUpdate,
+)
 from models.orders import ORDER_EVENT, Notification, StorefrontCommand, SupplierOrderCommand
 from models.webhook_routing import CatalogueSource, CatalogueVariant, SupplierProductUpdate, SupplierTracking
 from models.video import VIDEO_EVENT, RenderCommand, VideoRequest, VideoStatusRecord
@@ -51,9 +60,11 @@ def contract_schemas() -> dict[str, dict[str, Any]]:
             body = adapter.json_schema(mode="validation")
             body["title"] = "SupplierSnapshot or a page (array) of one store's snapshots"
         elif topic == "inventory.commands":
-            commands: TypeAdapter[Any] = TypeAdapter(AlertCommand | AlertRecord | SupplierUpdate)
+            commands: TypeAdapter[Any] = TypeAdapter(
+                AlertCommand | AlertRecord | SupplierUpdate | StorefrontStock | ProductMapped)
             body = commands.json_schema(mode="validation")
-            body["title"] = "AlertCommand, AlertRecord or SupplierUpdate (kind SUPPLIER_UPDATE)"
+            body["title"] = ("AlertCommand, AlertRecord, SupplierUpdate (kind SUPPLIER_UPDATE), "
+                             "StorefrontStock (kind STOREFRONT_STOCK) or ProductMapped (kind PRODUCT_MAPPED)")
         else:
             body = model.model_json_schema(mode="validation")
         body["x-topic"] = topic

@@ -42,7 +42,17 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from models.alerts import open_alert
-from models.events import Alert, AlertType, Currency, Event, Money, Provider, SourceId, StorefrontStock
+from models.events import (
+    Alert,
+    AlertType,
+    Currency,
+    Event,
+    Money,
+    ProductMapped,
+    Provider,
+    SourceId,
+    StorefrontStock,
+)
 from models.orders import ORDER_EVENT, OrderEvent
 
 UNMAPPED = "UNMAPPED"
@@ -163,6 +173,27 @@ def source_records(catalogue_key: str, variant: CatalogueVariant, removed: bool)
         )
         for index in indexes
     ]
+
+
+def newly_mapped(
+    previous: CatalogueVariant | None, variant: CatalogueVariant, command_id: str, at: datetime
+) -> ProductMapped | None:
+    """The command that has the inventory agent show ``variant``'s store product on the
+    storefront, when this catalogue record maps the shop's variant to that product for
+    the first time (no mapping before, or one to another product); else None. None
+    too for ids the inventory topics cannot key (the product could not be tracked)."""
+    if previous is not None and (previous.store_id, previous.product_id, previous.variant_id) == (
+        variant.store_id, variant.product_id, variant.variant_id
+    ):
+        return None
+    try:
+        return ProductMapped(
+            command_id=command_id, store_id=variant.store_id, product_id=variant.product_id,
+            variant_id=variant.variant_id, shop_domain=variant.shop_domain,
+            storefront_variant_id=variant.shopify_variant_id, mapped_at=at,
+        )
+    except ValidationError:
+        return None
 
 
 class SupplierProductUpdate(Event):

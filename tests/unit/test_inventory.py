@@ -23,6 +23,7 @@ from models.events import (
     AlertType,
     ChangedField,
     ChangeReason,
+    ProductMapped,
     ProductStatus,
     Severity,
     StoreSettings,
@@ -37,6 +38,7 @@ from models.inventory import (
     apply_alert_status,
     apply_snapshot,
     change_id,
+    mapped_change,
     reprice,
     snapshot_of_update,
     check_storefront_stock,
@@ -984,3 +986,32 @@ def test_a_removed_product_should_show_nothing_on_the_shelf() -> None:
     assert gone is not None
     assert check_storefront_stock(KEY, gone, shelf(0), settings(stock_drift_tolerance=0)).state is None
     assert check_storefront_stock(KEY, gone, shelf(20), DEFAULT).opened[0].metadata["engine"] == "0"
+
+
+# --------------------------------------------------------------------------- #
+# A product newly mapped to a storefront variant
+# --------------------------------------------------------------------------- #
+
+
+def mapped(command_id: str = "catalogue:0:7") -> ProductMapped:
+    return ProductMapped(command_id=command_id, store_id=STORE, product_id=PRODUCT, shop_domain="s.myshopify.com",
+                         storefront_variant_id="41", mapped_at=at(5))
+
+
+def test_a_mapped_change_shows_the_product_s_current_values_without_before() -> None:
+    state = baseline(stock=9)
+    change = mapped_change(KEY, state, mapped())
+    assert change.reason is ChangeReason.MAPPED and change.before is None
+    assert change.after == state.view() and change.after.stock == 9
+    assert set(change.changed) == set(ChangedField)
+    assert (change.captured_at, change.sync_run_id, change.source_id) == (T0, "run-0", "AE-100")
+
+
+def test_a_mapped_change_id_is_the_same_for_a_replay_and_new_for_another_mapping_or_state() -> None:
+    state = baseline()
+    moved = baseline(captured_at=at(1))
+    ids = {mapped_change(KEY, state, mapped()).change_id, mapped_change(KEY, state, mapped("catalogue:0:8")).change_id,
+           mapped_change(KEY, moved, mapped()).change_id}
+    assert mapped_change(KEY, state, mapped()).change_id == mapped_change(KEY, state, mapped()).change_id
+    assert len(ids) == 3
+    assert change_id(KEY, ChangeReason.NEW, to_micros(T0)) not in ids

@@ -10,7 +10,7 @@ from typing import Any
 from models.events import AlertType
 from models.fulfillment import OrderStatus, decide
 from models.orders import OrderEventType
-from models.webhook_routing import CatalogueVariant, route
+from models.webhook_routing import CatalogueVariant, newly_mapped, route
 
 SHOP = "demo-shop.myshopify.com"
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
@@ -268,3 +268,20 @@ def test_app_uninstalled_alerts_every_store_of_the_shop() -> None:
     # A shop the catalogue does not know is its own store.
     (alone,) = route("SHOPIFY", "app/uninstalled", "new.myshopify.com", {}, AT, catalogue).alerts
     assert alone.store_id == "new.myshopify.com"
+
+
+def test_a_catalogue_record_that_maps_a_variant_to_a_product_for_the_first_time_shows_the_product() -> None:
+    """PRODUCT_MAPPED (the inventory agent then publishes the product's values): for a variant
+    not mapped before, or mapped to another product; not for the same mapping sent again
+    (a replay, a title edit), nor for ids the inventory topics cannot key."""
+    first = CATALOGUE[(SHOP, "4001")]
+    command = newly_mapped(None, first, "catalogue:3:11", AT)
+    assert command is not None
+    assert (command.kind, command.store_id, command.product_id, command.variant_id, command.storefront_variant_id,
+            command.command_id, command.mapped_at) == (
+        "PRODUCT_MAPPED", "store-1", "p-1", "v-1", "4001", "catalogue:3:11", AT)
+    assert newly_mapped(first, first.model_copy(update={"title": "Renamed"}), "catalogue:3:12", AT) is None
+    other = first.model_copy(update={"product_id": "p-9", "variant_id": None})
+    moved = newly_mapped(first, other, "catalogue:3:13", AT)
+    assert moved is not None and (moved.product_id, moved.variant_id) == ("p-9", None)
+    assert newly_mapped(None, first.model_copy(update={"store_id": "not a store id!"}), "catalogue:3:14", AT) is None

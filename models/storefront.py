@@ -89,6 +89,13 @@ def quantity_write(change: InventoryChange) -> QuantityWrite | None:
     return QuantityWrite(change.change_id, target, expected)
 
 
+def decimal_string(amount: Decimal) -> str:
+    """A price as the storefronts take it (Shopify's ``Money``, WooCommerce's price
+    strings): a plain decimal string, never a float or an exponent
+    (``Decimal("1E+1")`` -> ``"10"``, where ``str`` gives ``"1E+1"``)."""
+    return format(amount, "f")
+
+
 def price_write(change: InventoryChange) -> PriceWrite | None:
     """The price write of a change (a NEW product's price too), or None."""
     if change.before is not None and not (set(change.changed) & PRICE_FIELDS):

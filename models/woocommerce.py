@@ -37,11 +37,11 @@ shipments) is left for a person to complete.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
 from models.events import ChangedField, InventoryChange, ProductStatus, ProductView
 from models.orders import StorefrontCommand
+from models.storefront import decimal_string
 
 #: Fields whose change moves the quantity a storefront shows.
 STOCK_FIELDS = frozenset({ChangedField.STOCK, ChangedField.AVAILABILITY, ChangedField.STATUS})
@@ -56,12 +56,6 @@ def shown_quantity(view: ProductView) -> int:
     if view.status is ProductStatus.ACTIVE and view.available:
         return max(0, view.stock)
     return 0
-
-
-def decimal_string(amount: Decimal) -> str:
-    """A price as WooCommerce takes it: a plain decimal string, never a float or
-    an exponent (``Decimal("1E+1")`` -> ``"10"``)."""
-    return format(amount, "f")
 
 
 def stock_fields(view: ProductView) -> dict[str, Any]:

@@ -23,6 +23,8 @@ For the changes of one store, in order (models/storefront.py decides each write)
 3. Prices: one read of the variants' current prices (``nodes``), then one
    ``productVariantsBulkUpdate`` per product for the variants whose price
    differs from the newest change's. A redelivered change writes nothing.
+   A product's prices the shop refuses (``userErrors``, or the document as a
+   whole) are counted REJECTED, not raised.
 
 show_tracking
 -------------
@@ -58,6 +60,7 @@ from models.storefront import (
     OpenLine,
     QuantityWrite,
     after_stale,
+    decimal_string,
     lines_to_fulfill,
     newest_per_variant,
     numeric_id,
@@ -345,19 +348,20 @@ class ShopifyStorefront:
             if _same(node.get("price"), write.price) and _same(node.get("compareAtPrice"), write.compare_at_price):
                 outcome.write("price", "ALREADY_SET")
                 continue
-            entry: dict[str, Any] = {"id": node["id"], "price": str(write.price)}
-            entry["compareAtPrice"] = None if write.compare_at_price is None else str(write.compare_at_price)
+            entry: dict[str, Any] = {"id": node["id"], "price": decimal_string(write.price)}
+            entry["compareAtPrice"] = None if write.compare_at_price is None else decimal_string(write.compare_at_price)
             per_product[(node.get("product") or {}).get("id") or ""].append(entry)
         for product_id, variants in per_product.items():
-            data = await self.client.execute(
-                "UpdatePrices", PRICES_MUTATION, {"productId": product_id, "variants": variants}, cost=MUTATION_COST
-            )
             try:
+                data = await self.client.execute(
+                    "UpdatePrices", PRICES_MUTATION, {"productId": product_id, "variants": variants}, cost=MUTATION_COST
+                )
                 check_user_errors("productVariantsBulkUpdate", data.get("productVariantsBulkUpdate"))
                 outcome.write("price", "OK", len(variants))
-            except UserErrors as err:
+            except (UserErrors, DocumentRejected) as err:
+                # refused for good: counted, not raised (the storefront would try the batch forever)
                 outcome.write("price", "REJECTED", len(variants))
-                log.warning("store %s: prices refused: %s", self.store_id, err.reason)
+                log.warning("store %s product %s: prices refused: %s", self.store_id, product_id, err.reason)
 
     # -- tracking -----------------------------------------------------------------------
     async def show_tracking(self, command: StorefrontCommand) -> str:

@@ -17,7 +17,10 @@ A shop's API lives at ``{url}/{shop_domain}/admin/api/{version}/graphql.json``
   nothing. Mutations of one document run in order, aliases allowed;
 * coerces ``inventorySetQuantities``' quantities (``quantity``, ``compareQuantity``)
   to GraphQL's ``Int`` (32-bit) first: a value beyond it refuses the whole
-  document with top-level ``errors`` (no ``data``), and nothing of it runs.
+  document with top-level ``errors`` (no ``data``), and nothing of it runs;
+* coerces ``productVariantsBulkUpdate``'s ``price`` and ``compareAtPrice`` to
+  ``Money`` (a plain decimal string, ``"12.50"``; not ``"1E+3"``) the same way;
+  ``refuse_prices_of`` refuses the documents of chosen products so too.
 
 It has no GraphQL parser: it finds the root fields it knows in the query text
 and reads ``variables``. Known: mutations ``inventorySetQuantities``,
@@ -54,6 +57,7 @@ from typing import Any
 LOCATION = "gid://shopify/Location/1"
 MUTATION_COST = 10
 _PATH = re.compile(r"^/(?P<shop>[a-z0-9.-]+)/admin/api/(?P<version>[0-9a-z-]+)/graphql\.json$")
+_MONEY = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _SET_QUANTITIES = re.compile(
     r"(?:(\w+)\s*:\s*)?inventorySetQuantities\s*\(\s*input:\s*\$(\w+)\s*\)(?:\s*@idempotent\(\s*key:\s*\$(\w+)\s*\))?"
 )
@@ -133,6 +137,8 @@ class FakeShopify:
         self.drain_next = 0
         #: units of an item (gid) sold right after each read of its quantity: a shop selling as fast as it is read
         self.sell_after_read: dict[str, int] = {}
+        #: products (gid) whose price documents are refused as a whole (top-level ``errors``)
+        self.refuse_prices_of: set[str] = set()
 
     def next_id(self) -> int:
         self._ids += 1
@@ -280,6 +286,7 @@ class FakeShopify:
                 data[alias or "inventorySetQuantities"] = self._set_quantities(shop, v[input_var], key)
             return data
         if "productVariantsBulkUpdate" in query:
+            self._coerce_prices(v["productId"], v["variants"])
             return {"productVariantsBulkUpdate": self._prices(shop, v["productId"], v["variants"])}
         if "fulfillmentCreate" in query:
             return {"fulfillmentCreate": self._fulfill(shop, v["fulfillment"])}
@@ -297,6 +304,18 @@ class FakeShopify:
         if "nodes(ids:" in query:
             return {"nodes": [self._variant(shop, i) for i in v["ids"]]}
         raise Refusal(400, "the fake does not know this query")
+
+    def _coerce_prices(self, product: str, variants: list[dict[str, Any]]) -> None:
+        if product in self.refuse_prices_of:
+            raise GraphQLErrors([{"message": f"Invalid global id '{product}'", "extensions": {"code": "argumentLiteralsIncompatible"}}])
+        errors = [
+            {"message": (f"Variable $variants of type [ProductVariantsBulkInput!]! was provided invalid value for "
+                         f"{i}.{name} (Could not coerce value {entry[name]!r} to Money)")}
+            for i, entry in enumerate(variants) for name in ("price", "compareAtPrice")
+            if entry.get(name) is not None and not _MONEY.fullmatch(str(entry[name]))
+        ]
+        if errors:
+            raise GraphQLErrors(errors)
 
     @staticmethod
     def _coerce_quantities(inputs: list[dict[str, Any]]) -> None:

@@ -167,6 +167,19 @@ def test_stale_writes_of_many_products_are_read_and_written_again_in_batches(fak
     assert fake.stats(SHOP)["REQUESTS"] == 2 + 3 + 2
 
 
+def test_prices_go_as_plain_decimals_and_a_product_s_refused_prices_hold_up_no_other(fake: FakeShopifyServer) -> None:
+    """A price ``str`` writes as ``1E+3`` is no ``Money`` to Shopify: the document would be
+    refused. And a product whose price document the shop refuses as a whole is counted
+    REJECTED: raised, the storefront process retried the batch forever and no store's
+    writes got past it."""
+    fake.refuse_prices_of.add(gid("Product", "2"))
+    changes = [change(1, 10, 10, price="1E+3"), change(2, 10, 10, price="12.00"), change(3, 10, 10, price="13.00")]
+    outcome = push(fake, changes)
+    assert [fake.price(SHOP, f"{n}1") for n in (1, 2, 3)] == ["1000", "10.00", "13.00"]
+    assert outcome.writes[("price", "OK")] == 2 and outcome.writes[("price", "REJECTED")] == 1
+    assert fake.stats(SHOP)["GRAPHQL_ERRORS"] == 1
+
+
 def test_unmapped_products_are_counted_and_skipped(fake: FakeShopifyServer) -> None:
     assert push(fake, [change(9, 10, 3)]).changes == {"UNMAPPED": 1}
     assert fake.writes(SHOP) == []

@@ -31,6 +31,7 @@ SEVERITY: dict[AlertType, Severity] = {
     AlertType.PAYMENT_ISSUE: Severity.HIGH,
     AlertType.STOCK_DRIFT: Severity.MEDIUM,
     AlertType.APP_UNINSTALLED: Severity.HIGH,
+    AlertType.STOREFRONT_REFUSED: Severity.CRITICAL,
 }
 
 _TRANSITIONS: dict[AlertStatus, frozenset[AlertStatus]] = {

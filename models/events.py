@@ -331,6 +331,7 @@ class AlertType(str, Enum):
     PAYMENT_ISSUE = "PAYMENT_ISSUE"
     STOCK_DRIFT = "STOCK_DRIFT"
     APP_UNINSTALLED = "APP_UNINSTALLED"
+    STOREFRONT_REFUSED = "STOREFRONT_REFUSED"  # the shop refused the store's account (HTTP 401/403)
 
 
 class Severity(str, Enum):

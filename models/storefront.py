@@ -38,11 +38,13 @@ those that differ, so a redelivered change writes nothing.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, time, timezone
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from models.events import ChangedField, InventoryChange, ProductStatus, ProductView
+from models.alerts import open_alert
+from models.events import Alert, AlertType, ChangedField, InventoryChange, ProductStatus, ProductView
 
 #: Fields whose change moves the quantity a storefront shows.
 QUANTITY_FIELDS = frozenset({ChangedField.STOCK, ChangedField.AVAILABILITY, ChangedField.STATUS})
@@ -181,3 +183,20 @@ def lines_to_fulfill(open_lines: Sequence[OpenLine], line_ids: Sequence[str]) ->
             continue
         out.setdefault(line.fulfillment_order_id, []).append((line.fulfillment_order_line_item_id, line.remaining))
     return out
+
+
+def refused_alert(store_id: str, platform: str, shop: str, reason: str, now: datetime) -> Alert:
+    """The STOREFRONT_REFUSED alert of a store whose shop refuses its account (HTTP
+    401/403): one a day (UTC) while it lasts. Its id and times are the day's, so
+    the storefront process sending it again (each refused batch, a restart) sends
+    the same alert, and a person's acknowledgement of it stands for that day."""
+    day = datetime.combine(now.astimezone(timezone.utc).date(), time(0), tzinfo=timezone.utc)
+    return open_alert(
+        subject_key=f"storefront|{store_id}|account", store_id=store_id, product_id=None, variant_id=None,
+        alert_type=AlertType.STOREFRONT_REFUSED, title=f"{platform.title()} refuses the account of store {store_id}",
+        message=(f"{shop} answers the engine's writes with {reason[:200]} (on {day.date().isoformat()}, UTC). "
+                 "No stock, price or tracking reaches the shop until the store's access token is fixed; "
+                 "the refused records wait in deadletter (STOREFRONT_REFUSED): replay them with "
+                 "ops-engine deadletter replay once it is."),
+        metadata={"platform": platform, "shop": shop}, at=day, trigger_micros=int(day.timestamp() * 1_000_000),
+    )

@@ -151,6 +151,10 @@ class ShopifyStorefront:
     def of(cls, store_id: str, account: Any) -> ShopifyStorefront:
         return cls(store_id, account)
 
+    @property
+    def shop(self) -> str:
+        return self.account.shop_domain
+
     async def aclose(self) -> None:
         await self.client.aclose()
 

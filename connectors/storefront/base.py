@@ -92,6 +92,10 @@ class Storefront(Protocol):
     platform: str
     store_id: str
 
+    @property
+    def shop(self) -> str:
+        """The shop's domain (Shopify) or site host (WooCommerce), for people to read."""
+
     async def push(self, changes: Sequence[InventoryChange], catalogue: CatalogueLookup) -> PushOutcome: ...
 
     async def show_tracking(self, command: StorefrontCommand) -> str: ...

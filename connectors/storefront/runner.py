@@ -35,6 +35,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -53,8 +54,9 @@ from connectors.storefront.reconcile import Target, reconcile_loop
 from connectors.storefront.settings import StorefrontSettings
 from connectors.woocommerce import reconcile as woocommerce_reconcile
 from connectors.woocommerce.storefront import WooCommerceStorefront
-from models.events import DeadLetter, DeadLetterReason, InventoryChange
+from models.events import AlertRecord, DeadLetter, DeadLetterReason, InventoryChange
 from models.orders import StorefrontCommand
+from models.storefront import refused_alert
 from models.webhooks import InboundWebhook, message_key
 from streams import topics
 from streams.codecs import encode
@@ -86,6 +88,7 @@ class StorefrontRunner:
         self.producer = producer
         self.stop = stop
         self.limit = asyncio.Semaphore(concurrency)
+        self._alerted: dict[str, str] = {}  # store -> the id of the refusal alert last sent
 
     async def _dead(
         self, message: Any, detail: str, reason: DeadLetterReason = DeadLetterReason.SCHEMA_VIOLATION
@@ -183,6 +186,19 @@ class StorefrontRunner:
                     "credentials, then replay with ops-engine deadletter replay",
                     DeadLetterReason.STOREFRONT_REFUSED,
                 )
+            await self._alert_refused(store_id, reason)
+
+    async def _alert_refused(self, store_id: str, reason: str) -> None:
+        """The store's STOREFRONT_REFUSED alert (models.storefront.refused_alert: one a day),
+        on ``alerts`` and in the store's alert table; sent once a day by this process."""
+        storefront = self.storefronts[store_id]
+        alert = refused_alert(store_id, storefront.platform, storefront.shop, reason, datetime.now(timezone.utc))
+        if self._alerted.get(store_id) == alert.alert_id:
+            return
+        record = AlertRecord(command_id=f"record:{alert.alert_id}", store_id=store_id, record=alert)
+        for topic, value in ((topics.ALERTS, encode(alert)), (topics.INVENTORY_COMMANDS, encode(record))):
+            await (await self.producer.send(topic, key=store_id.encode(), value=value))
+        self._alerted[store_id] = alert.alert_id
 
     async def _store(self, store_id: str, changes: list[InventoryChange], commands: list[StorefrontCommand]) -> None:
         storefront = self.storefronts.get(store_id)

@@ -164,5 +164,9 @@ class WooCommerceStorefront:
                 await self.client.set_order_status(order_id, "completed")
         return result
 
+    @property
+    def shop(self) -> str:
+        return self.account.site
+
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -21,7 +21,7 @@ from connectors.shopify.storefront import ShopifyStorefront
 from connectors.storefront import metrics
 from connectors.storefront.runner import StorefrontRunner
 from connectors.storefront.settings import ShopifyAccount
-from models.events import DeadLetter, DeadLetterReason, InventoryChange
+from models.events import Alert, AlertRecord, AlertType, DeadLetter, DeadLetterReason, InventoryChange, Severity
 from models.webhook_routing import CatalogueVariant
 from streams import topics
 from streams.codecs import encode
@@ -110,3 +110,33 @@ def test_a_refused_account_sends_its_store_s_records_to_deadletter_and_the_other
         again = asyncio.run(handle(f"token-{SHOP_A}", replayed))
         assert again.sent == []
         assert [fake.quantity(SHOP_A, item) for item in ("111", "211")] == [4, 8]
+
+
+def test_a_refused_account_raises_one_alert_a_day_for_its_store() -> None:
+    """The store's STOREFRONT_REFUSED alert (CRITICAL) goes to ``alerts`` and to the store's
+    alert table (inventory.commands); every refused batch after it, the same day, sends none."""
+    with FakeShopifyServer() as fake:
+        fake.add_shop(SHOP_A, f"token-{SHOP_A}", maximum_available=100, restore_rate=100)
+        fake.add_variant(SHOP_A, variant="11", product="1", item="111", price="10.00", quantity=10)
+
+        async def handle() -> Producer:
+            storefront = ShopifyStorefront("store-a", account(fake, SHOP_A, "revoked"))
+            producer = Producer()
+            runner = StorefrontRunner({"store-a": storefront}, Catalogue(), producer, asyncio.Event())
+            try:
+                for offset in (0, 1, 2):  # three batches, each refused
+                    await asyncio.wait_for(runner.handle([message(for_store(change(1, 10, 4 + offset), "store-a"),
+                                                                  offset)]), timeout=30)
+            finally:
+                await storefront.aclose()
+            return producer
+
+        sent = asyncio.run(handle()).sent
+        assert sum(1 for t, _, _ in sent if t == topics.DEADLETTER) == 3
+        alerts = [Alert.model_validate_json(v) for t, _, v in sent if t == topics.ALERTS]
+        records = [AlertRecord.model_validate_json(v) for t, _, v in sent if t == topics.INVENTORY_COMMANDS]
+        assert len(alerts) == 1 and [r.record for r in records] == alerts
+        alert = alerts[0]
+        assert (alert.store_id, alert.type, alert.severity) == ("store-a", AlertType.STOREFRONT_REFUSED, Severity.CRITICAL)
+        assert SHOP_A in alert.message and "401" in alert.message and "deadletter replay" in alert.message
+        assert [k for t, k, _ in sent if t == topics.ALERTS] == [b"store-a"]

@@ -223,3 +223,17 @@ def test_storefront_accounts_are_checked_and_secrets_stay_hidden(tmp_path: Any) 
     with pytest.raises(SettingsError) as refused:
         StorefrontSettings.load(storefront_secrets_file=str(path))
     assert "OPS_STOREFRONT_ACCOUNTS" in str(refused.value) and "shpat_secret" not in str(refused.value)
+
+
+def test_a_refused_account_alert_is_the_same_all_day_and_another_the_next() -> None:
+    from datetime import datetime, timezone
+
+    from models.storefront import refused_alert
+
+    morning = refused_alert("s1", "SHOPIFY", "a.myshopify.com", "HTTP 401", datetime(2026, 11, 24, 8, tzinfo=timezone.utc))
+    evening = refused_alert("s1", "SHOPIFY", "a.myshopify.com", "HTTP 401", datetime(2026, 11, 24, 23, tzinfo=timezone.utc))
+    tomorrow = refused_alert("s1", "SHOPIFY", "a.myshopify.com", "HTTP 401", datetime(2026, 11, 25, 1, tzinfo=timezone.utc))
+    other = refused_alert("s2", "SHOPIFY", "b.myshopify.com", "HTTP 401", datetime(2026, 11, 24, 8, tzinfo=timezone.utc))
+    assert morning == evening  # sent again (each batch, a restart): the same record, an acknowledgement stands
+    assert len({morning.alert_id, tomorrow.alert_id, other.alert_id}) == 3
+    assert morning.created_at == datetime(2026, 11, 24, tzinfo=timezone.utc)

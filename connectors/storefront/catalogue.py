@@ -122,7 +122,7 @@ async def follow(settings: Settings, index: CatalogueIndex, ready: asyncio.Event
                     ready.set()
                 probe = None
                 continue
-            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            batch = await consumer.getmany(timeout_ms=50, max_records=5000)  # short: a waiter is served soon
             for records in batch.values():
                 for record in records:
                     if not index.apply(record.value):

@@ -46,13 +46,15 @@ from pydantic import ValidationError
 
 from connectors import metrics
 from models.archive import (
+    archived_detail,
+    archived_event_alert,
     data_request_archived_order,
     is_archived,
     order_archivable,
     order_marker,
     redact_archived_order,
 )
-from models.events import AlertRecord, DeadLetterReason
+from models.events import Alert, AlertRecord, DeadLetterReason
 from models.fulfillment import (
     Decision,
     MachineConfig,
@@ -157,7 +159,14 @@ class OrderProcessor(KeyedMachine):
                 self._data_request_archived(message, key, body, order_event)
                 return
             metrics.ORDER_EVENTS.labels(order_event.type.value, "ARCHIVED").inc()
-            self.refuse_archived(message, key, body)
+            alert = archived_event_alert(key, body, order_event)
+            if alert is None:
+                self.refuse_archived(message, key, body)
+                return
+            # A payment, refund or cancellation nobody would see in deadletter: with an alert,
+            # carried by the marker written again (the outbox makes both durable).
+            letter = dead_letter(message, DeadLetterReason.ARCHIVED, archived_detail(self.what, key, body))
+            self.store.write(message, key, body, [letter, *self._alert_outputs(alert)])
             return
         state = None if body is None else OrderState.model_validate(body["state"])
         decision = decide(state, order_event, self.config)
@@ -206,6 +215,15 @@ class OrderProcessor(KeyedMachine):
             if paid_at and group.placed_at:
                 metrics.PAYMENT_TO_SUPPLIER_ORDER.observe(max((group.placed_at - paid_at).total_seconds(), 0.0))
 
+    @staticmethod
+    def _alert_outputs(alert: Alert) -> list[Output]:
+        """An alert on ``alerts``, and into the store's alert table (on the store's
+        partition, not the order's)."""
+        store = alert.store_id.encode()
+        record = AlertRecord(command_id=f"record:{alert.alert_id}", store_id=alert.store_id, record=alert)
+        metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
+        return [(topics.ALERTS, store, encode(alert)), (topics.INVENTORY_COMMANDS, store, encode(record))]
+
     def _outputs(self, message: Any, event: OrderEvent, decision: Decision) -> list[Output]:
         store = decision.state.store_id.encode()
         out: list[Output] = []
@@ -217,11 +235,7 @@ class OrderProcessor(KeyedMachine):
         for show in decision.storefront:
             out.append((topics.STOREFRONT_COMMANDS, store, encode(show)))
         for alert in decision.alerts:
-            out.append((topics.ALERTS, store, encode(alert)))
-            # ...and into the store's alert table (on the store's partition, not the order's).
-            record = AlertRecord(command_id=f"record:{alert.alert_id}", store_id=alert.store_id, record=alert)
-            out.append((topics.INVENTORY_COMMANDS, store, encode(record)))
-            metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
+            out += self._alert_outputs(alert)
         for reason in decision.refused:
             out.append(dead_letter(message, DeadLetterReason.INVALID_IN_STATE, reason, log_detail=True))
         for parked, reason in decision.refused_events:

@@ -11,7 +11,9 @@ order or job. The agent sends such an event to ``deadletter`` (reason
 ``ARCHIVED``, the detail from ``archived_detail``), except the two requests
 about an order's personal data, which reach the full record PostgreSQL's
 ``orders`` keeps: a redaction (``redact_archived_order``) and a data request
-(``data_request_archived_order``). ``video_assets`` keeps the
+(``data_request_archived_order``). A late event about the order's money (a
+payment, a refund, a cancellation) goes to ``deadletter`` with an alert
+(``archived_event_alert``): the engine does not act on it, so a person must. ``video_assets`` keeps the
 jobs' records.
 
 The functions take the table's JSON value (parsed) and return plain data: no
@@ -32,6 +34,8 @@ from models.fulfillment import (
     data_request_id_parts,
     order_output_id,
 )
+from models.alerts import open_alert
+from models.events import Alert, AlertType
 from models.orders import (
     Address,
     Audience,
@@ -39,6 +43,8 @@ from models.orders import (
     DataRequested,
     Notification,
     NotificationKind,
+    OrderEvent,
+    OrderEventType,
     RedactRequested,
 )
 from models.video import FINAL
@@ -225,4 +231,42 @@ def archived_detail(what: str, key: str, marker: dict[str, Any]) -> str:
     return (
         f"{what} {key!r} was archived at {marker.get('archived_at')} "
         f"({marker.get('status')} since {entered}): its full record is in PostgreSQL"
+    )
+
+
+#: Late events for an archived order that a person must hear of: the engine does not act on them.
+_MONEY_EVENTS = {
+    OrderEventType.PAYMENT_CONFIRMED: (AlertType.PAYMENT_ISSUE, "Payment for archived order {number}",
+                                       "nothing was placed at a supplier for it: place the order by hand or refund"),
+    OrderEventType.REFUND_REQUESTED: (AlertType.PAYMENT_ISSUE, "Refund of archived order {number}",
+                                      "no supplier order was cancelled for it: check what the suppliers still hold"),
+    OrderEventType.CANCEL_REQUESTED: (AlertType.ORDER_ISSUE, "Cancellation of archived order {number}",
+                                      "no supplier order was cancelled for it: check what the suppliers still hold"),
+}
+
+
+def archived_event_alert(order_id: str, marker: dict[str, Any], event: OrderEvent) -> Alert | None:
+    """The alert that goes with a late payment, refund or cancellation of an archived
+    order (its dead letter alone would go unseen); None for other events. The id is the
+    one the live order's machine would give an alert on that event: a replay is the
+    same alert."""
+    kind = _MONEY_EVENTS.get(event.type)
+    if kind is None:
+        return None
+    alert_type, title, consequence = kind
+    number = marker.get("order_number") or order_id
+    amount = getattr(event, "amount", None)
+    return open_alert(
+        subject_key=f"order|{order_id}|{event.event_id}",
+        store_id=marker.get("store_id") or event.store_id,
+        product_id=None,
+        variant_id=None,
+        alert_type=alert_type,
+        title=title.format(number=number),
+        message=(f"{event.type.value}{f' of {amount}' if amount is not None else ''} came on "
+                 f"{event.occurred_at.isoformat()} for {archived_detail('order', order_id, marker)}. "
+                 f"The engine does not act on an archived order: {consequence}."),
+        metadata={"order_id": order_id, "order_number": str(number), "event": event.type.value},
+        at=event.occurred_at,
+        trigger_micros=int(event.occurred_at.timestamp() * 1_000_000),
     )

@@ -258,7 +258,7 @@ def test_a_late_event_for_an_archived_order_goes_to_deadletter_and_starts_nothin
     before = metrics.ORDER_EVENTS.labels("REFUND_REQUESTED", "ARCHIVED")._value.get()
     written = len(outputs.values)
 
-    feed(proc, messages, [refund(seconds=10, event_id="late-refund")])
+    feed(proc, messages, [tracking("g-late", seconds=10, event_id="late-tracking")])
 
     assert proc.archived(ORDER) == marker  # not a fresh order
     new = outputs.values[written:]
@@ -266,8 +266,35 @@ def test_a_late_event_for_an_archived_order_goes_to_deadletter_and_starts_nothin
     letter = orjson.loads(new[0][2])
     assert letter["reason"] == DeadLetterReason.ARCHIVED.value
     assert LATER.isoformat() in letter["detail"]
-    assert orjson.loads(base64.b64decode(letter["value"]))["event_id"] == "late-refund"  # nothing accepted is lost
-    assert metrics.ORDER_EVENTS.labels("REFUND_REQUESTED", "ARCHIVED")._value.get() == before + 1
+    assert orjson.loads(base64.b64decode(letter["value"]))["event_id"] == "late-tracking"  # nothing accepted is lost
+    assert metrics.ORDER_EVENTS.labels("TRACKING_RECEIVED", "ARCHIVED")._value.get() >= 1
+
+    # A late refund goes to deadletter too, with an alert: the engine does not act on it.
+    written = len(outputs.values)
+    feed(proc, messages, [refund(seconds=20, event_id="late-refund")])
+    feed(proc, messages, [refund(seconds=20, event_id="late-refund")])  # redelivered: the same alert
+    assert proc.archived(ORDER) == marker
+    new = [o for o in outputs.values[written:] if not o[0].endswith("-changelog")]  # the marker again, with its outbox
+    assert sorted({t for t, _, _ in new}) == ["alerts", "deadletter", "inventory.commands"]
+    letters = [orjson.loads(v) for t, _, v in new if t == "deadletter"]
+    assert {orjson.loads(base64.b64decode(x["value"]))["event_id"] for x in letters} == {"late-refund"}
+    alerts = [orjson.loads(v) for t, _, v in new if t == "alerts"]
+    assert len({a["alert_id"] for a in alerts}) == 1
+    alert = alerts[0]
+    assert (alert["type"], alert["store_id"], alert["status"]) == ("PAYMENT_ISSUE", "s-1", "ACTIVE")
+    assert "archived order" in alert["title"] and "REFUND_REQUESTED" in alert["message"]
+    assert metrics.ORDER_EVENTS.labels("REFUND_REQUESTED", "ARCHIVED")._value.get() == before + 2
+
+
+def test_only_a_late_payment_refund_or_cancellation_of_an_archived_order_raises_an_alert() -> None:
+    marker = {"status": "PENDING", "since": at(0).timestamp(), "archived": True, "archived_at": LATER.isoformat(),
+              "order_id": ORDER, "store_id": "s-1", "order_number": "#1001", "redacted": False}
+    late_payment = archive.archived_event_alert(ORDER, marker, paid(seconds=99, event_id="late-pay"))
+    assert late_payment is not None and late_payment.type.value == "PAYMENT_ISSUE"
+    assert "#1001" in late_payment.title and "nothing was placed" in late_payment.message
+    assert late_payment == archive.archived_event_alert(ORDER, marker, paid(seconds=99, event_id="late-pay"))
+    assert archive.archived_event_alert(ORDER, marker, delivered(seconds=99)) is None
+    assert archive.archived_event_alert(ORDER, marker, tracking("g-1", seconds=99)) is None
 
 
 def test_every_reader_of_the_table_copes_with_a_marker() -> None:

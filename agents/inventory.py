@@ -51,9 +51,12 @@ from models.events import (
     AlertCommand,
     AlertRecord,
     AlertStatus,
+    ChangeReason,
     DeadLetter,
     DeadLetterReason,
+    ProductCommand,
     ProductMapped,
+    ProductResend,
     StoreSettings,
     StorefrontStock,
     SupplierSnapshot,
@@ -68,7 +71,7 @@ from models.inventory import (
     apply_unchanged,
     check_storefront_stock,
     item_product_key,
-    mapped_change,
+    republished_change,
     reprice,
     snapshot_of_update,
 )
@@ -100,7 +103,7 @@ ALERT_PURGE_INTERVAL_S = 3600.0
 
 _PAGE = TypeAdapter(list[SupplierSnapshot])
 T = TypeVar("T")
-C = TypeVar("C", SupplierUpdate, StorefrontStock, ProductMapped)
+C = TypeVar("C", bound=ProductCommand)
 _ITEM = TypeAdapter(SupplierSnapshot)
 
 
@@ -413,7 +416,7 @@ class InventoryProcessor(ResendRetry):
                 self.outputs.add(topics.INVENTORY_CHANGES, None, store_key, value)
                 change = orjson.loads(value)
                 self._change_records(change["reason"]).inc()
-                if change["reason"] not in ("NEW", "MAPPED"):  # not a move of these fields
+                if change["reason"] not in ("NEW", "MAPPED", "RESENT"):  # not a move of these fields
                     for kind in change["changed"]:
                         self._changes(kind).inc()
             elif code == "v":
@@ -682,18 +685,27 @@ class InventoryProcessor(ResendRetry):
 
     def on_product_mapped(self, message: Any) -> None:
         """A store product newly mapped to a storefront variant: its current values go out
-        again as a MAPPED change, for the storefront (models.inventory.mapped_change)."""
-        found = self.product_command(message, ProductMapped.model_validate_json)
+        again as a MAPPED change, for the storefront."""
+        self._republish(message, ProductMapped.model_validate_json, ChangeReason.MAPPED, metrics.PRODUCTS_MAPPED)
+
+    def on_product_resend(self, message: Any) -> None:
+        """The storefront asks for a product's current values again (in place of a replayed change)."""
+        self._republish(message, ProductResend.model_validate_json, ChangeReason.RESENT, metrics.PRODUCTS_RESENT)
+
+    def _republish(self, message: Any, validate: Callable[[bytes], C], reason: ChangeReason, counter: Any) -> None:
+        """The product's current values as a change of ``reason`` (models.inventory.republished_change),
+        carried by a changelog record of its unchanged state: sent once the record is durable."""
+        found = self.product_command(message, validate)
         if found is None:
             return
         command, key, raw = found
-        if raw is None:  # not tracked yet: its first snapshot's NEW change is pushed
-            metrics.PRODUCTS_MAPPED.labels("UNKNOWN_PRODUCT").inc()
+        if raw is None:  # not tracked (yet): its first snapshot's NEW change is pushed
+            counter.labels("UNKNOWN_PRODUCT").inc()
             return
         state = decode_state(raw)
-        # the state as it is, carrying the change: the change is sent once the record is durable
-        self.commit_transition(key, encode_state(state), [("c", encode(mapped_change(key, state, command)))])
-        metrics.PRODUCTS_MAPPED.labels("PUBLISHED").inc()
+        change = republished_change(key, state, command, reason)
+        self.commit_transition(key, encode_state(state), [("c", encode(change))])
+        counter.labels("PUBLISHED").inc()
 
     def on_command(self, message: Any) -> None:
         try:
@@ -712,6 +724,9 @@ class InventoryProcessor(ResendRetry):
             return
         if kind == "PRODUCT_MAPPED":
             self.on_product_mapped(message)
+            return
+        if kind == "PRODUCT_RESEND":
+            self.on_product_resend(message)
             return
         command = self.decode(AlertCommand.model_validate_json, message)
         if command is None:

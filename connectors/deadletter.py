@@ -7,6 +7,11 @@ their original topic, byte for byte, with their original key. Everything
 downstream is idempotent (event ids, dedup keys, snapshot times), so a record
 replayed twice, or one that had been handled after all, changes nothing more.
 
+A replayed record carries the header :data:`REPLAYED` (``deadletter:{partition}:{offset}``
+of its dead letter), for a reader to whom an old record replayed out of order
+means something else: the storefront process asks for a replayed
+``inventory.changes`` record's current values instead of pushing the old ones.
+
 Listing prints ids, reasons and details only, never the values: they may hold
 personal data.
 """
@@ -24,6 +29,18 @@ from pydantic import ValidationError
 from models.events import DeadLetter
 from streams import topics
 from streams.settings import Settings
+
+
+#: The header a replayed record carries: where its dead letter is.
+REPLAYED = "ops-replayed-from"
+
+
+def replayed_from(headers: Iterable[tuple[str, bytes]] | None) -> str | None:
+    """The dead letter a consumed record was replayed from (``deadletter:P:O``), or None."""
+    for name, value in headers or ():
+        if name == REPLAYED:
+            return value.decode(errors="replace")
+    return None
 
 
 @dataclass(frozen=True)
@@ -105,7 +122,8 @@ async def replay(settings: Settings, chosen: list[Stored]) -> int:
         for s in chosen:
             key = base64.b64decode(s.letter.key) if s.letter.key is not None else None
             value = base64.b64decode(s.letter.value)
-            futures.append(await producer.send(s.letter.topic, key=key, value=value))
+            headers = [(REPLAYED, f"deadletter:{s.at}".encode())]
+            futures.append(await producer.send(s.letter.topic, key=key, value=value, headers=headers))
         for future in futures:
             await future
     finally:

@@ -28,7 +28,7 @@ CHANGES = Counter(
 )
 CHANGE_RECORDS = Counter(
     "ops_inventory_change_records_total",
-    "inventory.changes records emitted, by reason (NEW, SNAPSHOT, SETTINGS_CHANGED, MAPPED)",
+    "inventory.changes records emitted, by reason (NEW, SNAPSHOT, SETTINGS_CHANGED, MAPPED, RESENT)",
     ["reason"],
 )
 ALERTS_EMITTED = Counter(
@@ -79,6 +79,12 @@ PRODUCTS_MAPPED = Counter(
     "ops_products_mapped_total",
     "Store products newly mapped to a storefront variant (catalog.variants), by result"
     " (PUBLISHED: its current values sent as a MAPPED change, UNKNOWN_PRODUCT: not tracked yet)",
+    ["result"],
+)
+PRODUCTS_RESENT = Counter(
+    "ops_products_resent_total",
+    "Store products whose current values the storefront asked for again (in place of a replayed change), by result"
+    " (PUBLISHED: sent as a RESENT change, UNKNOWN_PRODUCT: not tracked)",
     ["result"],
 )
 STOREFRONT_STOCK = Counter(

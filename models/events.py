@@ -267,6 +267,7 @@ class ChangeReason(str, Enum):
     SNAPSHOT = "SNAPSHOT"
     SETTINGS_CHANGED = "SETTINGS_CHANGED"
     MAPPED = "MAPPED"  # the product's current values, for a storefront variant newly mapped to it
+    RESENT = "RESENT"  # the product's current values, asked for again (a replayed change: ProductResend)
 
 
 class ChangedField(str, Enum):
@@ -409,7 +410,17 @@ class AlertRecord(Event):
     record: Alert
 
 
-class SupplierUpdate(Event):
+class ProductCommand(Event):
+    """A command about one store product, on ``inventory.commands`` (key ``store_id``);
+    each kind below says what the inventory agent does with it."""
+
+    command_id: str
+    store_id: Ident
+    product_id: Ident
+    variant_id: Ident | None = None
+
+
+class SupplierUpdate(ProductCommand):
     """A supplier's news of one store product (from its webhook): apply it as a
     snapshot of that product, keeping what the news does not say from the
     product's current state. Topic ``inventory.commands``, key ``store_id``.
@@ -419,10 +430,6 @@ class SupplierUpdate(Event):
     snapshot again, which changes nothing."""
 
     kind: Literal["SUPPLIER_UPDATE"] = "SUPPLIER_UPDATE"
-    command_id: str
-    store_id: Ident
-    product_id: Ident
-    variant_id: Ident | None = None
     provider: Provider
     source_id: SourceId
     available: bool | None = None
@@ -432,7 +439,7 @@ class SupplierUpdate(Event):
     captured_at: UtcDatetime
 
 
-class StorefrontStock(Event):
+class StorefrontStock(ProductCommand):
     """What the storefront says it has in stock of one product (Shopify
     ``inventory_levels/update``, resolved through the catalogue). Topic
     ``inventory.commands``, key ``store_id``. The agent compares it with the
@@ -441,16 +448,12 @@ class StorefrontStock(Event):
     later report agrees."""
 
     kind: Literal["STOREFRONT_STOCK"] = "STOREFRONT_STOCK"
-    command_id: str
-    store_id: Ident
-    product_id: Ident
-    variant_id: Ident | None = None
     available: int  # Shopify's count may be negative (oversold)
     location_id: str | None = None
     reported_at: UtcDatetime
 
 
-class ProductMapped(Event):
+class ProductMapped(ProductCommand):
     """A store product that a ``catalog.variants`` record maps to a storefront
     variant for the first time (the webhook router saw the record). Topic
     ``inventory.commands``, key ``store_id``. The agent publishes the product's
@@ -460,13 +463,22 @@ class ProductMapped(Event):
     pushed. A replay publishes the same change (same id) again."""
 
     kind: Literal["PRODUCT_MAPPED"] = "PRODUCT_MAPPED"
-    command_id: str
-    store_id: Ident
-    product_id: Ident
-    variant_id: Ident | None = None
     shop_domain: str
     storefront_variant_id: str
     mapped_at: UtcDatetime
+
+
+class ProductResend(ProductCommand):
+    """Publish a store product's current values again. Topic ``inventory.commands``,
+    key ``store_id``. The storefront process sends it in place of an
+    ``inventory.changes`` record replayed from ``deadletter``: such a change is old
+    (newer ones may have reached the shop since), so pushing it could put an old
+    quantity or price back; the product's current values are right whenever they
+    come. The agent publishes them as an ``InventoryChange`` with reason RESENT (no
+    ``before``); a product it does not track is left alone."""
+
+    kind: Literal["PRODUCT_RESEND"] = "PRODUCT_RESEND"
+    requested_at: UtcDatetime
 
 
 # --------------------------------------------------------------------------- #

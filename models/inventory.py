@@ -45,7 +45,7 @@ from models.events import (
     ProductStatus,
     StoreSettings,
     SupplierSnapshot,
-    ProductMapped,
+    ProductCommand,
     StorefrontStock,
     SupplierUpdate,
     trusted,
@@ -414,14 +414,14 @@ def snapshot_of_update(state: ProductState, update: SupplierUpdate) -> SupplierS
     )
 
 
-def mapped_change(key: str, state: ProductState, command: ProductMapped) -> InventoryChange:
-    """The change that shows a newly mapped product's current values on the storefront:
-    no ``before`` (the storefront sets the quantity whatever it shows, and the price).
-    Its id comes from the command and the state's snapshot time: a replay of the
-    command is the same change, a later mapping of the product (or the same one after
-    the product moved) is another."""
-    ident = name_uuid(_CHANGE_NS, f"{key}|{ChangeReason.MAPPED.value}|{command.command_id}|{state.captured_at_us}")
-    return _make_change(key, command.store_id, command.product_id, command.variant_id, ChangeReason.MAPPED,
+def republished_change(key: str, state: ProductState, command: ProductCommand, reason: ChangeReason) -> InventoryChange:
+    """The change that shows a product's current values on the storefront again (a
+    variant newly mapped to it: MAPPED; a resend: RESENT): no ``before`` (the
+    storefront sets the quantity whatever it shows, and the price). Its id comes
+    from the command and the state's snapshot time: a replay of the command is the
+    same change, another command (or the same after the product moved) another."""
+    ident = name_uuid(_CHANGE_NS, f"{key}|{reason.value}|{command.command_id}|{state.captured_at_us}")
+    return _make_change(key, command.store_id, command.product_id, command.variant_id, reason,
                         ALL_FIELDS, None, state, state.captured_at_us, ident)
 
 

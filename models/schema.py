@@ -12,6 +12,7 @@ from models.events import (
     AlertCommand,
     AlertRecord,
     ProductMapped,
+    ProductResend,
     StorefrontStock,
     SupplierSnapshot,
     SupplierUpdate,
@@ -61,10 +62,11 @@ def contract_schemas() -> dict[str, dict[str, Any]]:
             body["title"] = "SupplierSnapshot or a page (array) of one store's snapshots"
         elif topic == "inventory.commands":
             commands: TypeAdapter[Any] = TypeAdapter(
-                AlertCommand | AlertRecord | SupplierUpdate | StorefrontStock | ProductMapped)
+                AlertCommand | AlertRecord | SupplierUpdate | StorefrontStock | ProductMapped | ProductResend)
             body = commands.json_schema(mode="validation")
             body["title"] = ("AlertCommand, AlertRecord, SupplierUpdate (kind SUPPLIER_UPDATE), "
-                             "StorefrontStock (kind STOREFRONT_STOCK) or ProductMapped (kind PRODUCT_MAPPED)")
+                             "StorefrontStock (kind STOREFRONT_STOCK), ProductMapped (kind PRODUCT_MAPPED) "
+                             "or ProductResend (kind PRODUCT_RESEND)")
         else:
             body = model.model_json_schema(mode="validation")
         body["x-topic"] = topic

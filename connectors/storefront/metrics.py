@@ -7,7 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 CHANGES = Counter(
     "ops_storefront_changes_total",
     "inventory.changes records handled, by platform (NONE: the store has no account) and result "
-    "(PUSHED, NOTHING: no write needed, UNMAPPED: not in the catalogue, NO_ACCOUNT, INVALID)",
+    "(PUSHED, NOTHING: no write needed, UNMAPPED: not in the catalogue, NO_ACCOUNT, INVALID, "
+    "REPLAYED: replayed from deadletter, its product's current values asked for instead)",
     ["platform", "result"],
 )
 WRITES = Counter(

@@ -44,6 +44,7 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from connectors.consumers import backoff, commit, group_consumer
+from connectors.deadletter import replayed_from
 from connectors.postgres.pool import create_pool
 from connectors.shopify import reconcile as shopify_reconcile
 from connectors.shopify.storefront import ShopifyStorefront
@@ -54,7 +55,7 @@ from connectors.storefront.reconcile import Target, reconcile_loop
 from connectors.storefront.settings import StorefrontSettings
 from connectors.woocommerce import reconcile as woocommerce_reconcile
 from connectors.woocommerce.storefront import WooCommerceStorefront
-from models.events import AlertRecord, DeadLetter, DeadLetterReason, InventoryChange
+from models.events import AlertRecord, ChangeReason, DeadLetter, DeadLetterReason, InventoryChange, ProductResend
 from models.orders import StorefrontCommand
 from models.storefront import refused_alert
 from models.webhooks import InboundWebhook, message_key
@@ -119,6 +120,7 @@ class StorefrontRunner:
         changes: dict[str, list[InventoryChange]] = defaultdict(list)
         commands: dict[str, list[StorefrontCommand]] = defaultdict(list)
         read: dict[str, list[Any]] = defaultdict(list)  # each store's messages, for deadletter
+        resends: list[ProductResend] = []
         for message in messages:
             try:
                 if message.topic == topics.STOREFRONT_COMMANDS:
@@ -127,6 +129,12 @@ class StorefrontRunner:
                     read[command.store_id].append(message)
                 else:
                     change = InventoryChange.model_validate_json(message.value or b"")
+                    origin = replayed_from(getattr(message, "headers", None))
+                    if origin is not None:  # old: its product's current values are asked for instead
+                        resends.append(ProductResend(
+                            command_id=origin, store_id=change.store_id, product_id=change.product_id,
+                            variant_id=change.variant_id, requested_at=datetime.now(timezone.utc)))
+                        continue
                     changes[change.store_id].append(change)
                     read[change.store_id].append(message)
             except ValidationError as exc:
@@ -136,6 +144,7 @@ class StorefrontRunner:
                 else:
                     metrics.CHANGES.labels("NONE", "INVALID").inc()
                 await self._dead(message, f"not a storefront {kind}: {exc.errors()[:3]}")
+        await self._resend(resends)
         await self._catalogue_since(fetched_at, changes)
         stores = sorted(set(changes) | set(commands))
         tasks = [
@@ -151,12 +160,29 @@ class StorefrontRunner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _resend(self, resends: list[ProductResend]) -> None:
+        """Ask the inventory agent for the current values of the products whose changes were
+        replayed from ``deadletter`` (a refused or unavailable shop's): such a change is old,
+        newer ones may have reached the shop since, and pushing it could put an old quantity
+        or price back. The RESENT change that comes back is pushed like any other."""
+        futures = []
+        for command in resends:
+            storefront = self.storefronts.get(command.store_id)
+            metrics.CHANGES.labels(storefront.platform if storefront else "NONE", "REPLAYED").inc()
+            if storefront is not None:
+                futures.append(await self.producer.send(
+                    topics.INVENTORY_COMMANDS, key=command.store_id.encode(), value=encode(command)))
+        for future in futures:
+            await future
+
     async def _catalogue_since(self, fetched_at: float, changes: Mapping[str, list[InventoryChange]]) -> None:
         """Before a product of a store with an account counts as unmapped, the catalogue is
         read up to the moment the batch was consumed: a catalogue record published just
-        before the change may not have been applied yet."""
+        before the change may not have been applied yet. So too before a MAPPED change is
+        pushed: its catalogue record (a product mapped anew, perhaps from another
+        variant) came before it."""
         if not any(
-            self.catalogue.variant(c.store_id, c.product_id, c.variant_id) is None
+            c.reason is ChangeReason.MAPPED or self.catalogue.variant(c.store_id, c.product_id, c.variant_id) is None
             for store_id, of_store in changes.items() if store_id in self.storefronts for c in of_store
         ):
             return

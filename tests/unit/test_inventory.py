@@ -24,6 +24,7 @@ from models.events import (
     ChangedField,
     ChangeReason,
     ProductMapped,
+    ProductResend,
     ProductStatus,
     Severity,
     StoreSettings,
@@ -38,7 +39,7 @@ from models.inventory import (
     apply_alert_status,
     apply_snapshot,
     change_id,
-    mapped_change,
+    republished_change,
     reprice,
     snapshot_of_update,
     check_storefront_stock,
@@ -1000,18 +1001,24 @@ def mapped(command_id: str = "catalogue:0:7") -> ProductMapped:
 
 def test_a_mapped_change_shows_the_product_s_current_values_without_before() -> None:
     state = baseline(stock=9)
-    change = mapped_change(KEY, state, mapped())
+    change = republished_change(KEY, state, mapped(), ChangeReason.MAPPED)
     assert change.reason is ChangeReason.MAPPED and change.before is None
     assert change.after == state.view() and change.after.stock == 9
     assert set(change.changed) == set(ChangedField)
     assert (change.captured_at, change.sync_run_id, change.source_id) == (T0, "run-0", "AE-100")
 
 
-def test_a_mapped_change_id_is_the_same_for_a_replay_and_new_for_another_mapping_or_state() -> None:
+def test_a_republished_change_id_is_the_same_for_a_replay_and_new_for_another_command_reason_or_state() -> None:
     state = baseline()
     moved = baseline(captured_at=at(1))
-    ids = {mapped_change(KEY, state, mapped()).change_id, mapped_change(KEY, state, mapped("catalogue:0:8")).change_id,
-           mapped_change(KEY, moved, mapped()).change_id}
-    assert mapped_change(KEY, state, mapped()).change_id == mapped_change(KEY, state, mapped()).change_id
-    assert len(ids) == 3
+    resend = ProductResend(command_id="catalogue:0:7", store_id=STORE, product_id=PRODUCT, requested_at=at(5))
+
+    def ident(s: ProductState, command: Any, reason: ChangeReason = ChangeReason.MAPPED) -> str:
+        return republished_change(KEY, s, command, reason).change_id
+
+    ids = {ident(state, mapped()), ident(state, mapped("catalogue:0:8")), ident(moved, mapped()),
+           ident(state, resend, ChangeReason.RESENT)}
+    assert ident(state, mapped()) == ident(state, mapped())
+    assert len(ids) == 4
     assert change_id(KEY, ChangeReason.NEW, to_micros(T0)) not in ids
+    assert republished_change(KEY, state, resend, ChangeReason.RESENT).reason is ChangeReason.RESENT

@@ -1,0 +1,72 @@
+"""Replaying a refused store's dead letters puts no old value back on the shop.
+
+The embedded broker, a worker, the storefront process and the fake Shopify Admin
+API. The shop refuses the store's token: the change (stock 7) goes to deadletter
+as STOREFRONT_REFUSED with the store's alert. The account is fixed, and a newer
+change (stock 3) reaches the shop. Then the operator replays the dead letters, as
+the alert says. Before, the replayed change was pushed as it was: its comparison
+went stale, and the shop was set back to 7, an old count. Now the storefront asks
+the worker for the product's current values instead (PRODUCT_RESEND), and the
+shop keeps 3.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from connectors.broker import EmbeddedBroker
+from tests.fakes.shopify_server import FakeShopifyServer
+from tests.harness import Worker, cli_publish, read_json, wait_for
+from tests.integration.test_deadletter_replay import cli
+
+SHOP = "replay.myshopify.com"
+
+
+def snapshot(stock: int, minutes_ago: float) -> dict[str, Any]:
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - minutes_ago * 60))
+    return {"store_id": "s1", "product_id": "p1", "provider": "ALIEXPRESS", "source_id": "AE-p1",
+            "stock": stock, "cost_price": "10.00", "currency": "USD", "captured_at": at}
+
+
+def test_a_replayed_change_of_a_refused_store_shows_the_current_values(broker: EmbeddedBroker, spawn: Any) -> None:
+    with FakeShopifyServer() as fake:
+        fake.add_shop(SHOP, "the-shop-s-token", maximum_available=1000, restore_rate=500)
+        fake.add_variant(SHOP, variant="11", product="1", item="110", price="0.00", quantity=0)
+        accounts = {"s1": {"platform": "SHOPIFY", "shop_domain": SHOP, "access_token": "our-token",
+                           "location_id": "1", "admin_url": fake.admin_url(SHOP)}}
+        worker: Worker = spawn("w1")
+        storefront: Worker = spawn("sf1", command="storefront", OPS_STOREFRONT_ACCOUNTS=orjson.dumps(accounts).decode(),
+                                   OPS_STOREFRONT_METRICS_PORT="0")
+        worker.wait_ready()
+        assert cli_publish(broker, "catalog.variants", [{
+            "shop_domain": SHOP, "shopify_variant_id": "11", "store_id": "s1", "product_id": "p1",
+            "provider": "ALIEXPRESS", "source_id": "AE-p1", "shopify_inventory_item_id": "110"}]).returncode == 0
+
+        # Refused: the change waits in deadletter, and the store has its alert.
+        assert cli_publish(broker, "supplier.snapshots", [snapshot(7, 10)]).returncode == 0
+        wait_for(lambda: [d for d in read_json(broker, "deadletter") if d.get("reason") == "STOREFRONT_REFUSED"],
+                 timeout=60, what=f"the refused change in deadletter:\n{storefront.log_tail()}")
+        wait_for(lambda: [a for a in worker.get("/stores/s1/alerts").json().get("alerts", [])
+                          if a["type"] == "STOREFRONT_REFUSED"], what="the store's STOREFRONT_REFUSED alert")
+        assert fake.quantity(SHOP, "110") == 0
+
+        # Fixed (the shop takes our token now); a newer change reaches the shop.
+        with fake.lock:
+            fake.shops[SHOP].token = "our-token"
+        assert cli_publish(broker, "supplier.snapshots", [snapshot(3, 5)]).returncode == 0
+        wait_for(lambda: fake.quantity(SHOP, "110") == 3, timeout=60, what="the newer count on the shop")
+
+        # The operator replays the dead letters: the shop keeps the current count.
+        assert cli(broker, "replay", "--reason", "STOREFRONT_REFUSED").returncode == 0
+        wait_for(lambda: [c for c in read_json(broker, "inventory.changes") if c.get("reason") == "RESENT"],
+                 timeout=60, what=f"the product's current values sent again:\n{storefront.log_tail()}")
+        resent = [c for c in read_json(broker, "inventory.changes") if c.get("reason") == "RESENT"]
+        assert [c["after"]["stock"] for c in resent] == [3]
+        reference = f"ops-engine://inventory-change/{resent[0]['change_id']}"
+        wait_for(lambda: [w for w in fake.writes(SHOP, "quantity") if w["reference"] == reference], timeout=60,
+                 what="the RESENT change pushed")
+        assert fake.quantity(SHOP, "110") == 3
+        assert [w["quantity"] for w in fake.writes(SHOP, "quantity")] == [3, 3]  # never the old 7

@@ -129,3 +129,12 @@ async def replay(settings: Settings, chosen: list[Stored]) -> int:
     finally:
         await producer.stop()
     return len(chosen)
+
+
+async def replay_store(settings: Settings, reason: str, store_id: str) -> int:
+    """Replay every dead letter of ``reason`` whose original key is ``store_id`` (the
+    store-keyed topics'); how many were sent."""
+    key = store_id.encode()
+    mine = [s for s in select(await read_all(settings), reason=reason)
+            if s.letter.key is not None and base64.b64decode(s.letter.key) == key]
+    return await replay(settings, mine) if mine else 0

@@ -32,6 +32,7 @@ SEVERITY: dict[AlertType, Severity] = {
     AlertType.STOCK_DRIFT: Severity.MEDIUM,
     AlertType.APP_UNINSTALLED: Severity.HIGH,
     AlertType.STOREFRONT_REFUSED: Severity.CRITICAL,
+    AlertType.STOREFRONT_UNAVAILABLE: Severity.HIGH,
 }
 
 _TRANSITIONS: dict[AlertStatus, frozenset[AlertStatus]] = {

@@ -333,6 +333,7 @@ class AlertType(str, Enum):
     STOCK_DRIFT = "STOCK_DRIFT"
     APP_UNINSTALLED = "APP_UNINSTALLED"
     STOREFRONT_REFUSED = "STOREFRONT_REFUSED"  # the shop refused the store's account (HTTP 401/403)
+    STOREFRONT_UNAVAILABLE = "STOREFRONT_UNAVAILABLE"  # the shop failed every try for OPS_STOREFRONT_UNAVAILABLE_S
 
 
 class Severity(str, Enum):
@@ -496,6 +497,7 @@ class DeadLetterReason(str, Enum):
     UNMAPPABLE = "UNMAPPABLE"  # a webhook the engine cannot turn into events (models/webhook_routing.py)
     ARCHIVED = "ARCHIVED"  # an event for an order or video job already archived (models/archive.py)
     STOREFRONT_REFUSED = "STOREFRONT_REFUSED"  # the shop refused the store's account (401/403): replay once fixed
+    STOREFRONT_UNAVAILABLE = "STOREFRONT_UNAVAILABLE"  # the shop failed every try: replayed once it answers
 
 
 class DeadLetter(Event):

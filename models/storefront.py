@@ -185,18 +185,34 @@ def lines_to_fulfill(open_lines: Sequence[OpenLine], line_ids: Sequence[str]) ->
     return out
 
 
-def refused_alert(store_id: str, platform: str, shop: str, reason: str, now: datetime) -> Alert:
-    """The STOREFRONT_REFUSED alert of a store whose shop refuses its account (HTTP
-    401/403): one a day (UTC) while it lasts. Its id and times are the day's, so
-    the storefront process sending it again (each refused batch, a restart) sends
-    the same alert, and a person's acknowledgement of it stands for that day."""
+_STOREFRONT_ALERTS = {
+    AlertType.STOREFRONT_REFUSED: (
+        "{platform} refuses the account of store {store_id}",
+        "{shop} answers the engine's writes with {reason} (on {day}, UTC). No stock, price or tracking "
+        "reaches the shop until the store's access token is fixed; the refused records wait in deadletter "
+        "(STOREFRONT_REFUSED): replay them with ops-engine deadletter replay once it is.",
+    ),
+    AlertType.STOREFRONT_UNAVAILABLE: (
+        "{platform} shop of store {store_id} unavailable",
+        "{shop} has failed every try of the engine's writes: {reason} (on {day}, UTC). The store's stock, "
+        "price and tracking writes wait in deadletter (STOREFRONT_UNAVAILABLE); the storefront process "
+        "tries the shop again now and then and replays them itself once it answers.",
+    ),
+}
+
+
+def storefront_alert(kind: AlertType, store_id: str, platform: str, shop: str, reason: str, now: datetime) -> Alert:
+    """The store's STOREFRONT_REFUSED (the shop refuses its account, HTTP 401/403) or
+    STOREFRONT_UNAVAILABLE (the shop failed every try) alert: one a day (UTC) while it
+    lasts. Its id and times are the day's, so the storefront process sending it again
+    (each such batch, a restart) sends the same alert, and a person's acknowledgement of
+    it stands for that day."""
     day = datetime.combine(now.astimezone(timezone.utc).date(), time(0), tzinfo=timezone.utc)
+    title, message = _STOREFRONT_ALERTS[kind]
+    names = {"platform": platform.title(), "store_id": store_id, "shop": shop, "reason": reason[:200],
+             "day": day.date().isoformat()}
     return open_alert(
-        subject_key=f"storefront|{store_id}|account", store_id=store_id, product_id=None, variant_id=None,
-        alert_type=AlertType.STOREFRONT_REFUSED, title=f"{platform.title()} refuses the account of store {store_id}",
-        message=(f"{shop} answers the engine's writes with {reason[:200]} (on {day.date().isoformat()}, UTC). "
-                 "No stock, price or tracking reaches the shop until the store's access token is fixed; "
-                 "the refused records wait in deadletter (STOREFRONT_REFUSED): replay them with "
-                 "ops-engine deadletter replay once it is."),
+        subject_key=f"storefront|{store_id}|{kind.value}", store_id=store_id, product_id=None, variant_id=None,
+        alert_type=kind, title=title.format(**names), message=message.format(**names),
         metadata={"platform": platform, "shop": shop}, at=day, trigger_micros=int(day.timestamp() * 1_000_000),
     )

@@ -155,6 +155,9 @@ class ShopifyStorefront:
     def shop(self) -> str:
         return self.account.shop_domain
 
+    async def reachable(self) -> None:
+        await self.client.execute("ShopProbe", "query ShopProbe { shop { id } }", cost=1)
+
     async def aclose(self) -> None:
         await self.client.aclose()
 

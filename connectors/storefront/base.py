@@ -100,6 +100,10 @@ class Storefront(Protocol):
 
     async def show_tracking(self, command: StorefrontCommand) -> str: ...
 
+    async def reachable(self) -> None:
+        """One cheap read of the shop (no retries beyond the client's): returns if it answers,
+        raises if not. The probe of a store set aside because its shop failed every try."""
+
     async def aclose(self) -> None: ...
 
 

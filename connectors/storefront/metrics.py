@@ -39,6 +39,11 @@ REFUSED = Counter(
     "by platform",
     ["platform"],
 )
+UNAVAILABLE = Gauge(
+    "ops_storefront_stores_unavailable",
+    "Stores whose shop failed every try for OPS_STOREFRONT_UNAVAILABLE_S: their records go to deadletter "
+    "(STOREFRONT_UNAVAILABLE) until a probe gets through",
+)
 CATALOGUE_VARIANTS = Gauge(
     "ops_storefront_catalogue_variants",
     "Store products the storefront process can map to a storefront variant (read from catalog.variants)",

@@ -44,7 +44,7 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from connectors.consumers import backoff, commit, group_consumer
-from connectors.deadletter import replayed_from
+from connectors.deadletter import replay_store, replayed_from
 from connectors.postgres.pool import create_pool
 from connectors.shopify import reconcile as shopify_reconcile
 from connectors.shopify.storefront import ShopifyStorefront
@@ -55,9 +55,9 @@ from connectors.storefront.reconcile import Target, reconcile_loop
 from connectors.storefront.settings import StorefrontSettings
 from connectors.woocommerce import reconcile as woocommerce_reconcile
 from connectors.woocommerce.storefront import WooCommerceStorefront
-from models.events import AlertRecord, ChangeReason, DeadLetter, DeadLetterReason, InventoryChange, ProductResend
+from models.events import AlertRecord, AlertType, ChangeReason, DeadLetter, DeadLetterReason, InventoryChange, ProductResend
 from models.orders import StorefrontCommand
-from models.storefront import refused_alert
+from models.storefront import storefront_alert
 from models.webhooks import InboundWebhook, message_key
 from streams import topics
 from streams.codecs import encode
@@ -66,6 +66,8 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FIRST_PAUSE_S = 1.0
+#: How long a probe of a set-aside store's shop may take.
+PROBE_TIMEOUT_S = 30.0
 #: How long a batch with unmapped products waits for the catalogue to be read up to it.
 CATALOGUE_WAIT_S = 10.0
 LONGEST_PAUSE_S = 30.0
@@ -73,6 +75,15 @@ LONGEST_PAUSE_S = 30.0
 
 class Stopped(Exception):
     """The process is stopping in the middle of a retried write: commit nothing more."""
+
+
+class StoreUnavailable(Exception):
+    """A store's shop has failed every try for ``unavailable_s`` (or its probe failed):
+    its records of the batch are set aside (deadletter), the other stores go on."""
+
+    def __init__(self, store_id: str, reason: str) -> None:
+        super().__init__(f"store {store_id}: {reason}")
+        self.reason = reason
 
 
 class StorefrontRunner:
@@ -83,13 +94,27 @@ class StorefrontRunner:
         producer: AIOKafkaProducer,
         stop: asyncio.Event,
         concurrency: int = 4,
+        unavailable_s: float = 300.0,
+        probe_interval_s: float = 60.0,
+        on_back: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.storefronts = storefronts
         self.catalogue = catalogue
         self.producer = producer
         self.stop = stop
         self.limit = asyncio.Semaphore(concurrency)
-        self._alerted: dict[str, str] = {}  # store -> the id of the refusal alert last sent
+        self._alerted: dict[str, str] = {}  # (store, alert type) -> the id of the alert last sent
+        # A store whose shop stays down: after ``unavailable_s`` of failed tries its records go to
+        # deadletter (STOREFRONT_UNAVAILABLE) instead of holding up every store's batch, and so do
+        # its later ones, while ``probe_loop`` tries the shop every ``probe_interval_s``. Once it
+        # answers, ``take_back`` (between batches) ends that and calls ``on_back(store)`` (the
+        # process replays the store's dead letters).
+        self.unavailable_s = unavailable_s
+        self.probe_interval_s = probe_interval_s
+        self.on_back = on_back
+        self._aside: dict[str, float] = {}  # store -> time.monotonic() of its last probe
+        self._answered: set[str] = set()  # set-aside stores whose shop answered a probe
+        self._back: set[asyncio.Task[None]] = set()
 
     async def _dead(
         self, message: Any, detail: str, reason: DeadLetterReason = DeadLetterReason.SCHEMA_VIOLATION
@@ -97,8 +122,11 @@ class StorefrontRunner:
         letter = DeadLetter.of(message, reason, detail)
         await (await self.producer.send(topics.DEADLETTER, key=message.topic.encode(), value=encode(letter)))
 
-    async def _until_done(self, what: str, platform: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _until_done(self, store_id: str, what: str, platform: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call`` until it succeeds, with backoff; ``StoreUnavailable`` once it has failed for
+        ``unavailable_s``."""
         pause: float | None = FIRST_PAUSE_S
+        first_failure: float | None = None
         while True:
             try:
                 return await call()
@@ -106,12 +134,62 @@ class StorefrontRunner:
                 raise
             except Exception as exc:
                 if refuses_account(exc):
-                    raise  # no use trying again: the store's batch goes to deadletter (``_store``)
+                    raise  # no use trying again: the store's batch goes to deadletter (``_set_aside``)
                 metrics.FAILURES.labels(platform).inc()
-                log.warning("%s failed (%s: %s); trying again", what, type(exc).__name__, str(exc)[:300])
+                reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+                first_failure = first_failure or time.monotonic()
+                failing = time.monotonic() - first_failure
+                if failing >= self.unavailable_s:
+                    raise StoreUnavailable(store_id, f"{what} failed for {failing:.0f} s ({reason})") from exc
+                log.warning("%s failed (%s); trying again", what, reason)
                 pause = await backoff(self.stop, pause or FIRST_PAUSE_S, LONGEST_PAUSE_S)
                 if pause is None:
                     raise Stopped(what) from None
+
+    # -- set-aside stores: probed in the background, taken back between batches --------
+    async def probe_loop(self) -> None:
+        """Try each set-aside store's shop every ``probe_interval_s`` (``Storefront.reachable``),
+        in the background; a shop that answers is taken back by ``take_back``."""
+        probing: dict[str, asyncio.Task[None]] = {}
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                for store_id, last in list(self._aside.items()):
+                    if store_id not in probing and store_id not in self._answered and now - last >= self.probe_interval_s:
+                        self._aside[store_id] = now
+                        probing[store_id] = asyncio.create_task(self._probe(store_id))
+                for store_id, task in list(probing.items()):
+                    if task.done():
+                        del probing[store_id]
+                await asyncio.sleep(min(1.0, self.probe_interval_s))
+        finally:
+            for task in probing.values():
+                task.cancel()
+
+    async def _probe(self, store_id: str) -> None:
+        try:
+            await asyncio.wait_for(self.storefronts[store_id].reachable(), PROBE_TIMEOUT_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # still down (or refusing): set aside until the next probe
+            log.info("store %s: its shop still fails (%s: %s)", store_id, type(exc).__name__, str(exc)[:200])
+            return
+        self._answered.add(store_id)
+
+    def take_back(self) -> None:
+        """Between batches: the set-aside stores whose shop answered a probe go back to
+        normal, and ``on_back`` replays their dead letters (all written by now: the
+        batches that set their records aside are done)."""
+        for store_id in list(self._answered):
+            self._answered.discard(store_id)
+            if self._aside.pop(store_id, None) is None:
+                continue
+            metrics.UNAVAILABLE.set(len(self._aside))
+            log.warning("store %s: its shop answers again; its set-aside records are replayed", store_id)
+            if self.on_back is not None:
+                task = asyncio.create_task(self.on_back(store_id))
+                self._back.add(task)
+                task.add_done_callback(self._back.discard)
 
     async def handle(self, messages: list[Any], fetched_at: float | None = None) -> None:
         """One fetched batch, to its last write (raises ``Stopped`` when cut short).
@@ -149,7 +227,7 @@ class StorefrontRunner:
         stores = sorted(set(changes) | set(commands))
         tasks = [
             asyncio.create_task(
-                self._refused_to_deadletter(s, read[s], self._store(s, changes.get(s, []), commands.get(s, [])))
+                self._set_aside(s, read[s], self._store(s, changes.get(s, []), commands.get(s, [])))
             )
             for s in stores
         ]
@@ -190,41 +268,51 @@ class StorefrontRunner:
             log.warning("the catalogue was not read up to the batch within %.0f s; its unmapped products "
                         "are skipped", CATALOGUE_WAIT_S)
 
-    async def _refused_to_deadletter(self, store_id: str, messages: list[Any], work: Awaitable[None]) -> None:
-        """``work`` for one store; if the shop refuses the store's account (401/403), the
-        store's records of the batch go to ``deadletter`` (STOREFRONT_REFUSED) and the
-        batch goes on: the other stores are not held up, and nothing is lost (replay
-        them with ``ops-engine deadletter replay`` once the account is fixed). Writes
-        done before the refusal are done again then: every write is idempotent."""
+    async def _set_aside(self, store_id: str, messages: list[Any], work: Awaitable[None]) -> None:
+        """``work`` for one store; if the shop refuses the store's account (401/403:
+        STOREFRONT_REFUSED) or stays unavailable (``StoreUnavailable``:
+        STOREFRONT_UNAVAILABLE), the store's records of the batch go to ``deadletter``
+        with the store's alert, and the batch goes on: the other stores are not held up,
+        and nothing is lost. Refused: replay them with ``ops-engine deadletter replay``
+        once the account is fixed; unavailable: the process replays them itself once a
+        probe gets through. Writes done before are done again then: every write is
+        idempotent, and a replayed change asks for the product's current values."""
         try:
             await work
         except Exception as exc:
-            if not refuses_account(exc):
+            storefront = self.storefronts[store_id]
+            if isinstance(exc, StoreUnavailable):
+                reason, why = exc.reason, DeadLetterReason.STOREFRONT_UNAVAILABLE
+                advice = "its records are replayed by the storefront process once the shop answers again"
+                if store_id not in self._aside:
+                    self._aside[store_id] = time.monotonic()
+                    metrics.UNAVAILABLE.set(len(self._aside))
+                    log.error("store %s: its shop is unavailable (%s); set aside", store_id, reason)
+            elif refuses_account(exc):
+                reason, why = str(getattr(exc, "reason", exc))[:500], DeadLetterReason.STOREFRONT_REFUSED
+                advice = "fix the account's credentials, then replay with ops-engine deadletter replay"
+                metrics.REFUSED.labels(storefront.platform).inc(len(messages))
+                log.error("store %s: the storefront refused its account (%s); %d record(s) to deadletter",
+                          store_id, reason, len(messages))
+            else:
                 raise
-            metrics.REFUSED.labels(self.storefronts[store_id].platform).inc(len(messages))
-            reason = str(getattr(exc, "reason", exc))[:500]
-            log.error("store %s: the storefront refused its account (%s); %d record(s) to deadletter",
-                      store_id, reason, len(messages))
             for message in messages:
-                await self._dead(
-                    message,
-                    f"store {store_id}: the storefront refused the account ({reason}); fix the account's "
-                    "credentials, then replay with ops-engine deadletter replay",
-                    DeadLetterReason.STOREFRONT_REFUSED,
-                )
-            await self._alert_refused(store_id, reason)
+                await self._dead(message, f"store {store_id}: {reason}; {advice}", why)
+            await self._alert(store_id, why.value, reason)
 
-    async def _alert_refused(self, store_id: str, reason: str) -> None:
-        """The store's STOREFRONT_REFUSED alert (models.storefront.refused_alert: one a day),
-        on ``alerts`` and in the store's alert table; sent once a day by this process."""
+    async def _alert(self, store_id: str, kind: str, reason: str) -> None:
+        """The store's alert of ``kind`` (STOREFRONT_REFUSED or STOREFRONT_UNAVAILABLE:
+        models.storefront.storefront_alert, one a day), on ``alerts`` and in the store's
+        alert table; sent once a day by this process."""
         storefront = self.storefronts[store_id]
-        alert = refused_alert(store_id, storefront.platform, storefront.shop, reason, datetime.now(timezone.utc))
-        if self._alerted.get(store_id) == alert.alert_id:
+        alert = storefront_alert(AlertType(kind), store_id, storefront.platform, storefront.shop, reason,
+                                 datetime.now(timezone.utc))
+        if self._alerted.get(f"{store_id}|{kind}") == alert.alert_id:
             return
         record = AlertRecord(command_id=f"record:{alert.alert_id}", store_id=store_id, record=alert)
         for topic, value in ((topics.ALERTS, encode(alert)), (topics.INVENTORY_COMMANDS, encode(record))):
             await (await self.producer.send(topic, key=store_id.encode(), value=value))
-        self._alerted[store_id] = alert.alert_id
+        self._alerted[f"{store_id}|{kind}"] = alert.alert_id
 
     async def _store(self, store_id: str, changes: list[InventoryChange], commands: list[StorefrontCommand]) -> None:
         storefront = self.storefronts.get(store_id)
@@ -237,10 +325,12 @@ class StorefrontRunner:
                       store_id, len(changes), len(commands))
             return
         platform = storefront.platform
+        if store_id in self._aside:  # its shop is tried in the background (probe_loop), not here
+            raise StoreUnavailable(store_id, "set aside: its shop failed every try and has not answered since")
         async with self.limit:
             if changes:
                 outcome: PushOutcome = await self._until_done(
-                    f"push of {len(changes)} changes to store {store_id}", platform,
+                    store_id, f"push of {len(changes)} changes to store {store_id}", platform,
                     lambda: storefront.push(changes, self.catalogue),
                 )
                 for result, n in outcome.changes.items():
@@ -249,7 +339,7 @@ class StorefrontRunner:
                     metrics.WRITES.labels(platform, kind, result).inc(n)
             for command in commands:
                 result = await self._until_done(
-                    f"{command.type.value} {command.command_id} of store {store_id}", platform,
+                    store_id, f"{command.type.value} {command.command_id} of store {store_id}", platform,
                     lambda: storefront.show_tracking(command),
                 )
                 metrics.COMMANDS.labels(command.type.value, result).inc()
@@ -293,10 +383,22 @@ async def run_storefront(
                                 enable_idempotence=settings.producer_idempotence,
                                 max_request_size=topics.WEBHOOKS_INBOUND_MAX_MESSAGE_BYTES)
     consumer = group_consumer(settings, "storefront", max_poll_records=500)
-    runner = StorefrontRunner(storefronts, catalogue, producer, stop, storefront_settings.storefront_concurrency)
+    async def replay_set_aside(store_id: str) -> None:
+        """A set-aside store's shop answers again: its STOREFRONT_UNAVAILABLE dead letters go back."""
+        try:
+            sent = await replay_store(settings, DeadLetterReason.STOREFRONT_UNAVAILABLE.value, store_id)
+            log.warning("store %s: %d set-aside record(s) replayed from deadletter", store_id, sent)
+        except Exception:  # they stay in deadletter: ops-engine deadletter replay --reason STOREFRONT_UNAVAILABLE
+            log.exception("store %s: replaying its set-aside records failed; replay them by hand", store_id)
+
+    runner = StorefrontRunner(storefronts, catalogue, producer, stop, storefront_settings.storefront_concurrency,
+                              unavailable_s=storefront_settings.storefront_unavailable_s,
+                              probe_interval_s=storefront_settings.storefront_probe_interval_s,
+                              on_back=replay_set_aside)
     await producer.start()
     pool = None
     reconciler: asyncio.Task[None] | None = None
+    prober = asyncio.create_task(runner.probe_loop())
     try:
         shops = reconcile_targets(storefronts, storefront_settings)
         if shops and settings.database_url:
@@ -325,6 +427,7 @@ async def run_storefront(
         while not stop.is_set():
             if follower.done():
                 follower.result()
+            runner.take_back()
             batch = await consumer.getmany(timeout_ms=200, max_records=500)
             fetched_at = time.monotonic()
             messages = [m for records in batch.values() for m in records]
@@ -343,9 +446,10 @@ async def run_storefront(
     finally:
         stop.set()
         follower.cancel()
+        prober.cancel()
         if reconciler is not None:
             reconciler.cancel()
-        await asyncio.gather(follower, *([reconciler] if reconciler else []), return_exceptions=True)
+        await asyncio.gather(follower, prober, *([reconciler] if reconciler else []), return_exceptions=True)
         if pool is not None:
             await pool.close()
         await consumer.stop()

@@ -72,6 +72,12 @@ class StorefrontSettings(secrets_file.SecretsFileSettings):
     )
     storefront_metrics_port: int = Field(6073, ge=0, le=65535, description="port of the storefront's /metrics; 0: none")
     storefront_concurrency: int = Field(4, ge=1, le=64, description="stores pushed at once")
+    storefront_unavailable_s: float = Field(
+        300.0, ge=1, description="s of failed tries after which a store's shop is set aside (its records to deadletter)"
+    )
+    storefront_probe_interval_s: float = Field(
+        60.0, ge=1, description="s between tries (probes) of a set-aside store's shop"
+    )
     shopify_reconcile_interval_s: float = Field(
         900.0, ge=1, description="s between pulls of each Shopify shop's updated orders (needs OPS_DATABASE_URL)"
     )

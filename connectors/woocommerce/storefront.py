@@ -168,5 +168,8 @@ class WooCommerceStorefront:
     def shop(self) -> str:
         return self.account.site
 
+    async def reachable(self) -> None:
+        await self.client.page("/orders", {"per_page": 1})
+
     async def aclose(self) -> None:
         await self.client.aclose()

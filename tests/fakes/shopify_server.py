@@ -25,7 +25,7 @@ A shop's API lives at ``{url}/{shop_domain}/admin/api/{version}/graphql.json``
 It has no GraphQL parser: it finds the root fields it knows in the query text
 and reads ``variables``. Known: mutations ``inventorySetQuantities``,
 ``productVariantsBulkUpdate``, ``fulfillmentCreate``,
-``webhookSubscriptionCreate``; queries ``nodes`` (variants, or inventory items
+``webhookSubscriptionCreate``; queries ``shop { id }``, ``nodes`` (variants, or inventory items
 with the available quantity at a location), ``order`` (fulfillments and fulfillment
 orders), ``orders`` (``query: "updated_at:>'...'"``, ``first``, ``after``; cursor
 pagination), ``webhookSubscriptions``.
@@ -137,6 +137,9 @@ class FakeShopify:
         self.drain_next = 0
         #: units of an item (gid) sold right after each read of its quantity: a shop selling as fast as it is read
         self.sell_after_read: dict[str, int] = {}
+        #: shops (domain) that answer 503 to every request: down
+        self.down: set[str] = set()
+        self._calls: dict[str, int] = {}  # domain -> requests received, answered or not
         #: products (gid) whose price documents are refused as a whole (top-level ``errors``)
         self.refuse_prices_of: set[str] = set()
 
@@ -217,6 +220,11 @@ class FakeShopify:
         with self.lock:
             return str(self.shops[domain].variants[gid("ProductVariant", variant)]["price"])
 
+    def calls(self, domain: str) -> int:
+        """Requests the shop received, whatever it answered (a down shop's too)."""
+        with self.lock:
+            return self._calls.get(domain, 0)
+
     def stats(self, domain: str) -> dict[str, int]:
         with self.lock:
             return dict(self.shops[domain].stats)
@@ -228,6 +236,9 @@ class FakeShopify:
     # -- a request ----------------------------------------------------------------------
     def handle(self, domain: str, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
+            self._calls[domain] = self._calls.get(domain, 0) + 1
+            if domain in self.down:
+                raise Refusal(503, "Service Unavailable")
             if self.fail_next > 0:
                 self.fail_next -= 1
                 raise Refusal(503, "Service Unavailable")
@@ -299,6 +310,8 @@ class FakeShopify:
             return {"orders": self._orders(shop, v)}
         if re.search(r"\border\(", query):
             return {"order": self._order(shop, v["id"])}
+        if re.search(r"\bshop\s*\{", query):
+            return {"shop": {"id": gid("Shop", 1)}}
         if "nodes(ids:" in query and "on InventoryItem" in query:
             return {"nodes": [self._read_level(shop, i, v["locationId"]) for i in v["ids"]]}
         if "nodes(ids:" in query:

@@ -140,3 +140,65 @@ def test_a_refused_account_raises_one_alert_a_day_for_its_store() -> None:
         assert (alert.store_id, alert.type, alert.severity) == ("store-a", AlertType.STOREFRONT_REFUSED, Severity.CRITICAL)
         assert SHOP_A in alert.message and "401" in alert.message and "deadletter replay" in alert.message
         assert [k for t, k, _ in sent if t == topics.ALERTS] == [b"store-a"]
+
+
+def test_a_shop_that_stays_down_is_set_aside_holds_up_no_other_store_and_is_taken_back() -> None:
+    """Store b's shop answers 503 to everything. Before, the handler retried its push for
+    good and no store's writes got past the batch. Now, after ``unavailable_s`` of failed
+    tries, b's records go to deadletter (STOREFRONT_UNAVAILABLE) with its alert; its next
+    batches go there at once (no request to its shop); the probe finds the shop answering
+    again, and ``take_back`` hands b to ``on_back`` (the process replays its dead letters)."""
+    with FakeShopifyServer() as fake:
+        for shop in (SHOP_A, SHOP_B):
+            fake.add_shop(shop, f"token-{shop}", maximum_available=100, restore_rate=100)
+            fake.add_variant(shop, variant="11", product="1", item="111", price="10.00", quantity=10)
+        fake.down.add(SHOP_B)
+        back: list[str] = []
+
+        async def main() -> Producer:
+            storefronts = {s: ShopifyStorefront(s, account(fake, shop, f"token-{shop}"))
+                           for s, shop in (("store-a", SHOP_A), ("store-b", SHOP_B))}
+            producer = Producer()
+
+            async def on_back(store_id: str) -> None:
+                back.append(store_id)
+
+            runner = StorefrontRunner(storefronts, Catalogue(), producer, asyncio.Event(), unavailable_s=1,
+                                      probe_interval_s=0.2, on_back=on_back)
+            prober = asyncio.create_task(runner.probe_loop())
+            try:
+                first = [message(for_store(change(1, 10, 4), "store-a"), 0),
+                         message(for_store(change(1, 10, 6), "store-b"), 1)]
+                await asyncio.wait_for(runner.handle(first), timeout=60)
+                assert fake.quantity(SHOP_A, "111") == 4
+                second = [message(for_store(change(1, 4, 5), "store-a"), 2),
+                          message(for_store(change(1, 6, 7), "store-b"), 3)]
+                calls_before = fake.calls(SHOP_B)
+                await asyncio.wait_for(runner.handle(second), timeout=60)
+                assert fake.quantity(SHOP_A, "111") == 5
+                assert fake.calls(SHOP_B) == calls_before  # set aside: its shop not even asked
+                fake.down.discard(SHOP_B)
+                for _ in range(100):  # the probe finds it answering
+                    runner.take_back()
+                    if back:
+                        break
+                    await asyncio.sleep(0.1)
+                third = [message(for_store(change(1, 7, 8), "store-b"), 4)]
+                await asyncio.wait_for(runner.handle(third), timeout=60)
+            finally:
+                runner.stop.set()
+                await asyncio.gather(prober, return_exceptions=True)
+                for storefront in storefronts.values():
+                    await storefront.aclose()
+            return producer
+
+        sent = asyncio.run(main()).sent
+        assert back == ["store-b"]
+        assert fake.quantity(SHOP_B, "111") == 8  # taken back: written again
+        letters = [DeadLetter.model_validate_json(v) for t, _, v in sent if t == topics.DEADLETTER]
+        assert [(d.reason, d.offset) for d in letters] == [(DeadLetterReason.STOREFRONT_UNAVAILABLE, 1),
+                                                          (DeadLetterReason.STOREFRONT_UNAVAILABLE, 3)]
+        assert "503" in letters[0].detail
+        alerts = [Alert.model_validate_json(v) for t, _, v in sent if t == topics.ALERTS]
+        assert [(a.store_id, a.type, a.severity) for a in alerts] == [
+            ("store-b", AlertType.STOREFRONT_UNAVAILABLE, Severity.HIGH)]

@@ -70,3 +70,42 @@ def test_a_replayed_change_of_a_refused_store_shows_the_current_values(broker: E
                  what="the RESENT change pushed")
         assert fake.quantity(SHOP, "110") == 3
         assert [w["quantity"] for w in fake.writes(SHOP, "quantity")] == [3, 3]  # never the old 7
+
+
+def test_a_shop_down_for_a_while_gets_the_current_values_once_it_answers(broker: EmbeddedBroker, spawn: Any) -> None:
+    """The shop answers 503 to everything: after OPS_STOREFRONT_UNAVAILABLE_S of failed tries
+    the store is set aside (its changes to deadletter as STOREFRONT_UNAVAILABLE, its alert);
+    the storefront process tries the shop now and then, and once it answers replays the
+    store's dead letters itself: the shop shows the product's current values."""
+    with FakeShopifyServer() as fake:
+        fake.add_shop(SHOP, "our-token", maximum_available=1000, restore_rate=500)
+        fake.add_variant(SHOP, variant="11", product="1", item="110", price="0.00", quantity=0)
+        fake.down.add(SHOP)
+        accounts = {"s1": {"platform": "SHOPIFY", "shop_domain": SHOP, "access_token": "our-token",
+                           "location_id": "1", "admin_url": fake.admin_url(SHOP)}}
+        worker: Worker = spawn("w1")
+        storefront: Worker = spawn("sf1", command="storefront", OPS_STOREFRONT_ACCOUNTS=orjson.dumps(accounts).decode(),
+                                   OPS_STOREFRONT_METRICS_PORT="0", OPS_STOREFRONT_UNAVAILABLE_S="2",
+                                   OPS_STOREFRONT_PROBE_INTERVAL_S="1")
+        worker.wait_ready()
+        assert cli_publish(broker, "catalog.variants", [{
+            "shop_domain": SHOP, "shopify_variant_id": "11", "store_id": "s1", "product_id": "p1",
+            "provider": "ALIEXPRESS", "source_id": "AE-p1", "shopify_inventory_item_id": "110"}]).returncode == 0
+
+        def set_aside() -> list[dict[str, Any]]:
+            return [d for d in read_json(broker, "deadletter") if d.get("reason") == "STOREFRONT_UNAVAILABLE"]
+
+        assert cli_publish(broker, "supplier.snapshots", [snapshot(7, 10)]).returncode == 0
+        wait_for(set_aside, timeout=90, what=f"the change set aside:\n{storefront.log_tail()}")
+        assert cli_publish(broker, "supplier.snapshots", [snapshot(3, 5)]).returncode == 0
+        wait_for(lambda: len(set_aside()) >= 2, timeout=60, what="the newer change set aside too")
+        wait_for(lambda: [a for a in worker.get("/stores/s1/alerts").json().get("alerts", [])
+                          if a["type"] == "STOREFRONT_UNAVAILABLE"], what="the store's STOREFRONT_UNAVAILABLE alert")
+        assert fake.quantity(SHOP, "110") == 0
+
+        fake.down.discard(SHOP)  # back: the process finds out and replays the store's dead letters
+        wait_for(lambda: fake.quantity(SHOP, "110") == 3, timeout=90,
+                 what=f"the current count on the shop:\n{storefront.log_tail()}")
+        resent = [c for c in read_json(broker, "inventory.changes") if c.get("reason") == "RESENT"]
+        assert resent and all(c["after"]["stock"] == 3 for c in resent)
+        assert all(w["quantity"] == 3 for w in fake.writes(SHOP, "quantity"))  # never the old 7

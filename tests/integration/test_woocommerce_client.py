@@ -167,6 +167,29 @@ def test_5xx_and_429_are_retried_and_query_auth_keeps_the_secret_out_of_logs(cap
     assert secret not in caplog.text and "consumer_secret=***" in caplog.text
 
 
+def test_the_probe_of_a_set_aside_site_reads_one_order_and_raises_while_the_site_fails() -> None:
+    """``reachable``: what the storefront process asks of a site it set aside (every try failed)."""
+    with FakeWooCommerce() as fake:
+        shop = adapter(fake)
+
+        async def run() -> bool:
+            try:
+                await shop.reachable()  # answers: returns
+                fake.fail_next = ["500"] * 20  # more than the client's retries
+                try:
+                    await shop.reachable()
+                except Exception:
+                    return True
+                return False
+            finally:
+                await shop.aclose()
+
+        failing_raised = asyncio.run(run())
+        orders_read = [r for r in fake.requests if r["path"].endswith("/orders")]
+    assert failing_raised
+    assert orders_read and orders_read[0]["query"].get("per_page") == ["1"]
+
+
 def test_bad_credentials_are_raised_as_a_refusal_of_the_account_and_nothing_is_written() -> None:
     """A 401 refuses the site's account, not one write: counted REJECTED it was lost; raised,
     the storefront process sends the store's batch to deadletter (STOREFRONT_REFUSED) for a

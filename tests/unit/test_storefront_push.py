@@ -228,7 +228,11 @@ def test_storefront_accounts_are_checked_and_secrets_stay_hidden(tmp_path: Any) 
 def test_a_refused_account_alert_is_the_same_all_day_and_another_the_next() -> None:
     from datetime import datetime, timezone
 
-    from models.storefront import refused_alert
+    from models.events import AlertType
+    from models.storefront import storefront_alert
+
+    def refused_alert(*args: Any) -> Any:
+        return storefront_alert(AlertType.STOREFRONT_REFUSED, *args)
 
     morning = refused_alert("s1", "SHOPIFY", "a.myshopify.com", "HTTP 401", datetime(2026, 11, 24, 8, tzinfo=timezone.utc))
     evening = refused_alert("s1", "SHOPIFY", "a.myshopify.com", "HTTP 401", datetime(2026, 11, 24, 23, tzinfo=timezone.utc))

@@ -125,6 +125,7 @@ async def send_due_digests(
     (which this round stops at: the server is likely down for the rest too).
     """
     width = timedelta(seconds=window_s)
+    await sender.release_pending()  # a digest whose claim is still held is not due
     due = await pool.fetch(_DUE, now - timedelta(seconds=max_age_s) - width, now - width, limit)
     sent = 0
     for row in due:

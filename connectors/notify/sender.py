@@ -14,7 +14,11 @@ or a connection lost mid-send): it is logged and counted, never sent again.
 The one case where a claim is given back (the row deleted) is a send that
 certainly did not reach the server (no connection, a 4xx before the message
 was accepted): ``TransientDeliveryError`` tells the caller to try again later,
-and the next try claims afresh.
+and the next try claims afresh. When the database cannot be reached to give
+it back either (the network down for both), the sender remembers the claim
+and gives it back before its next delivery (or the next round of digests):
+a notification certainly not sent is not left SENDING for good. Only a
+restart in between loses it (left SENDING: never sent, as after a crash).
 """
 
 from __future__ import annotations
@@ -104,6 +108,17 @@ class NotificationSender:
         self.pool = pool
         self.settings = settings
         self.smtp = smtp if smtp is not None else SmtpClient(settings)
+        #: Claims of sends that certainly did not happen, not given back yet (the database was unreachable).
+        self._unreleased: set[str] = set()
+
+    async def release_pending(self) -> None:
+        """Give back the claims that could not be given back when their send failed.
+
+        Raises (the database's error) while the database is still unreachable."""
+        for nid in sorted(self._unreleased):
+            await self.pool.execute(_RELEASE, nid)
+            self._unreleased.discard(nid)
+            log.info("notification %s: claim given back; it will be sent", nid)
 
     async def redact_order(self, order_id: str) -> int:
         """Remove the customer's address from the records of an order's notifications
@@ -165,6 +180,8 @@ class NotificationSender:
     async def _deliver(self, notification: Notification, render: Render | None, lock: bool) -> str:
         nid = notification.notification_id
         kind = notification.kind.value
+        if self._unreleased:
+            await self.release_pending()
         recipients, problem = await self.recipients(notification)
         if problem is not None:
             row = await self.pool.fetchrow(
@@ -257,5 +274,7 @@ class NotificationSender:
     async def _release(self, nid: str) -> None:
         try:
             await self.pool.execute(_RELEASE, nid)
-        except Exception:
-            log.exception("notification %s: could not give the claim back; it stays SENDING (never sent)", nid)
+        except Exception as exc:
+            self._unreleased.add(nid)
+            log.warning("notification %s: could not give the claim back yet (%s); given back before the next try",
+                        nid, type(exc).__name__)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
 from email.message import Message
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -41,6 +42,7 @@ from models.notifications import digest_id, digest_window
 from models.orders import Audience, Notification, NotificationKind
 from streams import topics
 from streams.codecs import encode
+from tests.fakes.tcp_proxy import TcpProxy
 
 UTC = timezone.utc
 WINDOW_S = 300
@@ -253,6 +255,91 @@ def test_a_send_that_never_reached_the_server_is_tried_again(pg_dsn: str, smtp: 
         assert await up.deliver(shipped("n-later")) == "ALREADY"
 
     run(pg_dsn, body)
+    assert len(inbox.mails) == 1
+
+
+@dataclass
+class Network:
+    """The sender's way to PostgreSQL and to the SMTP server, through proxies on loopback."""
+
+    pg: TcpProxy
+    smtp: TcpProxy
+    smtp_port: int
+
+    def fail_at_next_smtp_connect(self) -> None:
+        """The network fails for both servers at once, as the sender connects to SMTP."""
+
+        def cut() -> None:
+            self.smtp.on_connect = None
+            self.smtp.cut()
+            self.pg.cut()
+
+        self.smtp.on_connect = cut
+
+    def restore(self) -> None:
+        self.pg.restore()
+        self.smtp.restore()
+
+
+def run_with_network(pg_dsn: str, smtp_port: int, body: Callable[[Any, Network], Awaitable[T]]) -> T:
+    """Run ``body(pool, network)``, the pool on the test's database through ``network.pg``."""
+
+    async def main() -> T:
+        parts = urlsplit(pg_dsn)
+        pg = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+        smtp = TcpProxy("127.0.0.1", smtp_port)
+        pg_port = await pg.start()
+        network = Network(pg, smtp, await smtp.start())
+        pool = await create_pool(
+            urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{pg_port}")), min_size=1, max_size=2
+        )
+        try:
+            return await body(pool, network)
+        finally:
+            network.restore()
+            await pool.close()
+            await pg.stop()
+            await smtp.stop()
+
+    return asyncio.run(main())
+
+
+def test_a_claim_that_could_not_be_given_back_is_given_back_before_the_next_try(
+    pg_dsn: str, smtp: tuple[Inbox, int]
+) -> None:
+    """The network fails for the SMTP server and PostgreSQL at once: the send certainly
+    did not happen, but the claim cannot be given back then. Once the network is back,
+    the notification is sent, not left SENDING (never sent) for good."""
+    inbox, port = smtp
+
+    async def body(pool: Any, network: Network) -> None:
+        sender = NotificationSender(pool, notify_settings(network.smtp_port))
+        network.fail_at_next_smtp_connect()
+        with pytest.raises(TransientDeliveryError):
+            await sender.deliver(shipped("n-outage"))
+        network.restore()
+        # The consumer tries the record again.
+        assert await sender.deliver(shipped("n-outage")) == "SENT"
+        assert await sender.deliver(shipped("n-outage")) == "ALREADY"
+
+    run_with_network(pg_dsn, port, body)
+    assert len(inbox.mails) == 1 and inbox.mails[0].rcpt_tos == ["ada@example.com"]
+
+
+def test_a_digest_whose_claim_could_not_be_given_back_is_sent_later(pg_dsn: str, smtp: tuple[Inbox, int]) -> None:
+    inbox, port = smtp
+    start = closed_window()
+
+    async def body(pool: Any, network: Network) -> None:
+        await record_alert(pool, make_alert(1, "s-O", start), WINDOW_S)
+        sender = NotificationSender(pool, notify_settings(network.smtp_port, admin_email="platform@ops.example"))
+        network.fail_at_next_smtp_connect()
+        assert await send_due_digests(pool, sender, datetime.now(UTC), WINDOW_S) == 0
+        network.restore()
+        assert await send_due_digests(pool, sender, datetime.now(UTC), WINDOW_S) == 1
+        assert (await row(pool, digest_id("s-O", start)))["status"] == "SENT"
+
+    run_with_network(pg_dsn, port, body)
     assert len(inbox.mails) == 1
 
 

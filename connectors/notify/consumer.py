@@ -12,7 +12,10 @@ settings keep the newest). A record that cannot be decoded, or that the
 database refuses as data, is logged, counted and published to ``deadletter``,
 then skipped. A failure that may pass (the SMTP server or the database
 unreachable) is retried with a growing pause, the batch uncommitted, until it
-passes or the notifier is stopped.
+passes or the notifier is stopped; but a notification whose recipients the
+server itself defers (4xx to RCPT: a full mailbox) goes to ``deadletter``
+after ``DEFERRED_TRIES`` tries, with the reply, so that one store's mailbox
+does not hold up every other notification (nothing was claimed: replay it).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
 )
 MAX_BACKOFF_S = 60.0
+#: Tries of a notification whose recipients the SMTP server defers, before it goes to deadletter.
+DEFERRED_TRIES = 5
 
 
 class RecordHandler:
@@ -122,6 +127,12 @@ class RecordHandler:
             await self._refuse(record, DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
             return "INVALID"
 
+    async def defer(self, record: Any, exc: TransientDeliveryError) -> None:
+        """A notification whose recipients the SMTP server keeps deferring: to deadletter
+        (nothing is claimed, so ``ops-engine deadletter replay`` sends it)."""
+        detail = f"recipients deferred by the SMTP server {DEFERRED_TRIES} times: {exc}; replay it once they take mail"
+        await self._refuse(record, DeadLetterReason.PROCESSING_ERROR, detail)
+
     async def _refuse(self, record: Any, reason: DeadLetterReason, detail: str) -> None:
         self.invalid += 1
         INVALID.labels(record.topic, reason.value).inc()
@@ -135,14 +146,25 @@ class RecordHandler:
             log.exception("could not publish the refused record to %s", topics.DEADLETTER)
 
 
-async def handle_until_done(handler: RecordHandler, record: Any, stop: asyncio.Event) -> bool:
-    """Handle ``record``, retrying what may pass; False if stopped before it was done."""
-    wait: float | None = 1.0
+async def handle_until_done(
+    handler: RecordHandler, record: Any, stop: asyncio.Event, first_wait: float = 1.0
+) -> bool:
+    """Handle ``record``, retrying what may pass; False if stopped before it was done
+    (``first_wait``: the first pause, doubled after each failure)."""
+    wait: float | None = first_wait
+    deferred = 0
     while wait is not None:
         try:
             await handler.handle(record)
             return True
         except TRANSIENT_ERRORS as exc:
+            if isinstance(exc, TransientDeliveryError) and exc.recipients_deferred:
+                # The server works; these recipients do not take mail (a full mailbox): the
+                # notifications behind this one must not wait for them.
+                deferred += 1
+                if deferred >= DEFERRED_TRIES:
+                    await handler.defer(record, exc)
+                    return True
             log.warning("%s[%s]@%s: %s; again in %.0f s", record.topic, record.partition, record.offset, exc, wait)
         except asyncpg.PostgresError as exc:  # the schema missing, permissions, ...: wait for the operator
             log.error("%s[%s]@%s: database error %s; again in %.0f s", record.topic, record.partition, record.offset,

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 DIGESTED_STATUSES = frozenset({AlertStatus.ACTIVE, AlertStatus.RESOLVED})
 DEFAULT_MAX_AGE_S = 86400
+#: Digests a round goes past when the server defers their recipients, before it stops.
+DEFERRED_PER_ROUND = 5
 
 _INSERT_ITEM = """
 INSERT INTO alert_digest_items (alert_id, updated_at, store_id, window_start, body)
@@ -123,11 +125,15 @@ async def send_due_digests(
 
     A digest that could not reach the SMTP server is left for the next call
     (which this round stops at: the server is likely down for the rest too).
+    One whose recipients the server deferred (a store owner's full mailbox) is
+    left for the next call too, and the round goes on with the other stores,
+    unless ``DEFERRED_PER_ROUND`` were deferred already (then the server likely
+    defers everyone: a throttle).
     """
     width = timedelta(seconds=window_s)
     await sender.release_pending()  # a digest whose claim is still held is not due
     due = await pool.fetch(_DUE, now - timedelta(seconds=max_age_s) - width, now - width, limit)
-    sent = 0
+    sent = deferred = 0
     for row in due:
         store_id: str = row["store_id"]
         window_start: datetime = row["window_start"]
@@ -150,6 +156,9 @@ async def send_due_digests(
             result = await sender.deliver_with(notification, render, lock=True)
         except TransientDeliveryError as exc:
             log.warning("digest %s not sent, tried again later: %s", notification.notification_id, exc)
+            deferred += exc.recipients_deferred
+            if exc.recipients_deferred and deferred < DEFERRED_PER_ROUND:
+                continue  # this store's recipients: the others may take mail
             break
         if result == SENT:
             sent += 1

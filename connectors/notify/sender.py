@@ -37,6 +37,7 @@ from connectors.notify.smtp import (
     SendProgress,
     SmtpClient,
     SmtpPermanentError,
+    SmtpRecipientsDeferred,
     SmtpTransientError,
     SmtpUnknownOutcome,
     build_message,
@@ -98,7 +99,14 @@ _MAY_PASS = (SmtpTransientError, OSError, asyncpg.PostgresError, asyncpg.Interfa
 
 
 class TransientDeliveryError(Exception):
-    """Not sent, and nothing claimed: try the notification again later."""
+    """Not sent, and nothing claimed: try the notification again later.
+
+    ``recipients_deferred``: the server works but deferred every recipient of
+    this notification (``SmtpRecipientsDeferred``), so other notifications may pass."""
+
+    def __init__(self, reason: str, recipients_deferred: bool = False) -> None:
+        super().__init__(reason)
+        self.recipients_deferred = recipients_deferred
 
 
 class NotificationSender:
@@ -239,7 +247,7 @@ class NotificationSender:
             TRANSIENT.inc()
             log.warning("notification %s (%s) not sent, will be tried again: %s", nid, kind, exc)
             reason = str(exc) if isinstance(exc, SmtpTransientError) else repr(exc)
-            raise TransientDeliveryError(reason) from exc
+            raise TransientDeliveryError(reason, isinstance(exc, SmtpRecipientsDeferred)) from exc
 
         refused = "; ".join(f"{r}: {why}" for r, why in result.refused.items()) or None
         await self._mark(nid, SENT, f"refused: {refused}" if refused else None)

@@ -15,7 +15,9 @@ What a send can end in, and what the sender makes of it:
   connection, a 4xx reply, a refused login, TLS or sender, a timeout before
   DATA. Login, TLS and sender refusals are configuration problems that would
   fail every message alike: they wait for the operator rather than failing
-  each notification for good;
+  each notification for good. ``SmtpRecipientsDeferred``, one of them: every
+  recipient of this message answered 4xx (not 421) to RCPT (a full mailbox,
+  greylisting, a throttle): the server works, these recipients may not yet;
 - ``SmtpUnknownOutcome``: the connection was lost or timed out while the
   message itself was being transferred; the server may have it. Never tried
   again (at most once).
@@ -85,6 +87,10 @@ class SmtpTransientError(SmtpError):
     """Certainly not sent; may be tried again later."""
 
 
+class SmtpRecipientsDeferred(SmtpTransientError):
+    """Every recipient answered 4xx to RCPT: not sent; may be tried again later."""
+
+
 class SmtpUnknownOutcome(SmtpError):
     """Lost while the message was transferred: the server may have it."""
 
@@ -146,6 +152,8 @@ class SmtpClient:
                     detail = "; ".join(f"{r}: {why}" for r, why in refused.items())
                     if codes and all(500 <= c < 600 for c in codes):
                         raise SmtpPermanentError(f"all recipients refused: {detail}")
+                    if codes and 421 not in codes:  # 421: the server closes, whoever the recipient
+                        raise SmtpRecipientsDeferred(f"recipients refused for now: {detail}")
                     raise SmtpTransientError(f"recipients refused for now: {detail}")
             except SmtpError:
                 raise

@@ -18,13 +18,14 @@ from email.message import Message
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from connectors.broker import free_port
-from connectors.notify.consumer import RecordHandler
-from connectors.notify.digest import record_alert, record_store_settings, send_due_digests
+from connectors.notify.consumer import DEFERRED_TRIES, RecordHandler, handle_until_done
+from connectors.notify.digest import DEFERRED_PER_ROUND, record_alert, record_store_settings, send_due_digests
 from connectors.notify.sender import NotificationSender, TransientDeliveryError
 from connectors.notify.settings import NotifySettings
 from connectors.notify.smtp import message_id
@@ -70,9 +71,11 @@ class Inbox:
     data_reply: str | None = None
     data_delay: float = 0.0
     data_calls: int = 0  # messages that reached the server, accepted or not
+    rcpt_calls: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+        self.rcpt_calls += 1
         if address in self.refuse_rcpt:
             return self.refuse_rcpt[address]
         envelope.rcpt_tos.append(address)
@@ -594,6 +597,54 @@ def test_a_digest_whose_send_did_not_reach_the_server_is_sent_later(pg_dsn: str,
     assert len(inbox.mails) == 1
 
 
+def test_a_store_whose_recipients_are_deferred_does_not_hold_up_the_other_stores_digests(
+    pg_dsn: str, smtp: tuple[Inbox, int]
+) -> None:
+    """One store owner's mailbox is full (452 to RCPT) for days: the other stores'
+    digests are still sent, and that store's once its mailbox takes mail again."""
+    inbox, port = smtp
+    start = closed_window()
+
+    async def body(pool: Any) -> None:
+        for store in ("s-A", "s-B", "s-C"):
+            await record_alert(pool, make_alert(1, store, start), WINDOW_S)
+        await record_store_settings(pool, store_settings("s-A", ["full@shop.example"], start))
+        inbox.refuse_rcpt["full@shop.example"] = "452 4.2.2 Mailbox full"
+        sender = NotificationSender(pool, notify_settings(port, admin_email="platform@ops.example"))
+        assert await send_due_digests(pool, sender, datetime.now(UTC), WINDOW_S) == 2
+        assert await row(pool, digest_id("s-A", start)) is None  # not claimed: tried again
+        assert await send_due_digests(pool, sender, datetime.now(UTC), WINDOW_S) == 0
+        del inbox.refuse_rcpt["full@shop.example"]
+        assert await send_due_digests(pool, sender, datetime.now(UTC), WINDOW_S) == 1
+        assert (await row(pool, digest_id("s-A", start)))["status"] == "SENT"
+
+    run(pg_dsn, body)
+    assert sorted(m.rcpt_tos[0] for m in inbox.mails) == [
+        "full@shop.example", "platform@ops.example", "platform@ops.example"
+    ]
+
+
+def test_a_server_that_defers_every_recipient_stops_the_round(pg_dsn: str, smtp: tuple[Inbox, int]) -> None:
+    """Every recipient deferred (a relay throttling, say): the round stops after a few,
+    rather than knocking once for every due digest; they are all sent later."""
+    inbox, port = smtp
+    start = closed_window()
+    stores = [f"s-{i:02d}" for i in range(DEFERRED_PER_ROUND + 5)]
+
+    async def body(pool: Any) -> None:
+        for store in stores:
+            await record_alert(pool, make_alert(1, store, start), WINDOW_S)
+        inbox.refuse_rcpt["platform@ops.example"] = "451 4.7.1 Too many messages, slow down"
+        sender = NotificationSender(pool, notify_settings(port, admin_email="platform@ops.example"))
+        assert await send_due_digests(pool, sender, datetime.now(UTC), WINDOW_S) == 0
+        assert inbox.rcpt_calls == DEFERRED_PER_ROUND
+        del inbox.refuse_rcpt["platform@ops.example"]
+        assert await send_due_digests(pool, sender, datetime.now(UTC), WINDOW_S) == len(stores)
+
+    run(pg_dsn, body)
+    assert len(inbox.mails) == len(stores)
+
+
 # --------------------------------------------------------------------------- #
 # The consumer's record handler (no broker: records made by hand)
 # --------------------------------------------------------------------------- #
@@ -733,3 +784,34 @@ def test_a_data_request_for_an_archived_order_is_answered_from_its_postgresql_ro
         assert line in answered, line
     none_found = inbox.mails[1].message.get_payload(decode=True).decode()
     assert "no durable record of it was found" in none_found and "E-mail:" not in none_found
+
+
+def test_a_notification_whose_recipients_are_deferred_does_not_hold_up_the_next_ones(
+    pg_dsn: str, smtp: tuple[Inbox, int]
+) -> None:
+    """A recipient's mailbox is full (452 to RCPT) for days: after a few tries its
+    notification goes to deadletter with the reason (replayable: nothing claimed),
+    and the notifications behind it are sent."""
+    inbox, port = smtp
+    inbox.refuse_rcpt["full@example.com"] = "452 4.2.2 Mailbox full"
+
+    async def body(pool: Any) -> tuple[list[bool], FakeProducer]:
+        settings = notify_settings(port)
+        producer = FakeProducer()
+        handler = RecordHandler(pool, NotificationSender(pool, settings), settings, producer)
+        stop = asyncio.Event()
+        done = []
+        for offset, notification in enumerate([shipped("n-full", recipient="full@example.com"), shipped("n-next")]):
+            record = Record(topics.NOTIFICATIONS, encode(notification), offset=offset)
+            done.append(await asyncio.wait_for(handle_until_done(handler, record, stop, first_wait=0.01), 30))
+        assert await row(pool, "n-full") is None  # given back: a replay sends it
+        assert (await row(pool, "n-next"))["status"] == "SENT"
+        return done, producer
+
+    done, producer = run(pg_dsn, body)
+    assert done == [True, True]
+    assert inbox.rcpt_calls == DEFERRED_TRIES + 1
+    assert [t for t, _, _ in producer.sent] == [topics.DEADLETTER]
+    letter = orjson.loads(producer.sent[0][2])
+    assert letter["offset"] == 0 and "452 4.2.2 Mailbox full" in letter["detail"]
+    assert [m.rcpt_tos for m in inbox.mails] == [["ada@example.com"]]

@@ -875,5 +875,7 @@ def route(
         return Routed(ignored=f"no router for {source} webhooks")
     except _Unroutable as exc:
         return Routed(refused=str(exc))
-    except (TypeError, ValueError, AttributeError) as exc:  # a payload of an unexpected shape
+    except InvalidOperation:  # Decimal of a non-number: its message is a class list, no reason
+        return Routed(refused="an amount is not a number")
+    except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:  # a payload of an unexpected shape
         return Routed(refused=f"{type(exc).__name__}: {exc}")

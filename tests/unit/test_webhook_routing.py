@@ -98,6 +98,10 @@ def test_shopify_cancel_refund_and_fulfillment() -> None:
     assert tracking.source == "STOREFRONT" and tracking.carrier == "UPS"
     assert route("SHOPIFY", "fulfillments/create", SHOP, {"id": 42, "order_id": 1, "line_items": []}, AT,
                  catalogue).ignored
+    # An amount that is no number: refused with a reason (UNMAPPABLE), not a processing error.
+    bad = route("SHOPIFY", "refunds/create", SHOP, {
+        "id": 32, "order_id": 5550001, "transactions": [{"kind": "refund", "amount": "12,50 EUR"}]}, AT, catalogue)
+    assert bad.refused == "an amount is not a number" and not bad.events
 
 
 def test_stripe_payments_of_one_order_share_one_event_id() -> None:

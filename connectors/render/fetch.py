@@ -21,7 +21,7 @@ import asyncio
 import ipaddress
 import socket
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 import httpx
 
@@ -39,6 +39,18 @@ class FetchError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+
+
+def _invalid(url: str, why: object) -> FetchError:
+    """A URL that can never be fetched: refused for good (not retried)."""
+    return FetchError(f"refused: not a valid URL ({why}): {url[:200]!r}")
+
+
+def split_url(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError as exc:  # unbalanced IPv6 brackets
+        raise _invalid(url, exc) from None
 
 
 def sniff(head: bytes) -> str | None:
@@ -90,7 +102,7 @@ class ImageFetcher:
             raise FetchError(f"timed out after {self.settings.render_fetch_timeout:g} s", retryable=True) from None
 
     async def _fetch(self, url: str, dest: Path, video: bool = False) -> Path:
-        parts = urlsplit(url)
+        parts = split_url(url)
         if parts.scheme == "file":
             if video:
                 raise FetchError("refused: a clip must come over http(s)")
@@ -110,6 +122,8 @@ class ImageFetcher:
             loop = asyncio.get_running_loop()
             try:
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except UnicodeError as exc:  # IDNA: an empty or over-long label
+                raise _invalid(host, exc) from None
             except socket.gaierror as exc:
                 raise FetchError(f"host {host!r} does not resolve ({exc.strerror})", retryable=True) from None
             addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
@@ -125,7 +139,7 @@ class ImageFetcher:
 
     async def _get(self, url: str, dest: Path, video: bool = False) -> Path | str:
         """One hop: the file written, or the redirect's Location."""
-        parts = urlsplit(url)
+        parts = split_url(url)
         if parts.scheme not in ("http", "https"):
             raise FetchError(f"refused: only http(s) URLs, not {parts.scheme or 'a relative URL'!r}")
         host = parts.hostname
@@ -171,6 +185,8 @@ class ImageFetcher:
                     body += chunk
                     if len(body) > limit:
                         raise FetchError(f"larger than {limit} bytes")
+        except httpx.InvalidURL as exc:  # a control character, say
+            raise _invalid(url, exc) from None
         except httpx.TimeoutException:
             raise FetchError("timed out", retryable=True) from None
         except httpx.HTTPError as exc:

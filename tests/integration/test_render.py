@@ -289,6 +289,31 @@ def test_fetch_rules_with_loopback_allowed(tmp_path: Path, server: MediaServer, 
         assert err.value.reason.startswith(reason), (url, err.value.reason)
 
 
+def test_malformed_urls_fail_for_good_with_a_clear_reason(
+    tmp_path: Path, server: MediaServer, images: dict[str, bytes]
+) -> None:
+    """A URL that can never be fetched (bad brackets, an over-long or empty host label, a control
+    character) is refused, not retried: before, it escaped the fetcher as a ValueError,
+    UnicodeError or httpx.InvalidURL and became a retryable "renderer error", rendered three times."""
+    s = settings(tmp_path)
+    good = server.file("/a.jpg", images["a.jpg"])
+    bad = {
+        "http://[::1/a.jpg": "refused: not a valid URL",
+        "http://" + "a" * 70 + ".example.com/a.jpg": "refused: not a valid URL",
+        "http://shop..example.com/a.jpg": "refused: not a valid URL",
+        server.base + "/a\x00b.jpg": "refused: not a valid URL",
+    }
+    for url, reason in bad.items():
+        with pytest.raises(FetchError) as err:
+            fetch(s, url, tmp_path / "x")
+        assert err.value.reason.startswith(reason), (url, err.value.reason)
+        assert not err.value.retryable, url
+    outcome, _ = render(s, command(image_urls=[good, "http://[::1/a.jpg"]))
+    assert isinstance(outcome, RenderFailed), outcome
+    assert outcome.reason.startswith("image 2: refused: not a valid URL") and not outcome.retryable
+    assert list((tmp_path / "work").iterdir()) == []
+
+
 def test_each_redirect_hop_is_checked_again(tmp_path: Path, server: MediaServer, images: dict[str, bytes]) -> None:
     # Only the test server's own address is allowed; a redirect elsewhere private is refused.
     s = settings(tmp_path, render_allow_private=False, render_allowed_networks="127.0.0.1/32")

@@ -14,8 +14,9 @@ until the input offset is committed (streams/outbox.py), so a crash between
 the job and its outputs cannot lose them; every output has a deterministic
 id (``{video_id}:{attempt}:...``) and the job machine ignores repeats.
 
-Deadlines: a job that stays QUEUED or PROCESSING longer than
-``OPS_VIDEO_ACTIVE_TIMEOUT`` in one attempt gets a TIMER event from
+Deadlines: a job that waits QUEUED longer than ``OPS_VIDEO_QUEUE_TIMEOUT``,
+or stays PROCESSING longer than ``OPS_VIDEO_ACTIVE_TIMEOUT`` from the render's
+start, gets a TIMER event from
 ``scan_deadlines`` (a timer on every worker, over the jobs of the partitions
 it owns), published on the job's own partition and handled in order with its
 other events. The machine fails the attempt and retries it.
@@ -62,7 +63,11 @@ log = logging.getLogger(__name__)
 
 def video_config(engine: Engine) -> VideoConfig:
     s = engine.settings
-    return VideoConfig(max_auto_retries=s.video_max_retries, active_timeout_s=s.video_active_timeout)
+    return VideoConfig(
+        max_auto_retries=s.video_max_retries,
+        active_timeout_s=s.video_active_timeout,
+        queue_timeout_s=s.video_queue_timeout,
+    )
 
 
 def record_body(job: VideoJob) -> dict[str, Any]:

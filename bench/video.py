@@ -82,7 +82,7 @@ async def render_once(settings: RenderSettings, urls: list[str], run: int) -> fl
         await fetcher.aclose()
     wall = time.perf_counter() - started
     if not isinstance(outcome, RenderCompleted):
-        raise SystemExit(f"render failed: {outcome.reason}")
+        raise SystemExit(f"render failed: {outcome.reason if outcome else 'not rendered (start_by passed)'}")
     r = outcome.result
     assert (r.width, r.height) == (1080, 1920) and abs(r.duration - 15) <= 0.1 and r.has_audio, r
     return wall

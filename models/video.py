@@ -27,10 +27,14 @@ Events, in the order of the checks:
   for its attempt goes to the renderer (which stops that render if it runs or
   waits); a later outcome of the attempt is stale.
 - ``TIMER``: published by each worker's deadline scanner for jobs it owns
-  whose ``due_at`` passed; a job still active in the same attempt after
-  ``active_timeout_s`` fails ("no outcome in time") and is retried like any
-  retryable failure. A timer of an older attempt, or one that came early,
-  changes nothing.
+  whose ``due_at`` passed, and retried like any retryable failure. A QUEUED
+  attempt waits for a renderer up to ``queue_timeout_s`` ("not started by a
+  renderer"): a backlog is normal, so the wait does not count against the
+  render; its command carries that deadline (``start_by``) and a renderer
+  skips it once passed, so a timed-out attempt is never rendered after its
+  successor. The render itself (from STARTED, or the first PROGRESS) may take
+  ``active_timeout_s`` ("no outcome from the renderer"). A timer of an older
+  attempt, or one that came early, changes nothing.
 
 Every ``video.status`` record has an ``event_id`` made of the video, the
 attempt and the step, so a replay produces the same ids and readers dedupe.
@@ -196,6 +200,9 @@ class RenderCommand(Event):
     request: VideoRequest
     cancel: bool = False
     issued_at: UtcDatetime
+    start_by: UtcDatetime | None = Field(
+        None, description="the job's queue deadline: a renderer skips the command after it (the attempt timed out)"
+    )
 
 
 class VideoResult(Event):
@@ -314,7 +321,7 @@ class VideoJob(Event):
     result: VideoResult | None = None
     created_at: UtcDatetime
     attempt_started_at: UtcDatetime  # when the current attempt was queued
-    due_at: UtcDatetime | None = None  # the active deadline (None when the job is not active)
+    due_at: UtcDatetime | None = None  # QUEUED: the queue deadline; PROCESSING: the render's (None: not active)
     updated_at: UtcDatetime
     render_seconds: float | None = None
     control_seen: tuple[str, ...] = ()  # ids of RETRY/CANCEL events applied (the last 20)
@@ -323,7 +330,8 @@ class VideoJob(Event):
 @dataclass(frozen=True)
 class VideoConfig:
     max_auto_retries: int = 2
-    active_timeout_s: float = 900.0
+    active_timeout_s: float = 900.0  # a render, from its start
+    queue_timeout_s: float = 86400.0  # a QUEUED attempt waiting for a renderer
 
 
 @dataclass
@@ -361,6 +369,7 @@ def _command(job: VideoJob, at: datetime) -> RenderCommand:
         attempt=job.attempt,
         request=job.request,
         issued_at=at,
+        start_by=job.due_at,
     )
 
 
@@ -372,7 +381,7 @@ def _queue(job: VideoJob, at: datetime, config: VideoConfig, decision: VideoDeci
             "progress": 0.0,
             "result": None,
             "attempt_started_at": at,
-            "due_at": at + timedelta(seconds=config.active_timeout_s),
+            "due_at": at + timedelta(seconds=config.queue_timeout_s),
             "updated_at": at,
             **changes,
         }
@@ -453,7 +462,7 @@ def decide(
             update={"status": VideoStatus.CANCELLED, "due_at": None, "updated_at": at, "control_seen": seen}
         )
         stop = _command(cancelled, at).model_copy(
-            update={"command_id": f"{job.video_id}:{job.attempt}:cancel", "cancel": True}
+            update={"command_id": f"{job.video_id}:{job.attempt}:cancel", "cancel": True, "start_by": None}
         )
         return VideoDecision(
             cancelled, changed=True, status=[_status(cancelled, at)], commands=[stop], final=VideoStatus.CANCELLED
@@ -464,13 +473,15 @@ def decide(
     if isinstance(event, RenderStarted):
         if job.status is not VideoStatus.QUEUED:
             return VideoDecision(job, duplicate=True)
-        started = job.model_copy(update={"status": VideoStatus.PROCESSING, "updated_at": at})
+        started = job.model_copy(update={"status": VideoStatus.PROCESSING, "updated_at": at, **_render_due(job, at, config)})
         return VideoDecision(started, changed=True, status=[_status(started, at, "PROCESSING")])
     if isinstance(event, RenderProgress):
         progress = round(min(event.progress, 99.0), 1)
         if progress <= job.progress:
             return VideoDecision(job, duplicate=True)
-        moved = job.model_copy(update={"status": VideoStatus.PROCESSING, "progress": progress, "updated_at": at})
+        moved = job.model_copy(
+            update={"status": VideoStatus.PROCESSING, "progress": progress, "updated_at": at, **_render_due(job, at, config)}
+        )
         return VideoDecision(moved, changed=True, status=[_status(moved, at, f"PROCESSING:{progress:g}")])
     if isinstance(event, RenderCompleted):
         done = job.model_copy(
@@ -491,8 +502,21 @@ def decide(
     if job.due_at is None or at < job.due_at:
         return VideoDecision(job, duplicate=True)
     waited = (at - job.attempt_started_at).total_seconds()
-    reason = f"no outcome from the renderer within {config.active_timeout_s:g} s (attempt {job.attempt}, {waited:.0f} s)"
+    if job.status is VideoStatus.QUEUED:
+        reason = f"not started by a renderer within {config.queue_timeout_s:g} s (attempt {job.attempt})"
+    else:
+        reason = (
+            f"no outcome from the renderer within {config.active_timeout_s:g} s of the render's start"
+            f" (attempt {job.attempt}, {waited:.0f} s since queued)"
+        )
     return _fail(job, reason, True, at, config)
+
+
+def _render_due(job: VideoJob, at: datetime, config: VideoConfig) -> dict[str, object]:
+    """The render's deadline, set when a QUEUED job is first seen running (its queue wait not counted)."""
+    if job.status is not VideoStatus.QUEUED:
+        return {}
+    return {"due_at": at + timedelta(seconds=config.active_timeout_s)}
 
 
 def timer(job: VideoJob, at: datetime) -> VideoTimer:

@@ -109,7 +109,10 @@ class Settings(BaseSettings):
     )
 
     video_active_timeout: float = Field(
-        900.0, gt=0, description="s a video job may stay QUEUED or PROCESSING in one attempt before it is failed (and retried)"
+        900.0, gt=0, description="s a video render may take from its start (PROCESSING) before it is failed (and retried)"
+    )
+    video_queue_timeout: float = Field(
+        86400.0, gt=0, description="s a video job may wait QUEUED for a renderer to start it before it is failed (and retried)"
     )
     video_max_retries: int = Field(2, ge=0, le=10, description="automatic retries of a failed video render")
     video_scan_interval: float = Field(5.0, gt=0, description="how often each worker looks for overdue video jobs, s")

@@ -11,7 +11,7 @@ GENERATION_SECONDS = Histogram(
 )
 RENDERS = Counter(
     "ops_video_renders_total",
-    "Render commands handled by the renderer, by outcome (COMPLETED, FAILED, REPORTED_AGAIN, CANCELLED, INVALID)",
+    "Render commands handled by the renderer, by outcome (COMPLETED, FAILED, REPORTED_AGAIN, CANCELLED, EXPIRED, INVALID)",
     ["outcome"],
 )
 RENDER_QUEUE = Gauge(

@@ -9,7 +9,9 @@ retryable.
 
 Idempotent: an attempt whose files are already in the output folder (a
 repeated command, a crash after the rename) is reported COMPLETED again from
-the files, not rendered again. Outcome ids are ``{video_id}:{attempt}:...``,
+the files, not rendered again. A command taken after its ``start_by`` (the
+job's queue deadline: the worker has failed that attempt and queued the next)
+is not rendered and has no outcome (None). Outcome ids are ``{video_id}:{attempt}:...``,
 the same however often the command is handled.
 """
 
@@ -106,7 +108,7 @@ class Renderer:
         storage.ensure()
         settings.render_work_dir.mkdir(parents=True, exist_ok=True)
 
-    async def render(self, command: RenderCommand, report: Report) -> RenderCompleted | RenderFailed:
+    async def render(self, command: RenderCommand, report: Report) -> RenderCompleted | RenderFailed | None:
         vid, attempt = command.video_id, command.attempt
         video_name, thumb_name = self.storage.names(vid, attempt)
         video_path, thumb_path = self.storage.root / video_name, self.storage.root / thumb_name
@@ -114,6 +116,10 @@ class Renderer:
             log.info("video %s attempt %d is on disk already: reported again", vid, attempt)
             result = await result_of(video_path, self.storage.url(thumb_name), self.storage.url(video_name))
             return self._completed(command, result, None)
+        if command.start_by is not None and _now() > command.start_by:
+            log.warning("video %s attempt %d not rendered: taken after its start-by time %s (the job moved on)",
+                        vid, attempt, command.start_by.isoformat())
+            return None
         await report(RenderStarted(event_id=f"{vid}:{attempt}:started", video_id=vid, attempt=attempt, occurred_at=_now()))
         work = (self.settings.render_work_dir / f"{vid}.{attempt}.{uuid.uuid4().hex[:12]}").resolve()
         work.mkdir(parents=True)

@@ -1,6 +1,7 @@
 """The renderer process (``ops-engine renderer``): consume ``video.renders``,
 render each command (renderer.py), publish STARTED / PROGRESS and the final
-outcome on ``video.events``, and commit an input offset only after the
+outcome on ``video.events`` (none for a command taken after its ``start_by``:
+its job has failed that attempt and queued the next), and commit an input offset only after the
 outcome of its command (and of every command before it) is acknowledged.
 
 A plain aiokafka consumer group (``{app_id}-renderer``): renderers scale out
@@ -77,7 +78,7 @@ class RenderRunner:
             RENDER_QUEUE.set(self.waiting)
         RENDERING.inc()
         try:
-            outcome: RenderCompleted | RenderFailed = await self.renderer.render(command, self.publish)
+            outcome: RenderCompleted | RenderFailed | None = await self.renderer.render(command, self.publish)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug or the disk: FAILED (retryable) with why, never a stuck offset
@@ -90,6 +91,9 @@ class RenderRunner:
         finally:
             RENDERING.dec()
             self.slots.release()
+        if outcome is None:  # taken after its start-by time: the job has moved on to another attempt
+            RENDERS.labels("EXPIRED").inc()
+            return
         if isinstance(outcome, RenderCompleted):
             if outcome.render_seconds is None:
                 RENDERS.labels("REPORTED_AGAIN").inc()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import struct
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -62,6 +63,16 @@ class MediaServer:
 
     def file(self, path: str, body: bytes, content_type: str = "image/jpeg") -> str:
         self.routes[path] = lambda h, b: (200, {"content-type": content_type}, body)
+        return self.base + path
+
+    def slow(self, path: str, body: bytes, delay_s: float, content_type: str = "image/jpeg") -> str:
+        """A file answered after ``delay_s`` (a slow CDN: a render that takes at least that long)."""
+
+        def answer(h: BaseHTTPRequestHandler, b: bytes) -> tuple[int, dict[str, str], bytes]:
+            time.sleep(delay_s)
+            return 200, {"content-type": content_type}, body
+
+        self.routes[path] = answer
         return self.base + path
 
     def redirect(self, path: str, location: str) -> str:

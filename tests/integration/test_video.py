@@ -153,10 +153,10 @@ def test_requests_are_rendered_served_retried_and_refused(
     assert 'ops_video_jobs_total{status="FAILED"}' in metrics
 
 
-def test_jobs_without_renderer_outcome_time_out_and_are_retried_twice_on_two_workers(
+def test_jobs_no_renderer_starts_time_out_and_are_retried_twice_on_two_workers(
     broker: EmbeddedBroker, tmp_path: Path, spawn: Any
 ) -> None:
-    env = {"OPS_VIDEO_ACTIVE_TIMEOUT": "2", "OPS_VIDEO_SCAN_INTERVAL": "0.5", **render_env(tmp_path)}
+    env = {"OPS_VIDEO_QUEUE_TIMEOUT": "2", "OPS_VIDEO_SCAN_INTERVAL": "0.5", **render_env(tmp_path)}
     w1 = spawn("w1", **env)
     w1.wait_ready()
     w2 = spawn("w2", **env)
@@ -171,15 +171,80 @@ def test_jobs_without_renderer_outcome_time_out_and_are_retried_twice_on_two_wor
         final = wait_for(lambda v=video_id: (j := job(w1, v)) and j["status"] == "FAILED" and j, timeout=90,
                          what=f"{video_id} failed after its retries")
         assert final["attempt"] == 3 and final["auto_retries"] == 2
-        assert final["reason"].startswith("no outcome from the renderer within 2 s")
+        assert final["reason"].startswith("not started by a renderer within 2 s (attempt 3)")
         assert job(w2, video_id) == final  # either worker answers (routed to the owner)
     commands = read_json(broker, "video.renders")
     for video_id in ids:
-        # a command per attempt (a re-sent one has the same id), none after the job failed
-        assert {c["attempt"] for c in commands if c["video_id"] == video_id} == {1, 2, 3}
+        # a command per attempt (a re-sent one has the same id), none after the job failed;
+        # each with its queue deadline, past which a renderer skips it
+        mine = [c for c in commands if c["video_id"] == video_id]
+        assert {c["attempt"] for c in mine} == {1, 2, 3}
+        assert all(c["start_by"] is not None for c in mine)
     # cancelling a job that ended is refused with the reason
     cancel = post(w2, f"/videos/{ids[0]}/cancel")
     assert cancel.status_code == 409 and "FAILED" in cancel.json()["error"]
+
+
+def test_a_backlog_of_renders_is_worked_through_without_timeouts(
+    broker: EmbeddedBroker, tmp_path: Path, spawn: Any, media: MediaServer
+) -> None:
+    """Six jobs at once for one render slot, each render at least 3 s (a slow CDN), a 10 s render
+    timeout: the last ones wait about 15 s QUEUED. Before, the wait counted against the 10 s, so
+    they (and the one running at 10 s) were failed "no outcome" and queued again behind the
+    backlog, their first commands still rendered: renders repeated, attempts lost."""
+    image = make_image(tmp_path / "slow.jpg", "640x480")
+    env = {**render_env(tmp_path), "OPS_VIDEO_ACTIVE_TIMEOUT": "10", "OPS_VIDEO_SCAN_INTERVAL": "0.5"}
+    worker = spawn("w1", **env)
+    spawn("renderer", command="renderer", OPS_RENDER_PUBLIC_URL=f"{worker.url}/video-files", **env)
+    worker.wait_ready()
+    ids = []
+    for i in range(6):
+        url = media.slow(f"/slow{i}.jpg", image, 3.0)
+        response = post(worker, "/videos", {"store_id": "s1", "image_urls": [url], "duration": 5,
+                                            "aspect_ratio": "1:1"})
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["video_id"])
+    for video_id in ids:
+        done = wait_status(worker, video_id, "COMPLETED", "FAILED", timeout=120)
+        assert done["status"] == "COMPLETED" and done["attempt"] == 1, (done["status"], done["reason"])
+    # each job rendered once: one command, one fetch of its image
+    commands = read_json(broker, "video.renders")
+    assert sorted((c["video_id"], c["attempt"]) for c in commands) == sorted((v, 1) for v in ids)
+    fetched = [r["path"] for r in media.requests if r["path"].startswith("/slow")]
+    assert sorted(fetched) == [f"/slow{i}.jpg" for i in range(6)]
+
+
+def test_the_renderer_skips_a_command_taken_after_its_start_by(
+    broker: EmbeddedBroker, tmp_path: Path, spawn: Any, media: MediaServer
+) -> None:
+    """A command whose job timed out in the queue (its start_by passed) is not rendered and has no
+    outcome; the next attempt's command behind it is. Before, the expired attempt was rendered too."""
+    import asyncio
+    from datetime import datetime, timedelta, timezone
+
+    from models.video import RenderCommand, VideoRequest
+    from streams.codecs import encode
+    from tests.harness import produce_raw
+
+    env = render_env(tmp_path)
+    spawn("w1", **env).wait_ready()  # the topics
+    spawn("renderer", command="renderer", **env)
+    now = datetime.now(timezone.utc)
+
+    def command(attempt: int, path: str, start_by: datetime) -> tuple[bytes, bytes]:
+        request = VideoRequest(video_id="vx", store_id="s1", image_urls=(media.base + path,), duration=5,
+                               aspect_ratio="1:1", requested_at=now - timedelta(hours=2))
+        return b"vx", encode(RenderCommand(command_id=f"vx:{attempt}", video_id="vx", attempt=attempt,
+                                           request=request, issued_at=now, start_by=start_by))
+
+    records = [command(1, "/a.jpg", now - timedelta(hours=1)), command(2, "/b.jpg", now + timedelta(hours=1))]
+    assert asyncio.run(produce_raw(broker, "video.renders", records)) == 2
+    done = wait_for(lambda: [e for e in read_json(broker, "video.events") if e["type"] in ("COMPLETED", "FAILED")],
+                    timeout=90, what="the outcome of attempt 2")
+    assert [(e["type"], e["attempt"]) for e in done] == [("COMPLETED", 2)], done
+    assert {e["attempt"] for e in read_json(broker, "video.events")} == {2}  # not even STARTED for attempt 1
+    assert [r["path"] for r in media.requests] == ["/b.jpg"]
+    assert [p.name for p in sorted((tmp_path / "videos").iterdir())] == ["vx.2.jpg", "vx.2.mp4"]
 
 
 def test_auto_video_asks_once_per_new_product_of_stores_that_want_it(

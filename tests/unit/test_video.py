@@ -32,7 +32,7 @@ from models.video import (
 from streams.codecs import encode
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
-CONFIG = VideoConfig(max_auto_retries=2, active_timeout_s=600)
+CONFIG = VideoConfig(max_auto_retries=2, active_timeout_s=600, queue_timeout_s=3600)
 
 
 def at(seconds: float) -> datetime:
@@ -148,7 +148,7 @@ def test_request_queues_attempt_one_with_a_command_and_a_deadline() -> None:
     decision = decide(None, request(), CONFIG)
     job = decision.job
     assert job is not None and job.status is VideoStatus.QUEUED and job.attempt == 1
-    assert job.due_at == at(600)
+    assert job.due_at == at(3600)
     assert [c.command_id for c in decision.commands] == ["v1:1"]
     assert decision.commands[0].request.video_id == "v1"
     assert [(s.status, s.event_id) for s in decision.status] == [(VideoStatus.QUEUED, "v1:1:QUEUED")]
@@ -251,16 +251,45 @@ def test_cancel_then_late_outcomes_change_nothing_and_retry_requeues() -> None:
 
 
 def test_timer_fails_an_active_job_and_retries_it() -> None:
-    job = fold(queued(), [started()])
+    job = fold(queued(), [started()])  # started at 1 s: the render has until 601 s
     assert job is not None
-    early = decide(job, timer(job, at(599)), CONFIG)
+    early = decide(job, timer(job, at(600)), CONFIG)
     assert early.duplicate
-    d = decide(job, timer(job, at(600)), CONFIG)
+    d = decide(job, timer(job, at(601)), CONFIG)
     assert d.job is not None and d.job.attempt == 2 and d.job.status is VideoStatus.QUEUED
     assert "no outcome from the renderer within 600 s" in (d.status[0].reason or "")
-    assert d.job.due_at == at(1200)
+    assert d.job.due_at == at(601 + 3600)
     # the same timer again (published twice) is stale now
-    assert decide(d.job, timer(job, at(601)), CONFIG).duplicate
+    assert decide(d.job, timer(job, at(602)), CONFIG).duplicate
+
+
+def test_time_waiting_in_the_renderer_queue_does_not_count_against_the_render() -> None:
+    """A backlog (a batch of 100, a new store's auto videos) keeps jobs QUEUED for longer than a
+    render may take. Before, the active timeout counted from the queueing: every job behind the
+    first few was failed "no outcome", re-queued behind the backlog (its old command rendered
+    anyway), and most ended FAILED. Now the render's time counts from STARTED, and a job waits
+    for a renderer up to ``queue_timeout_s``."""
+    job = queued()
+    assert job.due_at == at(3600)
+    assert decide(job, timer(job, at(601)), CONFIG).duplicate  # only queued: not overdue
+    d = decide(job, started(s=1000), CONFIG)
+    assert d.job is not None and d.job.status is VideoStatus.PROCESSING and d.job.due_at == at(1600)
+    assert decide(d.job, timer(d.job, at(1599)), CONFIG).duplicate
+    # a PROGRESS first (a lost or later STARTED) starts the render's time the same way
+    moved = decide(job, progress(20, s=900), CONFIG).job
+    assert moved is not None and moved.due_at == at(1500)
+    assert decide(moved, progress(40, s=950), CONFIG).job.due_at == at(1500)  # type: ignore[union-attr]
+    assert decide(moved, started(s=960), CONFIG).duplicate
+
+
+def test_a_job_no_renderer_starts_times_out_after_the_queue_timeout() -> None:
+    job = queued()
+    (command,) = decide(None, request(), CONFIG).commands
+    assert command.start_by == at(3600)  # the renderer skips it after that: the job has moved on
+    d = decide(job, timer(job, at(3600)), CONFIG)
+    assert d.job is not None and d.job.attempt == 2 and d.job.status is VideoStatus.QUEUED
+    assert (d.status[0].reason or "").startswith("not started by a renderer within 3600 s (attempt 1)")
+    assert d.status[0].retrying and d.job.due_at == at(7200) and d.commands[0].start_by == at(7200)
 
 
 def test_timer_after_completion_changes_nothing() -> None:

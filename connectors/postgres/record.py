@@ -21,7 +21,10 @@ twice:
   with more pages done wins while the run is RUNNING, and an ended run is
   final (a run ends once);
 - ``video.status`` -> ``video_assets`` (migration 007): one row per video;
-  the record latest by (attempt, occurred_at, stage, progress) wins.
+  the record latest by (attempt, stage, progress, occurred_at) wins: the job
+  machine's own order within an attempt (QUEUED, PROCESSING with its progress
+  rising, then final), whatever the clocks that stamped the records (the
+  request's producer, the renderer, the worker).
 
 A "newer wins" upsert compares strictly where it can (sync_logs,
 video_assets), so a replayed record does not even rewrite its row.
@@ -149,8 +152,8 @@ ON CONFLICT (video_id) DO UPDATE SET
   duration_s = EXCLUDED.duration_s, width = EXCLUDED.width, height = EXCLUDED.height, format = EXCLUDED.format,
   has_audio = EXCLUDED.has_audio, last_event_id = EXCLUDED.last_event_id, updated_at = EXCLUDED.updated_at,
   recorded_at = now()
-WHERE (EXCLUDED.attempt, EXCLUDED.updated_at, EXCLUDED.stage, EXCLUDED.progress)
-  > (video_assets.attempt, video_assets.updated_at, video_assets.stage, video_assets.progress)
+WHERE (EXCLUDED.attempt, EXCLUDED.stage, EXCLUDED.progress, EXCLUDED.updated_at)
+  > (video_assets.attempt, video_assets.stage, video_assets.progress, video_assets.updated_at)
 """
 
 #: The database table each statement writes (for the metrics), in the order a batch writes them.

@@ -281,6 +281,48 @@ def test_video_assets_keep_each_video_s_latest_status(pg_dsn: str) -> None:
     assert last == first  # the same row version: replays and older records wrote nothing
 
 
+def test_video_assets_follow_the_job_whatever_the_clocks_of_its_records(pg_dsn: str) -> None:
+    """A job's status records carry the times of whoever produced the event: the request's
+    ``requested_at`` (the web view, an upstream producer, a supplier snapshot's capture time for an
+    automatic video), the renderer's clock, the worker's. Within an attempt the machine's order is
+    QUEUED, PROCESSING (progress up), then final. Before, the row took the record latest by time
+    first, so a request stamped 30 s ahead of the renderer's clock kept the row QUEUED for good
+    while the video was COMPLETED (and a cancel stamped behind a PROGRESS left it PROCESSING)."""
+    request = VideoRequest(video_id="v-skew", store_id="st-1", requested_at=AT + timedelta(seconds=30))
+    result = VideoResult(video_url="https://cdn.example.com/v.mp4", thumbnail_url="https://cdn.example.com/v.jpg",
+                         duration=5.0, width=1080, height=1080)
+    events: list[Any] = [
+        request,
+        RenderStarted(event_id="s1", video_id="v-skew", occurred_at=AT + timedelta(seconds=1), attempt=1),
+        RenderProgress(event_id="p1", video_id="v-skew", occurred_at=AT + timedelta(seconds=2), attempt=1,
+                       progress=50),
+        RenderCompleted(event_id="c1", video_id="v-skew", occurred_at=AT + timedelta(seconds=3), attempt=1,
+                        result=result),
+    ]
+    job = None
+    records: list[VideoStatusRecord] = []
+    for event in events:
+        decision = decide_video(job, event)
+        job = decision.job
+        records.extend(decision.status)
+    assert [r.status.value for r in records] == ["QUEUED", "PROCESSING", "PROCESSING", "COMPLETED"]
+    rows = [rows_of(topics.VIDEO_STATUS, encode(r))[0] for r in records]
+
+    async def body(pool: Any) -> list[Any]:
+        seen = []
+        for row in rows:
+            await write_rows(pool, [row])
+            seen.append(await pool.fetchrow("SELECT status, progress, video_url FROM video_assets"))
+        await write_rows(pool, rows[::-1])  # replayed newest first: nothing older wins
+        seen.append(await pool.fetchrow("SELECT status, progress, video_url FROM video_assets"))
+        return seen
+
+    seen = run(pg_dsn, body)
+    assert [(r["status"], r["progress"]) for r in seen] == [
+        ("QUEUED", 0.0), ("PROCESSING", 0.0), ("PROCESSING", 50.0), ("COMPLETED", 100.0), ("COMPLETED", 100.0)]
+    assert seen[-1]["video_url"] == "https://cdn.example.com/v.mp4"
+
+
 def snapshots(first: int, last: int, stock: int, at: str) -> list[dict[str, Any]]:
     return [
         {"store_id": f"s-{n % 4}", "product_id": f"p-{n}", "provider": "ALIEXPRESS", "source_id": f"AE-{n}",

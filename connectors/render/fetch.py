@@ -9,7 +9,11 @@
   between the check and the connection;
 - no redirect is followed blindly: each hop (at most 3) is checked again;
 - the body is capped while it streams, its content type must be an image
-  type and its first bytes a JPEG, PNG or WebP signature.
+  type and its first bytes a JPEG, PNG or WebP signature;
+- a PNG or WebP whose header gives more than ``OPS_RENDER_MAX_IMAGE_PIXELS``
+  is refused before anything decodes it (a small file can decode to
+  gigabytes: a 790 KB PNG of 16000x16000 took 800 MB to probe and four of them
+  3.3 GB in one render); ffmpeg.check_image checks every image's size again.
 
 ``FetchError.retryable`` says whether another attempt could succeed (a
 timeout, a 5xx) or not (a refused address, a 404, not an image).
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import struct
 from pathlib import Path
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
@@ -39,6 +44,12 @@ class FetchError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+
+
+def check_pixels(width: int, height: int, limit: int) -> None:
+    """FetchError (for good) when an image of this size is more than ``limit`` pixels."""
+    if width * height > limit:
+        raise FetchError(f"{width}x{height} pixels, more than the {limit} allowed (OPS_RENDER_MAX_IMAGE_PIXELS)")
 
 
 def _invalid(url: str, why: object) -> FetchError:
@@ -63,6 +74,25 @@ def sniff(head: bytes) -> str | None:
         return "webp"
     if head[4:8] == b"ftyp":
         return "mp4"
+    return None
+
+
+def pixel_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's or WebP's header, at their fixed places; None for
+    anything else (a JPEG's size is deep in its segments: ffprobe reads it cheaply)."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+        width, height = struct.unpack(">II", head[16:24])
+        return width, height
+    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30:  # extended: the canvas, minus one, 24 bits each
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8 " and len(head) >= 30:  # lossy: after the frame tag and start code, 14 bits each
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    if chunk == b"VP8L" and len(head) >= 25:  # lossless: after the signature byte, 14 bits each, minus one
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     return None
 
 
@@ -207,13 +237,15 @@ class ImageFetcher:
             raise FetchError(f"larger than {self.settings.render_max_image_bytes} bytes")
         return self._write(path.read_bytes(), dest)
 
-    @staticmethod
-    def _write(body: bytes, dest: Path, video: bool = False) -> Path:
+    def _write(self, body: bytes, dest: Path, video: bool = False) -> Path:
         kind = sniff(body[:16])
         if video and kind != "mp4":
             raise FetchError("not an MP4 clip (content does not match)")
         if kind is None or (kind == "mp4" and not video):
             raise FetchError("not a JPEG, PNG or WebP image (content does not match)")
+        size = None if video else pixel_size(body[:32])
+        if size is not None:
+            check_pixels(*size, self.settings.render_max_image_pixels)
         path = dest.with_suffix("." + kind)
         path.write_bytes(body)
         return path

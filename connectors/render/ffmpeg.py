@@ -37,6 +37,13 @@ class RenderError(Exception):
         self.retryable = retryable
 
 
+class TooLarge(RenderError):
+    """An image with more pixels than allowed (not retryable)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, retryable=False)
+
+
 @dataclass(frozen=True)
 class StyleLook:
     motion: str  # "zoom", "zoomout", "pan", "panup"
@@ -315,8 +322,8 @@ async def probe(path: Path, timeout: float = 30.0) -> dict[str, object]:
     return json.loads(out)  # type: ignore[no-any-return]
 
 
-async def check_image(path: Path, index: int) -> None:
-    """The image decodes as a still picture (a clear reason when it does not)."""
+async def check_image(path: Path, index: int, max_pixels: int) -> None:
+    """The image is at most ``max_pixels`` and decodes as a still picture (a clear reason when not)."""
     try:
         info = await simple(
             ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-f", "image2", "-select_streams", "v:0",
@@ -327,6 +334,12 @@ async def check_image(path: Path, index: int) -> None:
         streams = json.loads(info).get("streams") or []
         if not streams or not streams[0].get("width"):
             raise RenderError(f"image {index} cannot be decoded", retryable=False)
+        width, height = int(streams[0]["width"]), int(streams[0].get("height") or 0)
+        if width * height > max_pixels:
+            # Before the full decode (and the render, which holds every image decoded at once).
+            raise TooLarge(
+                f"image {index}: {width}x{height} pixels, more than the {max_pixels} allowed (OPS_RENDER_MAX_IMAGE_PIXELS)"
+            )
         # Decode it fully: a truncated or corrupt body fails here, not mid-render.
         await simple(
             ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-protocol_whitelist", "file",
@@ -334,6 +347,8 @@ async def check_image(path: Path, index: int) -> None:
             30.0,
             f"image {index}",
         )
+    except TooLarge:
+        raise
     except RenderError as exc:
         raise RenderError(f"image {index} is broken or not an image ({exc.reason})", retryable=False) from None
 

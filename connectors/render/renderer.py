@@ -156,7 +156,7 @@ class Renderer:
                 path = await self.fetcher.fetch(url, work / f"img{i}")
             except FetchError as exc:
                 raise FetchError(f"image {i}: {exc.reason}", exc.retryable) from None
-            await ffmpeg.check_image(path, i)
+            await ffmpeg.check_image(path, i, self.settings.render_max_image_pixels)
             images.append(path)
         if self.clips is not None:
             # Each image becomes a hosted provider's clip (at once; each clip checked as a video).

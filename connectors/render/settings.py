@@ -48,6 +48,9 @@ class RenderSettings(BaseSettings):
         None, description="folder file:// image URLs may point into (unset: file URLs are refused)"
     )
     render_max_image_bytes: int = Field(15 * 1024 * 1024, ge=1024, description="largest image fetched, bytes")
+    render_max_image_pixels: int = Field(
+        40_000_000, ge=1, description="largest image, width x height (a small file can decode to gigabytes)"
+    )
     render_fetch_timeout: float = Field(20.0, gt=0, description="s to fetch one image (connect, read, whole)")
     render_font: Path = Field(FONT, description="font file of the title card and text overlays")
     render_voice: str = Field("en-us", pattern=r"^[a-z]{2,3}(-[a-z0-9]{1,8})*$", description="espeak-ng voice")

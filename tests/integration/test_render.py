@@ -209,6 +209,44 @@ def test_no_images_broken_image_and_refused_url_fail_with_reasons(
     assert not any(p.suffix == ".mp4" for p in s.render_output_dir.iterdir())
 
 
+def test_an_image_of_too_many_pixels_fails_before_anything_decodes_it(
+    tmp_path: Path, server: MediaServer, images: dict[str, bytes]
+) -> None:
+    """A small file can hold a huge picture: a 790 KB PNG of 16000x16000 took 800 MB to probe,
+    and four of them 3.3 GB in one render (twenty would take the machine). Before, nothing
+    looked at the size. Here the limit is 1,000,000 pixels and the images 1200x900."""
+    from connectors.render.fetch import pixel_size
+
+    s = settings(tmp_path, render_max_image_pixels=1_000_000)
+    big = {name: make_image(tmp_path / name, "1200x900", "rgbtestsrc") for name in ("big.png", "big.webp")}
+    lossless = tmp_path / "big-lossless.webp"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "rgbtestsrc=s=1200x900:d=1", "-frames:v", "1",
+                    "-lossless", "1", str(lossless)], check=True)
+    big["big-lossless.webp"] = lossless.read_bytes()
+    for name, body in big.items():
+        assert pixel_size(body[:32]) == (1200, 900), name  # read from the header
+    assert pixel_size(images["a.jpg"][:32]) is None  # a JPEG: ffprobe tells
+    ok = server.file("/b.png", images["b.png"], "image/png")  # 800x800: allowed
+    for name, body in big.items():
+        url = server.file("/" + name, body, "image/png" if name.endswith("png") else "image/webp")
+        with pytest.raises(FetchError) as err:
+            fetch(s, url, tmp_path / "x")
+        assert err.value.reason == "1200x900 pixels, more than the 1000000 allowed (OPS_RENDER_MAX_IMAGE_PIXELS)"
+        assert not err.value.retryable
+        outcome, _ = render(s, command(image_urls=[ok, url], duration=5))
+        assert isinstance(outcome, RenderFailed) and not outcome.retryable, outcome
+        assert outcome.reason == "image 2: 1200x900 pixels, more than the 1000000 allowed (OPS_RENDER_MAX_IMAGE_PIXELS)"
+    # a JPEG (1200x900): its size from ffprobe, before the full decode and the render
+    outcome, _ = render(s, command(image_urls=[ok, server.file("/a.jpg", images["a.jpg"])], duration=5))
+    assert isinstance(outcome, RenderFailed) and not outcome.retryable, outcome
+    assert outcome.reason == "image 2: 1200x900 pixels, more than the 1000000 allowed (OPS_RENDER_MAX_IMAGE_PIXELS)"
+    assert not any(p.suffix == ".mp4" for p in s.render_output_dir.iterdir())
+    assert list(s.render_work_dir.iterdir()) == []
+    # within the limit it renders
+    outcome, _ = render(s, command(image_urls=[ok], duration=5))
+    assert isinstance(outcome, RenderCompleted), outcome
+
+
 # --------------------------------------------------------------------------- #
 # the fetcher
 

@@ -227,6 +227,17 @@ def test_sync_logs_keep_each_run_s_latest_state(pg_dsn: str) -> None:
     assert last == first  # not even rewritten (the same row version): nothing written twice
 
 
+def status_records(events: list[Any]) -> list[VideoStatusRecord]:
+    """The ``video.status`` records the job machine publishes for these events."""
+    job = None
+    records: list[VideoStatusRecord] = []
+    for event in events:
+        decision = decide_video(job, event)
+        job = decision.job
+        records.extend(decision.status)
+    return records
+
+
 def video_records() -> list[VideoStatusRecord]:
     """A real job's status records: queued, started, failed (retrying), queued again, 50 %, completed."""
     request = VideoRequest(video_id="v-1", store_id="st-1", product_id="p-1", requested_at=AT)
@@ -244,12 +255,7 @@ def video_records() -> list[VideoStatusRecord]:
         RenderProgress(event_id="e4", video_id="v-1", occurred_at=t(3), attempt=2, progress=50),
         RenderCompleted(event_id="e5", video_id="v-1", occurred_at=t(4), attempt=2, result=result),
     ]
-    job = None
-    records: list[VideoStatusRecord] = []
-    for event in events:
-        decision = decide_video(job, event)
-        job = decision.job
-        records.extend(decision.status)
+    records = status_records(events)
     assert [(r.status.value, r.attempt) for r in records] == [
         ("QUEUED", 1), ("PROCESSING", 1), ("FAILED", 1), ("QUEUED", 2), ("PROCESSING", 2), ("PROCESSING", 2),
         ("COMPLETED", 2)]
@@ -299,12 +305,7 @@ def test_video_assets_follow_the_job_whatever_the_clocks_of_its_records(pg_dsn: 
         RenderCompleted(event_id="c1", video_id="v-skew", occurred_at=AT + timedelta(seconds=3), attempt=1,
                         result=result),
     ]
-    job = None
-    records: list[VideoStatusRecord] = []
-    for event in events:
-        decision = decide_video(job, event)
-        job = decision.job
-        records.extend(decision.status)
+    records = status_records(events)
     assert [r.status.value for r in records] == ["QUEUED", "PROCESSING", "PROCESSING", "COMPLETED"]
     rows = [rows_of(topics.VIDEO_STATUS, encode(r))[0] for r in records]
 

@@ -180,6 +180,10 @@ async def run_renderer(
         session_timeout_ms=int(settings.session_timeout * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
         max_poll_records=render_settings.render_concurrency,
+        # The renderer polls no more while it holds render_concurrency commands, and a render may
+        # take OPS_RENDER_TIMEOUT and more (clips): aiokafka's 300 s default would drop it from the
+        # group mid-render, and the commands in hand would be rendered twice at once after the rejoin.
+        max_poll_interval_ms=int(max(3600.0, 4 * render_settings.render_timeout) * 1000),
         fetch_max_wait_ms=EMBEDDED_LOW_LATENCY_FETCH_WAIT_MS if settings.embedded_broker else 500,
     )
     runner = RenderRunner(renderer, producer, render_settings.render_concurrency)

@@ -54,7 +54,7 @@ from models.archive import (
     order_marker,
     redact_archived_order,
 )
-from models.events import Alert, AlertRecord, DeadLetterReason
+from models.events import DeadLetterReason
 from models.fulfillment import (
     Decision,
     MachineConfig,
@@ -69,7 +69,7 @@ from models.orders import DataRequested, OrderEvent, RedactRequested, decode_ord
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
-from agents.wiring import KeyedMachine, dead_letter, refusal, run_agent
+from agents.wiring import KeyedMachine, alert_outputs, dead_letter, refusal, run_agent
 from streams.outbox import Output
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class OrderProcessor(KeyedMachine):
             # A payment, refund or cancellation nobody would see in deadletter: with an alert,
             # carried by the marker written again (the outbox makes both durable).
             letter = dead_letter(message, DeadLetterReason.ARCHIVED, archived_detail(self.what, key, body))
-            self.store.write(message, key, body, [letter, *self._alert_outputs(alert)])
+            self.store.write(message, key, body, [letter, *alert_outputs(alert)])
             return
         state = None if body is None else OrderState.model_validate(body["state"])
         decision = decide(state, order_event, self.config)
@@ -215,15 +215,6 @@ class OrderProcessor(KeyedMachine):
             if paid_at and group.placed_at:
                 metrics.PAYMENT_TO_SUPPLIER_ORDER.observe(max((group.placed_at - paid_at).total_seconds(), 0.0))
 
-    @staticmethod
-    def _alert_outputs(alert: Alert) -> list[Output]:
-        """An alert on ``alerts``, and into the store's alert table (on the store's
-        partition, not the order's)."""
-        store = alert.store_id.encode()
-        record = AlertRecord(command_id=f"record:{alert.alert_id}", store_id=alert.store_id, record=alert)
-        metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
-        return [(topics.ALERTS, store, encode(alert)), (topics.INVENTORY_COMMANDS, store, encode(record))]
-
     def _outputs(self, message: Any, event: OrderEvent, decision: Decision) -> list[Output]:
         store = decision.state.store_id.encode()
         out: list[Output] = []
@@ -235,7 +226,7 @@ class OrderProcessor(KeyedMachine):
         for show in decision.storefront:
             out.append((topics.STOREFRONT_COMMANDS, store, encode(show)))
         for alert in decision.alerts:
-            out += self._alert_outputs(alert)
+            out += alert_outputs(alert)
         for reason in decision.refused:
             out.append(dead_letter(message, DeadLetterReason.INVALID_IN_STATE, reason, log_detail=True))
         for parked, reason in decision.refused_events:

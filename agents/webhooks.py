@@ -43,7 +43,7 @@ import orjson
 from pydantic import ValidationError
 
 from connectors import metrics
-from models.events import AlertRecord, DeadLetterReason, SupplierUpdate
+from models.events import DeadLetterReason, SupplierUpdate
 from models.orders import OrderEventType
 from models.webhook_routing import (
     CatalogueSource,
@@ -59,7 +59,7 @@ from models.webhooks import InboundWebhook
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
-from agents.wiring import active_partitions, dead_letter, run_agent, sweep_timer
+from agents.wiring import active_partitions, alert_outputs, dead_letter, run_agent, sweep_timer
 from streams.outbox import Output, OutboxTable
 
 log = logging.getLogger(__name__)
@@ -227,10 +227,7 @@ class WebhookRouter:
         for report in routed.stock_reports:
             outputs.append((topics.INVENTORY_COMMANDS, report.store_id.encode(), encode(report)))
         for alert in routed.alerts:
-            outputs.append((topics.ALERTS, alert.store_id.encode(), encode(alert)))
-            record = AlertRecord(command_id=f"record:{alert.alert_id}", store_id=alert.store_id, record=alert)
-            outputs.append((topics.INVENTORY_COMMANDS, alert.store_id.encode(), encode(record)))
-            metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
+            outputs += alert_outputs(alert)
         if routed.refused:
             outputs.append(dead_letter(message, DeadLetterReason.UNMAPPABLE, routed.refused))
         result = "REFUSED" if routed.refused else "IGNORED" if routed.ignored else "ROUTED"

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from connectors import metrics
 from models.archive import archived_detail, is_archived
-from models.events import DeadLetter, DeadLetterReason
+from models.events import Alert, AlertRecord, DeadLetter, DeadLetterReason
 from streams import topics
 from streams.app import Engine
 from streams.codecs import encode
@@ -83,6 +83,14 @@ def dead_letter(
     extra = detail[:300].replace("\n", " ") if log_detail else ""
     log.warning("deadletter %s[%s]@%s: %s %s", message.topic, message.partition, message.offset, reason.value, extra)
     return (topics.DEADLETTER, message.topic.encode(), encode(record))
+
+
+def alert_outputs(alert: Alert) -> list[Output]:
+    """An alert raised off its store's partition (an order's, a webhook's): on ``alerts``, and
+    into the store's alert table through ``inventory.commands`` (``AlertRecord``), counted."""
+    store = alert.store_id.encode()
+    metrics.ALERTS_EMITTED.labels(alert.type.value, alert.status.value).inc()
+    return [(topics.ALERTS, store, encode(alert)), (topics.INVENTORY_COMMANDS, store, encode(AlertRecord.of(alert)))]
 
 
 def active_partitions(app: faust.App, topic: str) -> set[int]:

@@ -410,6 +410,11 @@ class AlertRecord(Event):
     store_id: Ident
     record: Alert
 
+    @classmethod
+    def of(cls, alert: Alert) -> AlertRecord:
+        """The record of ``alert`` for its store's alert table; its id comes from the alert's."""
+        return cls(command_id=f"record:{alert.alert_id}", store_id=alert.store_id, record=alert)
+
 
 class ProductCommand(Event):
     """A command about one store product, on ``inventory.commands`` (key ``store_id``);

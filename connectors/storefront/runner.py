@@ -309,8 +309,7 @@ class StorefrontRunner:
                                  datetime.now(timezone.utc))
         if self._alerted.get(f"{store_id}|{kind}") == alert.alert_id:
             return
-        record = AlertRecord(command_id=f"record:{alert.alert_id}", store_id=store_id, record=alert)
-        for topic, value in ((topics.ALERTS, encode(alert)), (topics.INVENTORY_COMMANDS, encode(record))):
+        for topic, value in ((topics.ALERTS, encode(alert)), (topics.INVENTORY_COMMANDS, encode(AlertRecord.of(alert)))):
             await (await self.producer.send(topic, key=store_id.encode(), value=value))
         self._alerted[f"{store_id}|{kind}"] = alert.alert_id
 

@@ -88,7 +88,7 @@ AVAILABLE_QUERY = """query AvailableQuantities($ids: [ID!]!, $locationId: ID!) {
     ... on InventoryItem { id inventoryLevel(locationId: $locationId) { quantities(names: ["available"]) { name quantity } } }
   }
 }"""
-AVAILABLE_NODE_COST = 3
+AVAILABLE_NODE_COST = 3  # a node: the item, its level, the quantities
 
 PRICES_MUTATION = """mutation UpdatePrices($productId: ID!, $variants: [ProductVariantsBulkInput!]!) {
   productVariantsBulkUpdate(productId: $productId, variants: $variants) {
@@ -198,11 +198,21 @@ class ShopifyStorefront:
 
     async def _variants(self, variant_ids: list[str]) -> dict[str, dict[str, Any]]:
         ids = sorted({gid("ProductVariant", v) for v in variant_ids})
+        return await self._nodes("VariantPrices", VARIANTS_QUERY, ids, node_cost=1)
+
+    async def _nodes(
+        self, operation: str, query: str, ids: list[str], node_cost: int, **variables: Any
+    ) -> dict[str, dict[str, Any]]:
+        """The nodes of ``ids`` by id, read with ``query`` (a ``nodes(ids: $ids)`` query) in
+        requests of up to :data:`NODES_BATCH` ids, none costing more than the shop's bucket
+        (a read costs 1 + ``node_cost`` per id)."""
         out: dict[str, dict[str, Any]] = {}
-        size = max(1, min(NODES_BATCH, int(self.client.bucket.maximum) - 1))  # a read costs 1 + its ids
+        size = max(1, min(NODES_BATCH, (int(self.client.bucket.maximum) - 1) // node_cost))
         for start in range(0, len(ids), size):
             chunk = ids[start:start + size]
-            data = await self.client.execute("VariantPrices", VARIANTS_QUERY, {"ids": chunk}, cost=1 + len(chunk))
+            data = await self.client.execute(
+                operation, query, {"ids": chunk, **variables}, cost=1 + node_cost * len(chunk)
+            )
             for node in data.get("nodes") or []:
                 if node and node.get("id"):
                     out[node["id"]] = node
@@ -241,12 +251,11 @@ class ShopifyStorefront:
             if len(batch) == 1:
                 self._refused(batch[0], outcome, err.reason)
                 return []
-        # the answer told the shop's bucket: a batch that cost more than it goes in batches that fit
-        size = self._batch_size()
-        size = size if size < len(batch) else 1
+        if self._batch_size() < len(batch):  # the answer told the shop's bucket: batches that fit it
+            return await self._send_all(batch, outcome)
         answered: list[tuple[_Pending, list[Any]]] = []
-        for start in range(0, len(batch), size):
-            answered += await self._send_or_split(batch[start:start + size], outcome)
+        for p in batch:
+            answered += await self._send_or_split([p], outcome)
         return answered
 
     def _batch_size(self) -> int:
@@ -318,25 +327,10 @@ class ShopifyStorefront:
 
     async def _available(self, items: list[str]) -> dict[str, int]:
         """The ``available`` quantity at the account's location of each inventory item
-        (0 when the shop has no level for it), read in requests of up to
-        :data:`NODES_BATCH` items."""
-        ids = sorted(set(items))
-        out: dict[str, int] = {}
-        # a node costs about 3 (the item, its level, the quantities); no read may cost more than the bucket
-        size = max(1, min(NODES_BATCH, (int(self.client.bucket.maximum) - 1) // AVAILABLE_NODE_COST))
-        for start in range(0, len(ids), size):
-            chunk = ids[start:start + size]
-            data = await self.client.execute(
-                "AvailableQuantities", AVAILABLE_QUERY, {"ids": chunk, "locationId": self.location},
-                cost=1 + AVAILABLE_NODE_COST * len(chunk),
-            )
-            for node in data.get("nodes") or []:
-                if not node or not node.get("id"):
-                    continue
-                quantities = ((node.get("inventoryLevel") or {}).get("quantities")) or []
-                out[node["id"]] = next(
-                    (int(q.get("quantity") or 0) for q in quantities if q.get("name") == "available"), 0)
-        return out
+        (0 when the shop has no level for it)."""
+        nodes = await self._nodes("AvailableQuantities", AVAILABLE_QUERY, sorted(set(items)),
+                                  node_cost=AVAILABLE_NODE_COST, locationId=self.location)
+        return {item: _available_of(node) for item, node in nodes.items()}
 
     async def _set_prices(
         self, prices: list[tuple[InventoryChange, CatalogueVariant]], nodes: dict[str, dict[str, Any]], outcome: PushOutcome
@@ -422,6 +416,14 @@ def newest_per_variant_pairs(
 
 def _item_of(node: dict[str, Any] | None) -> str | None:
     return ((node or {}).get("inventoryItem") or {}).get("id")
+
+
+def _available_of(node: dict[str, Any]) -> int:
+    """An inventory item node's ``available`` quantity (0 when it has no level at the location)."""
+    for q in ((node.get("inventoryLevel") or {}).get("quantities")) or []:
+        if q.get("name") == "available":
+            return int(q.get("quantity") or 0)
+    return 0
 
 
 def _same(value: Any, wanted: Decimal | None) -> bool:

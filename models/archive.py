@@ -32,9 +32,9 @@ from models.fulfillment import (
     TERMINAL,
     customer_data,
     data_request_id_parts,
+    order_alert,
     order_output_id,
 )
-from models.alerts import open_alert
 from models.events import Alert, AlertType
 from models.orders import (
     Address,
@@ -256,17 +256,9 @@ def archived_event_alert(order_id: str, marker: dict[str, Any], event: OrderEven
     alert_type, title, consequence = kind
     number = marker.get("order_number") or order_id
     amount = getattr(event, "amount", None)
-    return open_alert(
-        subject_key=f"order|{order_id}|{event.event_id}",
-        store_id=marker.get("store_id") or event.store_id,
-        product_id=None,
-        variant_id=None,
-        alert_type=alert_type,
-        title=title.format(number=number),
-        message=(f"{event.type.value}{f' of {amount}' if amount is not None else ''} came on "
-                 f"{event.occurred_at.isoformat()} for {archived_detail('order', order_id, marker)}. "
-                 f"The engine does not act on an archived order: {consequence}."),
-        metadata={"order_id": order_id, "order_number": str(number), "event": event.type.value},
-        at=event.occurred_at,
-        trigger_micros=int(event.occurred_at.timestamp() * 1_000_000),
+    return order_alert(
+        order_id, marker.get("store_id") or event.store_id, str(number), event, alert_type, title.format(number=number),
+        f"{event.type.value}{f' of {amount}' if amount is not None else ''} came on "
+        f"{event.occurred_at.isoformat()} for {archived_detail('order', order_id, marker)}. "
+        f"The engine does not act on an archived order: {consequence}.",
     )

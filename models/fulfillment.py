@@ -631,20 +631,8 @@ class _Step:
 
     def _alert(self, event: OrderEvent, alert_type: AlertType, title: str, message: str) -> None:
         state = self.state
-        micros = int(event.occurred_at.timestamp() * 1_000_000)
         self.out.alerts.append(
-            open_alert(
-                subject_key=f"order|{state.order_id}|{event.event_id}",
-                store_id=state.store_id,
-                product_id=None,
-                variant_id=None,
-                alert_type=alert_type,
-                title=title,
-                message=message,
-                metadata={"order_id": state.order_id, "order_number": state.order_number or "", "event": event.type.value},
-                at=event.occurred_at,
-                trigger_micros=micros,
-            )
+            order_alert(state.order_id, state.store_id, state.order_number, event, alert_type, title, message)
         )
 
     def _intervention(self, event: OrderEvent) -> None:
@@ -1040,6 +1028,26 @@ class _Step:
         )
         self._set(missing_alerted=True)
         return "order never arrived: alerted"
+
+
+def order_alert(
+    order_id: str, store_id: str, order_number: str | None, event: OrderEvent, alert_type: AlertType, title: str,
+    message: str,
+) -> Alert:
+    """The alert an order raises on ``event``: its id comes from the order and the event, so
+    a replay of the event is the same alert (an archived order's uses it too: models/archive.py)."""
+    return open_alert(
+        subject_key=f"order|{order_id}|{event.event_id}",
+        store_id=store_id,
+        product_id=None,
+        variant_id=None,
+        alert_type=alert_type,
+        title=title,
+        message=message,
+        metadata={"order_id": order_id, "order_number": order_number or "", "event": event.type.value},
+        at=event.occurred_at,
+        trigger_micros=int(event.occurred_at.timestamp() * 1_000_000),
+    )
 
 
 def canonical(state: OrderState) -> dict[str, object]:

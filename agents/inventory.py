@@ -716,17 +716,14 @@ class InventoryProcessor(ResendRetry):
             self.on_alert_record(message)
             return
         kind = parsed.get("kind") if isinstance(parsed, dict) else None
-        if kind == "SUPPLIER_UPDATE":
-            self.on_supplier_update(message)
-            return
-        if kind == "STOREFRONT_STOCK":
-            self.on_storefront_stock(message)
-            return
-        if kind == "PRODUCT_MAPPED":
-            self.on_product_mapped(message)
-            return
-        if kind == "PRODUCT_RESEND":
-            self.on_product_resend(message)
+        product_command = {
+            "SUPPLIER_UPDATE": self.on_supplier_update,
+            "STOREFRONT_STOCK": self.on_storefront_stock,
+            "PRODUCT_MAPPED": self.on_product_mapped,
+            "PRODUCT_RESEND": self.on_product_resend,
+        }.get(kind) if isinstance(kind, str) else None
+        if product_command is not None:
+            product_command(message)
             return
         command = self.decode(AlertCommand.model_validate_json, message)
         if command is None:

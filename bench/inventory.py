@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -138,23 +139,37 @@ def processed_count(worker: Worker) -> tuple[int, int]:
 
 
 def measure(
-    poll: Any, pid: int, start_new: int, end_at: int, timeout: float, pause: float = POLL_S
-) -> dict[str, float]:
+    poll: Any,
+    pid: int,
+    start_new: int,
+    end_at: int,
+    timeout: float,
+    pause: float = POLL_S,
+    others: dict[str, int] | None = None,
+    on_start: Any = None,
+) -> dict[str, Any]:
     """Rate from the moment ``start_new`` products are tracked to the moment ``end_at`` snapshots are processed.
 
     ``poll`` returns (processed, of which NEW). Partitions are consumed side by
     side, so some reach the measured stream while others still load the
     catalogue; starting when every product is tracked (NEW == catalogue) keeps
-    the catalogue's first snapshots out of the measured window.
+    the catalogue's first snapshots out of the measured window. ``others``
+    names processes (the broker) whose CPU seconds in the window are reported
+    too; ``on_start`` is called when the window opens (the profiler).
     """
+    others = others or {}
     deadline = time.monotonic() + timeout
     t_start = cpu_start = None
+    others_start: dict[str, float] = {}
     count = 0
     while time.monotonic() < deadline:
         count, new = poll()
         now = time.monotonic()
         if t_start is None and new >= start_new:
             t_start, cpu_start, c_start = now, cpu_seconds(pid), count
+            others_start = {name: cpu_seconds(other) for name, other in others.items()}
+            if on_start is not None:
+                on_start()
         if t_start is not None and count >= end_at:
             elapsed = now - t_start
             return {
@@ -163,12 +178,20 @@ def measure(
                 "per_second": (count - c_start) / elapsed,
                 "cpu_seconds": cpu_seconds(pid) - cpu_start,
                 "peak_rss_mb": peak_rss_mb(pid),
+                "other_cpu_seconds": {n: cpu_seconds(others[n]) - c for n, c in others_start.items()},
             }
         time.sleep(pause)
     raise TimeoutError(f"stuck at {count} of {end_at} snapshots")
 
 
-def run_form(form: str, stores: int, products: int, workdir: Path) -> dict[str, Any]:
+def profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` (raw stacks, only the thread holding the GIL: where the CPU goes) until sent SIGINT."""
+    spy = str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--gil",
+                             "--threads", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_form(form: str, stores: int, products: int, workdir: Path, profile: Path | None = None) -> dict[str, Any]:
     broker = EmbeddedBroker(log_path=workdir / f"broker-{form}.log").start()
     try:
         specs = topics.specs()
@@ -182,8 +205,21 @@ def run_form(form: str, stores: int, products: int, workdir: Path) -> dict[str, 
         worker = Worker(broker, workdir, name=f"bench-{form}", OPS_LOG_LEVEL="warning").start()
         ready_s = worker.wait_ready(timeout=60)
         assert worker.proc is not None
-        load = measure(lambda: processed_count(worker), worker.proc.pid, 1, per_phase, timeout=1800)
-        run = measure(lambda: processed_count(worker), worker.proc.pid, per_phase, 2 * per_phase, timeout=1800)
+        pid = worker.proc.pid
+        spies: list[subprocess.Popen[bytes]] = []
+        broker_pid = {"broker": broker.pid} if broker.pid else {}
+
+        def start_profile() -> None:
+            if profile is not None:
+                profile.mkdir(parents=True, exist_ok=True)
+                spies.append(profiler(pid, profile / f"worker-{form}.raw"))
+
+        load = measure(lambda: processed_count(worker), pid, 1, per_phase, timeout=1800, others=broker_pid)
+        run = measure(lambda: processed_count(worker), pid, per_phase, 2 * per_phase, timeout=1800,
+                      others=broker_pid, on_start=start_profile)
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         worker.stop()
 
         baseline_log = open(workdir / f"baseline-{form}.log", "wb")
@@ -206,7 +242,8 @@ def run_form(form: str, stores: int, products: int, workdir: Path) -> dict[str, 
             return int(latest["processed"]), int(latest["new"])
 
         # No pause: each read blocks until the baseline prints its next count.
-        base = measure(poll_baseline, baseline_proc.pid, per_phase, 2 * per_phase, timeout=1800, pause=0)
+        base = measure(poll_baseline, baseline_proc.pid, per_phase, 2 * per_phase, timeout=1800, pause=0,
+                       others=broker_pid)
         baseline_proc.wait(timeout=60)
         return {
             "form": form,
@@ -226,19 +263,23 @@ def main() -> None:
     parser.add_argument("--stores", type=int, default=1000)
     parser.add_argument("--products", type=int, default=1000)
     parser.add_argument("--forms", default="single,paged")
+    parser.add_argument("--profile", type=Path, help="py-spy the worker over the measured stream (raw stacks here)")
     args = parser.parse_args()
     results = []
     workdir = Path(tempfile.mkdtemp(prefix="ops-bench-"))
     print(f"logs in {workdir}", flush=True)
     for form in args.forms.split(","):
-        results.append(run_form(form, args.stores, args.products, workdir))
+        results.append(run_form(form, args.stores, args.products, workdir, args.profile))
     print()
-    print(f"{'form':<8} {'worker/s':>10} {'baseline/s':>11} {'ratio':>6} {'cpu s':>7} {'peak RSS MB':>12} {'load/s':>9}")
+    print(f"{'form':<8} {'worker/s':>10} {'baseline/s':>11} {'ratio':>6} {'cpu s':>7} {'broker s':>9} "
+          f"{'peak RSS MB':>12} {'load/s':>9}")
     for r in results:
         w, b = r["worker"], r["baseline"]
+        broker_s = w["other_cpu_seconds"].get("broker", float("nan"))
         print(
             f"{r['form']:<8} {w['per_second']:>10,.0f} {b['per_second']:>11,.0f} {r['ratio']:>6.2f} "
-            f"{w['cpu_seconds']:>7.1f} {w['peak_rss_mb']:>12.0f} {r['worker_load']['per_second']:>9,.0f}"
+            f"{w['cpu_seconds']:>7.1f} {broker_s:>9.1f} {w['peak_rss_mb']:>12.0f} "
+            f"{r['worker_load']['per_second']:>9,.0f}"
         )
     targets = {"single": ("10,000/s", 10_000), "paged": ("100,000/s and >= 0.5 x baseline", 100_000)}
     for r in results:

@@ -37,6 +37,9 @@ from aiokafka.partitioner import murmur2
 
 SEND_AT_RECORDS = 2000
 SEND_AFTER_S = 0.05
+#: Keys whose partition is remembered per topic (murmur2 is pure Python, about
+#: 1.5 us a key; the hot path's records are keyed by store, so few keys repeat).
+PARTITION_CACHE_KEYS = 65536
 
 
 class Outputs:
@@ -47,6 +50,7 @@ class Outputs:
         self._count = 0
         self._since = time.monotonic()
         self._partitions: dict[str, int] = {}
+        self._partition_of: dict[tuple[str, bytes], int] = {}
         self._lock = asyncio.Lock()
         # Delivery futures of batches handed over and not yet checked: a failed
         # delivery must stop the next commit, whoever handed the batch over.
@@ -61,13 +65,21 @@ class Outputs:
 
     def partition_for(self, topic: str, key: bytes) -> int:
         """Kafka's default partitioner (murmur2), as every producer of the contract uses."""
+        slot = (topic, key)
+        partition = self._partition_of.get(slot)
+        if partition is not None:
+            return partition
         count = self._partitions.get(topic)
         if count is None:
             found = self._producer.client.cluster.partitions_for_topic(topic)
             if not found:
                 raise LookupError(f"no metadata for topic {topic}")
             count = self._partitions[topic] = len(found)
-        return (murmur2(key) & 0x7FFFFFFF) % count
+        partition = (murmur2(key) & 0x7FFFFFFF) % count
+        if len(self._partition_of) >= PARTITION_CACHE_KEYS:
+            self._partition_of.clear()
+        self._partition_of[slot] = partition
+        return partition
 
     def add(self, topic: str, partition: int | None, key: bytes, value: bytes | None) -> None:
         if partition is None:

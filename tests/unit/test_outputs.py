@@ -118,3 +118,19 @@ def test_a_cancelled_flush_leaves_its_batches_to_the_next() -> None:
         await again
 
     asyncio.run(run())
+
+
+def test_partition_for_is_kafkas_default_partitioner_also_from_its_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from streams import outputs as outputs_module
+
+    out, producer = outputs()
+    producer.client = SimpleNamespace(cluster=SimpleNamespace(partitions_for_topic=lambda topic: set(range(8))))
+    monkeypatch.setattr(outputs_module, "PARTITION_CACHE_KEYS", 5)  # cleared several times below
+    keys = [f"store-{i}".encode() for i in range(12)]
+    expected = [DefaultPartitioner()(key, list(range(8)), list(range(8))) for key in keys]
+    for _ in range(3):  # computed, then remembered (or computed again after a clear)
+        assert [out.partition_for("inventory.changes", key) for key in keys] == expected
+    assert len(out._partition_of) <= 5
+    assert len(set(expected)) > 1  # the keys do not all land on one partition

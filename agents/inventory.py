@@ -57,6 +57,7 @@ from models.events import (
     ProductCommand,
     ProductMapped,
     ProductResend,
+    StoreAlertsResolve,
     StoreSettings,
     StorefrontStock,
     SupplierSnapshot,
@@ -105,6 +106,10 @@ _PAGE = TypeAdapter(list[SupplierSnapshot])
 T = TypeVar("T")
 C = TypeVar("C", bound=ProductCommand)
 _ITEM = TypeAdapter(SupplierSnapshot)
+
+
+#: Alert statuses a resolve command moves on.
+_OPEN = (AlertStatus.ACTIVE.value, AlertStatus.ACKNOWLEDGED.value)
 
 
 def alert_key(store_id: str, alert_id: str) -> str:
@@ -707,6 +712,36 @@ class InventoryProcessor(ResendRetry):
         self.commit_transition(key, encode_state(state), [("c", encode(change))])
         counter.labels("PUBLISHED").inc()
 
+    def on_store_alerts_resolve(self, message: Any) -> None:
+        """Resolve the store's open alerts of a type that concern no product (the
+        storefront process: a set-aside shop answers again). The store's alerts are
+        found by their key prefix: a rare command, one pass over this worker's alerts."""
+        command = self.decode(StoreAlertsResolve.model_validate_json, message)
+        if command is None:
+            return
+        store_id = command.store_id
+        if (message.key or b"").decode(errors="replace") != store_id:
+            self.dead(message, DeadLetterReason.KEY_MISMATCH, f"message key is not the store_id {store_id!r}")
+            return
+        prefix = alert_key(store_id, "")
+        kind = command.alert_type.value
+        outbox: list[OutboxItem] = []
+        for key, raw in list(self.alerts.data.items()):
+            if not key.startswith(prefix):
+                continue
+            found = orjson.loads(raw)
+            if found["type"] != kind or found.get("product_id") is not None or found["status"] not in _OPEN:
+                continue
+            alert = Alert.model_validate(found)
+            if alert.created_at > command.requested_at:
+                continue  # opened after the condition was seen over: another one
+            moved = alert_rules.transition(alert, AlertStatus.RESOLVED, command.requested_at)
+            if moved is not None:
+                outbox.append(("a", encode(moved)))
+        if outbox:
+            self.send_outbox(store_id, self._tp.partition, outbox)
+        metrics.ALERT_COMMANDS.labels("RESOLVE", "APPLIED" if outbox else "UNKNOWN_ALERT").inc()
+
     def on_command(self, message: Any) -> None:
         try:
             parsed = orjson.loads(message.value or b"")
@@ -721,6 +756,7 @@ class InventoryProcessor(ResendRetry):
             "STOREFRONT_STOCK": self.on_storefront_stock,
             "PRODUCT_MAPPED": self.on_product_mapped,
             "PRODUCT_RESEND": self.on_product_resend,
+            "STORE_ALERTS_RESOLVE": self.on_store_alerts_resolve,
         }.get(kind) if isinstance(kind, str) else None
         if product_command is not None:
             product_command(message)

@@ -95,7 +95,8 @@ STOREFRONT_STOCK = Counter(
 )
 ALERT_COMMANDS = Counter(
     "ops_alert_commands_total",
-    "Acknowledge/dismiss commands, by action and result (APPLIED, REFUSED, UNKNOWN_ALERT)",
+    "Alert commands by action (ACKNOWLEDGE, DISMISS; RESOLVE: a store's open alerts of a type) and result "
+    "(APPLIED, REFUSED, UNKNOWN_ALERT: none found)",
     ["action", "result"],
 )
 TABLE_ENTRIES = Gauge(

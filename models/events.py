@@ -416,6 +416,22 @@ class AlertRecord(Event):
         return cls(command_id=f"record:{alert.alert_id}", store_id=alert.store_id, record=alert)
 
 
+class StoreAlertsResolve(Event):
+    """Resolve a store's open alerts of one type that concern the store, not a product:
+    the condition is over. Topic ``inventory.commands``, key ``store_id``. The storefront
+    process sends it for ``STOREFRONT_UNAVAILABLE`` once a set-aside store's shop
+    answers again and the store's dead letters have been replayed. The agent moves every
+    ACTIVE or ACKNOWLEDGED alert of ``alert_type`` of the store (without a product)
+    created at or before ``requested_at`` to RESOLVED and publishes it on ``alerts``; a
+    replay finds them resolved already and leaves alerts created later alone."""
+
+    kind: Literal["STORE_ALERTS_RESOLVE"] = "STORE_ALERTS_RESOLVE"
+    command_id: str
+    store_id: Ident
+    alert_type: AlertType
+    requested_at: UtcDatetime
+
+
 class ProductCommand(Event):
     """A command about one store product, on ``inventory.commands`` (key ``store_id``);
     each kind below says what the inventory agent does with it."""

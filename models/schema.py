@@ -13,6 +13,7 @@ from models.events import (
     AlertRecord,
     ProductMapped,
     ProductResend,
+    StoreAlertsResolve,
     StorefrontStock,
     SupplierSnapshot,
     SupplierUpdate,
@@ -62,11 +63,12 @@ def contract_schemas() -> dict[str, dict[str, Any]]:
             body["title"] = "SupplierSnapshot or a page (array) of one store's snapshots"
         elif topic == "inventory.commands":
             commands: TypeAdapter[Any] = TypeAdapter(
-                AlertCommand | AlertRecord | SupplierUpdate | StorefrontStock | ProductMapped | ProductResend)
+                AlertCommand | AlertRecord | SupplierUpdate | StorefrontStock | ProductMapped | ProductResend
+                | StoreAlertsResolve)
             body = commands.json_schema(mode="validation")
             body["title"] = ("AlertCommand, AlertRecord, SupplierUpdate (kind SUPPLIER_UPDATE), "
-                             "StorefrontStock (kind STOREFRONT_STOCK), ProductMapped (kind PRODUCT_MAPPED) "
-                             "or ProductResend (kind PRODUCT_RESEND)")
+                             "StorefrontStock (kind STOREFRONT_STOCK), ProductMapped (kind PRODUCT_MAPPED), "
+                             "ProductResend (kind PRODUCT_RESEND) or StoreAlertsResolve (kind STORE_ALERTS_RESOLVE)")
         else:
             body = model.model_json_schema(mode="validation")
         body["x-topic"] = topic

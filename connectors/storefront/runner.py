@@ -32,10 +32,11 @@ lost webhooks are pulled and published on ``webhooks.inbound``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -44,7 +45,7 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from connectors.consumers import backoff, commit, group_consumer
-from connectors.deadletter import replay_store, replayed_from
+from connectors.deadletter import read_all, replay_store, replayed_from, select
 from connectors.postgres.pool import create_pool
 from connectors.shopify import reconcile as shopify_reconcile
 from connectors.shopify.storefront import ShopifyStorefront
@@ -55,7 +56,16 @@ from connectors.storefront.reconcile import Target, reconcile_loop
 from connectors.storefront.settings import StorefrontSettings
 from connectors.woocommerce import reconcile as woocommerce_reconcile
 from connectors.woocommerce.storefront import WooCommerceStorefront
-from models.events import AlertRecord, AlertType, ChangeReason, DeadLetter, DeadLetterReason, InventoryChange, ProductResend
+from models.events import (
+    AlertRecord,
+    AlertType,
+    ChangeReason,
+    DeadLetter,
+    DeadLetterReason,
+    InventoryChange,
+    ProductResend,
+    StoreAlertsResolve,
+)
 from models.orders import StorefrontCommand
 from models.storefront import storefront_alert
 from models.webhooks import InboundWebhook, message_key
@@ -96,7 +106,7 @@ class StorefrontRunner:
         concurrency: int = 4,
         unavailable_s: float = 300.0,
         probe_interval_s: float = 60.0,
-        on_back: Callable[[str], Awaitable[None]] | None = None,
+        on_back: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.storefronts = storefronts
         self.catalogue = catalogue
@@ -108,12 +118,16 @@ class StorefrontRunner:
         # deadletter (STOREFRONT_UNAVAILABLE) instead of holding up every store's batch, and so do
         # its later ones, while ``probe_loop`` tries the shop every ``probe_interval_s``. Once it
         # answers, ``take_back`` (between batches) ends that and calls ``on_back(store)`` (the
-        # process replays the store's dead letters).
+        # process replays the store's dead letters; True when they are), then resolves the
+        # store's STOREFRONT_UNAVAILABLE alerts.
         self.unavailable_s = unavailable_s
         self.probe_interval_s = probe_interval_s
         self.on_back = on_back
         self._aside: dict[str, float] = {}  # store -> time.monotonic() of its last probe
-        self._answered: set[str] = set()  # set-aside stores whose shop answered a probe
+        # Stores set aside before a restart, maybe (``recheck``): probed like set-aside ones,
+        # and replayed once their shop answers, but their records are written as usual.
+        self._recheck: dict[str, float] = {}
+        self._answered: set[str] = set()  # set-aside (or rechecked) stores whose shop answered a probe
         self._back: set[asyncio.Task[None]] = set()
 
     async def _dead(
@@ -154,10 +168,12 @@ class StorefrontRunner:
         try:
             while not self.stop.is_set():
                 now = time.monotonic()
-                for store_id, last in list(self._aside.items()):
-                    if store_id not in probing and store_id not in self._answered and now - last >= self.probe_interval_s:
-                        self._aside[store_id] = now
-                        probing[store_id] = asyncio.create_task(self._probe(store_id))
+                for waiting in (self._aside, self._recheck):
+                    for store_id, last in list(waiting.items()):
+                        if (store_id not in probing and store_id not in self._answered
+                                and now - last >= self.probe_interval_s):
+                            waiting[store_id] = now
+                            probing[store_id] = asyncio.create_task(self._probe(store_id))
                 for store_id, task in list(probing.items()):
                     if task.done():
                         del probing[store_id]
@@ -176,20 +192,48 @@ class StorefrontRunner:
             return
         self._answered.add(store_id)
 
+    def recheck(self, store_ids: set[str]) -> None:
+        """Stores that may have been set aside before this process started (they have
+        recent STOREFRONT_UNAVAILABLE dead letters): probe each at once, and once its shop
+        answers replay its dead letters and resolve its alerts, as ``take_back`` does.
+        Their records are written as usual meanwhile (a shop still down is set aside again
+        the usual way). Stores without an account here are not this process's."""
+        now = time.monotonic()
+        for store_id in store_ids:
+            if store_id in self.storefronts and store_id not in self._aside:
+                self._recheck[store_id] = now - self.probe_interval_s
+
     def take_back(self) -> None:
         """Between batches: the set-aside stores whose shop answered a probe go back to
         normal, and ``on_back`` replays their dead letters (all written by now: the
-        batches that set their records aside are done)."""
+        batches that set their records aside are done); then their alerts are resolved."""
         for store_id in list(self._answered):
             self._answered.discard(store_id)
-            if self._aside.pop(store_id, None) is None:
+            if self._aside.pop(store_id, None) is not None:
+                metrics.UNAVAILABLE.set(len(self._aside))
+                log.warning("store %s: its shop answers again; its set-aside records are replayed", store_id)
+            elif self._recheck.pop(store_id, None) is not None:
+                log.warning("store %s: its shop answers; its set-aside records from before the start are replayed",
+                            store_id)
+            else:
                 continue
-            metrics.UNAVAILABLE.set(len(self._aside))
-            log.warning("store %s: its shop answers again; its set-aside records are replayed", store_id)
-            if self.on_back is not None:
-                task = asyncio.create_task(self.on_back(store_id))
-                self._back.add(task)
-                task.add_done_callback(self._back.discard)
+            task = asyncio.create_task(self._come_back(store_id))
+            self._back.add(task)
+            task.add_done_callback(self._back.discard)
+
+    async def _come_back(self, store_id: str) -> None:
+        """``on_back`` (the replay), then the store's STOREFRONT_UNAVAILABLE alerts resolved
+        (``StoreAlertsResolve``, to the worker that keeps them). A replay that failed leaves
+        the alerts open: their dead letters wait for a person."""
+        now = datetime.now(timezone.utc)
+        if self.on_back is not None and not await self.on_back(store_id):
+            return
+        command = StoreAlertsResolve(command_id=f"storefront-back:{store_id}:{now.isoformat()}", store_id=store_id,
+                                     alert_type=AlertType.STOREFRONT_UNAVAILABLE, requested_at=now)
+        try:
+            await (await self.producer.send(topics.INVENTORY_COMMANDS, key=store_id.encode(), value=encode(command)))
+        except Exception:  # the alerts stay open for a person to resolve
+            log.exception("store %s: resolving its STOREFRONT_UNAVAILABLE alerts failed", store_id)
 
     async def handle(self, messages: list[Any], fetched_at: float | None = None) -> None:
         """One fetched batch, to its last write (raises ``Stopped`` when cut short).
@@ -284,6 +328,7 @@ class StorefrontRunner:
             if isinstance(exc, StoreUnavailable):
                 reason, why = exc.reason, DeadLetterReason.STOREFRONT_UNAVAILABLE
                 advice = "its records are replayed by the storefront process once the shop answers again"
+                self._recheck.pop(store_id, None)  # set aside now: taken back the usual way
                 if store_id not in self._aside:
                     self._aside[store_id] = time.monotonic()
                     metrics.UNAVAILABLE.set(len(self._aside))
@@ -382,13 +427,35 @@ async def run_storefront(
                                 enable_idempotence=settings.producer_idempotence,
                                 max_request_size=topics.WEBHOOKS_INBOUND_MAX_MESSAGE_BYTES)
     consumer = group_consumer(settings, "storefront", max_poll_records=500)
-    async def replay_set_aside(store_id: str) -> None:
+    async def replay_set_aside(store_id: str) -> bool:
         """A set-aside store's shop answers again: its STOREFRONT_UNAVAILABLE dead letters go back."""
         try:
             sent = await replay_store(settings, DeadLetterReason.STOREFRONT_UNAVAILABLE.value, store_id)
             log.warning("store %s: %d set-aside record(s) replayed from deadletter", store_id, sent)
+            return True
         except Exception:  # they stay in deadletter: ops-engine deadletter replay --reason STOREFRONT_UNAVAILABLE
             log.exception("store %s: replaying its set-aside records failed; replay them by hand", store_id)
+            return False
+
+    async def recheck_set_aside() -> None:
+        """A restart forgets which stores were set aside: the stores with recent
+        STOREFRONT_UNAVAILABLE dead letters are probed, and replayed once they answer."""
+        lookback = storefront_settings.storefront_recheck_lookback_s
+        if not lookback:
+            return
+        since = datetime.now(timezone.utc) - timedelta(seconds=lookback)
+        try:
+            letters = select(await read_all(settings), reason=DeadLetterReason.STOREFRONT_UNAVAILABLE.value)
+        except Exception:
+            log.exception("reading deadletter for stores set aside before the start failed; "
+                          "replay them with ops-engine deadletter replay --reason STOREFRONT_UNAVAILABLE")
+            return
+        stores = {base64.b64decode(s.letter.key).decode(errors="replace") for s in letters
+                  if s.letter.key is not None and s.letter.refused_at >= since}
+        if stores:
+            log.warning("%d store(s) with recent STOREFRONT_UNAVAILABLE dead letters: probed, replayed once "
+                        "their shop answers", len(stores))
+            runner.recheck(stores)
 
     runner = StorefrontRunner(storefronts, catalogue, producer, stop, storefront_settings.storefront_concurrency,
                               unavailable_s=storefront_settings.storefront_unavailable_s,
@@ -398,6 +465,7 @@ async def run_storefront(
     pool = None
     reconciler: asyncio.Task[None] | None = None
     prober = asyncio.create_task(runner.probe_loop())
+    rechecking = asyncio.create_task(recheck_set_aside())
     try:
         shops = reconcile_targets(storefronts, storefront_settings)
         if shops and settings.database_url:
@@ -446,9 +514,11 @@ async def run_storefront(
         stop.set()
         follower.cancel()
         prober.cancel()
+        rechecking.cancel()
         if reconciler is not None:
             reconciler.cancel()
-        await asyncio.gather(follower, prober, *([reconciler] if reconciler else []), return_exceptions=True)
+        await asyncio.gather(follower, prober, rechecking, *([reconciler] if reconciler else []),
+                             return_exceptions=True)
         if pool is not None:
             await pool.close()
         await consumer.stop()

@@ -78,6 +78,11 @@ class StorefrontSettings(secrets_file.SecretsFileSettings):
     storefront_probe_interval_s: float = Field(
         60.0, ge=1, description="s between tries (probes) of a set-aside store's shop"
     )
+    storefront_recheck_lookback_s: float = Field(
+        7 * 86400.0, ge=0,
+        description=("at start, stores with STOREFRONT_UNAVAILABLE dead letters this recent (s) are probed and, "
+                     "once their shop answers, replayed (a restart forgets which stores were set aside); 0: off"),
+    )
     shopify_reconcile_interval_s: float = Field(
         900.0, ge=1, description="s between pulls of each Shopify shop's updated orders (needs OPS_DATABASE_URL)"
     )

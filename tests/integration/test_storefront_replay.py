@@ -109,3 +109,49 @@ def test_a_shop_down_for_a_while_gets_the_current_values_once_it_answers(broker:
         resent = [c for c in read_json(broker, "inventory.changes") if c.get("reason") == "RESENT"]
         assert resent and all(c["after"]["stock"] == 3 for c in resent)
         assert all(w["quantity"] == 3 for w in fake.writes(SHOP, "quantity"))  # never the old 7
+        # The condition is over: the store's alert is resolved.
+        wait_for(lambda: [a["status"] for a in worker.get("/stores/s1/alerts").json().get("alerts", [])
+                          if a["type"] == "STOREFRONT_UNAVAILABLE"] == ["RESOLVED"], timeout=60,
+                 what=f"the store's alert resolved:\n{storefront.log_tail()}")
+
+
+def open_alerts(worker: Worker, kind: str) -> list[dict[str, Any]]:
+    return [a for a in worker.get("/stores/s1/alerts").json().get("alerts", []) if a["type"] == kind]
+
+
+def test_a_store_set_aside_before_a_restart_is_replayed_by_the_next_process(broker: EmbeddedBroker,
+                                                                              spawn: Any) -> None:
+    """The shop is down: the store is set aside, its changes go to deadletter, its alert is
+    raised. The storefront process stops before the shop comes back; a new one does not
+    know the store was set aside. It finds the store's recent STOREFRONT_UNAVAILABLE dead
+    letters, probes the shop, replays them once it answers (the shop shows the current
+    count) and resolves the store's alert."""
+    with FakeShopifyServer() as fake:
+        fake.add_shop(SHOP, "our-token", maximum_available=1000, restore_rate=500)
+        fake.add_variant(SHOP, variant="11", product="1", item="110", price="0.00", quantity=0)
+        fake.down.add(SHOP)
+        accounts = orjson.dumps({"s1": {"platform": "SHOPIFY", "shop_domain": SHOP, "access_token": "our-token",
+                                        "location_id": "1", "admin_url": fake.admin_url(SHOP)}}).decode()
+        worker: Worker = spawn("w1")
+        first: Worker = spawn("sf1", command="storefront", OPS_STOREFRONT_ACCOUNTS=accounts,
+                              OPS_STOREFRONT_METRICS_PORT="0", OPS_STOREFRONT_UNAVAILABLE_S="2",
+                              OPS_STOREFRONT_PROBE_INTERVAL_S="3600")
+        worker.wait_ready()
+        assert cli_publish(broker, "catalog.variants", [{
+            "shop_domain": SHOP, "shopify_variant_id": "11", "store_id": "s1", "product_id": "p1",
+            "provider": "ALIEXPRESS", "source_id": "AE-p1", "shopify_inventory_item_id": "110"}]).returncode == 0
+        assert cli_publish(broker, "supplier.snapshots", [snapshot(7, 10)]).returncode == 0
+        wait_for(lambda: [d for d in read_json(broker, "deadletter") if d.get("reason") == "STOREFRONT_UNAVAILABLE"],
+                 timeout=90, what=f"the change set aside:\n{first.log_tail()}")
+        wait_for(lambda: open_alerts(worker, "STOREFRONT_UNAVAILABLE"), what="the store's alert")
+        first.stop()
+
+        fake.down.discard(SHOP)
+        second: Worker = spawn("sf2", command="storefront", OPS_STOREFRONT_ACCOUNTS=accounts,
+                               OPS_STOREFRONT_METRICS_PORT="0", OPS_STOREFRONT_PROBE_INTERVAL_S="1")
+        wait_for(lambda: fake.quantity(SHOP, "110") == 7, timeout=90,
+                 what=f"the current count on the shop:\n{second.log_tail()}")
+        resent = [c for c in read_json(broker, "inventory.changes") if c.get("reason") == "RESENT"]
+        assert [c["after"]["stock"] for c in resent] == [7]
+        wait_for(lambda: [a["status"] for a in open_alerts(worker, "STOREFRONT_UNAVAILABLE")] == ["RESOLVED"],
+                 timeout=60, what=f"the store's alert resolved:\n{second.log_tail()}")

@@ -323,7 +323,10 @@ class InventoryProcessor(ResendRetry):
                     video = auto_request_for(snap, settings)
                     if video is not None:  # the store's auto_video (agents/video.py dedupes by id)
                         outbox.append(("v", encode(video)))
-                self.commit_transition(pkey, encoded, outbox)
+                draft = outcome.draft
+                if draft is not None:  # counted here: send_outbox need not parse the record again
+                    self.count_change(draft.reason.value, [kind.value for kind in draft.changed])
+                self.commit_transition(pkey, encoded, outbox, counted=True)
             else:
                 # Only the snapshot time moved: keep it in memory, not in the
                 # changelog (90 % of snapshots; see docs/events.md "Ordering").
@@ -356,8 +359,8 @@ class InventoryProcessor(ResendRetry):
 
     def outbox(self, store_id: str, outcome: Outcome) -> list[OutboxItem]:
         items: list[OutboxItem] = []
-        if outcome.change is not None:
-            items.append(("c", encode(outcome.change)))
+        if outcome.draft is not None:
+            items.append(("c", outcome.draft.json()))
         now = datetime.now(timezone.utc)
         for closing in outcome.closed:
             alert = self.load_alert(store_id, closing.alert_id)
@@ -371,8 +374,9 @@ class InventoryProcessor(ResendRetry):
     # durable writes: state and outputs together
     # ------------------------------------------------------------------ #
 
-    def commit_transition(self, key: str, encoded: bytes, outbox: list[OutboxItem]) -> None:
-        """Make a product's new state and its outputs durable together, then send the outputs.
+    def commit_transition(self, key: str, encoded: bytes, outbox: list[OutboxItem], counted: bool = False) -> None:
+        """Make a product's new state and its outputs durable together, then send the outputs
+        (``counted``: the caller counted the change record of ``outbox`` in the metrics).
 
         The record also carries the outputs of the key's earlier records not
         known delivered: it replaces them, and the outputs of one flush reach
@@ -395,7 +399,7 @@ class InventoryProcessor(ResendRetry):
         else:
             self.changelog(self.products, partition, key, encoded)
         self.products.data[key] = encoded
-        self.send_outbox(key.split("|", 1)[0], partition, outbox)
+        self.send_outbox(key.split("|", 1)[0], partition, outbox, counted=counted)
 
     def changelog(self, table: faust.Table, partition: int, key: str, value: bytes | None) -> None:
         """Write a table's changelog record, None a tombstone (the in-memory value is the caller's business)."""
@@ -404,8 +408,18 @@ class InventoryProcessor(ResendRetry):
             name = self._changelogs[table.name] = table.changelog_topic.get_topic_name()
         self.outputs.add(name, partition, key.encode(), value)
 
-    def send_outbox(self, store_id: str, partition: int, outbox: list[OutboxItem], resend: bool = False) -> None:
-        """Send a transition's outputs and keep its alert records in the alerts table.
+    def count_change(self, reason: str, changed: list[str]) -> None:
+        """The metrics of a change record sent: by reason, and by field moved."""
+        self._change_records(reason).inc()
+        if reason not in ("NEW", "MAPPED", "RESENT"):  # not a move of these fields
+            for kind in changed:
+                self._changes(kind).inc()
+
+    def send_outbox(
+        self, store_id: str, partition: int, outbox: list[OutboxItem], resend: bool = False, counted: bool = False
+    ) -> None:
+        """Send a transition's outputs and keep its alert records in the alerts table
+        (``counted``: its change record is counted in the metrics already).
 
         A fresh transition's alert records are the newest states of their alerts
         (``alert_rules.transition`` never moves ``updated_at`` back; an opened
@@ -419,11 +433,9 @@ class InventoryProcessor(ResendRetry):
         for code, value in outbox:
             if code == "c":
                 self.outputs.add(topics.INVENTORY_CHANGES, None, store_key, value)
-                change = orjson.loads(value)
-                self._change_records(change["reason"]).inc()
-                if change["reason"] not in ("NEW", "MAPPED", "RESENT"):  # not a move of these fields
-                    for kind in change["changed"]:
-                        self._changes(kind).inc()
+                if not counted:
+                    change = orjson.loads(value)
+                    self.count_change(change["reason"], change["changed"])
             elif code == "v":
                 video_id = orjson.loads(value)["video_id"]
                 self.outputs.add(topics.VIDEO_REQUESTS, None, video_id.encode(), value)

@@ -74,8 +74,8 @@ async def main(bootstrap: str, total: int) -> None:
                                 await producer.send(
                                     "baseline-changelog", key=key.encode(), value=encoded, partition=record.partition
                                 )
-                        if out.change is not None:
-                            await producer.send("inventory.changes", key=store.encode(), value=encode(out.change))
+                        if out.draft is not None:
+                            await producer.send("inventory.changes", key=store.encode(), value=out.draft.json())
                         for alert in out.opened:
                             await producer.send("alerts", key=store.encode(), value=encode(alert))
                     processed += len(items)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 
@@ -58,6 +59,7 @@ from models.product import (
     compact,
     decode_state,
     encode_state,
+    from_micros,
     product_key,
     state_fields,
     to_micros,
@@ -82,6 +84,73 @@ class AlertClose:
     status: AlertStatus
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeDraft:
+    """A change record before it is a model. ``model()`` is the ``InventoryChange``;
+    ``json()`` its JSON bytes, built without the model (the same bytes as
+    ``streams.codecs.encode(model())``: tests/unit/test_change_draft.py). The agent
+    needs the bytes only: about 2.5 us instead of 7.5 per changed product."""
+
+    change_id: str
+    store_id: str
+    product_id: str
+    variant_id: str | None
+    reason: ChangeReason
+    changed: tuple[ChangedField, ...]
+    before: ProductState | None
+    after: ProductState
+
+    def model(self) -> InventoryChange:
+        after = self.after
+        return trusted(
+            InventoryChange,
+            change_id=self.change_id,
+            store_id=self.store_id,
+            product_id=self.product_id,
+            variant_id=self.variant_id,
+            provider=after.provider,
+            source_id=after.source_id,
+            reason=self.reason,
+            changed=self.changed,
+            before=None if self.before is None else self.before.view(),
+            after=after.view(),
+            captured_at=after.captured_at,
+            sync_run_id=after.sync_run_id,
+        )
+
+    def json(self) -> bytes:
+        after = self.after
+        return orjson.dumps({
+            "change_id": self.change_id,
+            "store_id": self.store_id,
+            "product_id": self.product_id,
+            "variant_id": self.variant_id,
+            "provider": after.provider,
+            "source_id": after.source_id,
+            "reason": self.reason.value,
+            "changed": [kind.value for kind in self.changed],
+            "before": None if self.before is None else _view_json(self.before),
+            "after": _view_json(after),
+            "captured_at": from_micros(after.captured_at_us).isoformat().replace("+00:00", "Z"),
+            "sync_run_id": after.sync_run_id,
+        })
+
+
+def _view_json(state: ProductState) -> dict[str, object]:
+    """``ProductView``'s JSON form of a state (``ProductState.view``, serialised)."""
+    compare_at = state.compare_at_price
+    return {
+        "status": state.status.value,
+        "available": state.available,
+        "stock": state.stock,
+        "cost_price": str(state.cost_price),
+        "shipping_cost": str(state.shipping_cost),
+        "currency": state.currency,
+        "selling_price": str(state.selling_price),
+        "compare_at_price": None if compare_at is None else str(compare_at),
+    }
+
+
 @dataclass(slots=True)
 class Outcome:
     result: SnapshotResult
@@ -89,9 +158,14 @@ class Outcome:
     state: ProductState | None
     #: True when the state must reach the changelog (anything but the time moved).
     durable: bool = False
-    change: InventoryChange | None = None
+    #: The change record (``change`` is its model, ``draft.json()`` its bytes).
+    draft: ChangeDraft | None = None
     opened: list[Alert] = field(default_factory=list)
     closed: list[AlertClose] = field(default_factory=list)
+
+    @property
+    def change(self) -> InventoryChange | None:
+        return None if self.draft is None else self.draft.model()
 
 
 def change_id(key: str, reason: ChangeReason, micros: int) -> str:
@@ -133,22 +207,9 @@ def _make_change(
     after: ProductState,
     id_micros: int,
     ident: str | None = None,
-) -> InventoryChange:
-    return trusted(
-        InventoryChange,
-        change_id=ident or change_id(key, reason, id_micros),
-        store_id=snap_store,
-        product_id=snap_product,
-        variant_id=snap_variant,
-        provider=after.provider,
-        source_id=after.source_id,
-        reason=reason,
-        changed=changed,
-        before=None if before is None else before.view(),
-        after=after.view(),
-        captured_at=after.captured_at,
-        sync_run_id=after.sync_run_id,
-    )
+) -> ChangeDraft:
+    return ChangeDraft(ident or change_id(key, reason, id_micros), snap_store, snap_product, snap_variant,
+                       reason, changed, before, after)
 
 
 def apply_snapshot(state: ProductState | None, snap: SupplierSnapshot, settings: StoreSettings) -> Outcome:
@@ -182,7 +243,7 @@ def apply_snapshot(state: ProductState | None, snap: SupplierSnapshot, settings:
         change = _make_change(
             key, snap.store_id, snap.product_id, snap.variant_id, ChangeReason.NEW, ALL_FIELDS, None, new, micros
         )
-        return Outcome(SnapshotResult.NEW, new, durable=True, change=change)
+        return Outcome(SnapshotResult.NEW, new, durable=True, draft=change)
 
     # Fast path: the supplier says what it said last time; only the time moves.
     if (
@@ -340,7 +401,7 @@ def apply_snapshot(state: ProductState | None, snap: SupplierSnapshot, settings:
             key, snap.store_id, snap.product_id, snap.variant_id, ChangeReason.SNAPSHOT, changed, state, new, micros
         )
     result = SnapshotResult.CHANGED if changed else SnapshotResult.UNCHANGED
-    return Outcome(result, new, durable=True, change=change, opened=opened, closed=closed)
+    return Outcome(result, new, durable=True, draft=change, opened=opened, closed=closed)
 
 
 def _out_reason(available: bool, stock: int) -> AlertType | None:
@@ -368,7 +429,7 @@ def reprice(key: str, state: ProductState, settings: StoreSettings) -> tuple[Pro
         state,
         new,
         to_micros(settings.updated_at),
-    )
+    ).model()
     return new, change
 
 
@@ -422,7 +483,7 @@ def republished_change(key: str, state: ProductState, command: ProductCommand, r
     same change, another command (or the same after the product moved) another."""
     ident = name_uuid(_CHANGE_NS, f"{key}|{reason.value}|{command.command_id}|{state.captured_at_us}")
     return _make_change(key, command.store_id, command.product_id, command.variant_id, reason,
-                        ALL_FIELDS, None, state, state.captured_at_us, ident)
+                        ALL_FIELDS, None, state, state.captured_at_us, ident).model()
 
 
 def engine_stock(state: ProductState) -> int:
@@ -537,6 +598,26 @@ def item_product_key(item: object) -> str | None:
     return product_key(store_id, product_id, variant_id)
 
 
+#: captured_at as sent -> its microseconds since the epoch: a sync's page sends one
+#: time for all its snapshots, and the conversion (the offset's arithmetic) costs
+#: about 0.45 us a snapshot. Cleared when full.
+_MICROS: dict[object, int] = {}
+_MICROS_KEPT = 4096
+
+
+def _micros_of(sent: object, validated: datetime) -> int:
+    """``to_micros(validated)``, remembered by the value it was validated from (a string:
+    the same string always validates to the same instant)."""
+    if type(sent) is not str:
+        return to_micros(validated)
+    micros = _MICROS.get(sent)
+    if micros is None:
+        if len(_MICROS) >= _MICROS_KEPT:
+            _MICROS.clear()
+        micros = _MICROS[sent] = to_micros(validated)
+    return micros
+
+
 def apply_unchanged(raw: bytes, item: dict[str, object]) -> tuple[Outcome, bytes | None] | None:
     """The outcome of a parsed snapshot object that repeats the product's state, or None.
 
@@ -571,7 +652,7 @@ def apply_unchanged(raw: bytes, item: dict[str, object]) -> tuple[Outcome, bytes
         tail = validate_snapshot_tail(item)
     except ValidationError:
         return None  # the full path refuses it, with the reasons
-    micros = to_micros(tail["captured_at"])
+    micros = _micros_of(item["captured_at"], tail["captured_at"])
     if micros <= fields[11]:
         return _STALE, None
     fields[11] = micros

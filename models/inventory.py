@@ -120,7 +120,8 @@ class ChangeDraft:
 
     def json(self) -> bytes:
         after = self.after
-        return orjson.dumps({
+        # Right-sized (``compact``): the agent keeps the record until its commit.
+        return compact(orjson.dumps({
             "change_id": self.change_id,
             "store_id": self.store_id,
             "product_id": self.product_id,
@@ -133,7 +134,7 @@ class ChangeDraft:
             "after": _view_json(after),
             "captured_at": from_micros(after.captured_at_us).isoformat().replace("+00:00", "Z"),
             "sync_run_id": after.sync_run_id,
-        })
+        }))
 
 
 def _view_json(state: ProductState) -> dict[str, object]:

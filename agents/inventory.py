@@ -344,7 +344,7 @@ class InventoryProcessor(ResendRetry):
             return None
 
     def store_settings(self, store_id: str) -> StoreSettings:
-        raw = self.settings.data.get(store_id)
+        raw = entries(self.settings).get(store_id)
         if raw is None:
             cached = self._settings_cache.get(store_id)
             if cached is None or cached[0] != b"":
@@ -398,7 +398,7 @@ class InventoryProcessor(ResendRetry):
                 outbox = outbox[len(unconfirmed) :]
         else:
             self.changelog(self.products, partition, key, encoded)
-        self.products.data[key] = encoded
+        entries(self.products)[key] = encoded
         self.send_outbox(key.split("|", 1)[0], partition, outbox, counted=counted)
 
     def changelog(self, table: faust.Table, partition: int, key: str, value: bytes | None) -> None:
@@ -444,7 +444,7 @@ class InventoryProcessor(ResendRetry):
                 akey = alert_key(store_id, alert["alert_id"])
                 if not resend or self.supersedes_table(akey, alert):
                     self.changelog(self.alerts, partition, akey, value)
-                    self.alerts.data[akey] = value
+                    entries(self.alerts)[akey] = value
                     self.alert_writes += 1
                 self.outputs.add(topics.ALERTS, None, store_key, value)
                 self._alerts_emitted(alert["type"], alert["status"]).inc()
@@ -470,6 +470,7 @@ class InventoryProcessor(ResendRetry):
         at the next recovery. Left alone, the outbox is merely sent again by
         whoever recovers it (same ids).
         """
+        data = entries(self.products)
         for tp, committed in offsets.items():
             queue = self._pending.get(tp)
             unconfirmed = self._unconfirmed.get(tp.partition)
@@ -481,7 +482,7 @@ class InventoryProcessor(ResendRetry):
                         continue  # it carries recovered outputs not acknowledged yet: the resend rewrites it
                     if unconfirmed is not None:
                         unconfirmed.pop(key, None)
-                    raw = self.products.data.get(key)
+                    raw = data.get(key)
                     if raw is not None:
                         self.changelog(self.products, tp.partition, key, raw)
 

@@ -47,6 +47,7 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 #: How often the bench reads the worker's counter (each read costs the worker a /metrics render).
 POLL_S = 0.5
 PAGE = 100
+PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
 def snapshot(store: int, product: int, stock: int, cost_cents: int, at: datetime) -> dict[str, Any]:
@@ -186,7 +187,7 @@ def measure(
 
 def profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy recording ``pid`` (raw stacks, only the thread holding the GIL: where the CPU goes) until sent SIGINT."""
-    spy = str(Path(sys.executable).parent / "py-spy")
+    spy = str(PY_SPY)
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--gil",
                              "--threads", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -265,6 +266,8 @@ def main() -> None:
     parser.add_argument("--forms", default="single,paged")
     parser.add_argument("--profile", type=Path, help="py-spy the worker over the measured stream (raw stacks here)")
     args = parser.parse_args()
+    if args.profile is not None and not PY_SPY.exists():
+        raise SystemExit(f"--profile needs py-spy: {Path(sys.executable).parent / 'pip'} install py-spy")
     results = []
     workdir = Path(tempfile.mkdtemp(prefix="ops-bench-"))
     print(f"logs in {workdir}", flush=True)

@@ -22,6 +22,7 @@ import asyncio
 import base64
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
@@ -131,10 +132,11 @@ async def replay(settings: Settings, chosen: list[Stored]) -> int:
     return len(chosen)
 
 
-async def replay_store(settings: Settings, reason: str, store_id: str) -> int:
+async def replay_store(settings: Settings, reason: str, store_id: str, since: datetime | None = None) -> int:
     """Replay every dead letter of ``reason`` whose original key is ``store_id`` (the
-    store-keyed topics'); how many were sent."""
+    store-keyed topics'), refused at or after ``since`` if given; how many were sent."""
     key = store_id.encode()
     mine = [s for s in select(await read_all(settings), reason=reason)
-            if s.letter.key is not None and base64.b64decode(s.letter.key) == key]
+            if s.letter.key is not None and base64.b64decode(s.letter.key) == key
+            and (since is None or s.letter.refused_at >= since)]
     return await replay(settings, mine) if mine else 0

@@ -89,7 +89,7 @@ class ChangeDraft:
     """A change record before it is a model. ``model()`` is the ``InventoryChange``;
     ``json()`` its JSON bytes, built without the model (the same bytes as
     ``streams.codecs.encode(model())``: tests/unit/test_change_draft.py). The agent
-    needs the bytes only: about 2.5 us instead of 7.5 per changed product."""
+    needs the bytes only: about 3.4 us instead of 6.3 per changed product."""
 
     change_id: str
     store_id: str

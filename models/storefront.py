@@ -45,6 +45,7 @@ from decimal import Decimal
 
 from models.alerts import open_alert
 from models.events import Alert, AlertType, ChangedField, InventoryChange, ProductStatus, ProductView
+from models.product import to_micros
 
 #: Fields whose change moves the quantity a storefront shows.
 QUANTITY_FIELDS = frozenset({ChangedField.STOCK, ChangedField.AVAILABILITY, ChangedField.STATUS})
@@ -201,18 +202,25 @@ _STOREFRONT_ALERTS = {
 }
 
 
-def storefront_alert(kind: AlertType, store_id: str, platform: str, shop: str, reason: str, now: datetime) -> Alert:
+def storefront_alert(
+    kind: AlertType, store_id: str, platform: str, shop: str, reason: str, now: datetime,
+    since: datetime | None = None,
+) -> Alert:
     """The store's STOREFRONT_REFUSED (the shop refuses its account, HTTP 401/403) or
     STOREFRONT_UNAVAILABLE (the shop failed every try) alert: one a day (UTC) while it
     lasts. Its id and times are the day's, so the storefront process sending it again
     (each such batch, a restart) sends the same alert, and a person's acknowledgement of
-    it stands for that day."""
+    it stands for that day. ``since``: when the condition began (a store set aside), if
+    that was today: the alert's id and times are that moment's instead of midnight's, so
+    a second outage on a day whose first one was resolved is an alert of its own (a
+    resolved alert's record is newer than the day's)."""
     day = datetime.combine(now.astimezone(timezone.utc).date(), time(0), tzinfo=timezone.utc)
+    at = day if since is None or since <= day else since.astimezone(timezone.utc)
     title, message = _STOREFRONT_ALERTS[kind]
     names = {"platform": platform.title(), "store_id": store_id, "shop": shop, "reason": reason[:200],
              "day": day.date().isoformat()}
     return open_alert(
         subject_key=f"storefront|{store_id}|{kind.value}", store_id=store_id, product_id=None, variant_id=None,
         alert_type=kind, title=title.format(**names), message=message.format(**names),
-        metadata={"platform": platform, "shop": shop}, at=day, trigger_micros=int(day.timestamp() * 1_000_000),
+        metadata={"platform": platform, "shop": shop}, at=at, trigger_micros=to_micros(at),
     )

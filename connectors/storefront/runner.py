@@ -106,7 +106,7 @@ class StorefrontRunner:
         concurrency: int = 4,
         unavailable_s: float = 300.0,
         probe_interval_s: float = 60.0,
-        on_back: Callable[[str], Awaitable[bool]] | None = None,
+        on_back: Callable[[str, datetime], Awaitable[bool]] | None = None,
     ) -> None:
         self.storefronts = storefronts
         self.catalogue = catalogue
@@ -117,9 +117,9 @@ class StorefrontRunner:
         # A store whose shop stays down: after ``unavailable_s`` of failed tries its records go to
         # deadletter (STOREFRONT_UNAVAILABLE) instead of holding up every store's batch, and so do
         # its later ones, while ``probe_loop`` tries the shop every ``probe_interval_s``. Once it
-        # answers, ``take_back`` (between batches) ends that and calls ``on_back(store)`` (the
-        # process replays the store's dead letters; True when they are), then resolves the
-        # store's STOREFRONT_UNAVAILABLE alerts.
+        # answers, ``take_back`` (between batches) ends that and calls ``on_back(store, since)``
+        # (the process replays the store's dead letters refused since then; True when they
+        # are), then resolves the store's STOREFRONT_UNAVAILABLE alerts.
         self.unavailable_s = unavailable_s
         self.probe_interval_s = probe_interval_s
         self.on_back = on_back
@@ -127,6 +127,10 @@ class StorefrontRunner:
         # Stores set aside before a restart, maybe (``recheck``): probed like set-aside ones,
         # and replayed once their shop answers, but their records are written as usual.
         self._recheck: dict[str, float] = {}
+        # Set-aside and rechecked stores: since when their dead letters are theirs to replay
+        # (the moment a store was set aside; for a recheck, the lookback's start).
+        self._since: dict[str, datetime] = {}
+        self._aside_at: dict[str, datetime] = {}  # set-aside store -> when (its alert's moment)
         self._answered: set[str] = set()  # set-aside (or rechecked) stores whose shop answered a probe
         self._back: set[asyncio.Task[None]] = set()
 
@@ -192,16 +196,24 @@ class StorefrontRunner:
             return
         self._answered.add(store_id)
 
-    def recheck(self, store_ids: set[str]) -> None:
+    def recheck(self, store_ids: set[str], since: datetime) -> None:
         """Stores that may have been set aside before this process started (they have
-        recent STOREFRONT_UNAVAILABLE dead letters): probe each at once, and once its shop
-        answers replay its dead letters and resolve its alerts, as ``take_back`` does.
-        Their records are written as usual meanwhile (a shop still down is set aside again
-        the usual way). Stores without an account here are not this process's."""
+        STOREFRONT_UNAVAILABLE dead letters refused ``since``): probe each at once, and once
+        its shop answers replay those dead letters and resolve its alerts, as ``take_back``
+        does. Their records are written as usual meanwhile (a shop still down is set aside
+        again the usual way). Stores without an account here are not this process's."""
         now = time.monotonic()
         for store_id in store_ids:
             if store_id in self.storefronts and store_id not in self._aside:
                 self._recheck[store_id] = now - self.probe_interval_s
+                self._since[store_id] = since
+
+    async def close(self) -> None:
+        """Stop the replays under way (before the producer stops): a store cut short keeps
+        its dead letters, and its alerts stay open."""
+        for task in list(self._back):
+            task.cancel()
+        await asyncio.gather(*self._back, return_exceptions=True)
 
     def take_back(self) -> None:
         """Between batches: the set-aside stores whose shop answered a probe go back to
@@ -217,16 +229,25 @@ class StorefrontRunner:
                             store_id)
             else:
                 continue
-            task = asyncio.create_task(self._come_back(store_id))
+            since = self._since.pop(store_id, None) or datetime.now(timezone.utc)
+            self._aside_at.pop(store_id, None)
+            self._alerted.pop(f"{store_id}|{AlertType.STOREFRONT_UNAVAILABLE.value}", None)
+            task = asyncio.create_task(self._come_back(store_id, since))
             self._back.add(task)
             task.add_done_callback(self._back.discard)
 
-    async def _come_back(self, store_id: str) -> None:
-        """``on_back`` (the replay), then the store's STOREFRONT_UNAVAILABLE alerts resolved
-        (``StoreAlertsResolve``, to the worker that keeps them). A replay that failed leaves
-        the alerts open: their dead letters wait for a person."""
+    async def _come_back(self, store_id: str, since: datetime) -> None:
+        """``on_back`` (the replay of the letters refused ``since``), then the store's
+        STOREFRONT_UNAVAILABLE alerts resolved (``StoreAlertsResolve``, to the worker that
+        keeps them) unless the store was set aside again meanwhile. A replay that failed
+        leaves the alerts open: their dead letters wait for a person."""
         now = datetime.now(timezone.utc)
-        if self.on_back is not None and not await self.on_back(store_id):
+        if self.on_back is not None and not await self.on_back(store_id, since):
+            # Their letters wait (``ops-engine deadletter replay``); the next take-back of
+            # the store replays them too.
+            self._since[store_id] = min(self._since.get(store_id, since), since)
+            return
+        if store_id in self._aside:  # down again while it was replayed: that outage's alert stands
             return
         command = StoreAlertsResolve(command_id=f"storefront-back:{store_id}:{now.isoformat()}", store_id=store_id,
                                      alert_type=AlertType.STOREFRONT_UNAVAILABLE, requested_at=now)
@@ -331,6 +352,11 @@ class StorefrontRunner:
                 self._recheck.pop(store_id, None)  # set aside now: taken back the usual way
                 if store_id not in self._aside:
                     self._aside[store_id] = time.monotonic()
+                    # Its letters from now on (this batch's are written below) are the ones
+                    # to replay (and a recheck's, or a failed replay's, older ones still are).
+                    now = datetime.now(timezone.utc)
+                    self._aside_at[store_id] = now
+                    self._since[store_id] = min(self._since.get(store_id, now), now)
                     metrics.UNAVAILABLE.set(len(self._aside))
                     log.error("store %s: its shop is unavailable (%s); set aside", store_id, reason)
             elif refuses_account(exc):
@@ -347,11 +373,12 @@ class StorefrontRunner:
 
     async def _alert(self, store_id: str, kind: str, reason: str) -> None:
         """The store's alert of ``kind`` (STOREFRONT_REFUSED or STOREFRONT_UNAVAILABLE:
-        models.storefront.storefront_alert, one a day), on ``alerts`` and in the store's
-        alert table; sent once a day by this process."""
+        models.storefront.storefront_alert, one a day; an UNAVAILABLE one dated from when
+        the store was set aside, if today), on ``alerts`` and in the store's alert table;
+        sent once a day by this process."""
         storefront = self.storefronts[store_id]
         alert = storefront_alert(AlertType(kind), store_id, storefront.platform, storefront.shop, reason,
-                                 datetime.now(timezone.utc))
+                                 datetime.now(timezone.utc), since=self._aside_at.get(store_id))
         if self._alerted.get(f"{store_id}|{kind}") == alert.alert_id:
             return
         for topic, value in ((topics.ALERTS, encode(alert)), (topics.INVENTORY_COMMANDS, encode(AlertRecord.of(alert)))):
@@ -427,10 +454,11 @@ async def run_storefront(
                                 enable_idempotence=settings.producer_idempotence,
                                 max_request_size=topics.WEBHOOKS_INBOUND_MAX_MESSAGE_BYTES)
     consumer = group_consumer(settings, "storefront", max_poll_records=500)
-    async def replay_set_aside(store_id: str) -> bool:
-        """A set-aside store's shop answers again: its STOREFRONT_UNAVAILABLE dead letters go back."""
+    async def replay_set_aside(store_id: str, since: datetime) -> bool:
+        """A set-aside store's shop answers again: its STOREFRONT_UNAVAILABLE dead letters
+        refused ``since`` go back."""
         try:
-            sent = await replay_store(settings, DeadLetterReason.STOREFRONT_UNAVAILABLE.value, store_id)
+            sent = await replay_store(settings, DeadLetterReason.STOREFRONT_UNAVAILABLE.value, store_id, since)
             log.warning("store %s: %d set-aside record(s) replayed from deadletter", store_id, sent)
             return True
         except Exception:  # they stay in deadletter: ops-engine deadletter replay --reason STOREFRONT_UNAVAILABLE
@@ -446,16 +474,18 @@ async def run_storefront(
         since = datetime.now(timezone.utc) - timedelta(seconds=lookback)
         try:
             letters = select(await read_all(settings), reason=DeadLetterReason.STOREFRONT_UNAVAILABLE.value)
+            stores = {base64.b64decode(s.letter.key).decode(errors="replace") for s in letters
+                      if s.letter.key is not None and s.letter.refused_at >= since}
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log.exception("reading deadletter for stores set aside before the start failed; "
                           "replay them with ops-engine deadletter replay --reason STOREFRONT_UNAVAILABLE")
             return
-        stores = {base64.b64decode(s.letter.key).decode(errors="replace") for s in letters
-                  if s.letter.key is not None and s.letter.refused_at >= since}
         if stores:
-            log.warning("%d store(s) with recent STOREFRONT_UNAVAILABLE dead letters: probed, replayed once "
-                        "their shop answers", len(stores))
-            runner.recheck(stores)
+            log.warning("%d store(s) with STOREFRONT_UNAVAILABLE dead letters of the last %.0f s: probed, "
+                        "those letters replayed once their shop answers", len(stores), lookback)
+            runner.recheck(stores, since)
 
     runner = StorefrontRunner(storefronts, catalogue, producer, stop, storefront_settings.storefront_concurrency,
                               unavailable_s=storefront_settings.storefront_unavailable_s,
@@ -515,6 +545,7 @@ async def run_storefront(
         follower.cancel()
         prober.cancel()
         rechecking.cancel()
+        await runner.close()
         if reconciler is not None:
             reconciler.cancel()
         await asyncio.gather(follower, prober, rechecking, *([reconciler] if reconciler else []),

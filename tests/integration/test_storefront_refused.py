@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,7 +22,16 @@ from connectors.shopify.storefront import ShopifyStorefront
 from connectors.storefront import metrics
 from connectors.storefront.runner import StorefrontRunner
 from connectors.storefront.settings import ShopifyAccount
-from models.events import Alert, AlertRecord, AlertType, DeadLetter, DeadLetterReason, InventoryChange, Severity
+from models.events import (
+    Alert,
+    AlertRecord,
+    AlertType,
+    DeadLetter,
+    DeadLetterReason,
+    InventoryChange,
+    Severity,
+    StoreAlertsResolve,
+)
 from models.webhook_routing import CatalogueVariant
 from streams import topics
 from streams.codecs import encode
@@ -153,15 +163,16 @@ def test_a_shop_that_stays_down_is_set_aside_holds_up_no_other_store_and_is_take
             fake.add_shop(shop, f"token-{shop}", maximum_available=100, restore_rate=100)
             fake.add_variant(shop, variant="11", product="1", item="111", price="10.00", quantity=10)
         fake.down.add(SHOP_B)
-        back: list[str] = []
+        back: list[tuple[str, datetime]] = []
 
         async def main() -> Producer:
             storefronts = {s: ShopifyStorefront(s, account(fake, shop, f"token-{shop}"))
                            for s, shop in (("store-a", SHOP_A), ("store-b", SHOP_B))}
             producer = Producer()
 
-            async def on_back(store_id: str) -> None:
-                back.append(store_id)
+            async def on_back(store_id: str, since: datetime) -> bool:
+                back.append((store_id, since))
+                return True  # replayed: the store's alert is resolved
 
             runner = StorefrontRunner(storefronts, Catalogue(), producer, asyncio.Event(), unavailable_s=1,
                                       probe_interval_s=0.2, on_back=on_back)
@@ -185,6 +196,10 @@ def test_a_shop_that_stays_down_is_set_aside_holds_up_no_other_store_and_is_take
                     await asyncio.sleep(0.1)
                 third = [message(for_store(change(1, 7, 8), "store-b"), 4)]
                 await asyncio.wait_for(runner.handle(third), timeout=60)
+                for _ in range(100):  # the resolve follows the replay, in the background
+                    if any(t == topics.INVENTORY_COMMANDS and b"STORE_ALERTS_RESOLVE" in v for t, _, v in producer.sent):
+                        break
+                    await asyncio.sleep(0.05)
             finally:
                 runner.stop.set()
                 await asyncio.gather(prober, return_exceptions=True)
@@ -193,7 +208,7 @@ def test_a_shop_that_stays_down_is_set_aside_holds_up_no_other_store_and_is_take
             return producer
 
         sent = asyncio.run(main()).sent
-        assert back == ["store-b"]
+        assert [store for store, _ in back] == ["store-b"]
         assert fake.quantity(SHOP_B, "111") == 8  # taken back: written again
         letters = [DeadLetter.model_validate_json(v) for t, _, v in sent if t == topics.DEADLETTER]
         assert [(d.reason, d.offset) for d in letters] == [(DeadLetterReason.STOREFRONT_UNAVAILABLE, 1),
@@ -202,3 +217,12 @@ def test_a_shop_that_stays_down_is_set_aside_holds_up_no_other_store_and_is_take
         alerts = [Alert.model_validate_json(v) for t, _, v in sent if t == topics.ALERTS]
         assert [(a.store_id, a.type, a.severity) for a in alerts] == [
             ("store-b", AlertType.STOREFRONT_UNAVAILABLE, Severity.HIGH)]
+        # The replay asks for the letters refused since the store was set aside: all of
+        # this outage's; the alert is dated from that moment, and resolved after the replay.
+        since = back[0][1]
+        assert all(d.refused_at >= since for d in letters)
+        assert alerts[0].created_at == since
+        resolves = [StoreAlertsResolve.model_validate_json(v) for t, _, v in sent
+                    if t == topics.INVENTORY_COMMANDS and b"STORE_ALERTS_RESOLVE" in v]
+        assert [(r.store_id, r.alert_type) for r in resolves] == [("store-b", AlertType.STOREFRONT_UNAVAILABLE)]
+        assert resolves[0].requested_at >= alerts[0].created_at

@@ -114,6 +114,13 @@ def test_a_shop_down_for_a_while_gets_the_current_values_once_it_answers(broker:
                           if a["type"] == "STOREFRONT_UNAVAILABLE"] == ["RESOLVED"], timeout=60,
                  what=f"the store's alert resolved:\n{storefront.log_tail()}")
 
+        # Down again the same day: a new outage, a new alert (not the resolved one).
+        fake.down.add(SHOP)
+        assert cli_publish(broker, "supplier.snapshots", [snapshot(2, 1)]).returncode == 0
+        wait_for(lambda: sorted(a["status"] for a in worker.get("/stores/s1/alerts").json().get("alerts", [])
+                                if a["type"] == "STOREFRONT_UNAVAILABLE") == ["ACTIVE", "RESOLVED"], timeout=90,
+                 what=f"the second outage's alert:\n{storefront.log_tail()}")
+
 
 def open_alerts(worker: Worker, kind: str) -> list[dict[str, Any]]:
     return [a for a in worker.get("/stores/s1/alerts").json().get("alerts", []) if a["type"] == kind]

@@ -79,3 +79,31 @@ def test_a_command_keyed_by_another_store_goes_to_deadletter() -> None:
     proc.handle(event(command(), key=b"s2"))
     assert status(proc, "s1", alert_id) == "ACTIVE"
     assert [orjson.loads(v)["reason"] for v in letters] == ["KEY_MISMATCH"]
+
+
+def test_an_outage_s_alert_is_dated_from_when_the_store_was_set_aside_on_its_first_day() -> None:
+    """A second outage on a day whose first one was resolved gets an alert of its own:
+    the day's alert, resolved, would be newer than the same alert sent again."""
+    morning = datetime(2026, 11, 24, 9, tzinfo=timezone.utc)
+    afternoon = datetime(2026, 11, 24, 15, tzinfo=timezone.utc)
+
+    def unavailable(now: datetime, since: datetime | None) -> Any:
+        return storefront_alert(AlertType.STOREFRONT_UNAVAILABLE, "s1", "SHOPIFY", "s1.myshopify.com", "503", now,
+                                since=since)
+
+    first = unavailable(morning + timedelta(minutes=5), morning)
+    again = unavailable(morning + timedelta(hours=2), morning)  # the same outage, sent again
+    second = unavailable(afternoon, afternoon)
+    next_day = unavailable(datetime(2026, 11, 25, 3, tzinfo=timezone.utc), morning)
+    assert first == again and first.created_at == morning
+    assert second.alert_id != first.alert_id and second.created_at == afternoon
+    assert next_day.created_at == datetime(2026, 11, 25, tzinfo=timezone.utc)  # one a day while it lasts
+    assert len({first.alert_id, second.alert_id, next_day.alert_id}) == 3
+
+    # Resolved at noon, the first outage's alert goes; the second's (created after) stays.
+    proc, _ = owned_processor()
+    for alert in (first, second):
+        proc.alerts.data[alert_key("s1", alert.alert_id)] = encode(alert)
+    proc.handle(event(command(at=datetime(2026, 11, 24, 12, tzinfo=timezone.utc))))
+    assert status(proc, "s1", first.alert_id) == "RESOLVED"
+    assert status(proc, "s1", second.alert_id) == "ACTIVE"

@@ -170,6 +170,10 @@ class Settings(BaseSettings):
     freight_memory_quotes: int = Field(
         100_000, ge=1, description="freight quotes the syncer keeps in memory when it has no OPS_DATABASE_URL"
     )
+    freight_keep_s: float = Field(
+        30 * 86400.0, ge=0,
+        description="s after its fetch a freight quote not fetched again leaves the store (hourly); 0: kept for good",
+    )
 
     gc_threshold: str = Field(
         "50000,20,100",

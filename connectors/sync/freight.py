@@ -26,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from connectors.suppliers.base import SupplierError, SupplierProduct
+from connectors.sync import metrics
 from connectors.sync.metrics import FREIGHT_DEFERRED, FREIGHT_LOOKUPS, FREIGHT_STORE_ERRORS
 from connectors.sync.pages import PageFreight, freight_wants
 from connectors.sync.quote_store import QuoteStore
@@ -139,6 +140,19 @@ class FreightQuotes:
                 return None
         FREIGHT_LOOKUPS.labels(provider, "OK").inc()
         return quote
+
+    async def purge(self, keep_s: float) -> int:
+        """Drop the quotes not fetched again for ``keep_s`` (products no longer synced);
+        how many went. Never raises: a store that cannot be reached is tried next time."""
+        try:
+            gone = await self.store.purge(self.clock() - timedelta(seconds=keep_s))
+        except Exception as exc:
+            log.warning("purging old freight quotes failed (%s: %s); tried again later", type(exc).__name__, exc)
+            return 0
+        if gone:
+            metrics.FREIGHT_PURGED.inc(gone)
+            log.info("%d freight quote(s) not fetched for %.0f s purged", gone, keep_s)
+        return gone
 
     async def aclose(self) -> None:
         for future in list(self._in_flight.values()):

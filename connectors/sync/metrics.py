@@ -36,3 +36,8 @@ FREIGHT_STORE_ERRORS = Counter(
     "or new quotes not kept",
     ["operation"],
 )
+FREIGHT_PURGED = Counter(
+    "ops_freight_quotes_purged_total",
+    "Freight quotes dropped from the syncer's store after OPS_FREIGHT_KEEP_S without being fetched again "
+    "(products no longer synced)",
+)

@@ -9,12 +9,17 @@ survive a restart of the syncer and are shared by every syncer process.
 ``MemoryQuoteStore`` (no database): at most ``max_quotes`` quotes, the least
 recently used one dropped first; gone at a restart (the products then keep
 the shipping the engine last knew until their quotes are fetched again).
+
+``purge(older_than)``: quotes fetched before then go (products no longer synced
+keep no row for good; ``OPS_FREIGHT_KEEP_S``). A product still synced whose
+quote went is asked for it again, as for a new one.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from models.freight import FreightKey, FreightQuote
@@ -26,6 +31,9 @@ class QuoteStore(Protocol):
 
     async def put_many(self, quotes: Mapping[FreightKey, FreightQuote]) -> None:
         """Keep ``quotes``; one older than the quote kept for its key changes nothing."""
+
+    async def purge(self, older_than: datetime) -> int:
+        """Drop the quotes fetched before ``older_than``; how many went."""
 
     async def aclose(self) -> None:
         """Let go of the store's resources."""
@@ -60,6 +68,12 @@ class MemoryQuoteStore:
         while len(self._quotes) > self.max_quotes:
             self._quotes.popitem(last=False)
 
+    async def purge(self, older_than: datetime) -> int:
+        old = [key for key, quote in self._quotes.items() if quote.fetched_at < older_than]
+        for key in old:
+            del self._quotes[key]
+        return len(old)
+
     async def aclose(self) -> None:
         self._quotes.clear()
 
@@ -79,6 +93,14 @@ SET amount = EXCLUDED.amount, currency = EXCLUDED.currency, service = EXCLUDED.s
     fetched_at = EXCLUDED.fetched_at
 WHERE supplier_freight_quotes.fetched_at < EXCLUDED.fetched_at
 """
+
+
+# In slices, so that no single statement holds many row locks or runs long.
+_PURGE = """
+DELETE FROM supplier_freight_quotes
+WHERE ctid IN (SELECT ctid FROM supplier_freight_quotes WHERE fetched_at < $1 LIMIT $2)
+"""
+PURGE_SLICE = 10_000
 
 
 def _columns(keys: Sequence[FreightKey]) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -121,6 +143,15 @@ class PostgresQuoteStore:
             [q.service for q in values],
             [q.fetched_at for q in values],
         )
+
+    async def purge(self, older_than: datetime) -> int:
+        gone = 0
+        while True:
+            status = await self.pool.execute(_PURGE, older_than, PURGE_SLICE)
+            count = int(status.split()[-1])  # "DELETE n"
+            gone += count
+            if count < PURGE_SLICE:
+                return gone
 
     async def aclose(self) -> None:
         await self.pool.close()

@@ -183,6 +183,8 @@ async def run_syncer(
     if ready is not None:
         ready.set()
     log.info("syncer running for %s", ", ".join(sorted(catalogs)) or "no supplier")
+    purging = (asyncio.create_task(purge_loop(freight, settings.freight_keep_s, stop))
+               if freight is not None and settings.freight_keep_s else None)
     try:
         while not stop.is_set():
             if window.room:
@@ -199,12 +201,32 @@ async def run_syncer(
     finally:
         stop.set()
         window.cancel()
+        if purging is not None:
+            purging.cancel()
+            await asyncio.gather(purging, return_exceptions=True)
         await consumer.stop()
         await producer.stop()
         if freight is not None:
             await freight.aclose()
         for catalog in catalogs.values():
             await catalog.aclose()
+
+
+#: How often the syncer drops freight quotes older than OPS_FREIGHT_KEEP_S.
+FREIGHT_PURGE_INTERVAL_S = 3600.0
+
+
+async def purge_loop(freight: FreightQuotes, keep_s: float, stop: asyncio.Event,
+                     interval_s: float = FREIGHT_PURGE_INTERVAL_S) -> None:
+    """Every ``interval_s`` (the first soon after the start), the quotes not fetched again
+    for ``keep_s`` leave the store: rows of products no longer synced. Every syncer
+    process does it; the deletes are the same."""
+    while not stop.is_set():
+        await freight.purge(keep_s)
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+        except TimeoutError:
+            pass
 
 
 async def freight_of(settings: Settings, catalogs: dict[str, SupplierCatalog]) -> FreightQuotes | None:

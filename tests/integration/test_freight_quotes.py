@@ -18,7 +18,7 @@ from connectors.postgres.pool import create_pool
 from connectors.sync.freight import FreightQuotes
 from connectors.sync.pages import PageFreight, snapshots_of_page
 from connectors.sync.quote_store import MemoryQuoteStore, PostgresQuoteStore, QuoteStore
-from connectors.sync.runner import Syncer
+from connectors.sync.runner import Syncer, purge_loop
 from models.freight import FreightKey, FreightQuote
 from models.sync import SyncItem, SyncJob
 from tests.fakes.clients import make_adapter
@@ -210,3 +210,62 @@ def test_a_database_that_cannot_be_read_costs_the_page_its_lookups_not_its_snaps
     assert counter("ops_freight_store_errors_total", {"operation": "read"}) - errors == 1
     assert fake.requests()["freight_requests"] == {AE: 0, CJ: 0, "SPOCKET": 0}
     assert set(shipping(fake, fetched, page, job(shipping="1.50")).values()) == {Decimal("1.50")}
+
+
+def quotes_at(*days_ago: float) -> dict[FreightKey, FreightQuote]:
+    return {FreightKey(AE, f"1005{n:06d}", None, "US"): FreightQuote(Decimal("2.50"), "USD", T0 - timedelta(days=d))
+            for n, d in enumerate(days_ago)}
+
+
+@pytest.mark.parametrize("where", ["memory", "postgresql"])
+def test_quotes_not_fetched_again_for_the_keep_period_are_purged(where: str, request: pytest.FixtureRequest) -> None:
+    """Products no longer synced leave no quote for good: what was not fetched again for
+    OPS_FREIGHT_KEEP_S goes (the purge loop, as the syncer runs it); the rest stays."""
+    quotes = quotes_at(40, 31, 29, 0)  # two older than 30 days
+    clock = Clock()
+    dsn = request.getfixturevalue("pg_dsn") if where == "postgresql" else ""
+
+    async def run() -> tuple[int, dict[FreightKey, FreightQuote]]:
+        store: QuoteStore
+        if where == "memory":
+            store = MemoryQuoteStore(100)
+        else:
+            store = PostgresQuoteStore(await create_pool(dsn))
+        freight = FreightQuotes({}, store, max_age_s=DAY, per_page=20, clock=clock)
+        try:
+            await store.put_many(quotes)
+            before = counter("ops_freight_quotes_purged_total", {})
+            stop = asyncio.Event()
+            loop = asyncio.create_task(purge_loop(freight, 30 * DAY, stop, interval_s=3600))
+            for _ in range(200):  # the first purge comes at once
+                if counter("ops_freight_quotes_purged_total", {}) > before:
+                    break
+                await asyncio.sleep(0.01)
+            stop.set()
+            await asyncio.wait_for(loop, 5)
+            purged = int(counter("ops_freight_quotes_purged_total", {}) - before)
+            return purged, await store.get_many(list(quotes))
+        finally:
+            await freight.aclose()
+
+    purged, kept = asyncio.run(run())
+    assert purged == 2
+    assert kept == {key: quote for key, quote in quotes.items() if quote.fetched_at >= T0 - timedelta(days=30)}
+
+
+def test_the_database_s_purge_works_in_slices(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.sync import quote_store
+
+    monkeypatch.setattr(quote_store, "PURGE_SLICE", 3)
+    quotes = quotes_at(*([40] * 7 + [1] * 2))
+
+    async def run() -> tuple[int, int]:
+        store = PostgresQuoteStore(await create_pool(pg_dsn))
+        try:
+            await store.put_many(quotes)
+            gone = await store.purge(T0 - timedelta(days=30))
+            return gone, len(await store.get_many(list(quotes)))
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(run()) == (7, 2)

@@ -87,6 +87,7 @@ def machine_config(engine: Engine) -> MachineConfig:
         outcome_timeout_s=s.order_outcome_timeout,
         tracking_timeout_s=s.order_tracking_timeout,
         order_missing_s=s.order_missing_timeout,
+        order_abandon_s=s.order_abandon_timeout,
         payment_timeout_s=s.order_payment_timeout,
         delivery_timeout_s=s.order_delivery_timeout,
     )

@@ -70,13 +70,22 @@ def _waits(body: dict[str, Any]) -> bool:
 ORDER_QUIET = frozenset({"PENDING", "SHIPPED", "PARTIALLY_SHIPPED"})
 
 
+def _abandoned(body: dict[str, Any]) -> bool:
+    """An order that never arrived, whose waiting events were refused (``order_abandon_s``)."""
+    state = body.get("state")
+    return body.get("status") is None and isinstance(state, dict) and state.get("abandoned") is True
+
+
 def order_archivable(body: dict[str, Any], cutoff: datetime) -> bool:
     """Whether an ``orders`` value may become a marker: a created order with no
     deadline and no outbox, in a final status (DELIVERED, CANCELLED, REFUNDED) or
     a quiet one (``ORDER_QUIET``), which entered that status (``since``, epoch
-    seconds) before ``cutoff``."""
+    seconds) before ``cutoff``; or the record of an order that never arrived and
+    was given up (``abandoned``), first seen before ``cutoff``."""
     status = body.get("status")
-    if is_archived(body) or (status not in ORDER_FINAL and status not in ORDER_QUIET) or _waits(body):
+    if is_archived(body) or _waits(body):
+        return False
+    if status not in ORDER_FINAL and status not in ORDER_QUIET and not _abandoned(body):
         return False
     since = body.get("since")
     return since is not None and since < cutoff.timestamp()
@@ -86,7 +95,7 @@ def order_marker(body: dict[str, Any], at: datetime) -> dict[str, Any]:
     """The marker that replaces an archivable ``orders`` value at ``at``."""
     state = body.get("state") or {}
     return {
-        "status": body["status"],
+        "status": body["status"],  # None: an order that never arrived
         "since": body["since"],
         "archived": True,
         "archived_at": at.isoformat(),
@@ -228,6 +237,11 @@ def archived_detail(what: str, key: str, marker: dict[str, Any]) -> str:
     """Why an event for an archived key is refused (the dead letter's detail, a 409's reason)."""
     since = marker.get("since")
     entered = datetime.fromtimestamp(since, timezone.utc).isoformat() if since is not None else "?"
+    if marker.get("status") is None:
+        return (
+            f"{what} {key!r} was archived at {marker.get('archived_at')}: it never arrived (its first event "
+            f"{entered}); the events that waited for it went to deadletter"
+        )
     return (
         f"{what} {key!r} was archived at {marker.get('archived_at')} "
         f"({marker.get('status')} since {entered}): its full record is in PostgreSQL"

@@ -128,6 +128,9 @@ class MachineConfig:
     outcome_timeout_max_s: float = 3600.0
     tracking_timeout_s: float = 7 * 24 * 3600.0
     order_missing_s: float = 24 * 3600.0
+    #: After this, the events of an order that never arrived are refused (to deadletter) and
+    #: the record waits on nothing: the archive sweep takes it (models/archive.py).
+    order_abandon_s: float = 30 * 24 * 3600.0
     payment_timeout_s: float = 72 * 3600.0
     delivery_timeout_s: float = 45 * 24 * 3600.0
 
@@ -197,6 +200,7 @@ class OrderState(Event):
     redacted: bool = False  # the customer's personal data was removed
     first_seen_at: datetime
     missing_alerted: bool = False
+    abandoned: bool = False  # never created: its parked events were refused (order_abandon_s)
     seen: tuple[str, ...] = ()  # event ids handled (applied or refused)
     parked: tuple[OrderEvent, ...] = ()  # events waiting for a prerequisite
     history: tuple[Transition, ...] = ()
@@ -344,6 +348,8 @@ def deadlines(state: OrderState, config: MachineConfig = MachineConfig()) -> lis
             out.append(
                 Deadline(TimerKind.ORDER_MISSING, None, state.first_seen_at + timedelta(seconds=config.order_missing_s))
             )
+        elif not state.abandoned and state.parked:  # the second ORDER_MISSING: give up on the order
+            out.append(Deadline(TimerKind.ORDER_MISSING, None, _abandon_at(state, config)))
         return out
     if state.status in CLOSED:
         return out
@@ -362,6 +368,10 @@ def deadlines(state: OrderState, config: MachineConfig = MachineConfig()) -> lis
             due = g.shipped_at + timedelta(seconds=config.delivery_timeout_s)
             out.append(Deadline(TimerKind.DELIVERY_OVERDUE, g.group_id, due))
     return sorted(out, key=lambda d: d.due_at)
+
+
+def _abandon_at(state: OrderState, config: MachineConfig) -> datetime:
+    return state.first_seen_at + timedelta(seconds=max(config.order_abandon_s, config.order_missing_s))
 
 
 def next_deadline(state: OrderState, config: MachineConfig = MachineConfig()) -> datetime | None:
@@ -1018,8 +1028,10 @@ class _Step:
 
     def _order_missing(self, event: Timer) -> str | None:
         state = self.state
-        if state.created or state.missing_alerted:
+        if state.created or state.abandoned:
             raise _Ignore
+        if state.missing_alerted:
+            return self._abandon(event)
         self._alert(
             event,
             AlertType.PAYMENT_ISSUE,
@@ -1028,6 +1040,24 @@ class _Step:
         )
         self._set(missing_alerted=True)
         return "order never arrived: alerted"
+
+    def _abandon(self, event: Timer) -> str | None:
+        """The order has not arrived ``order_abandon_s`` after its first event: its parked
+        events are refused (each to deadletter, with its value: nothing is lost) and the
+        record waits on nothing more, for the archive sweep. A late ORDER_CREATED then
+        meets the archive marker (deadletter ARCHIVED)."""
+        state = self.state
+        if event.occurred_at < _abandon_at(state, self.config):
+            raise _Ignore  # an early or replayed timer
+        days = max(self.config.order_abandon_s, self.config.order_missing_s) / 86400
+        for parked in list(state.parked):
+            reason = f"{parked.type.value} never applied: its order never arrived in {days:g} days"
+            self._set(seen=self.state.seen + (parked.event_id,))
+            self._unpark(parked)
+            self._note(parked, f"refused: {reason}", None)
+            self.out.refused_events.append((parked, reason))
+        self._set(abandoned=True)
+        return "order never arrived: its events refused"
 
 
 def order_alert(

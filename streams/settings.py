@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     order_missing_timeout: float = Field(
         24 * 3600.0, gt=0, description="s an order's events wait for the order itself before a PAYMENT_ISSUE alert"
     )
+    order_abandon_timeout: float = Field(
+        30 * 24 * 3600.0, gt=0,
+        description="s after its first event an order that never arrived is given up: its waiting events go to "
+        "deadletter and its record to the archive sweep",
+    )
     order_payment_timeout: float = Field(
         72 * 3600.0, gt=0, description="s a created order waits for its payment before a PAYMENT_ISSUE alert"
     )

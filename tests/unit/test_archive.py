@@ -479,3 +479,42 @@ def test_a_shipment_never_reported_delivered_is_archived_once_nothing_is_awaited
     shipped_at = d.state.group("ALIEXPRESS").shipped_at
     assert not archive.order_archivable(body, shipped_at - timedelta(seconds=1))
     assert archive.order_archivable(body, shipped_at + timedelta(seconds=1))
+
+
+def test_the_events_of_an_order_that_never_arrived_go_to_deadletter_and_its_record_is_archived() -> None:
+    """Before, such a record (the events waiting for their order, after the PAYMENT_ISSUE
+    alert) stayed in the table for good. Now the order is given up after
+    OPS_ORDER_ABANDON_TIMEOUT: its events go to deadletter with their values, and the
+    sweep archives the record; a late ORDER_CREATED meets the marker."""
+    from models.fulfillment import next_deadline
+    from models.orders import TimerKind
+    from tests.unit.order_events import timer
+
+    proc, outputs, fake, messages = order_processor()
+    config = proc.config
+    feed(proc, messages, [paid(0, event_id="early-pay")])
+    state = proc.load(ORDER)
+    assert state is not None and not state.created
+    missing = next_deadline(state, config)
+    assert missing is not None
+    feed(proc, messages, [timer(TimerKind.ORDER_MISSING, None, missing, config.order_missing_s)])
+    give_up = next_deadline(proc.load(ORDER), config)  # type: ignore[arg-type]
+    assert give_up is not None and give_up > missing
+    written = len(outputs.values)
+    feed(proc, messages, [timer(TimerKind.ORDER_MISSING, None, give_up, config.order_abandon_s)])
+    letters = [orjson.loads(v) for t, _, v in outputs.values[written:] if t == "deadletter"]
+    assert [(x["reason"], orjson.loads(base64.b64decode(x["value"]))["event_id"]) for x in letters] == [
+        (DeadLetterReason.INVALID_IN_STATE.value, "early-pay")]  # nothing accepted is lost
+    assert "never arrived" in letters[0]["detail"]
+    fake.commit({TP(topic=messages.topic, partition=proc.partition_of(ORDER)): messages.offset + 1})
+
+    first_seen = state.first_seen_at
+    assert proc.archive([ORDER], first_seen + timedelta(days=89)) == 0  # kept OPS_ORDER_KEEP_DAYS
+    assert proc.archive([ORDER], first_seen + KEEP_ORDERS + timedelta(days=1)) == 1
+    marker = proc.archived(ORDER)
+    assert marker is not None and marker["status"] is None
+    written = len(outputs.values)
+    feed(proc, messages, [created(seconds=100 * 86400, event_id="late-order")])
+    assert proc.archived(ORDER) == marker
+    late = [orjson.loads(v) for t, _, v in outputs.values[written:] if t == "deadletter"]
+    assert [x["reason"] for x in late] == [DeadLetterReason.ARCHIVED.value] and "never arrived" in late[0]["detail"]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -396,7 +397,9 @@ def test_events_of_an_order_that_never_arrives_raise_a_payment_issue() -> None:
     assert deadline.kind is TimerKind.ORDER_MISSING
     d = decide(state, timer(TimerKind.ORDER_MISSING, None, deadline.due_at, 86400), CONFIG)
     assert [a.type for a in d.alerts] == [AlertType.PAYMENT_ISSUE] and d.state.missing_alerted
-    assert deadlines(d.state, CONFIG) == []
+    # Only the giving up is left (test below).
+    assert [(dl.kind, dl.due_at - state.first_seen_at) for dl in deadlines(d.state, CONFIG)] == [
+        (TimerKind.ORDER_MISSING, timedelta(seconds=CONFIG.order_abandon_s))]
     # The order arrives later after all: everything applies.
     c = decide(d.state, created(86500), CONFIG)
     assert c.state.status is OrderStatus.PROCESSING
@@ -590,3 +593,42 @@ def test_each_reissue_without_an_outcome_waits_twice_as_long_up_to_the_cap() -> 
     group = again.state.group(A)
     assert group.attempt == 2 and group.reissues == 0
     assert group.outcome_due_at == at(t + 100 + CONFIG.outcome_timeout_s)
+
+
+def test_an_order_that_never_arrives_is_given_up_its_events_refused_and_its_record_archivable() -> None:
+    """After the PAYMENT_ISSUE alert, a second ORDER_MISSING at order_abandon_s refuses the
+    parked events (each to deadletter with its value) and leaves a record that waits on
+    nothing: the archive sweep takes it (before, it stayed in the table for good)."""
+    from models.archive import archived_detail, order_archivable, order_marker
+
+    config = MachineConfig(order_missing_s=86400, order_abandon_s=30 * 86400)
+    payment = paid(0)
+    state = decide(None, payment, config).state
+    (first,) = deadlines(state, config)
+    alerted = decide(state, timer(TimerKind.ORDER_MISSING, None, first.due_at, 86400), config).state
+    (second,) = deadlines(alerted, config)
+    assert second.kind is TimerKind.ORDER_MISSING and second.due_at == state.first_seen_at + timedelta(days=30)
+
+    # The first timer again (a replay) changes nothing.
+    again = decide(alerted, timer(TimerKind.ORDER_MISSING, None, first.due_at, 86400 + 60), config)
+    assert not again.refused_events and not again.state.abandoned
+
+    given_up = decide(alerted, timer(TimerKind.ORDER_MISSING, None, second.due_at, 30 * 86400), config)
+    assert [(e.event_id, "never arrived in 30 days" in why) for e, why in given_up.refused_events] == [
+        (payment.event_id, True)]
+    assert given_up.state.abandoned and given_up.state.parked == () and deadlines(given_up.state, config) == []
+    assert not given_up.alerts  # the PAYMENT_ISSUE alert was raised a month ago
+
+    body = {"status": None, "since": None, "due": None,
+            "state": orjson.loads(given_up.state.model_dump_json(by_alias=True))}
+    later = given_up.state.first_seen_at + timedelta(days=91)
+    assert not order_archivable({**body, "since": given_up.state.first_seen_at.timestamp()},
+                                given_up.state.first_seen_at - timedelta(days=1))
+    assert order_archivable({**body, "since": given_up.state.first_seen_at.timestamp()}, later - timedelta(days=90))
+    marker = order_marker({**body, "since": given_up.state.first_seen_at.timestamp()}, later)
+    assert marker["archived"] is True and marker["status"] is None
+    assert "never arrived" in archived_detail("order", given_up.state.order_id, marker)
+    # Not given up yet (only alerted): the record stays.
+    alerted_body = {**body, "state": orjson.loads(alerted.model_dump_json(by_alias=True)),
+                    "since": alerted.first_seen_at.timestamp()}
+    assert not order_archivable(alerted_body, later - timedelta(days=90))

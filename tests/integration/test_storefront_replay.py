@@ -31,19 +31,29 @@ def snapshot(stock: int, minutes_ago: float) -> dict[str, Any]:
             "stock": stock, "cost_price": "10.00", "currency": "USD", "captured_at": at}
 
 
+def shop(fake: FakeShopifyServer, token: str = "our-token") -> str:
+    """The fake shop with the one variant (stock 0), and the engine's account for store s1 (JSON)."""
+    fake.add_shop(SHOP, token, maximum_available=1000, restore_rate=500)
+    fake.add_variant(SHOP, variant="11", product="1", item="110", price="0.00", quantity=0)
+    return orjson.dumps({"s1": {"platform": "SHOPIFY", "shop_domain": SHOP, "access_token": "our-token",
+                                "location_id": "1", "admin_url": fake.admin_url(SHOP)}}).decode()
+
+
+def map_variant(broker: EmbeddedBroker) -> None:
+    """The catalogue maps the shop's variant to the store's product p1."""
+    assert cli_publish(broker, "catalog.variants", [{
+        "shop_domain": SHOP, "shopify_variant_id": "11", "store_id": "s1", "product_id": "p1",
+        "provider": "ALIEXPRESS", "source_id": "AE-p1", "shopify_inventory_item_id": "110"}]).returncode == 0
+
+
 def test_a_replayed_change_of_a_refused_store_shows_the_current_values(broker: EmbeddedBroker, spawn: Any) -> None:
     with FakeShopifyServer() as fake:
-        fake.add_shop(SHOP, "the-shop-s-token", maximum_available=1000, restore_rate=500)
-        fake.add_variant(SHOP, variant="11", product="1", item="110", price="0.00", quantity=0)
-        accounts = {"s1": {"platform": "SHOPIFY", "shop_domain": SHOP, "access_token": "our-token",
-                           "location_id": "1", "admin_url": fake.admin_url(SHOP)}}
+        accounts = shop(fake, token="the-shop-s-token")
         worker: Worker = spawn("w1")
-        storefront: Worker = spawn("sf1", command="storefront", OPS_STOREFRONT_ACCOUNTS=orjson.dumps(accounts).decode(),
+        storefront: Worker = spawn("sf1", command="storefront", OPS_STOREFRONT_ACCOUNTS=accounts,
                                    OPS_STOREFRONT_METRICS_PORT="0")
         worker.wait_ready()
-        assert cli_publish(broker, "catalog.variants", [{
-            "shop_domain": SHOP, "shopify_variant_id": "11", "store_id": "s1", "product_id": "p1",
-            "provider": "ALIEXPRESS", "source_id": "AE-p1", "shopify_inventory_item_id": "110"}]).returncode == 0
+        map_variant(broker)
 
         # Refused: the change waits in deadletter, and the store has its alert.
         assert cli_publish(broker, "supplier.snapshots", [snapshot(7, 10)]).returncode == 0
@@ -78,19 +88,14 @@ def test_a_shop_down_for_a_while_gets_the_current_values_once_it_answers(broker:
     the storefront process tries the shop now and then, and once it answers replays the
     store's dead letters itself: the shop shows the product's current values."""
     with FakeShopifyServer() as fake:
-        fake.add_shop(SHOP, "our-token", maximum_available=1000, restore_rate=500)
-        fake.add_variant(SHOP, variant="11", product="1", item="110", price="0.00", quantity=0)
+        accounts = shop(fake)
         fake.down.add(SHOP)
-        accounts = {"s1": {"platform": "SHOPIFY", "shop_domain": SHOP, "access_token": "our-token",
-                           "location_id": "1", "admin_url": fake.admin_url(SHOP)}}
         worker: Worker = spawn("w1")
-        storefront: Worker = spawn("sf1", command="storefront", OPS_STOREFRONT_ACCOUNTS=orjson.dumps(accounts).decode(),
+        storefront: Worker = spawn("sf1", command="storefront", OPS_STOREFRONT_ACCOUNTS=accounts,
                                    OPS_STOREFRONT_METRICS_PORT="0", OPS_STOREFRONT_UNAVAILABLE_S="2",
                                    OPS_STOREFRONT_PROBE_INTERVAL_S="1")
         worker.wait_ready()
-        assert cli_publish(broker, "catalog.variants", [{
-            "shop_domain": SHOP, "shopify_variant_id": "11", "store_id": "s1", "product_id": "p1",
-            "provider": "ALIEXPRESS", "source_id": "AE-p1", "shopify_inventory_item_id": "110"}]).returncode == 0
+        map_variant(broker)
 
         def set_aside() -> list[dict[str, Any]]:
             return [d for d in read_json(broker, "deadletter") if d.get("reason") == "STOREFRONT_UNAVAILABLE"]
@@ -134,19 +139,14 @@ def test_a_store_set_aside_before_a_restart_is_replayed_by_the_next_process(brok
     letters, probes the shop, replays them once it answers (the shop shows the current
     count) and resolves the store's alert."""
     with FakeShopifyServer() as fake:
-        fake.add_shop(SHOP, "our-token", maximum_available=1000, restore_rate=500)
-        fake.add_variant(SHOP, variant="11", product="1", item="110", price="0.00", quantity=0)
+        accounts = shop(fake)
         fake.down.add(SHOP)
-        accounts = orjson.dumps({"s1": {"platform": "SHOPIFY", "shop_domain": SHOP, "access_token": "our-token",
-                                        "location_id": "1", "admin_url": fake.admin_url(SHOP)}}).decode()
         worker: Worker = spawn("w1")
         first: Worker = spawn("sf1", command="storefront", OPS_STOREFRONT_ACCOUNTS=accounts,
                               OPS_STOREFRONT_METRICS_PORT="0", OPS_STOREFRONT_UNAVAILABLE_S="2",
                               OPS_STOREFRONT_PROBE_INTERVAL_S="3600")
         worker.wait_ready()
-        assert cli_publish(broker, "catalog.variants", [{
-            "shop_domain": SHOP, "shopify_variant_id": "11", "store_id": "s1", "product_id": "p1",
-            "provider": "ALIEXPRESS", "source_id": "AE-p1", "shopify_inventory_item_id": "110"}]).returncode == 0
+        map_variant(broker)
         assert cli_publish(broker, "supplier.snapshots", [snapshot(7, 10)]).returncode == 0
         wait_for(lambda: [d for d in read_json(broker, "deadletter") if d.get("reason") == "STOREFRONT_UNAVAILABLE"],
                  timeout=90, what=f"the change set aside:\n{first.log_tail()}")

@@ -370,8 +370,14 @@ def deadlines(state: OrderState, config: MachineConfig = MachineConfig()) -> lis
     return sorted(out, key=lambda d: d.due_at)
 
 
+def _abandon_s(config: MachineConfig) -> float:
+    """How long after its first event an order that never arrived is given up (never
+    before its PAYMENT_ISSUE alert)."""
+    return max(config.order_abandon_s, config.order_missing_s)
+
+
 def _abandon_at(state: OrderState, config: MachineConfig) -> datetime:
-    return state.first_seen_at + timedelta(seconds=max(config.order_abandon_s, config.order_missing_s))
+    return state.first_seen_at + timedelta(seconds=_abandon_s(config))
 
 
 def next_deadline(state: OrderState, config: MachineConfig = MachineConfig()) -> datetime | None:
@@ -490,12 +496,17 @@ class _Step:
                     break
         if self.state.created and self.state.status in TERMINAL and self.state.parked:
             # Nothing more will come for them: an ended order refuses what still waits.
-            for parked in list(self.state.parked):
-                reason = f"{parked.type.value} never applied: the order ended {self.state.status.value}"
-                self._set(seen=self.state.seen + (parked.event_id,))
-                self._unpark(parked)
-                self._note(parked, f"refused: {reason}", self.state.status)
-                self.out.refused_events.append((parked, reason))
+            self._refuse_parked(f"the order ended {self.state.status.value}", self.state.status)
+
+    def _refuse_parked(self, why: str, before: OrderStatus | None) -> None:
+        """Refuse every parked event (seen, noted, to deadletter with its value): ``why``
+        none of them will ever apply."""
+        for parked in list(self.state.parked):
+            reason = f"{parked.type.value} never applied: {why}"
+            self._set(seen=self.state.seen + (parked.event_id,))
+            self._unpark(parked)
+            self._note(parked, f"refused: {reason}", before)
+            self.out.refused_events.append((parked, reason))
 
     def _derive_status(self, event: OrderEvent, note: str | None, before: OrderStatus | None) -> None:
         state = self.state
@@ -1049,13 +1060,7 @@ class _Step:
         state = self.state
         if event.occurred_at < _abandon_at(state, self.config):
             raise _Ignore  # an early or replayed timer
-        days = max(self.config.order_abandon_s, self.config.order_missing_s) / 86400
-        for parked in list(state.parked):
-            reason = f"{parked.type.value} never applied: its order never arrived in {days:g} days"
-            self._set(seen=self.state.seen + (parked.event_id,))
-            self._unpark(parked)
-            self._note(parked, f"refused: {reason}", None)
-            self.out.refused_events.append((parked, reason))
+        self._refuse_parked(f"its order never arrived in {_abandon_s(self.config) / 86400:g} days", None)
         self._set(abandoned=True)
         return "order never arrived: its events refused"
 

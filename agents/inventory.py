@@ -108,10 +108,6 @@ C = TypeVar("C", bound=ProductCommand)
 _ITEM = TypeAdapter(SupplierSnapshot)
 
 
-#: Alert statuses a resolve command moves on.
-_OPEN = (AlertStatus.ACTIVE.value, AlertStatus.ACKNOWLEDGED.value)
-
-
 def alert_key(store_id: str, alert_id: str) -> str:
     return f"{store_id}|{alert_id}"
 
@@ -743,11 +739,12 @@ class InventoryProcessor(ResendRetry):
             if not key.startswith(prefix):
                 continue
             found = orjson.loads(raw)
-            if found["type"] != kind or found.get("product_id") is not None or found["status"] not in _OPEN:
+            if found["type"] != kind or found.get("product_id") is not None:
                 continue
             alert = Alert.model_validate(found)
             if alert.created_at > command.requested_at:
                 continue  # opened after the condition was seen over: another one
+            # None for an alert closed already (RESOLVED, DISMISSED): only open ones move.
             moved = alert_rules.transition(alert, AlertStatus.RESOLVED, command.requested_at)
             if moved is not None:
                 outbox.append(("a", encode(moved)))

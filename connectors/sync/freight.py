@@ -30,8 +30,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from connectors.suppliers.base import SupplierError, SupplierProduct
-from connectors.sync import metrics
-from connectors.sync.metrics import FREIGHT_DEFERRED, FREIGHT_LOOKUPS, FREIGHT_STORE_ERRORS
+from connectors.sync.metrics import FREIGHT_DEFERRED, FREIGHT_LOOKUPS, FREIGHT_PURGED, FREIGHT_STORE_ERRORS
 from connectors.sync.pages import PageFreight, freight_wants
 from connectors.sync.quote_store import QuoteStore
 from models.freight import FreightKey, FreightQuote, FreightWant, plan_lookups
@@ -150,7 +149,7 @@ class FreightQuotes:
             log.warning("purging old freight quotes failed (%s: %s); tried again later", type(exc).__name__, exc)
             return 0
         if gone:
-            metrics.FREIGHT_PURGED.inc(gone)
+            FREIGHT_PURGED.inc(gone)
             log.info("%d freight quote(s) not fetched for %.0f s purged", gone, keep_s)
         return gone
 

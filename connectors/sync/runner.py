@@ -44,7 +44,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
-from connectors.consumers import commit, group_consumer
+from connectors.consumers import commit, group_consumer, pause
 from connectors.suppliers.base import SupplierCatalog, SupplierError, SupplierProduct
 from connectors.suppliers.http import clean_reason
 from connectors.sync.freight import FreightQuotes, freight_providers
@@ -223,10 +223,7 @@ async def purge_loop(freight: FreightQuotes, keep_s: float, stop: asyncio.Event,
     process does it; the deletes are the same."""
     while not stop.is_set():
         await freight.purge(keep_s)
-        try:
-            await asyncio.wait_for(stop.wait(), interval_s)
-        except TimeoutError:
-            pass
+        await pause(stop, interval_s)
 
 
 async def freight_of(settings: Settings, catalogs: dict[str, SupplierCatalog]) -> FreightQuotes | None:

@@ -55,6 +55,11 @@ class Stored:
         """Where the dead letter itself is: ``partition:offset`` of the deadletter topic."""
         return f"{self.partition}:{self.offset}"
 
+    @property
+    def key(self) -> bytes | None:
+        """The refused record's original key (the store, for the store-keyed topics)."""
+        return None if self.letter.key is None else base64.b64decode(self.letter.key)
+
 
 async def read_all(settings: Settings, timeout: float = 30.0) -> list[Stored]:
     """Every dead letter, partition by partition in offset order."""
@@ -96,9 +101,11 @@ async def read_all(settings: Settings, timeout: float = 30.0) -> list[Stored]:
 
 
 def select(
-    stored: Iterable[Stored], at: Iterable[str] = (), reason: str | None = None, topic: str | None = None
+    stored: Iterable[Stored], at: Iterable[str] = (), reason: str | None = None, topic: str | None = None,
+    since: datetime | None = None,
 ) -> list[Stored]:
-    """The dead letters at the given ``partition:offset`` places, or of a reason and/or topic."""
+    """The dead letters at the given ``partition:offset`` places, or of a reason and/or
+    topic, refused at or after ``since`` if given."""
     wanted = set(at)
     out = []
     for s in stored:
@@ -107,6 +114,8 @@ def select(
         if reason and s.letter.reason.value != reason.upper():
             continue
         if topic and s.letter.topic != topic:
+            continue
+        if since is not None and s.letter.refused_at < since:
             continue
         out.append(s)
     return out
@@ -121,10 +130,9 @@ async def replay(settings: Settings, chosen: list[Stored]) -> int:
     try:
         futures = []
         for s in chosen:
-            key = base64.b64decode(s.letter.key) if s.letter.key is not None else None
             value = base64.b64decode(s.letter.value)
             headers = [(REPLAYED, f"deadletter:{s.at}".encode())]
-            futures.append(await producer.send(s.letter.topic, key=key, value=value, headers=headers))
+            futures.append(await producer.send(s.letter.topic, key=s.key, value=value, headers=headers))
         for future in futures:
             await future
     finally:
@@ -136,7 +144,5 @@ async def replay_store(settings: Settings, reason: str, store_id: str, since: da
     """Replay every dead letter of ``reason`` whose original key is ``store_id`` (the
     store-keyed topics'), refused at or after ``since`` if given; how many were sent."""
     key = store_id.encode()
-    mine = [s for s in select(await read_all(settings), reason=reason)
-            if s.letter.key is not None and base64.b64decode(s.letter.key) == key
-            and (since is None or s.letter.refused_at >= since)]
+    mine = [s for s in select(await read_all(settings), reason=reason, since=since) if s.key == key]
     return await replay(settings, mine) if mine else 0

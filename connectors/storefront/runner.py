@@ -32,7 +32,6 @@ lost webhooks are pulled and published on ``webhooks.inbound``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections import defaultdict
@@ -356,7 +355,7 @@ class StorefrontRunner:
                     # to replay (and a recheck's, or a failed replay's, older ones still are).
                     now = datetime.now(timezone.utc)
                     self._aside_at[store_id] = now
-                    self._since[store_id] = min(self._since.get(store_id, now), now)
+                    self._since.setdefault(store_id, now)
                     metrics.UNAVAILABLE.set(len(self._aside))
                     log.error("store %s: its shop is unavailable (%s); set aside", store_id, reason)
             elif refuses_account(exc):
@@ -473,9 +472,9 @@ async def run_storefront(
             return
         since = datetime.now(timezone.utc) - timedelta(seconds=lookback)
         try:
-            letters = select(await read_all(settings), reason=DeadLetterReason.STOREFRONT_UNAVAILABLE.value)
-            stores = {base64.b64decode(s.letter.key).decode(errors="replace") for s in letters
-                      if s.letter.key is not None and s.letter.refused_at >= since}
+            letters = select(await read_all(settings), reason=DeadLetterReason.STOREFRONT_UNAVAILABLE.value,
+                             since=since)
+            stores = {s.key.decode(errors="replace") for s in letters if s.key is not None}
         except asyncio.CancelledError:
             raise
         except Exception:

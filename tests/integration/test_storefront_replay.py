@@ -46,6 +46,23 @@ def map_variant(broker: EmbeddedBroker) -> None:
         "provider": "ALIEXPRESS", "source_id": "AE-p1", "shopify_inventory_item_id": "110"}]).returncode == 0
 
 
+def set_aside(broker: EmbeddedBroker) -> list[dict[str, Any]]:
+    """The store's records in deadletter because its shop stayed down."""
+    return [d for d in read_json(broker, "deadletter") if d.get("reason") == "STOREFRONT_UNAVAILABLE"]
+
+
+def unavailable_alerts(worker: Worker) -> list[dict[str, Any]]:
+    """The store's STOREFRONT_UNAVAILABLE alerts, whatever their status."""
+    return [a for a in worker.get("/stores/s1/alerts").json().get("alerts", [])
+            if a["type"] == "STOREFRONT_UNAVAILABLE"]
+
+
+def storefront_process(spawn: Any, name: str, accounts: str, probe_interval_s: str) -> Worker:
+    """A storefront process that sets a store aside after 2 s of failed tries."""
+    return spawn(name, command="storefront", OPS_STOREFRONT_ACCOUNTS=accounts, OPS_STOREFRONT_METRICS_PORT="0",
+                 OPS_STOREFRONT_UNAVAILABLE_S="2", OPS_STOREFRONT_PROBE_INTERVAL_S=probe_interval_s)
+
+
 def test_a_replayed_change_of_a_refused_store_shows_the_current_values(broker: EmbeddedBroker, spawn: Any) -> None:
     with FakeShopifyServer() as fake:
         accounts = shop(fake, token="the-shop-s-token")
@@ -91,21 +108,15 @@ def test_a_shop_down_for_a_while_gets_the_current_values_once_it_answers(broker:
         accounts = shop(fake)
         fake.down.add(SHOP)
         worker: Worker = spawn("w1")
-        storefront: Worker = spawn("sf1", command="storefront", OPS_STOREFRONT_ACCOUNTS=accounts,
-                                   OPS_STOREFRONT_METRICS_PORT="0", OPS_STOREFRONT_UNAVAILABLE_S="2",
-                                   OPS_STOREFRONT_PROBE_INTERVAL_S="1")
+        storefront = storefront_process(spawn, "sf1", accounts, probe_interval_s="1")
         worker.wait_ready()
         map_variant(broker)
 
-        def set_aside() -> list[dict[str, Any]]:
-            return [d for d in read_json(broker, "deadletter") if d.get("reason") == "STOREFRONT_UNAVAILABLE"]
-
         assert cli_publish(broker, "supplier.snapshots", [snapshot(7, 10)]).returncode == 0
-        wait_for(set_aside, timeout=90, what=f"the change set aside:\n{storefront.log_tail()}")
+        wait_for(lambda: set_aside(broker), timeout=90, what=f"the change set aside:\n{storefront.log_tail()}")
         assert cli_publish(broker, "supplier.snapshots", [snapshot(3, 5)]).returncode == 0
-        wait_for(lambda: len(set_aside()) >= 2, timeout=60, what="the newer change set aside too")
-        wait_for(lambda: [a for a in worker.get("/stores/s1/alerts").json().get("alerts", [])
-                          if a["type"] == "STOREFRONT_UNAVAILABLE"], what="the store's STOREFRONT_UNAVAILABLE alert")
+        wait_for(lambda: len(set_aside(broker)) >= 2, timeout=60, what="the newer change set aside too")
+        wait_for(lambda: unavailable_alerts(worker), what="the store's STOREFRONT_UNAVAILABLE alert")
         assert fake.quantity(SHOP, "110") == 0
 
         fake.down.discard(SHOP)  # back: the process finds out and replays the store's dead letters
@@ -115,20 +126,14 @@ def test_a_shop_down_for_a_while_gets_the_current_values_once_it_answers(broker:
         assert resent and all(c["after"]["stock"] == 3 for c in resent)
         assert all(w["quantity"] == 3 for w in fake.writes(SHOP, "quantity"))  # never the old 7
         # The condition is over: the store's alert is resolved.
-        wait_for(lambda: [a["status"] for a in worker.get("/stores/s1/alerts").json().get("alerts", [])
-                          if a["type"] == "STOREFRONT_UNAVAILABLE"] == ["RESOLVED"], timeout=60,
+        wait_for(lambda: [a["status"] for a in unavailable_alerts(worker)] == ["RESOLVED"], timeout=60,
                  what=f"the store's alert resolved:\n{storefront.log_tail()}")
 
         # Down again the same day: a new outage, a new alert (not the resolved one).
         fake.down.add(SHOP)
         assert cli_publish(broker, "supplier.snapshots", [snapshot(2, 1)]).returncode == 0
-        wait_for(lambda: sorted(a["status"] for a in worker.get("/stores/s1/alerts").json().get("alerts", [])
-                                if a["type"] == "STOREFRONT_UNAVAILABLE") == ["ACTIVE", "RESOLVED"], timeout=90,
+        wait_for(lambda: sorted(a["status"] for a in unavailable_alerts(worker)) == ["ACTIVE", "RESOLVED"], timeout=90,
                  what=f"the second outage's alert:\n{storefront.log_tail()}")
-
-
-def open_alerts(worker: Worker, kind: str) -> list[dict[str, Any]]:
-    return [a for a in worker.get("/stores/s1/alerts").json().get("alerts", []) if a["type"] == kind]
 
 
 def test_a_store_set_aside_before_a_restart_is_replayed_by_the_next_process(broker: EmbeddedBroker,
@@ -142,15 +147,12 @@ def test_a_store_set_aside_before_a_restart_is_replayed_by_the_next_process(brok
         accounts = shop(fake)
         fake.down.add(SHOP)
         worker: Worker = spawn("w1")
-        first: Worker = spawn("sf1", command="storefront", OPS_STOREFRONT_ACCOUNTS=accounts,
-                              OPS_STOREFRONT_METRICS_PORT="0", OPS_STOREFRONT_UNAVAILABLE_S="2",
-                              OPS_STOREFRONT_PROBE_INTERVAL_S="3600")
+        first = storefront_process(spawn, "sf1", accounts, probe_interval_s="3600")
         worker.wait_ready()
         map_variant(broker)
         assert cli_publish(broker, "supplier.snapshots", [snapshot(7, 10)]).returncode == 0
-        wait_for(lambda: [d for d in read_json(broker, "deadletter") if d.get("reason") == "STOREFRONT_UNAVAILABLE"],
-                 timeout=90, what=f"the change set aside:\n{first.log_tail()}")
-        wait_for(lambda: open_alerts(worker, "STOREFRONT_UNAVAILABLE"), what="the store's alert")
+        wait_for(lambda: set_aside(broker), timeout=90, what=f"the change set aside:\n{first.log_tail()}")
+        wait_for(lambda: unavailable_alerts(worker), what="the store's alert")
         first.stop()
 
         fake.down.discard(SHOP)
@@ -160,5 +162,5 @@ def test_a_store_set_aside_before_a_restart_is_replayed_by_the_next_process(brok
                  what=f"the current count on the shop:\n{second.log_tail()}")
         resent = [c for c in read_json(broker, "inventory.changes") if c.get("reason") == "RESENT"]
         assert [c["after"]["stock"] for c in resent] == [7]
-        wait_for(lambda: [a["status"] for a in open_alerts(worker, "STOREFRONT_UNAVAILABLE")] == ["RESOLVED"],
+        wait_for(lambda: [a["status"] for a in unavailable_alerts(worker)] == ["RESOLVED"],
                  timeout=60, what=f"the store's alert resolved:\n{second.log_tail()}")

@@ -57,11 +57,11 @@ from models.product import (
     OpenAlert,
     ProductState,
     compact,
-    decode_state,
     encode_state,
     from_micros,
     product_key,
     state_fields,
+    state_of_fields,
     to_micros,
 )
 
@@ -128,20 +128,35 @@ class ChangeDraft:
             "variant_id": self.variant_id,
             "provider": after.provider,
             "source_id": after.source_id,
-            "reason": self.reason.value,
-            "changed": [kind.value for kind in self.changed],
+            "reason": self.reason,  # orjson writes an enum as its value
+            "changed": self.changed,
             "before": None if self.before is None else _view_json(self.before),
             "after": _view_json(after),
-            "captured_at": from_micros(after.captured_at_us).isoformat().replace("+00:00", "Z"),
+            "captured_at": _rfc3339(after.captured_at_us),
             "sync_run_id": after.sync_run_id,
         }))
+
+
+#: Microseconds since the epoch -> their RFC 3339 form in a change record: a sync
+#: page's changes share one snapshot time. Cleared when full.
+_RFC3339: dict[int, str] = {}
+_RFC3339_KEPT = 4096
+
+
+def _rfc3339(micros: int) -> str:
+    text = _RFC3339.get(micros)
+    if text is None:
+        if len(_RFC3339) >= _RFC3339_KEPT:
+            _RFC3339.clear()
+        text = _RFC3339[micros] = from_micros(micros).isoformat().replace("+00:00", "Z")
+    return text
 
 
 def _view_json(state: ProductState) -> dict[str, object]:
     """``ProductView``'s JSON form of a state (``ProductState.view``, serialised)."""
     compare_at = state.compare_at_price
     return {
-        "status": state.status.value,
+        "status": state.status,
         "available": state.available,
         "stock": state.stock,
         "cost_price": str(state.cost_price),
@@ -569,7 +584,7 @@ def apply_snapshot_encoded(
         fields[11] = micros
         fields[13] = snap.sync_run_id
         return _UNCHANGED, compact(orjson.dumps(fields))
-    out = apply_snapshot(decode_state(raw), snap, settings)
+    out = apply_snapshot(state_of_fields(fields), snap, settings)
     return out, None if out.state is None else encode_state(out.state)
 
 

@@ -105,7 +105,9 @@ ALERT_PURGE_INTERVAL_S = 3600.0
 _PAGE = TypeAdapter(list[SupplierSnapshot])
 T = TypeVar("T")
 C = TypeVar("C", bound=ProductCommand)
-_ITEM = TypeAdapter(SupplierSnapshot)
+#: A parsed snapshot object validated in full: the model's core validator, without
+#: the TypeAdapter wrapper's Python call (the same model and errors).
+_validate_item = SupplierSnapshot.__pydantic_validator__.validate_python
 
 
 def alert_key(store_id: str, alert_id: str) -> str:
@@ -334,7 +336,7 @@ class InventoryProcessor(ResendRetry):
         if isinstance(item, SupplierSnapshot):
             return item
         try:
-            return _ITEM.validate_python(item)
+            return _validate_item(item)
         except ValidationError as exc:
             self.dead(message, DeadLetterReason.SCHEMA_VIOLATION, error_text(exc), item_index=index)
             return None

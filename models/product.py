@@ -35,9 +35,10 @@ def compact(raw: bytes) -> bytes:
     orjson returns its bytes in a 4 KiB allocation whatever their length, so a
     250-byte state kept in a table took 4 KiB of memory (measured with
     tracemalloc: 6 KiB per tracked product). A table value is kept long, so it
-    is copied into an object of its own size (about 0.1 us).
+    is copied into an object of its own size (two slices joined: 0.10 us, where
+    ``bytes(memoryview(raw))`` took 0.15; a one-byte slice is CPython's cached object).
     """
-    return bytes(memoryview(raw))
+    return raw[:-1] + raw[-1:]
 
 
 def to_micros(moment: datetime) -> int:

@@ -14,6 +14,7 @@ from models.product import (
     EPOCH,
     OpenAlert,
     ProductState,
+    compact,
     decode_state,
     encode_state,
     from_micros,
@@ -116,6 +117,25 @@ def test_empty_alerts_and_no_compare_at_encode_as_null() -> None:
 
 def test_state_is_compact() -> None:
     assert len(encode_state(state(sync_run_id="run-42"))) < 200
+
+
+@pytest.mark.parametrize("raw", [b"", b"]", b'[1,"x"]', bytes(300)])
+def test_compact_is_an_equal_copy(raw: bytes) -> None:
+    assert compact(raw) == raw
+
+
+def test_compact_values_take_their_own_size_not_orjsons_buffer() -> None:
+    """orjson's bytes sit in a 4 KiB allocation; a kept table value must not."""
+    import tracemalloc
+
+    fields = orjson.loads(encode_state(state(sync_run_id="run-42")))
+    tracemalloc.start()
+    try:
+        kept = [compact(orjson.dumps(fields)) for _ in range(1000)]
+        per_value = tracemalloc.get_traced_memory()[0] / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_value < 400, f"{per_value:.0f} bytes a value"
 
 
 # --------------------------------------------------------------------------- #

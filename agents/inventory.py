@@ -66,11 +66,13 @@ from models.events import (
 )
 from models.inventory import (
     Outcome,
+    PageItem,
     SnapshotResult,
     apply_alert_status,
     apply_snapshot_encoded,
     apply_unchanged,
     check_storefront_stock,
+    decode_page,
     item_product_key,
     republished_change,
     reprice,
@@ -246,25 +248,27 @@ class InventoryProcessor(ResendRetry):
     # supplier.snapshots
     # ------------------------------------------------------------------ #
 
-    def _decode_snapshots(self, message: Any) -> list[tuple[int | None, SupplierSnapshot]]:
-        """Pydantic's verdict on a message orjson could not read as a JSON object or array."""
-        if (message.value or b"").lstrip()[:1] == b"[":
-            page = self.decode(_PAGE.validate_json, message)
-            return [] if page is None else list(enumerate(page))
-        snap = self.decode(SupplierSnapshot.model_validate_json, message)
-        return [] if snap is None else [(None, snap)]
-
-    def on_snapshots(self, message: Any) -> None:
+    def _decode_snapshots(self, message: Any) -> list[tuple[int | None, Any]]:
+        """The snapshot objects of a message msgspec refused (``decode_page``), for full validation:
+        parsed by orjson, else pydantic's verdict on what is not a JSON object or array."""
         raw: bytes = message.value or b""
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             parsed = None
         if type(parsed) is list:
-            items: list[tuple[int | None, Any]] = list(enumerate(parsed))
-        elif type(parsed) is dict:
-            items = [(None, parsed)]
-        else:  # not JSON, or neither an object nor an array: pydantic says why
+            return list(enumerate(parsed))
+        if type(parsed) is dict:
+            return [(None, parsed)]
+        if raw.lstrip()[:1] == b"[":
+            page = self.decode(_PAGE.validate_json, message)
+            return [] if page is None else list(enumerate(page))
+        snap = self.decode(SupplierSnapshot.model_validate_json, message)
+        return [] if snap is None else [(None, snap)]
+
+    def on_snapshots(self, message: Any) -> None:
+        items: list[tuple[int | None, Any]] | None = decode_page(message.value or b"")
+        if items is None:  # refused by the page decoder: every object goes the full path
             items = self._decode_snapshots(message)
             if not items:
                 return
@@ -275,10 +279,10 @@ class InventoryProcessor(ResendRetry):
         last_fast: bytes | None = None
         counts: dict[SnapshotResult, int] = {}
         for index, item in items:
-            # Most snapshots repeat the state: decided on the parsed JSON
+            # Most snapshots repeat the state: decided on the decoded JSON
             # (models.inventory.apply_unchanged); the rest are validated in full.
-            pkey = item_product_key(item)
-            current = None if pkey is None or item["store_id"] != key else data.get(pkey)
+            pkey = item_product_key(item) if type(item) is PageItem else None
+            current = None if pkey is None or item.store_id != key else data.get(pkey)
             fast = None if current is None else apply_unchanged(current, item)
             if fast is not None:
                 outcome, encoded = fast
@@ -336,7 +340,7 @@ class InventoryProcessor(ResendRetry):
         if isinstance(item, SupplierSnapshot):
             return item
         try:
-            return _validate_item(item)
+            return _validate_item(item.as_dict() if type(item) is PageItem else item)
         except ValidationError as exc:
             self.dead(message, DeadLetterReason.SCHEMA_VIOLATION, error_text(exc), item_index=index)
             return None

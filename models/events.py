@@ -106,7 +106,11 @@ CountryCode = Annotated[
 ]
 # Ids are joined with "|" into table keys, so the separator is refused in them.
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^|\s]+$")]
-Text = Annotated[str, StringConstraints(max_length=2000)]
+#: Longest free text (a title, an image URL) and sync run id of a snapshot; the inventory
+#: fast path's page decoder (models.inventory.PageItem) checks the same limits.
+TEXT_MAX = 2000
+RUN_ID_MAX = 200
+Text = Annotated[str, StringConstraints(max_length=TEXT_MAX)]
 
 
 def utcnow() -> datetime:
@@ -155,8 +159,8 @@ class SupplierSnapshot(Event):
     currency: Currency
     captured_at: UtcDatetime
     title: Text | None = None
-    images: tuple[Annotated[str, StringConstraints(max_length=2000)], ...] = ()
-    sync_run_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    images: tuple[Annotated[str, StringConstraints(max_length=TEXT_MAX)], ...] = ()
+    sync_run_id: Annotated[str, StringConstraints(max_length=RUN_ID_MAX)] | None = None
 
 
 #: The fields of a snapshot that a product's state does not keep.
@@ -188,8 +192,10 @@ _TAIL = _tail_adapter().validator
 def validate_snapshot_tail(item: dict[str, Any]) -> dict[str, Any]:
     """Validate only the tail fields of a parsed snapshot object, as SupplierSnapshot would.
 
-    The inventory fast path uses it for a snapshot whose other fields are the
-    very values already validated and kept in the product's state. Raises
+    The inventory fast path uses it for the captured_at of a snapshot whose
+    other fields are the very values already validated and kept in the
+    product's state (its page decoder, ``models.inventory.PageItem``, checks
+    the other tail fields with these limits). Raises
     ``ValidationError``; absent optional fields are absent from the result.
     ``captured_at`` keeps the offset it was given (the model's is UTC): the
     same instant.

@@ -103,6 +103,9 @@ log = logging.getLogger(__name__)
 
 #: How often closed alerts past OPS_ALERT_KEEP_DAYS leave the alerts table, s.
 ALERT_PURGE_INTERVAL_S = 3600.0
+#: Alert keys written between two gauge refreshes (every 5 s) remembered for the next
+#: one; past this many the next refresh counts every alert again.
+ALERT_WRITES_KEPT = 200_000
 
 _PAGE = TypeAdapter(list[SupplierSnapshot])
 T = TypeVar("T")
@@ -157,10 +160,12 @@ class InventoryProcessor(ResendRetry):
         self.recovered_outboxes: dict[str, tuple[int, bytes, list[OutboxItem]]] = {}
         # Alert key -> (the value last read, its type while ACTIVE): refresh_gauges.
         self._alert_gauge: dict[str, tuple[bytes, str | None]] = {}
-        # Alert table writes by this agent, and what the last gauge refresh counted:
-        # (writes, entries, active partitions) -> ACTIVE alerts by type.
-        self.alert_writes = 0
-        self._alert_counts: tuple[tuple[int, int, frozenset[int]], dict[str, int]] | None = None
+        # Alert table keys this agent wrote since the last gauge refresh, and what
+        # that refresh counted: (active partitions, ACTIVE alerts by type in them).
+        self._alerts_written: set[str] = set()
+        self._alert_counts: tuple[frozenset[int], dict[str, int]] | None = None
+        # store_id -> its partition (the gauges count the alerts of active partitions).
+        self._store_partition: dict[str, int] = {}
         # Recovered outboxes being sent again, until acknowledged: key -> the
         # recovered entry (restored to ``recovered_outboxes`` if its partition is let go).
         self._resending: dict[str, tuple[int, bytes, list[OutboxItem]]] = {}
@@ -447,7 +452,7 @@ class InventoryProcessor(ResendRetry):
                 if not resend or self.supersedes_table(akey, alert):
                     self.changelog(self.alerts, partition, akey, value)
                     entries(self.alerts)[akey] = value
-                    self.alert_writes += 1
+                    self.alert_written(akey)
                 self.outputs.add(topics.ALERTS, None, store_key, value)
                 self._alerts_emitted(alert["type"], alert["status"]).inc()
 
@@ -656,7 +661,7 @@ class InventoryProcessor(ResendRetry):
         value = encode(alert)
         self.changelog(self.alerts, self._tp.partition, key, value)
         self.alerts.data[key] = value
-        self.alert_writes += 1
+        self.alert_written(key)
 
     def product_command(self, message: Any, validate: Callable[[bytes], C]) -> tuple[C, str, bytes | None] | None:
         """A command about one store product: (command, product key, its state or None),
@@ -812,15 +817,22 @@ class InventoryProcessor(ResendRetry):
 
     def refresh_gauges(self, active_partitions: set[int], partition_of: Any) -> None:
         alerts = entries(self.alerts)
-        # Unchanged since the last count (no write of the agent's, the same entries and
-        # partitions; recovery writes behind it only at a rebalance, which forgets the
-        # count): the same counts, without a pass over every alert.
-        signature = (self.alert_writes, len(alerts), frozenset(active_partitions))
-        if self._alert_counts is not None and self._alert_counts[0] == signature:
-            counts = self._alert_counts[1]
-        else:
-            counts = self._count_active_alerts(alerts, active_partitions, partition_of)
-            self._alert_counts = (signature, counts)
+        # The agent's own writes since the last refresh are applied to its counts one
+        # by one. A full count (every alert, each value parsed once: _count_active_alerts)
+        # when the active partitions changed, when told the table changed behind the
+        # agent (recovery, a rebalance: forget_alert_counts), or when the table holds
+        # entries the counts never saw (standby replicas' writes).
+        parts = frozenset(active_partitions)
+        held = self._alert_counts
+        if held is not None and held[0] == parts:
+            counts = held[1]
+            self._apply_alert_writes(alerts, counts, parts, partition_of)
+            if len(self._alert_gauge) != len(alerts):
+                held = None
+        if held is None or held[0] != parts:
+            self._alerts_written.clear()
+            counts = self._count_active_alerts(alerts, parts, partition_of)
+            self._alert_counts = (parts, counts)
         for alert_type in (a.value for a in alert_rules.SEVERITY):
             metrics.ALERTS_ACTIVE.labels(alert_type).set(counts.get(alert_type, 0))
         tables = (
@@ -852,9 +864,9 @@ class InventoryProcessor(ResendRetry):
                 continue
             self.changelog(self.alerts, partition, key, None)
             del alerts[key]
+            self.alert_written(key)
             removed += 1
         if removed:
-            self.alert_writes += 1
             metrics.ALERTS_PURGED.inc(removed)
         return removed
 
@@ -862,9 +874,54 @@ class InventoryProcessor(ResendRetry):
         """The alerts table changed behind the agent (recovery, a rebalance): count again."""
         self._alert_counts = None
 
-    def _count_active_alerts(self, alerts: Any, active_partitions: set[int], partition_of: Any) -> dict[str, int]:
+    def alert_written(self, key: str) -> None:
+        """The agent wrote (or removed) the alerts table's entry of ``key``: the next gauge refresh reads it."""
+        written = self._alerts_written
+        written.add(key)
+        if len(written) > ALERT_WRITES_KEPT:  # no refresh for long (none scheduled): count again then
+            written.clear()
+            self._alert_counts = None
+
+    def _partition_of_store(self, key: str, partition_of: Any) -> int:
+        store_id = key.split("|", 1)[0]
+        part = self._store_partition.get(store_id)
+        if part is None:
+            part = self._store_partition[store_id] = partition_of(store_id)
+        return part
+
+    def _apply_alert_writes(self, alerts: Any, counts: dict[str, int], parts: frozenset[int], partition_of: Any) -> None:
+        """Move ``counts`` (ACTIVE alerts by type in ``parts``) by the agent's writes since the last refresh.
+
+        ``counts`` always counts the types held in ``_alert_gauge`` of the keys of
+        ``parts``; each written key's held value is replaced by the table's (or
+        dropped with the entry), and the counts follow the difference.
+        """
+        seen = self._alert_gauge
+        for key in self._alerts_written:
+            old = seen.get(key)
+            raw = alerts.get(key)
+            if raw is None:
+                if old is None:
+                    continue
+                del seen[key]
+                new_type = None
+            elif old is not None and old[0] is raw:
+                continue
+            else:
+                doc = orjson.loads(raw)
+                new_type = doc["type"] if doc["status"] == AlertStatus.ACTIVE.value else None
+                seen[key] = (raw, new_type)
+            old_type = None if old is None else old[1]
+            if old_type != new_type and self._partition_of_store(key, partition_of) in parts:
+                if old_type is not None:
+                    counts[old_type] -= 1
+                if new_type is not None:
+                    counts[new_type] = counts.get(new_type, 0) + 1
+        self._alerts_written.clear()
+
+    def _count_active_alerts(self, alerts: Any, active_partitions: frozenset[int], partition_of: Any) -> dict[str, int]:
         counts: dict[str, int] = {}
-        store_partition: dict[str, int] = {}
+        store_partition = self._store_partition
         # Each alert is read once per value, not once per refresh: with 100,000
         # alerts, parsing them all every 5 s took a sixth of a syncing worker's CPU.
         seen = self._alert_gauge

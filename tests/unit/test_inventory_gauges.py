@@ -1,14 +1,17 @@
 """The inventory agent's alert gauges (``InventoryProcessor.refresh_gauges``).
 
 Each alert value is read once, then remembered by identity, and the counts are
-kept while nothing changed: the gauge must still follow every change of an
+kept and moved by the agent's own writes one by one: the gauge must still follow every change of an
 alert's status, alerts that leave the table, and partitions that are not this
 worker's.
 """
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
+
+from faust.types import TP
 
 from agents.inventory import alert_key
 from connectors import metrics
@@ -83,3 +86,41 @@ def test_the_agents_own_alert_writes_are_counted_at_the_next_refresh() -> None:
     proc.send_outbox("mine", PARTITION["mine"], [("a", encode(resolved))])  # the table's size stays
     refresh(proc)
     assert active("STOCK_OUT") == 0
+
+
+def test_counts_moved_write_by_write_equal_a_full_count() -> None:
+    """Between full counts the gauges follow the agent's writes one by one: after any
+    sequence of opens, moves and purges they hold what counting every alert gives."""
+    rng = random.Random(7)
+    proc, _ = processor()
+    proc.owned = {TP("supplier.snapshots", PARTITION["mine"])}  # purge_alerts sweeps owned partitions only
+    refresh(proc)
+    opened: list = []
+    types = [AlertType.STOCK_OUT, AlertType.STOCK_LOW, AlertType.PRICE_INCREASE]
+    for step in range(300):
+        roll = rng.random()
+        store = rng.choice(["mine", "other"])
+        if roll < 0.45 or not opened:
+            alert = alert_rules.open_alert(
+                subject_key=f"{store}|p{step}", store_id=store, product_id=f"p{step}", variant_id=None,
+                alert_type=rng.choice(types), title="t", message="m", metadata={}, at=AT, trigger_micros=step,
+            )
+            opened.append(alert)
+            proc.send_outbox(store, PARTITION[store], [("a", encode(alert))])
+        elif roll < 0.85:
+            index = rng.randrange(len(opened))
+            alert = opened[index]
+            targets = sorted(alert_rules._TRANSITIONS[alert.status], key=lambda s: s.value)
+            if targets:
+                moved = alert_rules.transition(alert, rng.choice(targets), AT)
+                opened[index] = moved
+                proc.send_outbox(moved.store_id, PARTITION[moved.store_id], [("a", encode(moved))])
+        else:
+            proc.purge_alerts(list(proc.alerts.data), AT.replace(year=2027), PARTITION.__getitem__)
+        if rng.random() < 0.2:
+            refresh(proc)
+            got = {t.value: active(t.value) for t in types}
+            proc.forget_alert_counts()
+            refresh(proc)
+            assert got == {t.value: active(t.value) for t in types}, f"step {step}"
+    assert any(active(t.value) for t in types), "the sequence left some alerts open"

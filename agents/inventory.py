@@ -77,6 +77,7 @@ from models.inventory import (
     republished_change,
     reprice,
     snapshot_of_update,
+    validate_item,
 )
 from models.product import (
     OutboxItem,
@@ -110,9 +111,6 @@ ALERT_WRITES_KEPT = 200_000
 _PAGE = TypeAdapter(list[SupplierSnapshot])
 T = TypeVar("T")
 C = TypeVar("C", bound=ProductCommand)
-#: A parsed snapshot object validated in full: the model's core validator, without
-#: the TypeAdapter wrapper's Python call (the same model and errors).
-_validate_item = SupplierSnapshot.__pydantic_validator__.validate_python
 
 
 def alert_key(store_id: str, alert_id: str) -> str:
@@ -345,7 +343,7 @@ class InventoryProcessor(ResendRetry):
         if isinstance(item, SupplierSnapshot):
             return item
         try:
-            return _validate_item(item.as_dict() if type(item) is PageItem else item)
+            return validate_item(item)
         except ValidationError as exc:
             self.dead(message, DeadLetterReason.SCHEMA_VIOLATION, error_text(exc), item_index=index)
             return None

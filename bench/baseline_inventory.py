@@ -14,18 +14,17 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from models.events import SupplierSnapshot, default_settings
+from models.events import default_settings
 from models.inventory import (
     SnapshotResult,
     apply_snapshot_encoded,
     apply_unchanged,
     decode_page,
     item_product_key,
+    validate_item,
 )
 from models.product import product_key
 from streams.codecs import encode
-
-_validate_item = SupplierSnapshot.__pydantic_validator__.validate_python
 
 
 async def main(bootstrap: str, total: int) -> None:
@@ -65,7 +64,7 @@ async def main(bootstrap: str, total: int) -> None:
                             if fast[1] is not None:
                                 state[key] = fast[1]  # type: ignore[index]
                             continue
-                        snap = _validate_item(item.as_dict())
+                        snap = validate_item(item)
                         store = snap.store_id
                         st = settings.get(store)
                         if st is None:

@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import Enum
+from functools import lru_cache
 from typing import Annotated, Any
 
 import msgspec
@@ -57,7 +58,6 @@ from models.events import (
 )
 from models.pricing import PriceQuote, price_change_percent, quote
 from models.product import (
-    KEY_SEP,
     OpenAlert,
     ProductState,
     compact,
@@ -141,19 +141,11 @@ class ChangeDraft:
         }))
 
 
-#: Microseconds since the epoch -> their RFC 3339 form in a change record: a sync
-#: page's changes share one snapshot time. Cleared when full.
-_RFC3339: dict[int, str] = {}
-_RFC3339_KEPT = 4096
-
-
+@lru_cache(maxsize=4096)
 def _rfc3339(micros: int) -> str:
-    text = _RFC3339.get(micros)
-    if text is None:
-        if len(_RFC3339) >= _RFC3339_KEPT:
-            _RFC3339.clear()
-        text = _RFC3339[micros] = from_micros(micros).isoformat().replace("+00:00", "Z")
-    return text
+    """Microseconds since the epoch in RFC 3339 form, for a change record: a sync page's
+    changes share one snapshot time, formatted once."""
+    return from_micros(micros).isoformat().replace("+00:00", "Z")
 
 
 def _view_json(state: ProductState) -> dict[str, object]:
@@ -645,6 +637,13 @@ class PageItem(msgspec.Struct):
 
 
 _PAGE_DECODER = msgspec.json.Decoder(list[PageItem] | PageItem)
+#: The model's core validator, without the TypeAdapter wrapper's Python call.
+_VALIDATE_SNAPSHOT = SupplierSnapshot.__pydantic_validator__.validate_python
+
+
+def validate_item(item: PageItem | dict[str, Any]) -> SupplierSnapshot:
+    """A decoded (or parsed) snapshot object validated in full; raises ``ValidationError``."""
+    return _VALIDATE_SNAPSHOT(item.as_dict() if type(item) is PageItem else item)
 
 
 def decode_page(raw: bytes) -> list[tuple[int | None, PageItem]] | None:
@@ -671,37 +670,31 @@ def item_product_key(item: PageItem) -> str | None:
         return None
     if variant_id is not None and (type(variant_id) is not str or not variant_id):
         return None
-    return f"{store_id}{KEY_SEP}{product_id}{KEY_SEP}{variant_id or ''}"
+    return product_key(store_id, product_id, variant_id)
 
 
-#: captured_at as sent -> its microseconds since the epoch, or None where validation
-#: refuses it: a sync's page sends one time for all its snapshots, and validating and
-#: converting it costs about 0.6 us. Strings only; cleared when full.
-_MICROS: dict[str, int | None] = {}
-_MICROS_KEPT = 4096
-_NOT_SEEN = -1
-
-
-def _captured_micros(sent: object) -> int | None:
+def _validated_micros(sent: object) -> int | None:
     """``to_micros`` of captured_at as ``SupplierSnapshot`` validates it, or None if it refuses it.
 
     pydantic's validation of the field itself (``validate_snapshot_tail``, without the
     conversion to UTC: microseconds since the epoch are the same in any offset)."""
-    if type(sent) is str:
-        micros = _MICROS.get(sent, _NOT_SEEN)
-        if micros != _NOT_SEEN:
-            return micros
     try:
         tail = validate_snapshot_tail({} if sent is msgspec.UNSET else {"captured_at": sent})
     except ValidationError:
-        micros = None
-    else:
-        micros = to_micros(tail["captured_at"])
+        return None
+    return to_micros(tail["captured_at"])
+
+
+#: A string's verdict, remembered: a sync's page sends one time for all its snapshots,
+#: and validating and converting it costs about 0.6 us.
+_validated_micros_of_text = lru_cache(maxsize=4096)(_validated_micros)
+
+
+def _captured_micros(sent: object) -> int | None:
+    """``_validated_micros``, remembered for strings (other values may not be hashable)."""
     if type(sent) is str:
-        if len(_MICROS) >= _MICROS_KEPT:
-            _MICROS.clear()
-        _MICROS[sent] = micros
-    return micros
+        return _validated_micros_of_text(sent)
+    return _validated_micros(sent)
 
 
 def apply_unchanged(raw: bytes, item: PageItem) -> tuple[Outcome, bytes | None] | None:

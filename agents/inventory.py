@@ -117,6 +117,12 @@ def alert_key(store_id: str, alert_id: str) -> str:
     return f"{store_id}|{alert_id}"
 
 
+def _active_type(raw: bytes) -> str | None:
+    """An alert record's type while it is ACTIVE, else None (what the gauges count)."""
+    doc = orjson.loads(raw)
+    return doc["type"] if doc["status"] == AlertStatus.ACTIVE.value else None
+
+
 class InventoryProcessor(ResendRetry):
     """Handles one consumed message at a time; owns no state but the tables'."""
 
@@ -822,12 +828,12 @@ class InventoryProcessor(ResendRetry):
         # entries the counts never saw (standby replicas' writes).
         parts = frozenset(active_partitions)
         held = self._alert_counts
+        counts = None
         if held is not None and held[0] == parts:
-            counts = held[1]
-            self._apply_alert_writes(alerts, counts, parts, partition_of)
-            if len(self._alert_gauge) != len(alerts):
-                held = None
-        if held is None or held[0] != parts:
+            self._apply_alert_writes(alerts, held[1], parts, partition_of)
+            if len(self._alert_gauge) == len(alerts):
+                counts = held[1]
+        if counts is None:
             self._alerts_written.clear()
             counts = self._count_active_alerts(alerts, parts, partition_of)
             self._alert_counts = (parts, counts)
@@ -906,8 +912,7 @@ class InventoryProcessor(ResendRetry):
             elif old is not None and old[0] is raw:
                 continue
             else:
-                doc = orjson.loads(raw)
-                new_type = doc["type"] if doc["status"] == AlertStatus.ACTIVE.value else None
+                new_type = _active_type(raw)
                 seen[key] = (raw, new_type)
             old_type = None if old is None else old[1]
             if old_type != new_type and self._partition_of_store(key, partition_of) in parts:
@@ -919,23 +924,17 @@ class InventoryProcessor(ResendRetry):
 
     def _count_active_alerts(self, alerts: Any, active_partitions: frozenset[int], partition_of: Any) -> dict[str, int]:
         counts: dict[str, int] = {}
-        store_partition = self._store_partition
         # Each alert is read once per value, not once per refresh: with 100,000
         # alerts, parsing them all every 5 s took a sixth of a syncing worker's CPU.
         seen = self._alert_gauge
         for key, raw in list(alerts.items()):
             held = seen.get(key)
             if held is None or held[0] is not raw:
-                doc = orjson.loads(raw)
-                held = seen[key] = (raw, doc["type"] if doc["status"] == AlertStatus.ACTIVE.value else None)
+                held = seen[key] = (raw, _active_type(raw))
             alert_type = held[1]
             if alert_type is None:
                 continue
-            store_id = key.split("|", 1)[0]
-            part = store_partition.get(store_id)
-            if part is None:
-                part = store_partition[store_id] = partition_of(store_id)
-            if part in active_partitions:
+            if self._partition_of_store(key, partition_of) in active_partitions:
                 counts[alert_type] = counts.get(alert_type, 0) + 1
         if len(seen) > len(alerts):  # entries gone (a store reset): forget them
             for key in [k for k in seen if k not in alerts]:
